@@ -1,0 +1,96 @@
+//! Manifest endpoints: GET/HEAD with `Accept` negotiation, PUT, DELETE.
+
+use super::query::Query;
+use super::{empty, hv, ApiResult};
+use crate::registry::manifest_parse::bare_media_type;
+use crate::registry::{Reference, Registry, RegistryError};
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use http_body_util::BodyExt;
+
+/// True when the client's `Accept` headers allow `media_type`. No `Accept` (or a
+/// wildcard) accepts anything; a list that names other types only does not.
+fn accepts(req: &Request, media_type: &str) -> bool {
+    let mut any = false;
+    for value in req.headers().get_all(header::ACCEPT) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let t = bare_media_type(item);
+            if t.is_empty() {
+                continue;
+            }
+            any = true;
+            if t == media_type || t == "*/*" || t == "application/*" {
+                return true;
+            }
+        }
+    }
+    !any
+}
+
+pub fn get(registry: &Registry, name: &str, reference: &str, req: &Request, with_body: bool) -> ApiResult {
+    let reference = Reference::parse(reference)?;
+    let read = registry.get_manifest(name, &reference)?;
+    if !accepts(req, &read.manifest.media_type) {
+        return Err(RegistryError::ManifestUnknown(format!(
+            "{name}: stored as {}, which the Accept header excludes",
+            read.manifest.media_type
+        ))
+        .into());
+    }
+    let len = read.manifest.body.len();
+    let mut resp = if with_body { Response::new(Body::from(read.manifest.body)) } else { empty(StatusCode::OK) };
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, hv(&read.manifest.media_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert("docker-content-digest", hv(&read.digest.to_string()));
+    h.insert(header::ETAG, hv(&format!("\"{}\"", read.digest)));
+    Ok(resp)
+}
+
+pub async fn put(registry: &Registry, name: &str, reference: &str, req: Request) -> ApiResult {
+    let reference = Reference::parse(reference)?;
+    let query = Query::parse(req.uri().query());
+    let tags = query.all("tag");
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let limit = registry.max_manifest_bytes;
+    if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
+        if len > limit {
+            return Err(RegistryError::ManifestTooLarge { limit }.into());
+        }
+    }
+    // Read at most one byte past the limit, so an oversized body without a
+    // Content-Length is refused without buffering it whole.
+    let body = http_body_util::Limited::new(req.into_body(), limit + 1)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                RegistryError::ManifestTooLarge { limit }
+            } else {
+                RegistryError::BodyFailed(e.to_string())
+            }
+        })?
+        .to_bytes();
+    let pushed = registry.put_manifest(name, &reference, content_type.as_deref(), body, tags).await?;
+    let mut resp = empty(StatusCode::CREATED);
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, hv(&format!("/v2/{name}/manifests/{}", pushed.digest)));
+    h.insert("docker-content-digest", hv(&pushed.digest.to_string()));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    if let Some(subject) = &pushed.subject {
+        h.insert("oci-subject", hv(&subject.to_string()));
+    }
+    for tag in &pushed.query_tags {
+        h.append("oci-tag", hv(tag));
+    }
+    Ok(resp)
+}
+
+pub async fn delete(registry: &Registry, name: &str, reference: &str) -> ApiResult {
+    let reference = Reference::parse(reference)?;
+    registry.delete_manifest(name, &reference).await?;
+    Ok(empty(StatusCode::ACCEPTED))
+}

@@ -1,0 +1,135 @@
+//! The OCI Distribution API over HTTP (axum). Handlers parse, call a `Registry`
+//! operation, and render; they hold no business logic.
+
+mod blobs;
+mod discovery;
+pub mod errors;
+mod manifests;
+mod query;
+pub mod route;
+mod uploads;
+
+use crate::meta::Meta;
+use crate::observability;
+use crate::registry::{Registry, RegistryError};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use errors::ApiError;
+use metrics_exporter_prometheus::PrometheusHandle;
+use route::Endpoint;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Registry,
+    pub meta: Meta,
+    pub metrics: PrometheusHandle,
+}
+
+pub type ApiResult = Result<Response, ApiError>;
+
+/// The registry's HTTP application.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .route("/v2", get(api_version))
+        .route("/v2/", get(api_version))
+        .route("/v2/_catalog", get(discovery::catalog))
+        .fallback(dispatch)
+        .layer(axum::middleware::from_fn(observability::http::track_request))
+        .with_state(state)
+}
+
+async fn api_version() -> Response {
+    let mut resp = axum::Json(serde_json::json!({})).into_response();
+    resp.headers_mut()
+        .insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
+    resp
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.meta.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no raft leader yet").into_response()
+    }
+}
+
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    observability::record_raft_applied(state.meta.applied_index());
+    let mut resp = state.metrics.render().into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    resp
+}
+
+/// Every `/v2/<name>/...` route. Names contain slashes, so routing is done by hand.
+async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return not_found();
+    };
+    let endpoint = match route::parse(rest) {
+        Ok(Some(e)) => e,
+        Ok(None) => return not_found(),
+        Err(e) => return ApiError(e).into_response(),
+    };
+    observability::http::label_request(endpoint.label(), endpoint.name());
+    let method = req.method().clone();
+    let registry = &state.registry;
+    let result = match (&endpoint, &method) {
+        (Endpoint::Manifest { name, reference }, &Method::GET) => manifests::get(registry, name, reference, &req, true),
+        (Endpoint::Manifest { name, reference }, &Method::HEAD) => manifests::get(registry, name, reference, &req, false),
+        (Endpoint::Manifest { name, reference }, &Method::PUT) => manifests::put(registry, name, reference, req).await,
+        (Endpoint::Manifest { name, reference }, &Method::DELETE) => manifests::delete(registry, name, reference).await,
+        (Endpoint::Blob { name, digest }, &Method::GET) => blobs::get(registry, name, digest, &req, true).await,
+        (Endpoint::Blob { name, digest }, &Method::HEAD) => blobs::get(registry, name, digest, &req, false).await,
+        (Endpoint::Blob { name, digest }, &Method::DELETE) => blobs::delete(registry, name, digest).await,
+        (Endpoint::UploadStart { name }, &Method::POST) => uploads::start(registry, name, req).await,
+        (Endpoint::Upload { name, id }, &Method::GET) => uploads::status(registry, name, id).await,
+        (Endpoint::Upload { name, id }, &Method::PATCH) => uploads::patch(registry, name, id, req).await,
+        (Endpoint::Upload { name, id }, &Method::PUT) => uploads::put(registry, name, id, req).await,
+        (Endpoint::Upload { name, id }, &Method::DELETE) => uploads::cancel(registry, name, id).await,
+        (Endpoint::Tags { name }, &Method::GET) => discovery::tags(registry, name, &req),
+        (Endpoint::Referrers { name, digest }, &Method::GET) => discovery::referrers(registry, name, digest, &req),
+        _ => return method_not_allowed(),
+    };
+    result.unwrap_or_else(|e| e.into_response())
+}
+
+fn not_found() -> Response {
+    ApiError(RegistryError::Unsupported("no such endpoint".into())).into_response().map_status(StatusCode::NOT_FOUND)
+}
+
+fn method_not_allowed() -> Response {
+    ApiError(RegistryError::Unsupported("method not allowed on this endpoint".into()))
+        .into_response()
+        .map_status(StatusCode::METHOD_NOT_ALLOWED)
+}
+
+trait MapStatus {
+    fn map_status(self, status: StatusCode) -> Self;
+}
+
+impl MapStatus for Response {
+    fn map_status(mut self, status: StatusCode) -> Self {
+        *self.status_mut() = status;
+        self
+    }
+}
+
+/// A header value from a string we built (digests, paths of validated names).
+pub(crate) fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+pub(crate) fn empty(status: StatusCode) -> Response {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = status;
+    resp
+}

@@ -1,0 +1,198 @@
+//! Upload sessions: node-local state (never in Raft). The record in RocksDB names the
+//! repository and digest algorithm; the bytes so far are the session's file; the running
+//! hash lives in memory and is rebuilt from the file after a restart.
+
+use super::{BlobError, FsBlobStore};
+use crate::meta::store::{Store, StoreError, CF_LOCAL_UPLOADS};
+use meridian_replication::{Algorithm, DigestHasher};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+}
+
+#[derive(Serialize, Deserialize)]
+struct SessionRecord {
+    repo: String,
+    algorithm: String,
+    created_unix: u64,
+}
+
+/// The mutable state of one session; hold its lock for the whole of a PATCH or PUT so
+/// chunks of one session apply one at a time.
+pub struct SessionState {
+    pub id: String,
+    pub repo: String,
+    pub algorithm: Algorithm,
+    /// Bytes received so far (the next chunk must start here).
+    pub offset: u64,
+    /// Hash of bytes `0..offset`; `None` until rebuilt from the file after a restart.
+    hasher: Option<DigestHasher>,
+    pub touched: SystemTime,
+}
+
+pub type SessionHandle = Arc<tokio::sync::Mutex<SessionState>>;
+
+pub struct UploadSessions {
+    store: Store,
+    blobs: FsBlobStore,
+    live: Mutex<HashMap<String, SessionHandle>>,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl UploadSessions {
+    pub fn new(store: Store, blobs: FsBlobStore) -> UploadSessions {
+        UploadSessions { store, blobs, live: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn blobs(&self) -> &FsBlobStore {
+        &self.blobs
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionHandle>> {
+        // A poisoned map only means another request panicked mid-insert; the map itself
+        // is still consistent (inserts and removes are single operations).
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub async fn create(&self, repo: &str, algorithm: Algorithm) -> Result<String, SessionError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        tokio::fs::File::create(self.blobs.upload_path(&id)).await.map_err(BlobError::from)?;
+        let record = SessionRecord { repo: repo.to_string(), algorithm: algorithm.name().to_string(), created_unix: now_unix() };
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(self.store.cf(CF_LOCAL_UPLOADS)?, id.as_bytes(), serde_json::to_vec(&record).unwrap_or_default());
+        self.store.write(batch)?;
+        let state = SessionState {
+            id: id.clone(),
+            repo: repo.to_string(),
+            algorithm,
+            offset: 0,
+            hasher: Some(algorithm.hasher()),
+            touched: SystemTime::now(),
+        };
+        self.live().insert(id.clone(), Arc::new(tokio::sync::Mutex::new(state)));
+        Ok(id)
+    }
+
+    /// The session `id` of repository `repo`, if it exists. `id` must already be a
+    /// validated UUID (it becomes a file name).
+    pub async fn get(&self, repo: &str, id: &str) -> Result<Option<SessionHandle>, SessionError> {
+        let existing = self.live().get(id).cloned();
+        let handle = match existing {
+            Some(h) => h,
+            None => {
+                let Some(raw) = self.store.get(CF_LOCAL_UPLOADS, id.as_bytes())? else { return Ok(None) };
+                let record: SessionRecord = serde_json::from_slice(&raw)
+                    .map_err(|e| StoreError::Corrupt { cf: CF_LOCAL_UPLOADS, reason: e.to_string() })?;
+                let algorithm: Algorithm = record
+                    .algorithm
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt { cf: CF_LOCAL_UPLOADS, reason: "algorithm".into() })?;
+                let offset = match tokio::fs::metadata(self.blobs.upload_path(id)).await {
+                    Ok(m) => m.len(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(BlobError::from(e).into()),
+                };
+                let state = SessionState {
+                    id: id.to_string(),
+                    repo: record.repo,
+                    algorithm,
+                    offset,
+                    hasher: None,
+                    touched: SystemTime::now(),
+                };
+                let handle = Arc::new(tokio::sync::Mutex::new(state));
+                self.live().entry(id.to_string()).or_insert(handle).clone()
+            }
+        };
+        if handle.lock().await.repo != repo {
+            return Ok(None);
+        }
+        Ok(Some(handle))
+    }
+
+    /// Forgets a session and deletes its bytes.
+    pub async fn remove(&self, id: &str) -> Result<(), SessionError> {
+        self.live().remove(id);
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_cf(self.store.cf(CF_LOCAL_UPLOADS)?, id.as_bytes());
+        self.store.write(batch)?;
+        self.blobs.discard(&self.blobs.upload_path(id)).await;
+        Ok(())
+    }
+
+    /// Forgets a session whose file was already moved into the blob store.
+    pub fn forget(&self, id: &str) -> Result<(), SessionError> {
+        self.live().remove(id);
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_cf(self.store.cf(CF_LOCAL_UPLOADS)?, id.as_bytes());
+        self.store.write(batch)?;
+        Ok(())
+    }
+
+    /// Removes sessions idle for longer than `max_idle` (with their bytes).
+    pub async fn expire_idle(&self, max_idle: Duration) -> Result<usize, SessionError> {
+        let cutoff = now_unix().saturating_sub(max_idle.as_secs());
+        let mut expired = Vec::new();
+        for (k, v) in self.store.scan_prefix(CF_LOCAL_UPLOADS, b"", None, usize::MAX)? {
+            let id = String::from_utf8_lossy(&k).into_owned();
+            let touched = match self.live().get(&id).cloned() {
+                Some(h) => match h.try_lock() {
+                    Ok(s) => s.touched.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+                    Err(_) => continue, // in use right now
+                },
+                None => serde_json::from_slice::<SessionRecord>(&v).map(|r| r.created_unix).unwrap_or(0),
+            };
+            if touched < cutoff {
+                expired.push(id);
+            }
+        }
+        for id in &expired {
+            self.remove(id).await?;
+        }
+        Ok(expired.len())
+    }
+}
+
+impl SessionState {
+    /// The hash of the bytes so far, rebuilding it from the file when needed.
+    pub async fn hasher(&mut self, blobs: &FsBlobStore) -> Result<DigestHasher, BlobError> {
+        if let Some(h) = &self.hasher {
+            return Ok(h.clone());
+        }
+        let path = blobs.upload_path(&self.id);
+        let mut hasher = self.algorithm.hasher();
+        let rebuilt = tokio::task::spawn_blocking(move || -> std::io::Result<DigestHasher> {
+            let mut f = std::fs::File::open(path)?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(hasher);
+                }
+                hasher.update(&buf[..n]);
+            }
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+        self.hasher = Some(rebuilt.clone());
+        Ok(rebuilt)
+    }
+
+    pub fn advance(&mut self, hasher: DigestHasher, written: u64) {
+        self.hasher = Some(hasher);
+        self.offset += written;
+        self.touched = SystemTime::now();
+    }
+}

@@ -1,0 +1,212 @@
+//! The node's configuration: one typed struct with a default for every field.
+//!
+//! Precedence, lowest first: built-in defaults, the TOML file (`--config`), `MERIDIAN_*`
+//! environment variables, command-line flags. The README's configuration table lists
+//! exactly these fields; `config_keys_match_readme` keeps the two in step.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the OCI Distribution API (HTTP/1.1 and h2c) listens on.
+    pub listen: SocketAddr,
+    /// Directory holding RocksDB (`db/`), blobs (`blobs/`) and upload sessions (`uploads/`).
+    pub data_dir: PathBuf,
+    /// Name of this node's region.
+    pub region: String,
+    /// Raft node id of this node; unique in the cluster.
+    pub node_id: u64,
+    /// `text` (human-readable) or `json` (one object per line).
+    pub log_format: LogFormat,
+    /// Log filter in `RUST_LOG` syntax; `RUST_LOG` wins when set.
+    pub log_level: String,
+    /// OTLP/gRPC endpoint for traces (e.g. `http://127.0.0.1:4317`); tracing export is off when empty.
+    pub otlp_endpoint: Option<String>,
+    /// Largest manifest body accepted, in bytes (larger ones get 413).
+    pub max_manifest_bytes: usize,
+    /// Upload sessions untouched for this many seconds are removed with their bytes.
+    pub upload_timeout_secs: u64,
+    /// Raft timing and log retention.
+    pub raft: RaftConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftConfig {
+    /// Leader heartbeat interval in milliseconds.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the randomized election timeout in milliseconds.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomized election timeout in milliseconds.
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot (and allow purging the log before it) every this many applied entries.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind the last snapshot, so lagging peers can catch up without one.
+    pub max_logs_kept: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            data_dir: PathBuf::from("./data"),
+            region: "local".to_string(),
+            node_id: 1,
+            log_format: LogFormat::Text,
+            log_level: "info".to_string(),
+            otlp_endpoint: None,
+            max_manifest_bytes: 4 * 1024 * 1024,
+            upload_timeout_secs: 24 * 3600,
+            raft: RaftConfig::default(),
+        }
+    }
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        // Sized for inter-region round trips of 20–200 ms: a heartbeat well under the
+        // smallest election timeout, which is several worst-case round trips.
+        RaftConfig {
+            heartbeat_ms: 250,
+            election_timeout_min_ms: 1500,
+            election_timeout_max_ms: 3000,
+            snapshot_every: 10_000,
+            max_logs_kept: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid value {value:?} for environment variable {var}: {reason}")]
+    Env { var: String, value: String, reason: String },
+}
+
+/// Values given on the command line; `None` leaves the lower layers in charge.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Builds the effective configuration from all layers.
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut config = match &overrides.config_file {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply_env(std::env::vars())?;
+        if let Some(listen) = overrides.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.data_dir = dir.clone();
+        }
+        Ok(config)
+    }
+
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })
+    }
+
+    /// `MERIDIAN_<KEY>` for top-level keys, `MERIDIAN_RAFT_<KEY>` for `[raft]` keys.
+    pub fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
+        for (var, value) in vars {
+            let Some(key) = var.strip_prefix("MERIDIAN_") else { continue };
+            let bad = |reason: String| ConfigError::Env { var: var.clone(), value: value.clone(), reason };
+            fn num<T: std::str::FromStr>(v: &str) -> Result<T, String>
+            where
+                T::Err: std::fmt::Display,
+            {
+                v.parse::<T>().map_err(|e| e.to_string())
+            }
+            match key {
+                "LISTEN" => self.listen = num(&value).map_err(bad)?,
+                "DATA_DIR" => self.data_dir = PathBuf::from(&value),
+                "REGION" => self.region = value.clone(),
+                "NODE_ID" => self.node_id = num(&value).map_err(bad)?,
+                "LOG_FORMAT" => {
+                    self.log_format = match value.as_str() {
+                        "text" => LogFormat::Text,
+                        "json" => LogFormat::Json,
+                        _ => return Err(bad("expected text or json".into())),
+                    }
+                }
+                "LOG_LEVEL" => self.log_level = value.clone(),
+                "OTLP_ENDPOINT" => {
+                    self.otlp_endpoint = if value.is_empty() { None } else { Some(value.clone()) }
+                }
+                "MAX_MANIFEST_BYTES" => self.max_manifest_bytes = num(&value).map_err(bad)?,
+                "UPLOAD_TIMEOUT_SECS" => self.upload_timeout_secs = num(&value).map_err(bad)?,
+                "RAFT_HEARTBEAT_MS" => self.raft.heartbeat_ms = num(&value).map_err(bad)?,
+                "RAFT_ELECTION_TIMEOUT_MIN_MS" => self.raft.election_timeout_min_ms = num(&value).map_err(bad)?,
+                "RAFT_ELECTION_TIMEOUT_MAX_MS" => self.raft.election_timeout_max_ms = num(&value).map_err(bad)?,
+                "RAFT_SNAPSHOT_EVERY" => self.raft.snapshot_every = num(&value).map_err(bad)?,
+                "RAFT_MAX_LOGS_KEPT" => self.raft.max_logs_kept = num(&value).map_err(bad)?,
+                // Other MERIDIAN_* variables (e.g. test knobs) are not configuration.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = std::env::temp_dir().join(format!("meridian-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:7000\"\nregion = \"eu\"\n[raft]\nheartbeat_ms = 100\n").unwrap();
+        let mut c = Config::from_file(&file).unwrap();
+        assert_eq!(c.listen.port(), 7000);
+        assert_eq!(c.region, "eu");
+        assert_eq!(c.raft.heartbeat_ms, 100);
+        assert_eq!(c.raft.election_timeout_min_ms, RaftConfig::default().election_timeout_min_ms);
+        c.apply_env(vec![("MERIDIAN_REGION".to_string(), "us".to_string())].into_iter()).unwrap();
+        assert_eq!(c.region, "us");
+        let err = c.apply_env(vec![("MERIDIAN_NODE_ID".to_string(), "x".to_string())].into_iter());
+        assert!(err.is_err());
+        std::fs::write(&file, "bogus_key = 1\n").unwrap();
+        assert!(Config::from_file(&file).is_err());
+    }
+
+    /// Every configuration key appears in the README's configuration table.
+    #[test]
+    fn config_keys_match_readme() {
+        let readme = include_str!("../../../README.md");
+        let keys = [
+            "listen", "data_dir", "region", "node_id", "log_format", "log_level", "otlp_endpoint",
+            "max_manifest_bytes", "upload_timeout_secs", "raft.heartbeat_ms",
+            "raft.election_timeout_min_ms", "raft.election_timeout_max_ms", "raft.snapshot_every",
+            "raft.max_logs_kept",
+        ];
+        for key in keys {
+            assert!(readme.contains(&format!("`{key}`")), "README lacks config key {key}");
+        }
+        // The list above must itself be complete: serialize defaults and count fields.
+        let defaults = format!("{:?}", Config::default());
+        assert_eq!(defaults.matches(": ").count(), keys.len() + 1, "a config field is missing from the README check");
+    }
+}

@@ -1,0 +1,104 @@
+//! Meridian node: a geo-replicated OCI registry.
+//!
+//! - [`api`]: the OCI Distribution API over HTTP (axum).
+//! - [`registry`]: the registry's operations, independent of transport.
+//! - [`meta`]: cluster metadata in one Raft history (openraft on RocksDB).
+//! - [`blobs`]: the region's content-addressed blob store and upload sessions.
+//! - [`config`], [`observability`]: configuration and logs/metrics/traces.
+
+pub mod api;
+pub mod blobs;
+pub mod config;
+pub mod meta;
+pub mod observability;
+pub mod registry;
+
+use crate::blobs::uploads::UploadSessions;
+use crate::blobs::FsBlobStore;
+use crate::config::Config;
+use crate::meta::{Meta, Store};
+use crate::registry::Registry;
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often idle upload sessions are looked for.
+const UPLOAD_SWEEP_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Runs a node until SIGINT/SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let metrics = observability::init_metrics()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let store = Store::open(&config.data_dir.join("db")).context("opening RocksDB")?;
+    let blobs = FsBlobStore::open(&config.data_dir).context("opening blob store")?;
+    let meta = Meta::start(&config, store.clone()).await.context("starting raft")?;
+    meta.wait_for_leader(Duration::from_secs(30)).await.context("waiting for a raft leader")?;
+    let sessions = Arc::new(UploadSessions::new(store.clone(), blobs.clone()));
+    let registry = Registry {
+        store,
+        meta: meta.clone(),
+        blobs,
+        sessions: sessions.clone(),
+        region: config.region.clone(),
+        max_manifest_bytes: config.max_manifest_bytes,
+    };
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let sweeper = tokio::spawn(sweep_idle_uploads(sessions, Duration::from_secs(config.upload_timeout_secs), shutdown_rx));
+
+    let app = api::app(api::AppState { registry, meta: meta.clone(), metrics });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), region = %config.region, "meridian serving");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    let _ = shutdown_tx.send(true);
+    let _ = sweeper.await;
+    meta.shutdown().await;
+    tracing::info!("meridian stopped");
+    Ok(())
+}
+
+/// Named background task: removes upload sessions idle longer than the configured timeout.
+async fn sweep_idle_uploads(
+    sessions: Arc<UploadSessions>,
+    max_idle: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(UPLOAD_SWEEP_INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
+        match sessions.expire_idle(max_idle).await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics::counter!("meridian_upload_sessions_expired_total").increment(n as u64);
+                tracing::info!(expired = n, "removed idle upload sessions");
+            }
+            Err(e) => tracing::warn!(error = %e, "upload session sweep failed"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

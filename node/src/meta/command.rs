@@ -1,0 +1,61 @@
+//! The entries of Meridian's one history: every repository, manifest and tag change is
+//! one of these commands, applied in log order on every node.
+
+use meridian_replication::Digest;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Command {
+    /// One manifest PUT: its bytes, tags and everything it references (one entry, not one
+    /// per blob — blobs stay region-local until a manifest references them).
+    PutManifest(PutManifest),
+    /// Deletes a manifest, every tag pointing at it in the repository, and its referrer entry.
+    DeleteManifest { repo: String, digest: Digest },
+    /// Removes one tag; the manifest stays.
+    DeleteTag { repo: String, tag: String },
+    /// Removes a blob from a repository (the bytes stay until garbage collection).
+    UnlinkBlob { repo: String, digest: Digest },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PutManifest {
+    pub repo: String,
+    pub digest: Digest,
+    pub media_type: String,
+    /// The exact bytes the client sent (manifests are JSON, hence UTF-8).
+    pub body: String,
+    pub tags: Vec<String>,
+    /// Blobs (config, layers) the manifest references, with their sizes.
+    pub blobs: Vec<BlobRef>,
+    /// Manifests an index references; they must exist in the repository when applied.
+    pub children: Vec<Digest>,
+    /// The referrers API view of this manifest, when it has a `subject`.
+    pub referrer: Option<Referrer>,
+    /// Region whose blob store holds the referenced blobs.
+    pub region: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BlobRef {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Referrer {
+    pub subject: Digest,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// What applying a command did. Refusals are decided by the state at apply time, so every
+/// node reaches the same answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum CommandResult {
+    Applied,
+    /// An index named a child manifest the repository does not have.
+    ManifestBlobUnknown(Digest),
+    ManifestUnknown,
+    BlobUnknown,
+}

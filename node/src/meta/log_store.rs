@@ -1,0 +1,171 @@
+//! openraft's log storage on RocksDB (`raft_log`, `raft_meta`).
+//!
+//! Every append, vote and truncation is a synced write: an entry counts as stored only
+//! once it is on disk, which is what lets a 201 promise durability.
+
+use super::store::{Store, StoreError, CF_RAFT_LOG, CF_RAFT_META};
+use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogId, StorageIOError};
+use rocksdb::WriteBatch;
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+
+#[derive(Clone)]
+pub struct LogStore {
+    store: Store,
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn index_of(key: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    buf.copy_from_slice(&key[..8]);
+    u64::from_be_bytes(buf)
+}
+
+fn read_err(e: impl std::error::Error) -> StorageError {
+    StorageIOError::read_logs(&e).into()
+}
+
+fn write_err(e: impl std::error::Error) -> StorageError {
+    StorageIOError::write_logs(&e).into()
+}
+
+impl LogStore {
+    pub fn new(store: Store) -> LogStore {
+        LogStore { store }
+    }
+
+    fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
+        match self.store.get(CF_RAFT_META, key).map_err(read_err)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(read_err),
+            None => Ok(None),
+        }
+    }
+
+    fn put_meta_durable<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
+        let bytes = serde_json::to_vec(value).map_err(write_err)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.store.cf(CF_RAFT_META).map_err(write_err)?, key, bytes);
+        self.store.write_durable(batch).map_err(write_err)
+    }
+
+    fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        let cf = self.store.cf(CF_RAFT_LOG).map_err(read_err)?;
+        let mut iter = self.store.db().iterator_cf(cf, rocksdb::IteratorMode::End);
+        match iter.next() {
+            Some(Ok((_, v))) => {
+                let entry: Entry = serde_json::from_slice(&v).map_err(read_err)?;
+                Ok(Some(*entry.get_log_id()))
+            }
+            Some(Err(e)) => Err(read_err(e)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i + 1,
+            Bound::Unbounded => 0,
+        };
+        let cf = self.store.cf(CF_RAFT_LOG).map_err(read_err)?;
+        let iter = self.store.db().iterator_cf(
+            cf,
+            rocksdb::IteratorMode::From(&index_key(start), rocksdb::Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item.map_err(read_err)?;
+            if !range.contains(&index_of(&k)) {
+                break;
+            }
+            out.push(serde_json::from_slice(&v).map_err(read_err)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged: Option<LogId> = self.meta(KEY_LAST_PURGED)?;
+        let last = self.last_entry_log_id()?.or(last_purged);
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.put_meta_durable(KEY_VOTE, vote)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.meta(KEY_VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.put_meta_durable(KEY_COMMITTED, &committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::default();
+        {
+            let cf = self.store.cf(CF_RAFT_LOG).map_err(write_err)?;
+            for entry in entries {
+                let bytes = serde_json::to_vec(&entry).map_err(write_err)?;
+                batch.put_cf(cf, index_key(entry.get_log_id().index), bytes);
+            }
+        }
+        // The fsync runs on a blocking thread so the runtime keeps serving reads meanwhile.
+        let store = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || store.write_durable(batch))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r.map_err(|e: StoreError| std::io::Error::other(e.to_string())));
+        let ok = result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()));
+        callback.log_io_completed(result);
+        ok.map_err(write_err)
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let cf = self.store.cf(CF_RAFT_LOG).map_err(write_err)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, index_key(log_id.index), index_key(u64::MAX));
+        self.store.write_durable(batch).map_err(write_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Record the purge point first: a crash between the two writes leaves extra
+        // entries, never a gap the state claims is not there.
+        self.put_meta_durable(KEY_LAST_PURGED, &log_id)?;
+        let cf = self.store.cf(CF_RAFT_LOG).map_err(write_err)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, index_key(0), index_key(log_id.index + 1));
+        self.store.write_durable(batch).map_err(write_err)
+    }
+}
+

@@ -1,0 +1,93 @@
+//! Read queries over the local applied state. No network, no Raft: a read in any region
+//! answers from what this node has applied.
+
+use super::records::{BlobLocation, ReferrerDescriptor, StoredManifest};
+use super::store::{
+    repo_key, repo_prefix, Store, StoreError, CF_LOCAL_BLOB_LINKS, CF_SM_BLOBS, CF_SM_BLOB_LINKS,
+    CF_SM_MANIFESTS, CF_SM_REFERRERS, CF_SM_REPOS, CF_SM_TAGS,
+};
+use meridian_replication::Digest;
+
+impl Store {
+    pub fn manifest(&self, repo: &str, digest: &Digest) -> Result<Option<StoredManifest>, StoreError> {
+        match self.get(CF_SM_MANIFESTS, &repo_key(repo, &digest.to_string()))? {
+            Some(raw) => Ok(Some(StoredManifest::decode(&raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn manifest_exists(&self, repo: &str, digest: &Digest) -> Result<bool, StoreError> {
+        self.exists(CF_SM_MANIFESTS, &repo_key(repo, &digest.to_string()))
+    }
+
+    /// The digest a tag points at.
+    pub fn resolve_tag(&self, repo: &str, tag: &str) -> Result<Option<Digest>, StoreError> {
+        match self.get(CF_SM_TAGS, &repo_key(repo, tag))? {
+            Some(raw) => {
+                let s = std::str::from_utf8(&raw)
+                    .map_err(|e| StoreError::Corrupt { cf: CF_SM_TAGS, reason: e.to_string() })?;
+                Digest::parse(s)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt { cf: CF_SM_TAGS, reason: e.to_string() })
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub fn repo_exists(&self, repo: &str) -> Result<bool, StoreError> {
+        self.exists(CF_SM_REPOS, repo.as_bytes())
+    }
+
+    /// Tags in ASCII order, starting after `last`, at most `limit`.
+    pub fn tags(&self, repo: &str, last: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+        let prefix = repo_prefix(repo);
+        let after = last.map(|l| repo_key(repo, l));
+        Ok(self
+            .scan_prefix(CF_SM_TAGS, &prefix, after.as_deref(), limit)?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+            .collect())
+    }
+
+    /// Repository names in ASCII order, starting after `last`, at most `limit`.
+    pub fn repositories(&self, last: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .scan_prefix(CF_SM_REPOS, b"", last.map(|l| l.as_bytes()), limit)?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+            .collect())
+    }
+
+    pub fn referrers(&self, repo: &str, subject: &Digest) -> Result<Vec<ReferrerDescriptor>, StoreError> {
+        let prefix = repo_key(repo, &format!("{subject}\0"));
+        self.scan_prefix(CF_SM_REFERRERS, &prefix, None, usize::MAX)?
+            .into_iter()
+            .map(|(_, v)| {
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt { cf: CF_SM_REFERRERS, reason: e.to_string() })
+            })
+            .collect()
+    }
+
+    /// Size of a blob the repository may serve: referenced by one of its manifests
+    /// (cluster-wide) or pushed/mounted into it on this node.
+    pub fn linked_blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        let key = repo_key(repo, &digest.to_string());
+        for cf in [CF_SM_BLOB_LINKS, CF_LOCAL_BLOB_LINKS] {
+            if let Some(raw) = self.get(cf, &key)? {
+                let bytes: [u8; 8] = raw
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt { cf, reason: "blob size".into() })?;
+                return Ok(Some(u64::from_be_bytes(bytes)));
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn blob_location(&self, digest: &Digest) -> Result<Option<BlobLocation>, StoreError> {
+        match self.get(CF_SM_BLOBS, digest.to_string().as_bytes())? {
+            Some(raw) => Ok(Some(BlobLocation::decode(&raw)?)),
+            None => Ok(None),
+        }
+    }
+}

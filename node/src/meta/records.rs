@@ -1,0 +1,72 @@
+//! Value encodings of the state machine's column families.
+
+use super::store::{StoreError, CF_SM_BLOBS, CF_SM_MANIFESTS};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A manifest as stored: a small JSON header, then the client's exact bytes. The body is
+/// kept raw (not inside JSON) so a GET copies it out without decoding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredManifest {
+    pub media_type: String,
+    pub subject: Option<String>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ManifestHeader {
+    media_type: String,
+    subject: Option<String>,
+}
+
+impl StoredManifest {
+    pub fn encode(&self) -> Vec<u8> {
+        let header = ManifestHeader { media_type: self.media_type.clone(), subject: self.subject.clone() };
+        // Serializing a struct of strings cannot fail.
+        let header = serde_json::to_vec(&header).unwrap_or_default();
+        let mut out = Vec::with_capacity(4 + header.len() + self.body.len());
+        out.extend_from_slice(&(header.len() as u32).to_be_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    pub fn decode(raw: &[u8]) -> Result<StoredManifest, StoreError> {
+        let corrupt = |reason: &str| StoreError::Corrupt { cf: CF_SM_MANIFESTS, reason: reason.to_string() };
+        let len_bytes: [u8; 4] = raw.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt("short"))?;
+        let len = u32::from_be_bytes(len_bytes) as usize;
+        let header_bytes = raw.get(4..4 + len).ok_or_else(|| corrupt("short header"))?;
+        let header: ManifestHeader = serde_json::from_slice(header_bytes).map_err(|e| corrupt(&e.to_string()))?;
+        Ok(StoredManifest { media_type: header.media_type, subject: header.subject, body: raw[4 + len..].to_vec() })
+    }
+}
+
+/// Where a blob's verified copies are, cluster-wide.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlobLocation {
+    pub size: u64,
+    pub regions: Vec<String>,
+}
+
+impl BlobLocation {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(raw: &[u8]) -> Result<BlobLocation, StoreError> {
+        serde_json::from_slice(raw).map_err(|e| StoreError::Corrupt { cf: CF_SM_BLOBS, reason: e.to_string() })
+    }
+}
+
+/// One entry of a referrers response, as the distribution spec shapes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferrerDescriptor {
+    pub media_type: String,
+    pub size: u64,
+    pub digest: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub artifact_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub annotations: Option<BTreeMap<String, String>>,
+}

@@ -1,0 +1,163 @@
+//! The node's RocksDB: one database, one column family per kind of record.
+//!
+//! Raft's own state (`raft_log`, `raft_meta`) and the replicated state machine
+//! (`sm_*`) live next to node-local state (`local_*`) that never goes through Raft.
+//! Keys that belong to a repository start with the repository name and a NUL byte; the
+//! name grammar has no NUL, so a prefix scan over `repo\0` sees exactly that repository.
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Raft log entries; key: index as u64 big-endian.
+pub const CF_RAFT_LOG: &str = "raft_log";
+/// Raft vote, committed log id, last purged log id.
+pub const CF_RAFT_META: &str = "raft_meta";
+/// State machine bookkeeping: last applied log id and membership.
+pub const CF_SM_META: &str = "sm_meta";
+/// `repo` → empty; every repository that holds a manifest.
+pub const CF_SM_REPOS: &str = "sm_repos";
+/// `repo\0digest` → stored manifest (see `state_machine::StoredManifest`).
+pub const CF_SM_MANIFESTS: &str = "sm_manifests";
+/// `repo\0tag` → digest string.
+pub const CF_SM_TAGS: &str = "sm_tags";
+/// `repo\0digest` → blob size (u64 BE): blobs a manifest of the repository references.
+pub const CF_SM_BLOB_LINKS: &str = "sm_blob_links";
+/// `digest` → blob location record (size, regions holding a verified copy).
+pub const CF_SM_BLOBS: &str = "sm_blobs";
+/// `repo\0subject\0referrer` → descriptor JSON for the referrers API.
+pub const CF_SM_REFERRERS: &str = "sm_referrers";
+/// Upload sessions in progress on this node: `uuid` → session record.
+pub const CF_LOCAL_UPLOADS: &str = "local_uploads";
+/// `repo\0digest` → size: blobs pushed to this node and not yet referenced by a manifest.
+pub const CF_LOCAL_BLOB_LINKS: &str = "local_blob_links";
+
+/// The column families that make up the replicated state machine (what a snapshot holds).
+pub const STATE_MACHINE_CFS: [&str; 7] = [
+    CF_SM_META,
+    CF_SM_REPOS,
+    CF_SM_MANIFESTS,
+    CF_SM_TAGS,
+    CF_SM_BLOB_LINKS,
+    CF_SM_BLOBS,
+    CF_SM_REFERRERS,
+];
+
+const ALL_CFS: [&str; 11] = [
+    CF_RAFT_LOG,
+    CF_RAFT_META,
+    CF_SM_META,
+    CF_SM_REPOS,
+    CF_SM_MANIFESTS,
+    CF_SM_TAGS,
+    CF_SM_BLOB_LINKS,
+    CF_SM_BLOBS,
+    CF_SM_REFERRERS,
+    CF_LOCAL_UPLOADS,
+    CF_LOCAL_BLOB_LINKS,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("column family {0} missing")]
+    MissingColumnFamily(&'static str),
+    #[error("corrupt record in {cf}: {reason}")]
+    Corrupt { cf: &'static str, reason: String },
+}
+
+/// Shared handle to the node's database.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<DB>,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.increase_parallelism(2);
+        // One WAL for all column families: a synced Raft append also makes every earlier
+        // state machine write durable.
+        let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
+        self.db.cf_handle(name).ok_or(StoreError::MissingColumnFamily(name))
+    }
+
+    pub fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(cf)?, key)?)
+    }
+
+    pub fn exists(&self, cf: &'static str, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.db.get_pinned_cf(self.cf(cf)?, key)?.is_some())
+    }
+
+    /// Writes a batch and waits until it is on disk (WAL fsync).
+    pub fn write_durable(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        Ok(self.db.write_opt(batch, &opts)?)
+    }
+
+    /// Writes a batch without waiting for fsync; the next durable write (or the Raft log,
+    /// which can replay it) covers it.
+    pub fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        Ok(self.db.write(batch)?)
+    }
+
+    /// Key/value pairs whose key starts with `prefix`, beginning after `start_after`
+    /// (exclusive) when given, at most `limit` of them.
+    pub fn scan_prefix(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let handle = self.cf(cf)?;
+        let start: Vec<u8> = match start_after {
+            Some(after) => {
+                let mut k = after.to_vec();
+                k.push(0);
+                k
+            }
+            None => prefix.to_vec(),
+        };
+        let iter = self
+            .db
+            .iterator_cf(handle, rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward));
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// `repo\0rest` keys.
+pub fn repo_key(repo: &str, rest: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(repo.len() + rest.len() + 1);
+    k.extend_from_slice(repo.as_bytes());
+    k.push(0);
+    k.extend_from_slice(rest.as_bytes());
+    k
+}
+
+/// The prefix of all `repo\0…` keys of one repository.
+pub fn repo_prefix(repo: &str) -> Vec<u8> {
+    repo_key(repo, "")
+}

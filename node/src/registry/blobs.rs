@@ -1,0 +1,76 @@
+//! Blob reads, deletes and cross-repository mounts.
+
+use super::{Registry, RegistryError, Result};
+use crate::meta::command::{Command, CommandResult};
+use crate::meta::store::{repo_key, CF_LOCAL_BLOB_LINKS, CF_SM_BLOB_LINKS};
+use meridian_replication::Digest;
+
+impl Registry {
+    /// Size of a blob this repository may serve from this region.
+    pub async fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64> {
+        match self.store.linked_blob_size(repo, digest)? {
+            Some(_) => match self.blobs.size(digest).await? {
+                Some(size) => Ok(size),
+                None => Err(RegistryError::BlobUnknown(digest.to_string())),
+            },
+            None => Err(RegistryError::BlobUnknown(digest.to_string())),
+        }
+    }
+
+    pub async fn open_blob(&self, repo: &str, digest: &Digest) -> Result<(tokio::fs::File, u64)> {
+        if self.store.linked_blob_size(repo, digest)?.is_none() {
+            return Err(RegistryError::BlobUnknown(digest.to_string()));
+        }
+        let file = self.blobs.open_blob(digest).await?.ok_or_else(|| RegistryError::BlobUnknown(digest.to_string()))?;
+        let size = file.metadata().await.map_err(crate::blobs::BlobError::from)?.len();
+        Ok((file, size))
+    }
+
+    /// Records that `repo` may serve `digest` (after an upload or a mount), durably.
+    pub(super) fn link_local(&self, repo: &str, digest: &Digest, size: u64) -> Result<()> {
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(self.store.cf(CF_LOCAL_BLOB_LINKS)?, repo_key(repo, &digest.to_string()), size.to_be_bytes());
+        self.store.write_durable(batch)?;
+        Ok(())
+    }
+
+    /// Removes the blob from the repository (its bytes stay for other repositories).
+    pub async fn delete_blob(&self, repo: &str, digest: &Digest) -> Result<()> {
+        let key = repo_key(repo, &digest.to_string());
+        let local = self.store.exists(CF_LOCAL_BLOB_LINKS, &key)?;
+        if local {
+            let mut batch = rocksdb::WriteBatch::default();
+            batch.delete_cf(self.store.cf(CF_LOCAL_BLOB_LINKS)?, &key);
+            self.store.write_durable(batch)?;
+        }
+        // Only a blob a manifest referenced has a cluster link; don't spend a Raft entry otherwise.
+        let cluster = self.store.exists(CF_SM_BLOB_LINKS, &key)?
+            && self.meta.propose(Command::UnlinkBlob { repo: repo.to_string(), digest: digest.clone() }).await?
+                == CommandResult::Applied;
+        if local || cluster {
+            Ok(())
+        } else {
+            Err(RegistryError::BlobUnknown(digest.to_string()))
+        }
+    }
+
+    /// Mounts `digest` into `repo` from `from` (or from anywhere when `from` is None).
+    /// Returns false when the blob is not available to mount.
+    pub async fn mount_blob(&self, repo: &str, digest: &Digest, from: Option<&str>) -> Result<bool> {
+        let available = match from {
+            Some(source) => self.store.linked_blob_size(source, digest)?.is_some(),
+            // Without `from`, any verified copy in this region will do.
+            None => true,
+        };
+        if !available {
+            return Ok(false);
+        }
+        match self.blobs.size(digest).await? {
+            Some(size) => {
+                self.link_local(repo, digest, size)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The registry's error type: what went wrong, in the distribution spec's terms. The
+//! mapping onto HTTP statuses and OCI error codes lives in one place, `api::errors`.
+
+use crate::blobs::uploads::SessionError;
+use crate::blobs::{BlobError, WriteError};
+use crate::meta::store::StoreError;
+use crate::meta::MetaError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("invalid repository name {0:?}")]
+    NameInvalid(String),
+    #[error("repository {0} is not known")]
+    NameUnknown(String),
+    #[error("invalid tag {0:?}")]
+    TagInvalid(String),
+    #[error("invalid digest: {0}")]
+    DigestInvalid(String),
+    #[error("blob {0} is not known in this repository")]
+    BlobUnknown(String),
+    #[error("upload session is not known")]
+    BlobUploadUnknown,
+    #[error("upload invalid: {0}")]
+    BlobUploadInvalid(String),
+    /// A chunk that does not start where the session's bytes end.
+    #[error("chunk does not continue the upload: expected offset {offset}")]
+    ChunkOutOfOrder { offset: u64, location: String, upload_id: String },
+    /// A blob `Range` request past the end.
+    #[error("range not satisfiable for a blob of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("size invalid: {0}")]
+    SizeInvalid(String),
+    #[error("manifest invalid: {0}")]
+    ManifestInvalid(String),
+    #[error("manifest larger than the {limit} bytes accepted")]
+    ManifestTooLarge { limit: usize },
+    #[error("manifest {0} is not known in this repository")]
+    ManifestUnknown(String),
+    #[error("manifest references {0}, which is not known in this repository")]
+    ManifestBlobUnknown(String),
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The cluster cannot commit from this region right now.
+    #[error("no quorum reachable from this region: {0}")]
+    NoQuorum(String),
+    /// The client went away or sent a broken body; nothing was kept.
+    #[error("request body failed: {0}")]
+    BodyFailed(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        RegistryError::Internal(e.to_string())
+    }
+}
+
+impl From<BlobError> for RegistryError {
+    fn from(e: BlobError) -> Self {
+        RegistryError::Internal(e.to_string())
+    }
+}
+
+impl From<SessionError> for RegistryError {
+    fn from(e: SessionError) -> Self {
+        RegistryError::Internal(e.to_string())
+    }
+}
+
+impl From<WriteError> for RegistryError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Body(m) => RegistryError::BodyFailed(m),
+            WriteError::TooLong { limit } => {
+                RegistryError::SizeInvalid(format!("body longer than the {limit} bytes announced"))
+            }
+            WriteError::Io(io) => RegistryError::Internal(io.to_string()),
+        }
+    }
+}
+
+impl From<MetaError> for RegistryError {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::NoQuorum(m) => RegistryError::NoQuorum(m),
+            other => RegistryError::Internal(other.to_string()),
+        }
+    }
+}

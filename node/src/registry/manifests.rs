@@ -1,0 +1,122 @@
+//! Manifest push, pull and delete. A push becomes one Raft entry carrying the bytes,
+//! the tags and every blob referenced; the 201 goes out after it is applied here.
+
+use super::manifest_parse::parse_manifest;
+use super::names::{validate_tag, Reference};
+use super::{Registry, RegistryError, Result};
+use crate::meta::command::{BlobRef, Command, CommandResult, PutManifest, Referrer};
+use crate::meta::records::StoredManifest;
+use bytes::Bytes;
+use meridian_replication::{Algorithm, Digest};
+
+pub struct PushedManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+    /// Tags set by `?tag=` parameters (reported back in `OCI-Tag`).
+    pub query_tags: Vec<String>,
+}
+
+pub struct ManifestRead {
+    pub digest: Digest,
+    pub manifest: StoredManifest,
+}
+
+impl Registry {
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+        query_tags: Vec<String>,
+    ) -> Result<PushedManifest> {
+        if body.len() > self.max_manifest_bytes {
+            return Err(RegistryError::ManifestTooLarge { limit: self.max_manifest_bytes });
+        }
+        for tag in &query_tags {
+            validate_tag(tag)?;
+        }
+        let digest = match reference {
+            Reference::Digest(expected) => {
+                let actual = Digest::of_bytes(expected.algorithm(), &body);
+                if &actual != expected {
+                    return Err(RegistryError::DigestInvalid(format!("manifest hashes to {actual}, not {expected}")));
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::of_bytes(Algorithm::Sha256, &body),
+        };
+        let parsed = parse_manifest(content_type, &body)?;
+        let text = String::from_utf8(body.to_vec())
+            .map_err(|_| RegistryError::ManifestInvalid("manifest is not UTF-8".into()))?;
+
+        let mut blobs = Vec::with_capacity(parsed.blobs.len());
+        for d in &parsed.blobs {
+            let size = self
+                .store
+                .linked_blob_size(repo, &d.digest)?
+                .ok_or_else(|| RegistryError::ManifestBlobUnknown(d.digest.to_string()))?;
+            if size != d.size {
+                return Err(RegistryError::ManifestInvalid(format!(
+                    "descriptor of {} says {} bytes, the blob has {size}",
+                    d.digest, d.size
+                )));
+            }
+            blobs.push(BlobRef { digest: d.digest.clone(), size });
+        }
+        for child in &parsed.children {
+            if !self.store.manifest_exists(repo, &child.digest)? {
+                return Err(RegistryError::ManifestBlobUnknown(child.digest.to_string()));
+            }
+        }
+        let mut tags = query_tags.clone();
+        if let Reference::Tag(t) = reference {
+            tags.push(t.clone());
+        }
+        let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+        let referrer = parsed.subject.as_ref().map(|s| Referrer {
+            subject: s.digest.clone(),
+            artifact_type: parsed.artifact_type.clone(),
+            annotations: parsed.annotations.clone(),
+        });
+        let put = PutManifest {
+            repo: repo.to_string(),
+            digest: digest.clone(),
+            media_type: parsed.media_type,
+            body: text,
+            tags,
+            blobs,
+            children: parsed.children.into_iter().map(|c| c.digest).collect(),
+            referrer,
+            region: self.region.clone(),
+        };
+        match self.meta.propose(Command::PutManifest(put)).await? {
+            CommandResult::Applied => Ok(PushedManifest { digest, subject, query_tags }),
+            CommandResult::ManifestBlobUnknown(d) => Err(RegistryError::ManifestBlobUnknown(d.to_string())),
+            other => Err(RegistryError::Internal(format!("unexpected apply result {other:?}"))),
+        }
+    }
+
+    pub fn get_manifest(&self, repo: &str, reference: &Reference) -> Result<ManifestRead> {
+        let unknown = || RegistryError::ManifestUnknown(format!("{repo}:{reference:?}"));
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(t) => self.store.resolve_tag(repo, t)?.ok_or_else(unknown)?,
+        };
+        let manifest = self.store.manifest(repo, &digest)?.ok_or_else(unknown)?;
+        Ok(ManifestRead { digest, manifest })
+    }
+
+    /// Deleting by digest removes the manifest and every tag on it; deleting by tag
+    /// removes only the tag.
+    pub async fn delete_manifest(&self, repo: &str, reference: &Reference) -> Result<()> {
+        let cmd = match reference {
+            Reference::Digest(d) => Command::DeleteManifest { repo: repo.to_string(), digest: d.clone() },
+            Reference::Tag(t) => Command::DeleteTag { repo: repo.to_string(), tag: t.clone() },
+        };
+        match self.meta.propose(cmd).await? {
+            CommandResult::Applied => Ok(()),
+            _ => Err(RegistryError::ManifestUnknown(format!("{repo}:{reference:?}"))),
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! The registry's operations, independent of HTTP: axum handlers parse a request, call
+//! one of these, and render the result. The same operations serve tests and, later,
+//! gRPC fetch-through.
+
+mod blobs;
+pub mod discovery;
+pub mod errors;
+pub mod manifest_parse;
+mod manifests;
+pub mod names;
+pub mod uploads;
+
+use crate::blobs::uploads::UploadSessions;
+use crate::blobs::FsBlobStore;
+use crate::meta::{Meta, Store};
+use std::sync::Arc;
+
+pub use errors::RegistryError;
+pub use manifests::{ManifestRead, PushedManifest};
+pub use names::Reference;
+
+pub type Result<T> = std::result::Result<T, RegistryError>;
+
+#[derive(Clone)]
+pub struct Registry {
+    pub store: Store,
+    pub meta: Meta,
+    pub blobs: FsBlobStore,
+    pub sessions: Arc<UploadSessions>,
+    pub region: String,
+    pub max_manifest_bytes: usize,
+}

@@ -1,0 +1,203 @@
+//! Blob uploads: sessions, chunks, single-request pushes and the closing PUT.
+
+use super::{Registry, RegistryError, Result};
+use crate::blobs::{stream_to_file, BlobError};
+use bytes::Bytes;
+use futures::Stream;
+use meridian_replication::{Algorithm, Digest, DigestHasher};
+use std::fmt::Display;
+
+/// A chunk's declared placement: the inclusive `Content-Range` and the `Content-Length`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChunkHeaders {
+    pub range: Option<(u64, u64)>,
+    pub content_length: Option<u64>,
+}
+
+/// Where an upload session stands.
+#[derive(Debug, Clone)]
+pub struct UploadStatus {
+    pub id: String,
+    pub offset: u64,
+}
+
+impl Registry {
+    pub async fn start_upload(&self, repo: &str, algorithm: Algorithm) -> Result<UploadStatus> {
+        let id = self.sessions.create(repo, algorithm).await?;
+        Ok(UploadStatus { id, offset: 0 })
+    }
+
+    pub async fn upload_status(&self, repo: &str, id: &str) -> Result<UploadStatus> {
+        let handle = self.sessions.get(repo, id).await?.ok_or(RegistryError::BlobUploadUnknown)?;
+        let state = handle.lock().await;
+        Ok(UploadStatus { id: state.id.clone(), offset: state.offset })
+    }
+
+    pub async fn cancel_upload(&self, repo: &str, id: &str) -> Result<()> {
+        let handle = self.sessions.get(repo, id).await?.ok_or(RegistryError::BlobUploadUnknown)?;
+        let _state = handle.lock().await;
+        self.sessions.remove(id).await?;
+        Ok(())
+    }
+
+    /// Single-request upload (`POST ?digest=`): the body is the whole blob.
+    pub async fn upload_whole<S, E>(&self, repo: &str, digest: &Digest, length: Option<u64>, body: S) -> Result<()>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: Display,
+    {
+        let path = self.blobs.upload_path(&format!("direct-{}", uuid::Uuid::new_v4()));
+        let outcome = stream_to_file(path.clone(), digest.algorithm().hasher(), body, length, true).await;
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                self.blobs.discard(&path).await;
+                return Err(e.into());
+            }
+        };
+        if let Some(len) = length {
+            if outcome.written != len {
+                self.blobs.discard(&path).await;
+                return Err(RegistryError::SizeInvalid(format!("received {} of {len} bytes", outcome.written)));
+            }
+        }
+        let actual = outcome.hasher.finish();
+        if &actual != digest {
+            self.blobs.discard(&path).await;
+            return Err(RegistryError::DigestInvalid(format!("content hashes to {actual}, not {digest}")));
+        }
+        self.blobs.commit(&path, digest).await?;
+        self.link_local(repo, digest, outcome.written)
+    }
+
+    /// Appends one chunk (`PATCH`). A chunk must start exactly where the session ends; a
+    /// failed chunk leaves the session as it was.
+    pub async fn append_chunk<S, E>(&self, repo: &str, id: &str, chunk: ChunkHeaders, body: S) -> Result<UploadStatus>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: Display,
+    {
+        let handle = self.sessions.get(repo, id).await?.ok_or(RegistryError::BlobUploadUnknown)?;
+        let mut state = handle.lock().await;
+        let limit = check_chunk(&state.id, repo, state.offset, chunk)?;
+        let hasher = state.hasher(&self.blobs).await?;
+        let written = self.write_chunk(&state.id, state.offset, hasher, limit, body, false).await?;
+        state.advance(written.0, written.1);
+        Ok(UploadStatus { id: state.id.clone(), offset: state.offset })
+    }
+
+    /// Closes a session (`PUT ?digest=`), with an optional final chunk. On a digest
+    /// mismatch the session and its bytes are dropped: nothing of it remains.
+    pub async fn finish_upload<S, E>(&self, repo: &str, id: &str, digest: &Digest, chunk: ChunkHeaders, body: S) -> Result<()>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: Display,
+    {
+        let handle = self.sessions.get(repo, id).await?.ok_or(RegistryError::BlobUploadUnknown)?;
+        let mut state = handle.lock().await;
+        let limit = check_chunk(&state.id, repo, state.offset, chunk)?;
+        let hasher = state.hasher(&self.blobs).await?;
+        let (hasher, written) = self.write_chunk(&state.id, state.offset, hasher, limit, body, true).await?;
+        state.advance(hasher.clone(), written);
+        let path = self.blobs.upload_path(&state.id);
+        let actual = if hasher.algorithm() == digest.algorithm() {
+            hasher.finish()
+        } else {
+            // The client closed with another algorithm than the session hashed with:
+            // hash the file once more with the one it asked for.
+            rehash(path.clone(), digest.algorithm().hasher()).await?
+        };
+        if &actual != digest {
+            self.sessions.remove(&state.id).await?;
+            return Err(RegistryError::DigestInvalid(format!("content hashes to {actual}, not {digest}")));
+        }
+        self.blobs.commit(&path, digest).await?;
+        self.sessions.forget(&state.id)?;
+        self.link_local(repo, digest, state.offset)
+    }
+
+    /// Streams a chunk onto the session file; on failure truncates back to `offset`.
+    async fn write_chunk<S, E>(
+        &self,
+        id: &str,
+        offset: u64,
+        hasher: DigestHasher,
+        limit: Option<u64>,
+        body: S,
+        sync: bool,
+    ) -> Result<(DigestHasher, u64)>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: Display,
+    {
+        let path = self.blobs.upload_path(id);
+        let result = stream_to_file(path.clone(), hasher, body, limit, sync).await;
+        let short = match (&result, limit) {
+            (Ok(o), Some(l)) if o.written != l => Some(o.written),
+            _ => None,
+        };
+        if result.is_err() || short.is_some() {
+            let truncate = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                std::fs::OpenOptions::new().write(true).open(&path)?.set_len(offset)
+            })
+            .await;
+            if !matches!(truncate, Ok(Ok(()))) {
+                tracing::warn!(upload = id, "could not roll back a failed chunk");
+            }
+        }
+        if let (Some(got), Some(l)) = (short, limit) {
+            return Err(RegistryError::SizeInvalid(format!("chunk carried {got} of {l} bytes")));
+        }
+        let outcome = result?;
+        Ok((outcome.hasher, outcome.written))
+    }
+}
+
+/// Validates a chunk's placement against the session's offset; returns the exact byte
+/// count the body must carry, when the client declared one.
+fn check_chunk(id: &str, repo: &str, offset: u64, chunk: ChunkHeaders) -> Result<Option<u64>> {
+    match chunk.range {
+        Some((start, end)) => {
+            if end < start {
+                return Err(RegistryError::BlobUploadInvalid(format!("Content-Range {start}-{end} is reversed")));
+            }
+            if start != offset {
+                return Err(RegistryError::ChunkOutOfOrder {
+                    offset,
+                    location: format!("/v2/{repo}/blobs/uploads/{id}"),
+                    upload_id: id.to_string(),
+                });
+            }
+            let len = end - start + 1;
+            if let Some(cl) = chunk.content_length {
+                if cl != len {
+                    return Err(RegistryError::ChunkOutOfOrder {
+                        offset,
+                        location: format!("/v2/{repo}/blobs/uploads/{id}"),
+                        upload_id: id.to_string(),
+                    });
+                }
+            }
+            Ok(Some(len))
+        }
+        None => Ok(chunk.content_length),
+    }
+}
+
+async fn rehash(path: std::path::PathBuf, mut hasher: DigestHasher) -> Result<Digest> {
+    tokio::task::spawn_blocking(move || -> std::io::Result<Digest> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                return Ok(hasher.finish());
+            }
+            hasher.update(&buf[..n]);
+        }
+    })
+    .await
+    .map_err(|e| RegistryError::Internal(e.to_string()))?
+    .map_err(|e| BlobError::from(e).into())
+}
