@@ -802,16 +802,17 @@ fn round3(x: f64) -> f64 {
 // ---------------------------------------------------------------- report
 
 fn row_key(r: &BenchResult) -> String {
+    let clients = if r.concurrency == 1 { "1 client".to_string() } else { format!("{} clients", r.concurrency) };
     match r.scenario.as_str() {
         "image-push" => format!(
-            "{} ({}×{}) × {} clients",
+            "{} ({}×{}) × {}",
             r.scenario,
             r.layers.unwrap_or(0),
             r.size_human,
-            r.concurrency
+            clients
         ),
-        "manifest-get" => format!("{} × {} clients", r.scenario, r.concurrency),
-        _ => format!("{} {} × {} clients", r.scenario, r.size_human, r.concurrency),
+        "manifest-get" => format!("{} × {}", r.scenario, clients),
+        _ => format!("{} {} × {}", r.scenario, r.size_human, clients),
     }
 }
 

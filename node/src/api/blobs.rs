@@ -4,8 +4,7 @@ use super::{empty, hv, ApiResult};
 use crate::registry::names::parse_digest;
 use crate::registry::{Registry, RegistryError};
 use axum::body::Body;
-use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
@@ -45,9 +44,9 @@ fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, RegistryErr
     Ok(Some(range))
 }
 
-pub async fn get(registry: &Registry, name: &str, digest: &str, req: &Request, with_body: bool) -> ApiResult {
+pub async fn get(registry: &Registry, name: &str, digest: &str, headers: &HeaderMap, with_body: bool) -> ApiResult {
     let digest = parse_digest(digest)?;
-    let range_header = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
     if !with_body {
         let size = registry.blob_size(name, &digest).await?;
         let mut resp = empty(StatusCode::OK);

@@ -29,8 +29,8 @@ fn with_link(mut resp: Response, base: &str, page: &Page, n: Option<usize>) -> R
     resp
 }
 
-pub fn tags(registry: &Registry, name: &str, req: &Request) -> ApiResult {
-    let (n, last) = pagination(&Query::parse(req.uri().query()))?;
+pub fn tags(registry: &Registry, name: &str, query: Option<&str>) -> ApiResult {
+    let (n, last) = pagination(&Query::parse(query))?;
     let page = registry.list_tags(name, n, last.as_deref())?;
     let resp = axum::Json(json!({ "name": name, "tags": page.items })).into_response();
     Ok(with_link(resp, &format!("/v2/{name}/tags/list"), &page, n))
@@ -50,9 +50,9 @@ pub async fn catalog(State(state): State<AppState>, req: Request) -> Response {
     result.unwrap_or_else(|e| e.into_response())
 }
 
-pub fn referrers(registry: &Registry, name: &str, digest: &str, req: &Request) -> ApiResult {
+pub fn referrers(registry: &Registry, name: &str, digest: &str, query: Option<&str>) -> ApiResult {
     let subject = parse_digest(digest)?;
-    let query = Query::parse(req.uri().query());
+    let query = Query::parse(query);
     let filter = query.get("artifactType").filter(|t| !t.is_empty());
     let list = registry.referrers(name, &subject, filter)?;
     let body = json!({

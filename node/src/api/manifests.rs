@@ -5,16 +5,15 @@ use super::{empty, hv, ApiResult};
 use crate::registry::manifest_parse::bare_media_type;
 use crate::registry::{Reference, Registry, RegistryError};
 use axum::body::Body;
-use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use http_body_util::BodyExt;
 
 /// True when the client's `Accept` headers allow `media_type`. No `Accept` (or a
 /// wildcard) accepts anything; a list that names other types only does not.
-fn accepts(req: &Request, media_type: &str) -> bool {
+fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
     let mut any = false;
-    for value in req.headers().get_all(header::ACCEPT) {
+    for value in headers.get_all(header::ACCEPT) {
         let Ok(value) = value.to_str() else { continue };
         for item in value.split(',') {
             let t = bare_media_type(item);
@@ -30,10 +29,10 @@ fn accepts(req: &Request, media_type: &str) -> bool {
     !any
 }
 
-pub fn get(registry: &Registry, name: &str, reference: &str, req: &Request, with_body: bool) -> ApiResult {
+pub fn get(registry: &Registry, name: &str, reference: &str, headers: &HeaderMap, with_body: bool) -> ApiResult {
     let reference = Reference::parse(reference)?;
     let read = registry.get_manifest(name, &reference)?;
-    if !accepts(req, &read.manifest.media_type) {
+    if !accepts(headers, &read.manifest.media_type) {
         return Err(RegistryError::ManifestUnknown(format!(
             "{name}: stored as {}, which the Accept header excludes",
             read.manifest.media_type
@@ -50,20 +49,27 @@ pub fn get(registry: &Registry, name: &str, reference: &str, req: &Request, with
     Ok(resp)
 }
 
-pub async fn put(registry: &Registry, name: &str, reference: &str, req: Request) -> ApiResult {
+pub async fn put(
+    registry: &Registry,
+    name: &str,
+    reference: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: Body,
+) -> ApiResult {
     let reference = Reference::parse(reference)?;
-    let query = Query::parse(req.uri().query());
+    let query = Query::parse(query);
     let tags = query.all("tag");
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let limit = registry.max_manifest_bytes;
-    if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
+    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
         if len > limit {
             return Err(RegistryError::ManifestTooLarge { limit }.into());
         }
     }
     // Read at most one byte past the limit, so an oversized body without a
     // Content-Length is refused without buffering it whole.
-    let body = http_body_util::Limited::new(req.into_body(), limit + 1)
+    let body = http_body_util::Limited::new(body, limit + 1)
         .collect()
         .await
         .map_err(|e| {

@@ -80,23 +80,26 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         Err(e) => return ApiError(e).into_response(),
     };
     observability::http::label_request(endpoint.label(), endpoint.name());
-    let method = req.method().clone();
+    let (parts, body) = req.into_parts();
+    let (headers, query) = (&parts.headers, parts.uri.query());
     let registry = &state.registry;
-    let result = match (&endpoint, &method) {
-        (Endpoint::Manifest { name, reference }, &Method::GET) => manifests::get(registry, name, reference, &req, true),
-        (Endpoint::Manifest { name, reference }, &Method::HEAD) => manifests::get(registry, name, reference, &req, false),
-        (Endpoint::Manifest { name, reference }, &Method::PUT) => manifests::put(registry, name, reference, req).await,
+    let result = match (&endpoint, &parts.method) {
+        (Endpoint::Manifest { name, reference }, &Method::GET) => manifests::get(registry, name, reference, headers, true),
+        (Endpoint::Manifest { name, reference }, &Method::HEAD) => manifests::get(registry, name, reference, headers, false),
+        (Endpoint::Manifest { name, reference }, &Method::PUT) => {
+            manifests::put(registry, name, reference, headers, query, body).await
+        }
         (Endpoint::Manifest { name, reference }, &Method::DELETE) => manifests::delete(registry, name, reference).await,
-        (Endpoint::Blob { name, digest }, &Method::GET) => blobs::get(registry, name, digest, &req, true).await,
-        (Endpoint::Blob { name, digest }, &Method::HEAD) => blobs::get(registry, name, digest, &req, false).await,
+        (Endpoint::Blob { name, digest }, &Method::GET) => blobs::get(registry, name, digest, headers, true).await,
+        (Endpoint::Blob { name, digest }, &Method::HEAD) => blobs::get(registry, name, digest, headers, false).await,
         (Endpoint::Blob { name, digest }, &Method::DELETE) => blobs::delete(registry, name, digest).await,
-        (Endpoint::UploadStart { name }, &Method::POST) => uploads::start(registry, name, req).await,
+        (Endpoint::UploadStart { name }, &Method::POST) => uploads::start(registry, name, headers, query, body).await,
         (Endpoint::Upload { name, id }, &Method::GET) => uploads::status(registry, name, id).await,
-        (Endpoint::Upload { name, id }, &Method::PATCH) => uploads::patch(registry, name, id, req).await,
-        (Endpoint::Upload { name, id }, &Method::PUT) => uploads::put(registry, name, id, req).await,
+        (Endpoint::Upload { name, id }, &Method::PATCH) => uploads::patch(registry, name, id, headers, body).await,
+        (Endpoint::Upload { name, id }, &Method::PUT) => uploads::put(registry, name, id, headers, query, body).await,
         (Endpoint::Upload { name, id }, &Method::DELETE) => uploads::cancel(registry, name, id).await,
-        (Endpoint::Tags { name }, &Method::GET) => discovery::tags(registry, name, &req),
-        (Endpoint::Referrers { name, digest }, &Method::GET) => discovery::referrers(registry, name, digest, &req),
+        (Endpoint::Tags { name }, &Method::GET) => discovery::tags(registry, name, query),
+        (Endpoint::Referrers { name, digest }, &Method::GET) => discovery::referrers(registry, name, digest, query),
         _ => return method_not_allowed(),
     };
     result.unwrap_or_else(|e| e.into_response())

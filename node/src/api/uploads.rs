@@ -5,7 +5,7 @@ use super::{empty, hv, ApiResult};
 use crate::registry::names::{parse_digest, validate_name};
 use crate::registry::uploads::{ChunkHeaders, UploadStatus};
 use crate::registry::{Registry, RegistryError};
-use axum::extract::Request;
+use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use meridian_replication::Algorithm;
@@ -66,8 +66,8 @@ fn created(name: &str, digest: &str) -> Response {
     resp
 }
 
-pub async fn start(registry: &Registry, name: &str, req: Request) -> ApiResult {
-    let query = Query::parse(req.uri().query());
+pub async fn start(registry: &Registry, name: &str, headers: &HeaderMap, query: Option<&str>, body: Body) -> ApiResult {
+    let query = Query::parse(query);
     if let Some(mount) = query.get("mount") {
         let digest = parse_digest(mount)?;
         let from = query.get("from").filter(|f| !f.is_empty());
@@ -81,8 +81,8 @@ pub async fn start(registry: &Registry, name: &str, req: Request) -> ApiResult {
     }
     if let Some(d) = query.get("digest") {
         let digest = parse_digest(d)?;
-        let length = content_length(req.headers())?;
-        let body = req.into_body().into_data_stream();
+        let length = content_length(headers)?;
+        let body = body.into_data_stream();
         registry.upload_whole(name, &digest, length, body).await?;
         return Ok(created(name, &digest.to_string()));
     }
@@ -101,22 +101,29 @@ pub async fn status(registry: &Registry, name: &str, id: &str) -> ApiResult {
     Ok(session_response(StatusCode::NO_CONTENT, name, &s))
 }
 
-pub async fn patch(registry: &Registry, name: &str, id: &str, req: Request) -> ApiResult {
+pub async fn patch(registry: &Registry, name: &str, id: &str, headers: &HeaderMap, body: Body) -> ApiResult {
     let id = session_id(id)?;
-    let chunk = chunk_headers(req.headers())?;
-    let body = req.into_body().into_data_stream();
+    let chunk = chunk_headers(headers)?;
+    let body = body.into_data_stream();
     let s = registry.append_chunk(name, id, chunk, body).await?;
     Ok(session_response(StatusCode::ACCEPTED, name, &s))
 }
 
-pub async fn put(registry: &Registry, name: &str, id: &str, req: Request) -> ApiResult {
+pub async fn put(
+    registry: &Registry,
+    name: &str,
+    id: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: Body,
+) -> ApiResult {
     let id = session_id(id)?;
-    let query = Query::parse(req.uri().query());
+    let query = Query::parse(query);
     let digest = parse_digest(
         query.get("digest").ok_or_else(|| RegistryError::DigestInvalid("the closing PUT needs ?digest=".into()))?,
     )?;
-    let chunk = chunk_headers(req.headers())?;
-    let body = req.into_body().into_data_stream();
+    let chunk = chunk_headers(headers)?;
+    let body = body.into_data_stream();
     registry.finish_upload(name, id, &digest, chunk, body).await?;
     Ok(created(name, &digest.to_string()))
 }

@@ -30,11 +30,11 @@ fn index_of(key: &[u8]) -> u64 {
     u64::from_be_bytes(buf)
 }
 
-fn read_err(e: impl std::error::Error) -> StorageError {
+fn read_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::read_logs(&e).into()
 }
 
-fn write_err(e: impl std::error::Error) -> StorageError {
+fn write_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::write_logs(&e).into()
 }
 

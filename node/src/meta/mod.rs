@@ -36,7 +36,6 @@ pub enum MetaError {
 #[derive(Clone)]
 pub struct Meta {
     raft: Raft,
-    node_id: u64,
 }
 
 impl Meta {
@@ -70,7 +69,13 @@ impl Meta {
                 .map_err(|e| MetaError::Fatal(e.to_string()))?;
             tracing::info!(node_id = config.node_id, region = %config.region, "initialized a new cluster");
         }
-        Ok(Meta { raft, node_id: config.node_id })
+        // A lone voter need not wait out an election timeout after every restart: no
+        // other node can hold a newer term, so campaigning at once is safe.
+        let voters: Vec<u64> = raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        if voters == [config.node_id] {
+            raft.trigger().elect().await.map_err(|e| MetaError::Fatal(e.to_string()))?;
+        }
+        Ok(Meta { raft })
     }
 
     /// Commits a command and returns once it is applied on this node (read-your-writes).

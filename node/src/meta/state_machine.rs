@@ -28,15 +28,15 @@ pub struct StateMachine {
     snapshot_path: PathBuf,
 }
 
-fn sm_read_err(e: impl std::error::Error) -> StorageError {
+fn sm_read_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::read_state_machine(&e).into()
 }
 
-fn sm_write_err(e: impl std::error::Error) -> StorageError {
+fn sm_write_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::write_state_machine(&e).into()
 }
 
-fn snapshot_err(e: impl std::error::Error) -> StorageError {
+fn snapshot_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::write_snapshot(None, &e).into()
 }
 

@@ -1,0 +1,144 @@
+//! A TCP proxy with run-time switchable faults. Loopback only: it refuses to forward to
+//! anything but 127.0.0.0/8 or ::1, so a test can never send traffic elsewhere.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Faults currently applied to the link. Changes apply to data not yet forwarded.
+#[derive(Default)]
+pub struct Faults {
+    /// One-way delay added to every chunk, in milliseconds.
+    pub delay_ms: AtomicU64,
+    /// Bandwidth cap per direction in bytes per second (0 = unlimited).
+    pub bytes_per_sec: AtomicU64,
+    /// Drop data from client to upstream (connections stay open, bytes vanish).
+    pub block_forward: AtomicBool,
+    /// Drop data from upstream back to the client.
+    pub block_backward: AtomicBool,
+}
+
+pub struct FaultProxy {
+    pub listen_addr: SocketAddr,
+    pub faults: Arc<Faults>,
+    /// Bumped to reset every open connection.
+    reset: watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("upstream {0} is not a loopback address; fault proxies only forward on loopback")]
+    NotLoopback(SocketAddr),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl FaultProxy {
+    /// Listens on an ephemeral loopback port and forwards to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Result<FaultProxy, ProxyError> {
+        if !upstream.ip().is_loopback() {
+            return Err(ProxyError::NotLoopback(upstream));
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listen_addr = listener.local_addr()?;
+        let faults = Arc::new(Faults::default());
+        let (reset, _) = watch::channel(0u64);
+        let task = {
+            let faults = faults.clone();
+            let reset = reset.clone();
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let faults = faults.clone();
+                    let reset_rx = reset.subscribe();
+                    tokio::spawn(async move {
+                        if let Ok(server) = TcpStream::connect(upstream).await {
+                            pipe_both(client, server, faults, reset_rx).await;
+                        }
+                    });
+                }
+            })
+        };
+        Ok(FaultProxy { listen_addr, faults, reset, task })
+    }
+
+    pub fn set_delay(&self, d: Duration) {
+        self.faults.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    pub fn set_bandwidth(&self, bytes_per_sec: u64) {
+        self.faults.bytes_per_sec.store(bytes_per_sec, Ordering::SeqCst);
+    }
+
+    /// Partitions the link: `forward` blocks client→upstream, `backward` the reverse.
+    pub fn partition(&self, forward: bool, backward: bool) {
+        self.faults.block_forward.store(forward, Ordering::SeqCst);
+        self.faults.block_backward.store(backward, Ordering::SeqCst);
+    }
+
+    pub fn heal(&self) {
+        self.partition(false, false);
+        self.set_delay(Duration::ZERO);
+        self.set_bandwidth(0);
+    }
+
+    /// Closes every connection open right now.
+    pub fn reset_connections(&self) {
+        self.reset.send_modify(|v| *v += 1);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.reset_connections();
+    }
+}
+
+async fn pipe_both(client: TcpStream, server: TcpStream, faults: Arc<Faults>, reset: watch::Receiver<u64>) {
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    let f1 = faults.clone();
+    let mut r1 = reset.clone();
+    let mut r2 = reset;
+    tokio::select! {
+        _ = pipe(cr, sw, f1, true) => {}
+        _ = pipe(sr, cw, faults, false) => {}
+        _ = r1.changed() => {}
+        _ = r2.changed() => {}
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    faults: Arc<Faults>,
+    forward: bool,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let blocked = if forward { &faults.block_forward } else { &faults.block_backward };
+        if blocked.load(Ordering::SeqCst) {
+            continue;
+        }
+        let delay = faults.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let rate = faults.bytes_per_sec.load(Ordering::SeqCst);
+        if rate > 0 {
+            tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
