@@ -195,6 +195,7 @@ if (( BENCH_SECS < 10 )); then notes+=("Preliminary: short runs (${BENCH_SECS} s
   echo "Throughput ratio = Meridian ops/s ÷ Distribution ops/s (> 1 means Meridian is faster)."
   echo "Latencies are per op: one blob upload (POST + PUT), one blob download (whole body),"
   echo "one image push (3 layers + config + manifest, sequential), or one manifest GET."
+  echo "When a client CPU figure approaches the server's, that row is partly client-bound: client and server share the same 2 cores."
   echo
   echo "<details><summary>Raw JSON</summary>"
   echo

@@ -97,7 +97,12 @@ impl Scenario {
 #[derive(Args, Debug, Clone)]
 struct Opts {
     /// Registry base URL (plain http).
-    #[arg(long, global = true, env = "BENCH_URL", default_value = "http://127.0.0.1:5000")]
+    #[arg(
+        long,
+        global = true,
+        env = "BENCH_URL",
+        default_value = "http://127.0.0.1:5000"
+    )]
     url: String,
     /// Number of concurrent clients (each runs one op at a time).
     #[arg(short = 'c', long, global = true, default_value_t = 1)]
@@ -208,7 +213,9 @@ fn main() -> Result<()> {
 
 fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
-    let idx = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let idx = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(idx);
     let n: f64 = num.parse().with_context(|| format!("bad size {s:?}"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -240,7 +247,9 @@ fn human_size(n: u64) -> String {
 
 fn parse_duration(s: &str) -> Result<Duration> {
     let t = s.trim();
-    let idx = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let idx = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(idx);
     let n: f64 = num.parse().with_context(|| format!("bad duration {s:?}"))?;
     let secs = match unit.trim() {
@@ -269,7 +278,11 @@ impl Payload {
         SmallRng::from_os_rng().fill_bytes(&mut buf);
         let mut h = Sha256::new();
         h.update(&buf);
-        Payload { size, prefix: Bytes::from(buf), prefix_hasher: h }
+        Payload {
+            size,
+            prefix: Bytes::from(buf),
+            prefix_hasher: h,
+        }
     }
 
     /// A unique blob: (body chunks, digest).
@@ -282,6 +295,14 @@ impl Payload {
         tail[20..28].copy_from_slice(&w.rng.next_u64().to_le_bytes());
         tail[28..32].copy_from_slice(&w.rng.next_u32().to_le_bytes());
         w.counter += 1;
+        if tlen < TAIL && tlen > 0 {
+            // Tiny blobs: fold all 32 unique bytes into the few available.
+            let full = tail;
+            tail = [0u8; TAIL];
+            for (i, b) in full.iter().enumerate() {
+                tail[i % tlen] ^= b.rotate_left((i / tlen) as u32);
+            }
+        }
         let tail = &tail[..tlen];
         let mut h = self.prefix_hasher.clone();
         h.update(tail);
@@ -408,7 +429,8 @@ impl Ctx {
         w.counter += 1;
         let cdigest = sha256_digest(&config);
         let clen = config.len() as u64;
-        self.push_blob(vec![Bytes::from(config)], clen, &cdigest).await?;
+        self.push_blob(vec![Bytes::from(config)], clen, &cdigest)
+            .await?;
         total += clen;
         let manifest = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
@@ -468,7 +490,10 @@ impl Ctx {
     async fn get_manifest(&self) -> Result<u64> {
         let resp = self
             .client
-            .get(format!("{}/v2/{}/manifests/{}", self.base, self.repo, self.manifest_tag))
+            .get(format!(
+                "{}/v2/{}/manifests/{}",
+                self.base, self.repo, self.manifest_tag
+            ))
             .header(
                 ACCEPT,
                 format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
@@ -483,7 +508,10 @@ impl Ctx {
         if self.verify {
             let got = sha256_digest(&body);
             if got != self.manifest_digest {
-                bail!("GET manifest: body hashes to {got}, pushed {}", self.manifest_digest);
+                bail!(
+                    "GET manifest: body hashes to {got}, pushed {}",
+                    self.manifest_digest
+                );
             }
         }
         Ok(body.len() as u64)
@@ -592,7 +620,9 @@ async fn run_phase(
             }
             Err(e) => {
                 total.errors += 1;
-                total.first_error.get_or_insert(format!("worker panicked: {e}"));
+                total
+                    .first_error
+                    .get_or_insert(format!("worker panicked: {e}"));
             }
         }
     }
@@ -645,7 +675,10 @@ async fn run(scenario: Scenario, o: Opts) -> Result<()> {
     if !base.starts_with("http://") {
         bail!("--url must be a plain http:// URL, got {base:?}");
     }
-    let repo = o.repo.clone().unwrap_or_else(|| format!("bench/{}", scenario.name()));
+    let repo = o
+        .repo
+        .clone()
+        .unwrap_or_else(|| format!("bench/{}", scenario.name()));
     let client = Client::builder()
         .http1_only()
         .pool_max_idle_per_host(o.concurrency * 2 + 4)
@@ -712,8 +745,16 @@ async fn run(scenario: Scenario, o: Opts) -> Result<()> {
     let ctx = Arc::new(ctx);
 
     if !warmup.is_zero() {
-        let st = run_phase(ctx.clone(), o.concurrency, run_id, 2_000_000, Some(warmup), None, true)
-            .await;
+        let st = run_phase(
+            ctx.clone(),
+            o.concurrency,
+            run_id,
+            2_000_000,
+            Some(warmup),
+            None,
+            true,
+        )
+        .await;
         if st.ops == 0 && st.errors > 0 {
             eprintln!(
                 "meridian-bench: warm-up had only errors: {}",
@@ -724,7 +765,16 @@ async fn run(scenario: Scenario, o: Opts) -> Result<()> {
 
     let cpu0 = proc_cpu_secs(None);
     let scpu0 = o.server_pid.and_then(|p| proc_cpu_secs(Some(p)));
-    let mut st = run_phase(ctx.clone(), o.concurrency, run_id, 0, duration, o.ops, false).await;
+    let mut st = run_phase(
+        ctx.clone(),
+        o.concurrency,
+        run_id,
+        0,
+        duration,
+        o.ops,
+        false,
+    )
+    .await;
     let cpu1 = proc_cpu_secs(None);
     let scpu1 = o.server_pid.and_then(|p| proc_cpu_secs(Some(p)));
 
@@ -802,7 +852,11 @@ fn round3(x: f64) -> f64 {
 // ---------------------------------------------------------------- report
 
 fn row_key(r: &BenchResult) -> String {
-    let clients = if r.concurrency == 1 { "1 client".to_string() } else { format!("{} clients", r.concurrency) };
+    let clients = if r.concurrency == 1 {
+        "1 client".to_string()
+    } else {
+        format!("{} clients", r.concurrency)
+    };
     match r.scenario.as_str() {
         "image-push" => format!(
             "{} ({}×{}) × {}",
@@ -885,7 +939,9 @@ fn report(args: &ReportArgs) -> Result<()> {
         out += "\n";
     }
     // CPU table, when measured.
-    let has_cpu = data.values().any(|r| r.client_cpu_pct.is_some() || r.server_cpu_pct.is_some());
+    let has_cpu = data
+        .values()
+        .any(|r| r.client_cpu_pct.is_some() || r.server_cpu_pct.is_some());
     if has_cpu {
         out += "\nCPU during the measurement (% of one core; 200% = both cores):\n\n| scenario |";
         for n in &names {
@@ -944,7 +1000,12 @@ mod tests {
     fn payload_digest_matches_content() {
         for size in [0usize, 5, 32, 33, 4096, 100_000] {
             let p = Payload::new(size);
-            let mut w = WorkerState { id: 3, run_id: 7, counter: 0, rng: SmallRng::seed_from_u64(1) };
+            let mut w = WorkerState {
+                id: 3,
+                run_id: 7,
+                counter: 0,
+                rng: SmallRng::seed_from_u64(1),
+            };
             let (c1, d1) = p.make(&mut w);
             let (c2, d2) = p.make(&mut w);
             let b1: Vec<u8> = c1.iter().flat_map(|c| c.iter().copied()).collect();

@@ -183,7 +183,8 @@ async fn assert_manifest_refused(node: &Node, repo: &str, tag: &str, media_type:
 async fn malformed_json_manifest_is_manifest_invalid() {
     let node = Node::start().await;
     push_image(&node, "repo", "existing", "existing").await;
-    for body in [&b"{not json"[..], b"", b"[]", b"\"a string\"", b"{\"schemaVersion\":2,", b"\xff\xfe"] {
+    let bodies: [&[u8]; 6] = [b"{not json", b"", b"[]", b"\"a string\"", b"{\"schemaVersion\":2,", b"\xff\xfe"];
+    for body in bodies {
         assert_manifest_refused(&node, "repo", "bad", OCI_MANIFEST, body).await;
     }
 }
@@ -320,5 +321,37 @@ async fn refused_requests_never_crash_the_node() {
         assert!((400..500).contains(&raw.status), "{method} {path} → {}", raw.status);
     }
     expect_status(client().get(node.url("/v2/")).send().await.unwrap(), 200).await;
+    assert_no_upload_files(&node);
+}
+
+#[tokio::test]
+async fn malformed_mount_digest_is_digest_invalid() {
+    let node = Node::start().await;
+    push_blob(&node, "src", b"mountable").await;
+    for bad in malformed_digests() {
+        let resp = client()
+            .post(node.url(&format!("/v2/dst/blobs/uploads/?mount={bad}&from=src")))
+            .header("content-length", "0")
+            .send()
+            .await
+            .unwrap();
+        assert_oci_error(resp, 400, "DIGEST_INVALID").await;
+    }
+    assert_eq!(blob_status(&node, "dst", &sha256_digest(b"mountable")).await, 404);
+    assert_no_upload_files(&node);
+}
+
+#[tokio::test]
+async fn unsupported_digest_algorithm_is_refused() {
+    let node = Node::start().await;
+    for alg in ["md5", "sha1", "bogus"] {
+        let resp = client()
+            .post(node.url(&format!("/v2/repo/blobs/uploads/?digest-algorithm={alg}")))
+            .header("content-length", "0")
+            .send()
+            .await
+            .unwrap();
+        assert_oci_error_any(resp, &[400], &["DIGEST_INVALID", "UNSUPPORTED"]).await;
+    }
     assert_no_upload_files(&node);
 }

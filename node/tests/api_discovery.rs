@@ -308,7 +308,8 @@ async fn referrers_of_manifest_without_referrers_is_empty() {
 async fn referrers_with_invalid_digest_is_digest_invalid() {
     let node = Node::start().await;
     push_image(&node, "bad", "v1", "bad").await;
-    for bad in ["sha256:xyz", "notadigest", &format!("sha256:{}", "a".repeat(63))] {
+    let short = format!("sha256:{}", "a".repeat(63));
+    for bad in ["sha256:xyz", "notadigest", short.as_str()] {
         let resp = client().get(node.url(&format!("/v2/bad/referrers/{bad}"))).send().await.unwrap();
         assert_oci_error(resp, 400, "DIGEST_INVALID").await;
     }

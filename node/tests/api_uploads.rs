@@ -288,6 +288,11 @@ async fn cancel_upload_then_404() {
     let (url, _) = start_upload(&node, "cancel").await;
     let resp = expect_status(patch_chunk(&url, &test_bytes("cancel", 5000), Some((0, 4999))).await, 202).await;
     let url = next_location(&node, &resp);
+    // Guards the layout assumption behind every "no upload files" check.
+    assert!(
+        !files_under(&node.data_dir.join("uploads")).is_empty(),
+        "an in-progress upload keeps no bytes under <data_dir>/uploads/"
+    );
     let resp = client().delete(&url).send().await.unwrap();
     expect_status(resp, 204).await;
     assert_upload_gone(&url).await;
@@ -390,6 +395,12 @@ async fn completed_upload_leaves_no_upload_files() {
     let url = next_location(&node, &resp);
     expect_status(client().put(with_query(&url, &format!("digest={digest}"))).send().await.unwrap(), 201).await;
     assert_no_upload_files(&node);
+    // Guards the layout assumption behind every "no blob file" check.
+    let hex = encoded(&digest).to_string();
+    assert!(
+        files_under(&node.data_dir.join("blobs")).iter().any(|p| p.to_string_lossy().contains(&hex)),
+        "committed blob not found under <data_dir>/blobs/"
+    );
 }
 
 #[tokio::test]
@@ -473,4 +484,26 @@ async fn mount_from_repository_without_the_blob_starts_an_upload() {
     if status == 202 {
         assert_eq!(blob_status(&node, "dst", &digest).await, 404);
     }
+}
+
+#[tokio::test]
+async fn out_of_order_final_chunk_in_put_is_416() {
+    let node = Node::start().await;
+    let data = test_bytes("final-ooo", 2000);
+    let digest = sha256_digest(&data);
+    let (url, _) = start_upload(&node, "fo").await;
+    let resp = expect_status(patch_chunk(&url, &data[..1000], Some((0, 999))).await, 202).await;
+    let url = next_location(&node, &resp);
+    // The closing chunk skips bytes 1000..1499.
+    let resp = client()
+        .put(with_query(&url, &format!("digest={digest}")))
+        .header("content-type", "application/octet-stream")
+        .header("content-range", "1500-1999")
+        .body(data[1500..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_oci_error(resp, 416, "BLOB_UPLOAD_INVALID").await;
+    assert_eq!(blob_status(&node, "fo", &digest).await, 404);
+    assert_no_blob_file(&node, &digest);
 }

@@ -7,7 +7,6 @@ use crate::registry::{Reference, Registry, RegistryError};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use http_body_util::BodyExt;
 
 /// True when the client's `Accept` headers allow `media_type`. No `Accept` (or a
 /// wildcard) accepts anything; a list that names other types only does not.
@@ -61,25 +60,7 @@ pub async fn put(
     let query = Query::parse(query);
     let tags = query.all("tag");
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let limit = registry.max_manifest_bytes;
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
-        if len > limit {
-            return Err(RegistryError::ManifestTooLarge { limit }.into());
-        }
-    }
-    // Read at most one byte past the limit, so an oversized body without a
-    // Content-Length is refused without buffering it whole.
-    let body = http_body_util::Limited::new(body, limit + 1)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                RegistryError::ManifestTooLarge { limit }
-            } else {
-                RegistryError::BodyFailed(e.to_string())
-            }
-        })?
-        .to_bytes();
+    let body = read_manifest_body(body, registry.max_manifest_bytes).await?;
     let pushed = registry.put_manifest(name, &reference, content_type.as_deref(), body, tags).await?;
     let mut resp = empty(StatusCode::CREATED);
     let h = resp.headers_mut();
@@ -99,4 +80,32 @@ pub async fn delete(registry: &Registry, name: &str, reference: &str) -> ApiResu
     let reference = Reference::parse(reference)?;
     registry.delete_manifest(name, &reference).await?;
     Ok(empty(StatusCode::ACCEPTED))
+}
+
+/// Bytes of an oversized body we still read (and drop) before answering 413, so that
+/// clients which write the whole body before reading the response see the 413 rather
+/// than a broken pipe. Past this, the connection is closed on them.
+const OVERSIZE_DRAIN: usize = 64 << 20;
+
+/// Reads a manifest body of at most `limit` bytes without ever buffering more.
+async fn read_manifest_body(body: Body, limit: usize) -> Result<bytes::Bytes, RegistryError> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| RegistryError::BodyFailed(e.to_string()))?;
+        seen += chunk.len();
+        if seen > limit {
+            if seen > OVERSIZE_DRAIN {
+                break;
+            }
+            continue;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    if seen > limit {
+        return Err(RegistryError::ManifestTooLarge { limit });
+    }
+    Ok(buf.freeze())
 }
