@@ -19,6 +19,8 @@ mod common;
 
 use common::oci::{self, OCI_MANIFEST};
 use common::{free_port, Node};
+use futures::future::{BoxFuture, FutureExt};
+use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use sha2::{Digest, Sha256, Sha512};
@@ -648,65 +650,79 @@ async fn acknowledged_pushes_survive_kill9_and_no_half_state_is_visible() {
         }
     }
 
-    // 1. Every acknowledged manifest: by digest, byte-identical, with all its blobs.
-    let mut checked_blobs: BTreeSet<(String, String)> = BTreeSet::new();
+    // Verification requests run concurrently (thousands of GETs).
+    const PAR: usize = 16;
+    type Check = BoxFuture<'static, Vec<String>>;
+
+    // Expected content of every blob that must read back: the blobs of acknowledged
+    // manifests and every acknowledged blob upload.
+    let mut expected_blobs: BTreeMap<(String, String), BlobContent> = BTreeMap::new();
+    let mut expected_manifests: BTreeMap<(String, String), (Vec<u8>, u64, String)> = BTreeMap::new();
     for m in logs.iter().flat_map(|l| &l.acked_manifests) {
-        match net::get_manifest(&client, &base, &m.repo, &m.digest).await {
-            Ok((dcd, body)) => {
-                if body != m.bytes {
-                    failures.push(format!(
-                        "acked manifest {}@{} (pusher {}, tag {}): GET by digest returned different bytes ({} vs {} bytes)",
-                        m.repo, m.digest, m.pusher, m.tag, body.len(), m.bytes.len()
-                    ));
-                }
-                if let Some(d) = dcd {
-                    if d != m.digest {
-                        failures.push(format!("{}@{}: Docker-Content-Digest is {d}", m.repo, m.digest));
-                    }
-                }
-            }
-            Err(e) => failures.push(format!(
-                "acked manifest {}@{} (pusher {}, tag {}) lost: {e}",
-                m.repo, m.digest, m.pusher, m.tag
-            )),
+        let (digests, _) = referenced(&m.bytes).expect("own manifest parses");
+        let contents = std::iter::once(BlobContent::Literal(m.config.clone()))
+            .chain(m.layers.iter().map(|l| BlobContent::Random(*l)));
+        for (d, c) in digests.into_iter().zip(contents) {
+            expected_blobs.entry((m.repo.clone(), d)).or_insert(c);
         }
-        let mut blobs: Vec<(String, Vec<u8>)> = vec![(oci::sha256_digest(&m.config), m.config.clone())];
-        for l in &m.layers {
-            let b = l.bytes();
-            blobs.push((oci::sha256_digest(&b), b));
-        }
-        for (d, want) in blobs {
-            if !checked_blobs.insert((m.repo.clone(), d.clone())) {
-                continue;
-            }
-            match net::get_blob(&client, &base, &m.repo, &d).await {
-                Ok(got) if got == want => {}
-                Ok(got) => failures.push(format!(
-                    "blob {}@{d} of acked manifest {}: content differs ({} bytes, digest {})",
-                    m.repo, m.digest, got.len(), oci::sha256_digest(&got)
-                )),
-                Err(e) => failures.push(format!("blob of acked manifest {}@{}: {e}", m.repo, m.digest)),
-            }
-        }
+        expected_manifests
+            .entry((m.repo.clone(), m.digest.clone()))
+            .or_insert_with(|| (m.bytes.clone(), m.pusher, m.tag.clone()));
     }
-
-    // 2. Every acknowledged blob upload.
     for (repo, d, content) in logs.iter().flat_map(|l| &l.acked_blobs) {
-        if !checked_blobs.insert((repo.clone(), d.clone())) {
-            continue;
-        }
-        let want = content.bytes();
-        match net::get_blob(&client, &base, repo, d).await {
-            Ok(got) if got == want => {}
-            Ok(got) => failures.push(format!(
-                "acked blob {repo}@{d}: content differs ({} bytes, digest {})",
-                got.len(),
-                oci::sha256_digest(&got)
-            )),
-            Err(e) => failures.push(format!("acked blob {repo}@{d} lost: {e}")),
-        }
+        expected_blobs.entry((repo.clone(), d.clone())).or_insert_with(|| content.clone());
     }
 
+    let mut checks: Vec<Check> = Vec::new();
+    // 1. Every acknowledged manifest by digest, byte-identical.
+    for ((repo, digest), (bytes, pusher, tag)) in &expected_manifests {
+        let (c, base, repo, digest, bytes, pusher, tag) =
+            (client.clone(), base.clone(), repo.clone(), digest.clone(), bytes.clone(), *pusher, tag.clone());
+        checks.push(
+            async move {
+                let mut f = Vec::new();
+                match net::get_manifest(&c, &base, &repo, &digest).await {
+                    Ok((dcd, body)) => {
+                        if body != bytes {
+                            f.push(format!(
+                                "acked manifest {repo}@{digest} (pusher {pusher}, tag {tag}): GET by digest returned different bytes ({} vs {} bytes)",
+                                body.len(),
+                                bytes.len()
+                            ));
+                        }
+                        if let Some(d) = dcd {
+                            if d != digest {
+                                f.push(format!("{repo}@{digest}: Docker-Content-Digest is {d}"));
+                            }
+                        }
+                    }
+                    Err(e) => f.push(format!("acked manifest {repo}@{digest} (pusher {pusher}, tag {tag}) lost: {e}")),
+                }
+                f
+            }
+            .boxed(),
+        );
+    }
+    // 2. Every blob of an acknowledged manifest and every acknowledged blob upload.
+    for ((repo, digest), content) in &expected_blobs {
+        let (c, base, repo, digest, content) =
+            (client.clone(), base.clone(), repo.clone(), digest.clone(), content.clone());
+        checks.push(
+            async move {
+                let want = content.bytes();
+                match net::get_blob(&c, &base, &repo, &digest).await {
+                    Ok(got) if got == want => vec![],
+                    Ok(got) => vec![format!(
+                        "acknowledged blob {repo}@{digest}: content differs ({} bytes, digest {})",
+                        got.len(),
+                        oci::sha256_digest(&got)
+                    )],
+                    Err(e) => vec![format!("acknowledged blob {repo}@{digest} lost: {e}")],
+                }
+            }
+            .boxed(),
+        );
+    }
     // 3. Every tag with an acknowledged write resolves to the last acknowledged value
     //    (or to a later write that was in flight when the server died).
     let mut acked_repos: BTreeSet<String> = BTreeSet::new();
@@ -716,27 +732,42 @@ async fn acknowledged_pushes_survive_kill9_and_no_half_state_is_visible() {
             let Some(last_ack) = writes.iter().rposition(|w| w.acked) else { continue };
             acked_repos.insert(repo.clone());
             tags_checked += 1;
-            let allowed: Vec<&str> = writes[last_ack..].iter().map(|w| w.digest.as_str()).collect();
-            let want = &writes[last_ack].digest;
-            match net::get_manifest(&client, &base, repo, tag).await {
-                Ok((_, body)) => {
-                    let got = oci::sha256_digest(&body);
-                    if !allowed.contains(&got.as_str()) {
-                        failures.push(format!(
-                            "tag {repo}:{tag} resolves to {got}, expected last acknowledged {want} (in-doubt later writes allowed: {:?})",
-                            &allowed[1..]
-                        ));
-                    } else if got != *want {
-                        println!("note: tag {repo}:{tag} points to the in-flight (unacknowledged) write {got}");
+            let allowed: Vec<String> = writes[last_ack..].iter().map(|w| w.digest.clone()).collect();
+            let (c, base, repo, tag) = (client.clone(), base.clone(), repo.clone(), tag.clone());
+            checks.push(
+                async move {
+                    let want = &allowed[0];
+                    match net::get_manifest(&c, &base, &repo, &tag).await {
+                        Ok((_, body)) => {
+                            let got = oci::sha256_digest(&body);
+                            if !allowed.contains(&got) {
+                                return vec![format!(
+                                    "tag {repo}:{tag} resolves to {got}, expected last acknowledged {want} (in-doubt later writes allowed: {:?})",
+                                    &allowed[1..]
+                                )];
+                            } else if got != *want {
+                                println!("note: tag {repo}:{tag} points to the in-flight (unacknowledged) write {got}");
+                            }
+                            vec![]
+                        }
+                        Err(e) => vec![format!("tag {repo}:{tag} (acked {want}) not resolvable: {e}")],
                     }
                 }
-                Err(e) => failures.push(format!("tag {repo}:{tag} (acked {want}) not resolvable: {e}")),
-            }
+                .boxed(),
+            );
         }
     }
+    let n_checks = checks.len();
+    let results: Vec<Vec<String>> = futures::stream::iter(checks).buffer_unordered(PAR).collect().await;
+    failures.extend(results.into_iter().flatten());
+    println!(
+        "[{:>5.1}s] {n_checks} acknowledged-state checks done",
+        started.elapsed().as_secs_f64()
+    );
 
-    // 4. No half state: everything reachable from the catalog is complete.
+    // 4. No half state: every manifest reachable from the catalog is complete.
     let mut reachable_manifests = 0;
+    let mut to_visit: Vec<(String, String)> = Vec::new();
     match get_paginated_list(&client, &base, "/v2/_catalog?n=1000".to_string(), "repositories").await {
         Err(e) => failures.push(format!("catalog: {e}")),
         Ok(repos) => {
@@ -760,47 +791,61 @@ async fn acknowledged_pushes_survive_kill9_and_no_half_state_is_visible() {
                         }
                     }
                 }
-                let mut queue: Vec<String> = tags.clone();
-                let mut seen: BTreeSet<String> = BTreeSet::new();
-                while let Some(reference) = queue.pop() {
-                    if !seen.insert(reference.clone()) {
-                        continue;
-                    }
-                    reachable_manifests += 1;
-                    let body = match net::get_manifest(&client, &base, repo, &reference).await {
-                        Ok((_, b)) => b,
-                        Err(e) => {
-                            failures.push(format!("{repo}:{reference} listed but not GETtable: {e}"));
-                            continue;
-                        }
-                    };
-                    let (blobs, children) = match referenced(&body) {
-                        Ok(x) => x,
-                        Err(e) => {
-                            failures.push(format!("{repo}:{reference}: {e}"));
-                            continue;
-                        }
-                    };
-                    queue.extend(children);
+                to_visit.extend(tags.into_iter().map(|t| (repo.clone(), t)));
+            }
+        }
+    }
+    let mut visited: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut referenced_blobs: BTreeMap<(String, String), String> = BTreeMap::new();
+    while !to_visit.is_empty() {
+        let round: Vec<(String, String)> = to_visit.drain(..).filter(|k| visited.insert(k.clone())).collect();
+        reachable_manifests += round.len();
+        let fetched: Vec<_> = futures::stream::iter(round.into_iter().map(|(repo, reference)| {
+            let (c, base) = (client.clone(), base.clone());
+            async move {
+                let r = net::get_manifest(&c, &base, &repo, &reference).await;
+                (repo, reference, r)
+            }
+        }))
+        .buffer_unordered(PAR)
+        .collect()
+        .await;
+        for (repo, reference, r) in fetched {
+            match r.and_then(|(_, body)| referenced(&body)) {
+                Err(e) => failures.push(format!("{repo}:{reference} is listed but not readable: {e}")),
+                Ok((blobs, children)) => {
+                    to_visit.extend(children.into_iter().map(|d| (repo.clone(), d)));
                     for d in blobs {
-                        if !checked_blobs.insert((repo.clone(), d.clone())) {
-                            continue;
-                        }
-                        match net::get_blob(&client, &base, repo, &d).await {
-                            Ok(got) if oci::sha256_digest(&got) == d => {}
-                            Ok(got) => failures.push(format!(
-                                "half state: {repo}:{reference} references {d} but the blob GETs with digest {}",
-                                oci::sha256_digest(&got)
-                            )),
-                            Err(e) => failures.push(format!(
-                                "half state: manifest {repo}:{reference} is visible but its blob is not: {e}"
-                            )),
-                        }
+                        referenced_blobs.entry((repo.clone(), d)).or_insert_with(|| reference.clone());
                     }
                 }
             }
         }
     }
+    let half: Vec<Vec<String>> = futures::stream::iter(
+        referenced_blobs
+            .into_iter()
+            .filter(|(k, _)| !expected_blobs.contains_key(k))
+            .map(|((repo, d), reference)| {
+                let (c, base) = (client.clone(), base.clone());
+                async move {
+                    match net::get_blob(&c, &base, &repo, &d).await {
+                        Ok(got) if oci::sha256_digest(&got) == d => vec![],
+                        Ok(got) => vec![format!(
+                            "half state: {repo}:{reference} references {d} but the blob GETs with digest {}",
+                            oci::sha256_digest(&got)
+                        )],
+                        Err(e) => vec![format!(
+                            "half state: manifest {repo}:{reference} is visible but its blob {d} is not: {e}"
+                        )],
+                    }
+                }
+            }),
+    )
+    .buffer_unordered(PAR)
+    .collect()
+    .await;
+    failures.extend(half.into_iter().flatten());
 
     // 5. The content-addressed store holds only complete, correctly named blobs.
     let blobs_dir = node.data_dir.join("blobs");
@@ -828,7 +873,7 @@ async fn acknowledged_pushes_survive_kill9_and_no_half_state_is_visible() {
         }
     }
     let mut missing_on_disk = 0;
-    for (_, d, _) in logs.iter().flat_map(|l| &l.acked_blobs) {
+    for (_, d) in expected_blobs.keys() {
         let hexd = d.trim_start_matches("sha256:");
         if !on_disk.contains(hexd) {
             missing_on_disk += 1;
@@ -870,4 +915,27 @@ async fn acknowledged_pushes_survive_kill9_and_no_half_state_is_visible() {
     }
     drop(node);
     drop(tmp);
+}
+
+/// The on-disk check must recognise content-addressed names and flag everything else.
+#[test]
+fn blob_file_names_are_parsed_as_digests() {
+    let h = "a".repeat(64);
+    for ok in [
+        format!("sha256/aa/{h}"),
+        format!("sha256/{h}"),
+        h.clone(),
+        format!("sha256:{h}"),
+        format!("sha256/{}/{}", &h[..2], &h[2..]),
+    ] {
+        assert_eq!(digest_from_path(Path::new(&ok)).as_deref(), Some(h.as_str()), "{ok}");
+    }
+    for bad in [
+        format!("sha256/aa/{h}.tmp"),
+        format!("sha256/aa/.{h}.partial"),
+        "sha256/aa/upload-1234".to_string(),
+        format!("sha256/aa/{}", &h[..63]),
+    ] {
+        assert_eq!(digest_from_path(Path::new(&bad)), None, "{bad}");
+    }
 }

@@ -10,11 +10,12 @@ use std::path::PathBuf;
 /// Channel depth between the body reader and the file writer (chunks are typically
 /// 16–64 KiB, so this bounds buffered memory to a few MiB per upload).
 const CHANNEL_DEPTH: usize = 64;
-/// Write buffer: larger writes mean fewer syscalls on the hot push path.
+/// Write buffer of the buffered path: larger writes mean fewer syscalls.
 const WRITE_BUFFER: usize = 1 << 20;
-/// Every this many bytes, ask the kernel to start writing back what we wrote so far, so
-/// the disk works while the body is still arriving and the final fsync has little left.
-const WRITEBACK_STEP: u64 = 8 << 20;
+/// Largest direct-I/O write; also the aligned buffer's size for bodies of unknown length.
+const DIRECT_CHUNK: usize = 4 << 20;
+/// Alignment direct I/O needs for buffers, offsets and lengths (covers 512 B and 4 KiB sectors).
+const DIRECT_ALIGN: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -47,25 +48,14 @@ where
 {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(CHANNEL_DEPTH);
     let writer = tokio::task::spawn_blocking(move || -> Result<(DigestHasher, u64), std::io::Error> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-        let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+        let mut sink = FileSink::open(&path, limit)?;
         let mut written = 0u64;
-        let mut flushed_to = 0u64;
-        let start_offset = out.get_ref().metadata()?.len();
         while let Some(chunk) = rx.blocking_recv() {
             hasher.update(&chunk);
-            out.write_all(&chunk)?;
+            sink.write_all(&chunk)?;
             written += chunk.len() as u64;
-            if written - flushed_to >= WRITEBACK_STEP {
-                out.flush()?;
-                start_writeback(out.get_ref(), start_offset + flushed_to, written - flushed_to);
-                flushed_to = written;
-            }
         }
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        if sync {
-            file.sync_data()?;
-        }
+        sink.finish(sync)?;
         Ok((hasher, written))
     });
 
@@ -102,16 +92,120 @@ where
     Ok(WriteOutcome { hasher, written })
 }
 
-/// Starts asynchronous writeback of a byte range (Linux `sync_file_range`); a hint only,
-/// durability still comes from the fsync at the end.
-#[cfg(target_os = "linux")]
-fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the fd is open for the duration of the call; the flags only schedule I/O.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
+/// Where a body's bytes go. Direct I/O skips the page cache — on the machines we measured,
+/// copying into the page cache and writing it back ran at well under half the speed of
+/// the disk itself — and needs aligned buffers, offsets and lengths: whole aligned
+/// blocks go out directly, and the unaligned tail is written through the page cache.
+/// Appends that start at an unaligned offset (a chunk after an odd-sized chunk) and
+/// filesystems without direct I/O use the buffered path throughout.
+enum FileSink {
+    Direct(DirectWriter),
+    Buffered(std::io::BufWriter<std::fs::File>),
+}
+
+struct DirectWriter {
+    path: PathBuf,
+    file: std::fs::File,
+    /// Backing storage; the aligned window is `buf[start..start + cap]`.
+    buf: Vec<u8>,
+    start: usize,
+    cap: usize,
+    fill: usize,
+    /// File offset where the window's first byte goes.
+    offset: u64,
+}
+
+impl FileSink {
+    fn open(path: &std::path::Path, expected_len: Option<u64>) -> std::io::Result<FileSink> {
+        let existing = match std::fs::metadata(path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+        if existing % DIRECT_ALIGN as u64 == 0 {
+            if let Some(direct) = DirectWriter::open(path, existing, expected_len) {
+                return Ok(FileSink::Direct(direct));
+            }
+        }
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(FileSink::Buffered(std::io::BufWriter::with_capacity(WRITE_BUFFER, file)))
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            FileSink::Direct(d) => d.write_all(data),
+            FileSink::Buffered(b) => b.write_all(data),
+        }
+    }
+
+    fn finish(self, sync: bool) -> std::io::Result<()> {
+        match self {
+            FileSink::Direct(d) => d.finish(sync),
+            FileSink::Buffered(b) => {
+                let file = b.into_inner().map_err(|e| e.into_error())?;
+                if sync {
+                    file.sync_data()?;
+                }
+                Ok(())
+            }
+        }
     }
 }
 
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}
+impl DirectWriter {
+    #[cfg(target_os = "linux")]
+    fn open(path: &std::path::Path, offset: u64, expected_len: Option<u64>) -> Option<DirectWriter> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .ok()?;
+        let wanted = expected_len.map(|l| l as usize).unwrap_or(DIRECT_CHUNK).min(DIRECT_CHUNK);
+        let cap = wanted.div_ceil(DIRECT_ALIGN).max(1) * DIRECT_ALIGN;
+        let buf = vec![0u8; cap + DIRECT_ALIGN];
+        let start = (DIRECT_ALIGN - (buf.as_ptr() as usize % DIRECT_ALIGN)) % DIRECT_ALIGN;
+        Some(DirectWriter { path: path.to_path_buf(), file, buf, start, cap, fill: 0, offset })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn open(_path: &std::path::Path, _offset: u64, _expected_len: Option<u64>) -> Option<DirectWriter> {
+        None
+    }
+
+    fn write_all(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        while !data.is_empty() {
+            let n = data.len().min(self.cap - self.fill);
+            let at = self.start + self.fill;
+            self.buf[at..at + n].copy_from_slice(&data[..n]);
+            self.fill += n;
+            data = &data[n..];
+            if self.fill == self.cap {
+                self.file.write_all_at(&self.buf[self.start..self.start + self.cap], self.offset)?;
+                self.offset += self.cap as u64;
+                self.fill = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self, sync: bool) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let aligned = self.fill / DIRECT_ALIGN * DIRECT_ALIGN;
+        if aligned > 0 {
+            self.file.write_all_at(&self.buf[self.start..self.start + aligned], self.offset)?;
+        }
+        // The unaligned tail goes through the page cache, on a second descriptor.
+        let tail = std::fs::OpenOptions::new().write(true).open(&self.path)?;
+        if self.fill > aligned {
+            tail.write_all_at(&self.buf[self.start + aligned..self.start + self.fill], self.offset + aligned as u64)?;
+        }
+        if sync {
+            // Flushes the tail, the file size and the device's write cache.
+            tail.sync_data()?;
+        }
+        Ok(())
+    }
+}
