@@ -50,12 +50,7 @@ pub async fn get(registry: &Registry, name: &str, digest: &str, headers: &Header
     if !with_body {
         let size = registry.blob_size(name, &digest).await?;
         let mut resp = empty(StatusCode::OK);
-        let h = resp.headers_mut();
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-        h.insert("docker-content-digest", hv(&digest.to_string()));
-        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        h.insert(header::ETAG, hv(&format!("\"{digest}\"")));
+        blob_headers(resp.headers_mut(), &digest, size);
         return Ok(resp);
     }
     let (mut file, size) = registry.open_blob(name, &digest).await?;
@@ -74,15 +69,19 @@ pub async fn get(registry: &Registry, name: &str, digest: &str, headers: &Header
     let mut resp = Response::new(Body::from_stream(stream));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
+    blob_headers(h, &digest, len);
+    if status == StatusCode::PARTIAL_CONTENT {
+        h.insert(header::CONTENT_RANGE, hv(&format!("bytes {}-{}/{}", start, start + len - 1, size)));
+    }
+    Ok(resp)
+}
+
+fn blob_headers(h: &mut HeaderMap, digest: &meridian_replication::Digest, len: u64) {
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     h.insert("docker-content-digest", hv(&digest.to_string()));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::ETAG, hv(&format!("\"{digest}\"")));
-    if status == StatusCode::PARTIAL_CONTENT {
-        h.insert(header::CONTENT_RANGE, hv(&format!("bytes {}-{}/{}", start, start + len - 1, size)));
-    }
-    Ok(resp)
 }
 
 pub async fn delete(registry: &Registry, name: &str, digest: &str) -> ApiResult {

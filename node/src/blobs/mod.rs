@@ -17,3 +17,26 @@ pub enum BlobError {
     #[error("blob store I/O: {0}")]
     Io(#[from] std::io::Error),
 }
+
+/// Feeds a whole file to `hasher` (used when a running hash must be rebuilt or a
+/// different algorithm was asked for at the end of an upload).
+pub async fn hash_file(
+    path: std::path::PathBuf,
+    mut hasher: meridian_replication::DigestHasher,
+) -> Result<meridian_replication::DigestHasher, BlobError> {
+    tokio::task::spawn_blocking(move || -> std::io::Result<meridian_replication::DigestHasher> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                return Ok(hasher);
+            }
+            hasher.update(&buf[..n]);
+        }
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))?
+    .map_err(BlobError::from)
+}

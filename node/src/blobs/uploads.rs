@@ -7,7 +7,6 @@ use crate::meta::store::{Store, StoreError, CF_LOCAL_UPLOADS};
 use meridian_replication::{Algorithm, DigestHasher};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -171,21 +170,7 @@ impl SessionState {
         if let Some(h) = &self.hasher {
             return Ok(h.clone());
         }
-        let path = blobs.upload_path(&self.id);
-        let mut hasher = self.algorithm.hasher();
-        let rebuilt = tokio::task::spawn_blocking(move || -> std::io::Result<DigestHasher> {
-            let mut f = std::fs::File::open(path)?;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = f.read(&mut buf)?;
-                if n == 0 {
-                    return Ok(hasher);
-                }
-                hasher.update(&buf[..n]);
-            }
-        })
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??;
+        let rebuilt = super::hash_file(blobs.upload_path(&self.id), self.algorithm.hasher()).await?;
         self.hasher = Some(rebuilt.clone());
         Ok(rebuilt)
     }

@@ -1,7 +1,8 @@
 //! Blob uploads: sessions, chunks, single-request pushes and the closing PUT.
 
 use super::{Registry, RegistryError, Result};
-use crate::blobs::{stream_to_file, BlobError};
+use crate::blobs::stream_to_file;
+use crate::blobs::uploads::SessionState;
 use bytes::Bytes;
 use futures::Stream;
 use meridian_replication::{Algorithm, Digest, DigestHasher};
@@ -79,10 +80,7 @@ impl Registry {
     {
         let handle = self.sessions.get(repo, id).await?.ok_or(RegistryError::BlobUploadUnknown)?;
         let mut state = handle.lock().await;
-        let limit = check_chunk(&state.id, repo, state.offset, chunk)?;
-        let hasher = state.hasher(&self.blobs).await?;
-        let written = self.write_chunk(&state.id, state.offset, hasher, limit, body, false).await?;
-        state.advance(written.0, written.1);
+        self.append_to_session(&mut state, repo, chunk, body, false).await?;
         Ok(UploadStatus { id: state.id.clone(), offset: state.offset })
     }
 
@@ -95,17 +93,14 @@ impl Registry {
     {
         let handle = self.sessions.get(repo, id).await?.ok_or(RegistryError::BlobUploadUnknown)?;
         let mut state = handle.lock().await;
-        let limit = check_chunk(&state.id, repo, state.offset, chunk)?;
-        let hasher = state.hasher(&self.blobs).await?;
-        let (hasher, written) = self.write_chunk(&state.id, state.offset, hasher, limit, body, true).await?;
-        state.advance(hasher.clone(), written);
+        let hasher = self.append_to_session(&mut state, repo, chunk, body, true).await?;
         let path = self.blobs.upload_path(&state.id);
         let actual = if hasher.algorithm() == digest.algorithm() {
             hasher.finish()
         } else {
             // The client closed with another algorithm than the session hashed with:
             // hash the file once more with the one it asked for.
-            rehash(path.clone(), digest.algorithm().hasher()).await?
+            crate::blobs::hash_file(path.clone(), digest.algorithm().hasher()).await?.finish()
         };
         if &actual != digest {
             self.sessions.remove(&state.id).await?;
@@ -116,20 +111,24 @@ impl Registry {
         self.link_local(repo, digest, state.offset)
     }
 
-    /// Streams a chunk onto the session file; on failure truncates back to `offset`.
-    async fn write_chunk<S, E>(
+    /// Checks a chunk's placement, streams it onto the session file and advances the
+    /// session; on failure truncates the file back so the session is as it was. Returns
+    /// the hash of everything received so far.
+    async fn append_to_session<S, E>(
         &self,
-        id: &str,
-        offset: u64,
-        hasher: DigestHasher,
-        limit: Option<u64>,
+        state: &mut SessionState,
+        repo: &str,
+        chunk: ChunkHeaders,
         body: S,
         sync: bool,
-    ) -> Result<(DigestHasher, u64)>
+    ) -> Result<DigestHasher>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: Display,
     {
+        let limit = check_chunk(&state.id, repo, state.offset, chunk)?;
+        let hasher = state.hasher(&self.blobs).await?;
+        let (id, offset) = (state.id.as_str(), state.offset);
         let path = self.blobs.upload_path(id);
         let result = stream_to_file(path.clone(), hasher, body, limit, sync).await;
         let short = match (&result, limit) {
@@ -149,7 +148,8 @@ impl Registry {
             return Err(RegistryError::SizeInvalid(format!("chunk carried {got} of {l} bytes")));
         }
         let outcome = result?;
-        Ok((outcome.hasher, outcome.written))
+        state.advance(outcome.hasher.clone(), outcome.written);
+        Ok(outcome.hasher)
     }
 }
 
@@ -182,22 +182,4 @@ fn check_chunk(id: &str, repo: &str, offset: u64, chunk: ChunkHeaders) -> Result
         }
         None => Ok(chunk.content_length),
     }
-}
-
-async fn rehash(path: std::path::PathBuf, mut hasher: DigestHasher) -> Result<Digest> {
-    tokio::task::spawn_blocking(move || -> std::io::Result<Digest> {
-        use std::io::Read;
-        let mut f = std::fs::File::open(path)?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                return Ok(hasher.finish());
-            }
-            hasher.update(&buf[..n]);
-        }
-    })
-    .await
-    .map_err(|e| RegistryError::Internal(e.to_string()))?
-    .map_err(|e| BlobError::from(e).into())
 }
