@@ -3,9 +3,10 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
-    // SAFETY: build scripts are single-threaded; the variable is read by prost-build below.
+    // Build scripts are single-threaded; prost-build reads the variable below.
     std::env::set_var("PROTOC", protoc);
     println!("cargo:rerun-if-changed=proto");
-    tonic_prost_build::configure().compile_protos(&["proto/meridian/raft.proto"], &["proto"])?;
+    tonic_prost_build::configure()
+        .compile_protos(&["proto/meridian/cluster.proto", "proto/meridian/admin.proto"], &["proto"])?;
     Ok(())
 }

@@ -8,6 +8,8 @@
 
 pub mod api;
 pub mod blobs;
+pub mod cluster;
+pub mod cli;
 pub mod config;
 pub mod meta;
 pub mod observability;
@@ -32,8 +34,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let store = Store::open(&config.data_dir.join("db")).context("opening RocksDB")?;
     let blobs = FsBlobStore::open(&config.data_dir).context("opening blob store")?;
-    let meta = Meta::start(&config, store.clone()).await.context("starting raft")?;
-    meta.wait_for_leader(Duration::from_secs(30)).await.context("waiting for a raft leader")?;
+    let meta = Meta::start(&config, store.clone(), cluster::peers::Peers::default()).await.context("starting raft")?;
     let sessions = Arc::new(UploadSessions::new(store.clone(), blobs.clone()));
     let registry = Registry {
         store,
@@ -45,16 +46,36 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let sweeper = tokio::spawn(sweep_idle_uploads(sessions, Duration::from_secs(config.upload_timeout_secs), shutdown_rx));
+    let sweeper =
+        tokio::spawn(sweep_idle_uploads(sessions, Duration::from_secs(config.upload_timeout_secs), shutdown_rx.clone()));
+    let grpc = {
+        let (config, meta, shutdown) = (config.clone(), meta.clone(), shutdown_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = cluster::serve_grpc(&config, meta, shutdown).await {
+                tracing::error!(error = %e, listen = %config.grpc_listen, "gRPC server failed");
+            }
+        })
+    };
+    let joiner = (!config.join.is_empty()).then(|| tokio::spawn(cluster::join_cluster(config.clone(), meta.clone(), shutdown_rx)));
 
     let app = api::app(api::AppState { registry, meta: meta.clone(), metrics });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), region = %config.region, "meridian serving");
+    tracing::info!(
+        listen = %config.listen,
+        grpc_listen = %config.grpc_listen,
+        data_dir = %config.data_dir.display(),
+        region = %config.region,
+        "meridian serving"
+    );
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     let _ = shutdown_tx.send(true);
     let _ = sweeper.await;
+    let _ = grpc.await;
+    if let Some(j) = joiner {
+        let _ = j.await;
+    }
     meta.shutdown().await;
     tracing::info!("meridian stopped");
     Ok(())

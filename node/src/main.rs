@@ -19,6 +19,9 @@ enum Command {
         /// Address for the OCI Distribution API (default 127.0.0.1:5000).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Address for the node's gRPC services: Raft, forwarding, admin (default 127.0.0.1:6000).
+        #[arg(long)]
+        grpc_listen: Option<SocketAddr>,
         /// Data directory (default ./data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -26,13 +29,15 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Operate a cluster through its admin gRPC service.
+    Admin(meridian_node::cli::admin::AdminArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { listen, data_dir, config } => {
-            let overrides = Overrides { config_file: config, listen, data_dir };
+        Command::Serve { listen, grpc_listen, data_dir, config } => {
+            let overrides = Overrides { config_file: config, listen, grpc_listen, data_dir };
             let config = match Config::load(&overrides) {
                 Ok(c) => c,
                 Err(e) => {
@@ -64,6 +69,16 @@ fn main() -> std::process::ExitCode {
                     }
                 }
             })
+        }
+        Command::Admin(args) => {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("meridian: cannot start the async runtime: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(meridian_node::cli::admin::run(args))
         }
     }
 }

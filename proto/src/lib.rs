@@ -1,6 +1,11 @@
 //! Meridian's gRPC services, generated from `proto/meridian/*.proto`.
 
-/// Raft transport between regions (vote, append entries, streamed snapshots).
-pub mod raft {
-    tonic::include_proto!("meridian.raft");
+/// Node-to-node services: Raft transport, write forwarding, identity.
+pub mod cluster {
+    tonic::include_proto!("meridian.cluster");
+}
+
+/// The operator's admin service.
+pub mod admin {
+    tonic::include_proto!("meridian.admin");
 }

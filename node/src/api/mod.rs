@@ -83,6 +83,11 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let (headers, query) = (&parts.headers, parts.uri.query());
     let registry = &state.registry;
+    if wants_linearizable(headers) && matches!(endpoint, Endpoint::Manifest { .. } | Endpoint::Tags { .. }) {
+        if let Err(e) = registry.meta.read_barrier().await {
+            return ApiError(e.into()).into_response();
+        }
+    }
     let result = match (&endpoint, &parts.method) {
         (Endpoint::Manifest { name, reference }, &Method::GET) => manifests::get(registry, name, reference, headers, true),
         (Endpoint::Manifest { name, reference }, &Method::HEAD) => manifests::get(registry, name, reference, headers, false),
@@ -103,6 +108,15 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         _ => return method_not_allowed(),
     };
     result.unwrap_or_else(|e| e.into_response())
+}
+
+/// `Meridian-Consistency: linearizable` asks for a read that reflects every write the
+/// cluster committed before the request (the node checks with the leader first).
+fn wants_linearizable(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get("meridian-consistency")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("linearizable"))
 }
 
 fn not_found() -> Response {

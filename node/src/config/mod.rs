@@ -19,6 +19,19 @@ pub struct Config {
     pub region: String,
     /// Raft node id of this node; unique in the cluster.
     pub node_id: u64,
+    /// Address the node's gRPC services (Raft, forwarding, admin) listen on.
+    pub grpc_listen: SocketAddr,
+    /// Registry address other regions and clients are told about (default: `listen`).
+    pub advertise_http_addr: Option<String>,
+    /// gRPC address other regions use to reach this node (default: `grpc_listen`).
+    pub advertise_grpc_addr: Option<String>,
+    /// gRPC addresses of existing members. Empty: a node without Raft state starts a
+    /// new cluster. Otherwise it asks these members to add it as a region.
+    pub join: Vec<String>,
+    /// Bearer token the admin service requires; the admin service refuses every call when unset.
+    pub admin_token: Option<String>,
+    /// Accept admin calls from non-loopback peers (off: loopback only).
+    pub admin_allow_remote: bool,
     /// `text` (human-readable) or `json` (one object per line).
     pub log_format: LogFormat,
     /// Log filter in `RUST_LOG` syntax; `RUST_LOG` wins when set.
@@ -53,6 +66,8 @@ pub struct RaftConfig {
     pub snapshot_every: u64,
     /// Entries kept in the log behind the last snapshot, so lagging peers can catch up without one.
     pub max_logs_kept: u64,
+    /// A write that cannot commit within this many milliseconds is answered 503.
+    pub write_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -62,6 +77,12 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             region: "local".to_string(),
             node_id: 1,
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 6000)),
+            advertise_http_addr: None,
+            advertise_grpc_addr: None,
+            join: Vec::new(),
+            admin_token: None,
+            admin_allow_remote: false,
             log_format: LogFormat::Text,
             log_level: "info".to_string(),
             otlp_endpoint: None,
@@ -82,6 +103,7 @@ impl Default for RaftConfig {
             election_timeout_max_ms: 3000,
             snapshot_every: 10_000,
             max_logs_kept: 5_000,
+            write_timeout_ms: 5_000,
         }
     }
 }
@@ -101,10 +123,21 @@ pub enum ConfigError {
 pub struct Overrides {
     pub config_file: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
+    pub grpc_listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
 }
 
 impl Config {
+    /// The registry address advertised to the cluster.
+    pub fn http_addr(&self) -> String {
+        self.advertise_http_addr.clone().unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// The gRPC address advertised to the cluster.
+    pub fn grpc_addr(&self) -> String {
+        self.advertise_grpc_addr.clone().unwrap_or_else(|| self.grpc_listen.to_string())
+    }
+
     /// Builds the effective configuration from all layers.
     pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
         let mut config = match &overrides.config_file {
@@ -114,6 +147,9 @@ impl Config {
         config.apply_env(std::env::vars())?;
         if let Some(listen) = overrides.listen {
             config.listen = listen;
+        }
+        if let Some(grpc) = overrides.grpc_listen {
+            config.grpc_listen = grpc;
         }
         if let Some(dir) = &overrides.data_dir {
             config.data_dir = dir.clone();
@@ -143,6 +179,14 @@ impl Config {
                 "DATA_DIR" => self.data_dir = PathBuf::from(&value),
                 "REGION" => self.region = value.clone(),
                 "NODE_ID" => self.node_id = num(&value).map_err(bad)?,
+                "GRPC_LISTEN" => self.grpc_listen = num(&value).map_err(bad)?,
+                "ADVERTISE_HTTP_ADDR" => self.advertise_http_addr = Some(value.clone()).filter(|v| !v.is_empty()),
+                "ADVERTISE_GRPC_ADDR" => self.advertise_grpc_addr = Some(value.clone()).filter(|v| !v.is_empty()),
+                "JOIN" => {
+                    self.join = value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+                }
+                "ADMIN_TOKEN" => self.admin_token = Some(value.clone()).filter(|v| !v.is_empty()),
+                "ADMIN_ALLOW_REMOTE" => self.admin_allow_remote = num(&value).map_err(bad)?,
                 "LOG_FORMAT" => {
                     self.log_format = match value.as_str() {
                         "text" => LogFormat::Text,
@@ -161,6 +205,7 @@ impl Config {
                 "RAFT_ELECTION_TIMEOUT_MAX_MS" => self.raft.election_timeout_max_ms = num(&value).map_err(bad)?,
                 "RAFT_SNAPSHOT_EVERY" => self.raft.snapshot_every = num(&value).map_err(bad)?,
                 "RAFT_MAX_LOGS_KEPT" => self.raft.max_logs_kept = num(&value).map_err(bad)?,
+                "RAFT_WRITE_TIMEOUT_MS" => self.raft.write_timeout_ms = num(&value).map_err(bad)?,
                 // Other MERIDIAN_* variables (e.g. test knobs) are not configuration.
                 _ => {}
             }
@@ -197,10 +242,11 @@ mod tests {
     fn config_keys_match_readme() {
         let readme = include_str!("../../../README.md");
         let keys = [
-            "listen", "data_dir", "region", "node_id", "log_format", "log_level", "otlp_endpoint",
+            "listen", "data_dir", "region", "node_id", "grpc_listen", "advertise_http_addr",
+            "advertise_grpc_addr", "join", "admin_token", "admin_allow_remote", "log_format", "log_level", "otlp_endpoint",
             "max_manifest_bytes", "upload_timeout_secs", "raft.heartbeat_ms",
             "raft.election_timeout_min_ms", "raft.election_timeout_max_ms", "raft.snapshot_every",
-            "raft.max_logs_kept",
+            "raft.max_logs_kept", "raft.write_timeout_ms",
         ];
         for key in keys {
             assert!(readme.contains(&format!("`{key}`")), "README lacks config key {key}");

@@ -1,23 +1,29 @@
 //! Cluster metadata: the Raft group (openraft), its log and its state machine, all in the
-//! node's RocksDB. Writes go through [`Meta::propose`]; reads go straight to [`Store`].
+//! node's RocksDB. Writes go through [`Meta::propose`] — at the leader directly, from a
+//! follower forwarded over gRPC — and return once applied on this node. Reads go
+//! straight to [`Store`].
 
 pub mod command;
 mod log_store;
-mod network;
 pub mod reads;
 pub mod records;
 mod state_machine;
 pub mod store;
 pub mod types;
 
+use crate::cluster::peers::{Peers, MAX_MESSAGE_BYTES};
+use crate::cluster::GrpcNetwork;
 use crate::config::Config;
 use command::{Command, CommandResult};
+use meridian_proto::cluster::forward_service_client::ForwardServiceClient;
+use meridian_proto::cluster::{ProposeRequest, ReadIndexRequest};
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::ServerState;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 pub use store::Store;
-use types::{NodeInfo, Raft};
+use types::{NodeId, NodeInfo, Raft};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -27,7 +33,7 @@ pub enum MetaError {
     Config(String),
     #[error("raft stopped: {0}")]
     Fatal(String),
-    /// This node cannot commit right now (no leader reachable from here).
+    /// This node cannot commit right now (no leader reachable, leader without quorum).
     #[error("no quorum reachable from this region: {0}")]
     NoQuorum(String),
 }
@@ -36,12 +42,35 @@ pub enum MetaError {
 #[derive(Clone)]
 pub struct Meta {
     raft: Raft,
+    inner: Arc<MetaInner>,
+}
+
+struct MetaInner {
+    node_id: NodeId,
+    me: NodeInfo,
+    peers: Peers,
+    write_timeout: Duration,
+    /// A leader that has not heard from a quorum for this long refuses writes at once
+    /// instead of letting them wait out the write timeout.
+    quorum_grace: Duration,
+}
+
+/// A leader's view of one member, for status and region listings.
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    pub node_id: NodeId,
+    pub info: NodeInfo,
+    pub voter: bool,
+    pub leader: bool,
+    /// Last log index the leader knows this member has (leader's view only).
+    pub matched: Option<u64>,
 }
 
 impl Meta {
-    /// Opens the Raft group on `store`; a node that has never been initialized becomes the
-    /// single voter of a new cluster (the first region).
-    pub async fn start(config: &Config, store: Store) -> Result<Meta, MetaError> {
+    /// Opens the Raft group on `store`. A node without Raft state and without `join`
+    /// addresses becomes the single voter of a new cluster (the first region); one with
+    /// `join` addresses waits to be added.
+    pub async fn start(config: &Config, store: Store, peers: Peers) -> Result<Meta, MetaError> {
         let raft_config = openraft::Config {
             cluster_name: "meridian".to_string(),
             heartbeat_interval: config.raft.heartbeat_ms,
@@ -49,56 +78,210 @@ impl Meta {
             election_timeout_max: config.raft.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.raft.snapshot_every),
             max_in_snapshot_log_to_keep: config.raft.max_logs_kept,
+            // Entries carry whole manifests; keep one AppendEntries message bounded.
+            max_payload_entries: 64,
+            install_snapshot_timeout: 10_000,
             ..Default::default()
         }
         .validate()
         .map_err(|e| MetaError::Config(e.to_string()))?;
         let log_store = log_store::LogStore::new(store.clone());
         let state_machine = state_machine::StateMachine::new(store.clone(), config.data_dir.join("snapshot"));
-        let raft = Raft::new(config.node_id, Arc::new(raft_config), network::SingleRegionNetwork, log_store, state_machine)
+        let network = GrpcNetwork { peers: peers.clone() };
+        let raft = Raft::new(config.node_id, Arc::new(raft_config), network, log_store, state_machine)
             .await
             .map_err(|e| MetaError::Fatal(e.to_string()))?;
-        if !raft.is_initialized().await.map_err(|e| MetaError::Fatal(e.to_string()))? {
-            let me = NodeInfo {
-                region: config.region.clone(),
-                http_addr: config.listen.to_string(),
-                grpc_addr: String::new(),
-            };
-            raft.initialize(BTreeMap::from([(config.node_id, me)]))
-                .await
-                .map_err(|e| MetaError::Fatal(e.to_string()))?;
-            tracing::info!(node_id = config.node_id, region = %config.region, "initialized a new cluster");
+        let me = NodeInfo { region: config.region.clone(), http_addr: config.http_addr(), grpc_addr: config.grpc_addr() };
+        let meta = Meta {
+            raft,
+            inner: Arc::new(MetaInner {
+                node_id: config.node_id,
+                me,
+                peers,
+                write_timeout: Duration::from_millis(config.raft.write_timeout_ms),
+                quorum_grace: Duration::from_millis(config.raft.election_timeout_max_ms),
+            }),
+        };
+        if config.join.is_empty() && !meta.is_initialized().await? {
+            meta.initialize().await?;
         }
         // A lone voter need not wait out an election timeout after every restart: no
         // other node can hold a newer term, so campaigning at once is safe.
-        let voters: Vec<u64> = raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        let voters: Vec<u64> = meta.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
         if voters == [config.node_id] {
-            raft.trigger().elect().await.map_err(|e| MetaError::Fatal(e.to_string()))?;
+            meta.raft.trigger().elect().await.map_err(|e| MetaError::Fatal(e.to_string()))?;
         }
-        Ok(Meta { raft })
+        Ok(meta)
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    pub fn me(&self) -> &NodeInfo {
+        &self.inner.me
+    }
+
+    pub fn peers(&self) -> &Peers {
+        &self.inner.peers
+    }
+
+    pub async fn is_initialized(&self) -> Result<bool, MetaError> {
+        self.raft.is_initialized().await.map_err(|e| MetaError::Fatal(e.to_string()))
+    }
+
+    /// Makes this node the single voter of a new cluster.
+    pub async fn initialize(&self) -> Result<(), MetaError> {
+        self.raft
+            .initialize(BTreeMap::from([(self.inner.node_id, self.inner.me.clone())]))
+            .await
+            .map_err(|e| MetaError::Fatal(e.to_string()))?;
+        tracing::info!(node_id = self.inner.node_id, region = %self.inner.me.region, "initialized a new cluster");
+        Ok(())
+    }
+
+    /// The leader's id and advertised addresses, when one is known.
+    pub fn leader(&self) -> Option<(NodeId, NodeInfo)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let info = m.membership_config.membership().get_node(&id).cloned()?;
+        Some((id, info))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
     }
 
     /// Commits a command and returns once it is applied on this node (read-your-writes).
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult, MetaError> {
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(MetaError::NoQuorum(format!("this node is not the leader (leader: {:?})", f.leader_id)))
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(MetaError::Fatal(e.to_string()))
-            }
-            Err(RaftError::Fatal(e)) => Err(MetaError::Fatal(e.to_string())),
+        let deadline = Instant::now() + self.inner.write_timeout;
+        match self.leader() {
+            Some((id, _)) if id == self.inner.node_id => Ok(self.write_at_leader(cmd).await?.0),
+            Some((_, leader)) => self.forward(&leader.grpc_addr, cmd, deadline).await,
+            None => Err(MetaError::NoQuorum("no leader is known to this node".into())),
         }
     }
 
-    /// Ready to serve writes: a leader is known and the state machine caught up to it.
+    /// Writes through the local Raft, which must be the leader. Returns the result and the
+    /// entry's log index.
+    pub async fn write_at_leader(&self, cmd: Command) -> Result<(CommandResult, u64), MetaError> {
+        let m = self.raft.metrics().borrow().clone();
+        if let Some(ms) = m.millis_since_quorum_ack {
+            if Duration::from_millis(ms) > self.inner.quorum_grace && m.membership_config.membership().voter_ids().count() > 1 {
+                return Err(MetaError::NoQuorum(format!("the leader has not heard from a quorum for {ms} ms")));
+            }
+        }
+        match tokio::time::timeout(self.inner.write_timeout, self.raft.client_write(cmd)).await {
+            Err(_) => Err(MetaError::NoQuorum(format!(
+                "the write did not commit within {} ms",
+                self.inner.write_timeout.as_millis()
+            ))),
+            Ok(Ok(resp)) => Ok((resp.data, resp.log_id.index)),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(MetaError::NoQuorum(format!("leadership moved (now {:?}); retry", f.leader_id)))
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => Err(MetaError::Fatal(e.to_string())),
+            Ok(Err(RaftError::Fatal(e))) => Err(MetaError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Sends a write to the leader and waits until this node has applied it.
+    async fn forward(&self, leader_addr: &str, cmd: Command, deadline: Instant) -> Result<CommandResult, MetaError> {
+        let unreachable = |e: String| MetaError::NoQuorum(format!("leader at {leader_addr} unreachable: {e}"));
+        let payload = serde_json::to_vec(&cmd).map_err(|e| MetaError::Fatal(e.to_string()))?;
+        let channel = self.inner.peers.channel(leader_addr).map_err(|e| unreachable(e.to_string()))?;
+        let mut client = ForwardServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut request = tonic::Request::new(ProposeRequest { command: payload });
+        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        let reply = client.propose(request).await.map_err(|s| unreachable(s.message().to_string()))?.into_inner();
+        if !reply.error.is_empty() {
+            return Err(MetaError::NoQuorum(reply.error));
+        }
+        let result: CommandResult = serde_json::from_slice(&reply.result).map_err(|e| MetaError::Fatal(e.to_string()))?;
+        self.wait_applied(reply.log_index, deadline).await?;
+        Ok(result)
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), MetaError> {
+        let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+        self.raft
+            .wait(Some(wait))
+            .applied_index_at_least(Some(index), "forwarded write applied locally")
+            .await
+            .map(|_| ())
+            .map_err(|e| MetaError::NoQuorum(format!("committed but not yet applied here: {e}")))
+    }
+
+    /// Linearizable read barrier: returns once this node has applied every write the
+    /// leader had committed when the call started.
+    pub async fn read_barrier(&self) -> Result<(), MetaError> {
+        let deadline = Instant::now() + self.inner.write_timeout;
+        match self.leader() {
+            Some((id, _)) if id == self.inner.node_id => self.leader_read_index().await.map(|_| ()),
+            Some((_, leader)) => {
+                let unreachable = |e: String| MetaError::NoQuorum(format!("leader unreachable: {e}"));
+                let channel = self.inner.peers.channel(&leader.grpc_addr).map_err(|e| unreachable(e.to_string()))?;
+                let mut request = tonic::Request::new(ReadIndexRequest {});
+                request.set_timeout(self.inner.write_timeout);
+                let reply = ForwardServiceClient::new(channel)
+                    .read_index(request)
+                    .await
+                    .map_err(|s| unreachable(s.message().to_string()))?
+                    .into_inner();
+                if !reply.error.is_empty() {
+                    return Err(MetaError::NoQuorum(reply.error));
+                }
+                self.wait_applied(reply.read_index, deadline).await
+            }
+            None => Err(MetaError::NoQuorum("no leader is known to this node".into())),
+        }
+    }
+
+    /// At the leader: confirms leadership with a quorum and returns the read index.
+    pub async fn leader_read_index(&self) -> Result<u64, MetaError> {
+        match tokio::time::timeout(self.inner.write_timeout, self.raft.ensure_linearizable()).await {
+            Err(_) => Err(MetaError::NoQuorum("could not confirm leadership in time".into())),
+            Ok(Ok(log_id)) => Ok(log_id.map(|l| l.index).unwrap_or(0)),
+            Ok(Err(e)) => Err(MetaError::NoQuorum(e.to_string())),
+        }
+    }
+
+    /// Ready to serve: a member of a cluster that knows its leader.
     pub fn is_ready(&self) -> bool {
-        self.raft.metrics().borrow().current_leader.is_some()
+        let m = self.raft.metrics().borrow().clone();
+        m.current_leader.is_some() && m.membership_config.membership().get_node(&self.inner.node_id).is_some()
     }
 
     pub fn applied_index(&self) -> u64 {
         self.raft.metrics().borrow().last_applied.map(|l| l.index).unwrap_or(0)
+    }
+
+    /// Every member with its role and, at the leader, replication progress.
+    pub fn members(&self) -> Vec<MemberView> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let replication = m.replication.clone().unwrap_or_default();
+        membership
+            .nodes()
+            .map(|(id, info)| MemberView {
+                node_id: *id,
+                info: info.clone(),
+                voter: voters.contains(id),
+                leader: m.current_leader == Some(*id),
+                matched: if *id == self.inner.node_id && m.state == ServerState::Leader {
+                    m.last_log_index
+                } else {
+                    replication.get(id).and_then(|l| l.map(|l| l.index))
+                },
+            })
+            .collect()
     }
 
     /// Waits (bounded) until this node leads or follows a leader.

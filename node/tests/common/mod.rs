@@ -2,6 +2,7 @@
 //! loopback port with its own data directory, and talks to it over HTTP.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod oci;
 
 use std::net::TcpListener;

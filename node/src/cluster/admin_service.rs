@@ -1,0 +1,389 @@
+//! The operator's admin service: membership, leadership, snapshots, status. Every call
+//! needs the admin token; calls that change membership run at the leader (a follower
+//! passes them on with the caller's credentials).
+
+use super::peers::grpc_url;
+use crate::meta::types::{NodeId, NodeInfo};
+use crate::meta::{MemberView, Meta};
+use futures::future::join_all;
+use meridian_proto::admin::admin_service_client::AdminServiceClient;
+use meridian_proto::admin::admin_service_server::AdminService;
+use meridian_proto::admin::*;
+use meridian_proto::cluster::forward_service_client::ForwardServiceClient;
+use meridian_proto::cluster::{CampaignRequest, HoldElectionsRequest, IdentifyRequest, NodeIdentity};
+use openraft::ChangeMembers;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+/// How long a region may take to catch up before `add_region` gives up waiting.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct AdminServiceImpl {
+    pub meta: Meta,
+    pub token: Option<String>,
+    pub allow_remote: bool,
+    /// Longest election timeout: how long followers' leader leases last.
+    pub election_timeout_max: Duration,
+    /// Membership changes run one at a time: openraft refuses a change while another is
+    /// still being committed.
+    pub membership_lock: tokio::sync::Mutex<()>,
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+impl AdminServiceImpl {
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let Some(token) = &self.token else {
+            return Err(Status::permission_denied(
+                "the admin API is disabled on this node: set admin_token in its configuration",
+            ));
+        };
+        if !self.allow_remote {
+            if let Some(addr) = req.remote_addr() {
+                if !addr.ip().is_loopback() {
+                    return Err(Status::permission_denied(
+                        "admin calls are accepted from loopback only (set admin_allow_remote to change this)",
+                    ));
+                }
+            }
+        }
+        let given = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let expected = format!("Bearer {token}");
+        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            return Err(Status::unauthenticated("wrong or missing admin token"));
+        }
+        Ok(())
+    }
+
+    /// A client for the leader's admin service when this node is not the leader.
+    fn leader_admin(&self) -> Result<Option<AdminServiceClient<Channel>>, Status> {
+        if self.meta.is_leader() {
+            return Ok(None);
+        }
+        let (_, leader) = self
+            .meta
+            .leader()
+            .ok_or_else(|| Status::unavailable("no leader is known to this node; the cluster may have lost quorum"))?;
+        let channel = self.meta.peers().channel(&leader.grpc_addr)?;
+        Ok(Some(AdminServiceClient::new(channel)))
+    }
+
+    fn pass_on<T>(&self, req: &Request<T>, body: T) -> Request<T> {
+        let mut forwarded = Request::new(body);
+        if let Some(v) = req.metadata().get("authorization") {
+            forwarded.metadata_mut().insert("authorization", v.clone());
+        }
+        forwarded.set_timeout(CATCH_UP_TIMEOUT);
+        forwarded
+    }
+
+    async fn identify(&self, grpc_addr: &str) -> Result<NodeIdentity, Status> {
+        let channel = self.meta.peers().channel(grpc_addr)?;
+        let mut req = Request::new(IdentifyRequest {});
+        req.set_timeout(IDENTIFY_TIMEOUT);
+        ForwardServiceClient::new(channel)
+            .identify(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| Status::unavailable(format!("cannot reach the node at {grpc_addr}: {}", s.message())))
+    }
+
+    /// Regions as the leader (or, without one, this node) sees them, probing each member.
+    async fn regions(&self) -> Vec<RegionInfo> {
+        let members = self.meta.members();
+        let leader_last = self.meta.raft().metrics().borrow().last_log_index.unwrap_or(0);
+        let probes = members.iter().map(|m| self.identify(&m.info.grpc_addr));
+        let identities = join_all(probes).await;
+        members
+            .iter()
+            .zip(identities)
+            .map(|(m, id)| {
+                let (reachable, last_applied) = match &id {
+                    Ok(i) => (true, i.last_applied),
+                    Err(_) => (false, m.matched.unwrap_or(0)),
+                };
+                region_info(m, reachable, last_applied, leader_last.saturating_sub(last_applied))
+            })
+            .collect()
+    }
+
+    fn find_member(&self, name: &str) -> Result<MemberView, Status> {
+        self.meta
+            .members()
+            .into_iter()
+            .find(|m| m.info.region == name)
+            .ok_or_else(|| Status::not_found(format!("no region named {name:?} in the cluster")))
+    }
+
+    async fn hold_elections(&self, members: &[MemberView], except: NodeId, hold: bool) {
+        for m in members.iter().filter(|m| m.node_id != except && m.node_id != self.meta.node_id()) {
+            if let Ok(channel) = self.meta.peers().channel(&m.info.grpc_addr) {
+                let mut req = Request::new(HoldElectionsRequest { hold });
+                req.set_timeout(IDENTIFY_TIMEOUT);
+                if let Err(e) = ForwardServiceClient::new(channel).hold_elections(req).await {
+                    tracing::warn!(region = %m.info.region, error = %e.message(), "could not change election hold");
+                }
+            }
+        }
+    }
+}
+
+fn region_info(m: &MemberView, reachable: bool, last_applied: u64, lag: u64) -> RegionInfo {
+    RegionInfo {
+        node_id: m.node_id,
+        name: m.info.region.clone(),
+        http_addr: m.info.http_addr.clone(),
+        grpc_addr: m.info.grpc_addr.clone(),
+        role: if m.leader { "leader" } else if m.voter { "voter" } else { "learner" }.to_string(),
+        last_applied,
+        lag,
+        reachable,
+    }
+}
+
+fn raft_status(e: impl std::fmt::Display) -> Status {
+    Status::failed_precondition(e.to_string())
+}
+
+/// A membership change, retried briefly while a previous change is still committing.
+async fn change_membership(
+    raft: &crate::meta::types::Raft,
+    change: ChangeMembers<NodeId, NodeInfo>,
+    retain: bool,
+) -> Result<(), Status> {
+    let mut attempt = 0;
+    loop {
+        match raft.change_membership(change.clone(), retain).await {
+            Ok(_) => return Ok(()),
+            Err(e) if attempt < 20 && e.to_string().contains("undergoing a configuration change") => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(raft_status(e)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminServiceImpl {
+    async fn init(&self, request: Request<Empty>) -> Result<Response<InitReply>, Status> {
+        self.authorize(&request)?;
+        if self.meta.is_initialized().await.map_err(internal)? {
+            return Err(Status::already_exists("this node already belongs to an initialized cluster"));
+        }
+        self.meta.initialize().await.map_err(internal)?;
+        Ok(Response::new(InitReply {
+            message: format!("initialized a new cluster with region {} as its only voter", self.meta.me().region),
+        }))
+    }
+
+    async fn add_region(&self, request: Request<AddRegionRequest>) -> Result<Response<AddRegionReply>, Status> {
+        self.authorize(&request)?;
+        if let Some(mut leader) = self.leader_admin()? {
+            let fwd = self.pass_on(&request, request.get_ref().clone());
+            return leader.add_region(fwd).await;
+        }
+        let _serialized = self.membership_lock.lock().await;
+        let AddRegionRequest { grpc_addr, learner } = request.into_inner();
+        let addr = grpc_addr.trim_start_matches("http://").trim_start_matches("https://").to_string();
+        let identity = self.identify(&grpc_url(&addr)).await?;
+        let members = self.meta.members();
+        let raft = self.meta.raft();
+        if let Some(m) = members.iter().find(|m| m.node_id == identity.node_id) {
+            let same = m.info.region == identity.region && m.info.grpc_addr == identity.grpc_addr;
+            if !same {
+                return Err(Status::already_exists(format!(
+                    "node id {} is already region {:?} of this cluster",
+                    identity.node_id, m.info.region
+                )));
+            }
+            // The same node asking again (a retried join): finish what is left.
+            let mut steps = vec![format!("{} (node {}) is already a member", m.info.region, m.node_id)];
+            if !m.voter && !learner {
+                change_membership(raft, ChangeMembers::AddVoterIds(BTreeSet::from([m.node_id])), false).await?;
+                steps.push(format!("promoted {} to voter", m.info.region));
+            }
+            let region = self.regions().await.into_iter().find(|r| r.node_id == m.node_id);
+            return Ok(Response::new(AddRegionReply { region, steps }));
+        }
+        if let Some(m) = members.iter().find(|m| m.info.region == identity.region) {
+            return Err(Status::already_exists(format!(
+                "a region named {:?} already exists (node {})",
+                identity.region, m.node_id
+            )));
+        }
+        if let Some(m) = members
+            .iter()
+            .find(|m| m.info.grpc_addr == identity.grpc_addr || m.info.grpc_addr == addr)
+        {
+            return Err(Status::already_exists(format!("address {addr} is already region {:?}", m.info.region)));
+        }
+        if identity.initialized {
+            return Err(Status::failed_precondition(format!(
+                "the node at {addr} already belongs to another cluster; start it with an empty data directory and `join`"
+            )));
+        }
+        let info = NodeInfo { region: identity.region.clone(), http_addr: identity.http_addr, grpc_addr: identity.grpc_addr };
+        let mut steps = Vec::new();
+        tokio::time::timeout(CATCH_UP_TIMEOUT, raft.add_learner(identity.node_id, info, true))
+            .await
+            .map_err(|_| Status::deadline_exceeded("the new region did not catch up in time; it stays a learner"))?
+            .map_err(raft_status)?;
+        steps.push(format!("joined as learner: region {} (node {})", identity.region, identity.node_id));
+        let caught_up = raft.metrics().borrow().last_log_index.unwrap_or(0);
+        steps.push(format!("caught up to log index {caught_up}"));
+        if !learner {
+            change_membership(raft, ChangeMembers::AddVoterIds(BTreeSet::from([identity.node_id])), false).await?;
+            steps.push(format!("promoted {} to voter", identity.region));
+        }
+        let region = self
+            .regions()
+            .await
+            .into_iter()
+            .find(|r| r.node_id == identity.node_id)
+            .ok_or_else(|| internal("the added region is missing from the membership"))?;
+        tracing::info!(region = %identity.region, node_id = identity.node_id, learner, "region added");
+        Ok(Response::new(AddRegionReply { region: Some(region), steps }))
+    }
+
+    async fn remove_region(&self, request: Request<RemoveRegionRequest>) -> Result<Response<RemoveRegionReply>, Status> {
+        self.authorize(&request)?;
+        if let Some(mut leader) = self.leader_admin()? {
+            let fwd = self.pass_on(&request, request.get_ref().clone());
+            return leader.remove_region(fwd).await;
+        }
+        let _serialized = self.membership_lock.lock().await;
+        let name = request.into_inner().name;
+        let target = self.find_member(&name)?;
+        let voters: Vec<NodeId> = self.meta.members().iter().filter(|m| m.voter).map(|m| m.node_id).collect();
+        if target.leader {
+            return Err(Status::failed_precondition(format!(
+                "{name} is the leader; move leadership first (meridian admin leader transfer REGION)"
+            )));
+        }
+        let mut steps = Vec::new();
+        let raft = self.meta.raft();
+        if target.voter {
+            if voters.len() <= 2 {
+                return Err(Status::failed_precondition(format!(
+                    "removing {name} would leave {} voter(s); the leader needs a peer — add a region first",
+                    voters.len() - 1
+                )));
+            }
+            change_membership(raft, ChangeMembers::RemoveVoters(BTreeSet::from([target.node_id])), true).await?;
+            steps.push(format!("demoted {name} to learner"));
+        }
+        change_membership(raft, ChangeMembers::RemoveNodes(BTreeSet::from([target.node_id])), false).await?;
+        steps.push(format!("removed {name} (node {}) from the cluster", target.node_id));
+        tracing::info!(region = %name, node_id = target.node_id, "region removed");
+        Ok(Response::new(RemoveRegionReply { steps }))
+    }
+
+    async fn list_regions(&self, request: Request<Empty>) -> Result<Response<ListRegionsReply>, Status> {
+        self.authorize(&request)?;
+        if let Ok(Some(mut leader)) = self.leader_admin() {
+            let fwd = self.pass_on(&request, Empty {});
+            if let Ok(reply) = leader.list_regions(fwd).await {
+                return Ok(reply);
+            }
+        }
+        // At the leader, or without a reachable one: this node's own view.
+        Ok(Response::new(ListRegionsReply { regions: self.regions().await }))
+    }
+
+    async fn transfer_leader(&self, request: Request<TransferLeaderRequest>) -> Result<Response<TransferLeaderReply>, Status> {
+        self.authorize(&request)?;
+        if let Some(mut leader) = self.leader_admin()? {
+            let fwd = self.pass_on(&request, request.get_ref().clone());
+            return leader.transfer_leader(fwd).await;
+        }
+        let name = request.into_inner().name;
+        let target = self.find_member(&name)?;
+        if target.leader {
+            return Ok(Response::new(TransferLeaderReply { leader: name }));
+        }
+        if !target.voter {
+            return Err(Status::failed_precondition(format!("{name} is a learner; only voters can lead")));
+        }
+        let raft = self.meta.raft().clone();
+        // openraft 0.9 has no leadership transfer; do it by hand: hold every other
+        // node's elections and this leader's heartbeats until followers' leases lapse,
+        // then let the (caught-up) target campaign alone.
+        let last = raft.metrics().borrow().last_log_index;
+        let caught_up = raft
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.replication.as_ref().and_then(|r| r.get(&target.node_id).cloned().flatten()).map(|l| l.index) >= last, "target caught up")
+            .await;
+        if caught_up.is_err() {
+            return Err(Status::failed_precondition(format!("{name} is not caught up with the leader; try again")));
+        }
+        let members = self.meta.members();
+        self.hold_elections(&members, target.node_id, true).await;
+        raft.runtime_config().elect(false);
+        raft.runtime_config().heartbeat(false);
+        tokio::time::sleep(self.election_timeout_max + Duration::from_millis(100)).await;
+        let channel = self.meta.peers().channel(&target.info.grpc_addr)?;
+        let campaign = ForwardServiceClient::new(channel).campaign(Request::new(CampaignRequest {})).await;
+        let deadline = Instant::now() + self.election_timeout_max * 3;
+        let elected = raft
+            .wait(Some(deadline.saturating_duration_since(Instant::now())))
+            .metrics(|m| m.current_leader == Some(target.node_id), "target elected")
+            .await;
+        raft.runtime_config().heartbeat(true);
+        raft.runtime_config().elect(true);
+        self.hold_elections(&members, target.node_id, false).await;
+        if let Err(s) = campaign {
+            return Err(Status::unavailable(format!("could not ask {name} to campaign: {}", s.message())));
+        }
+        elected.map_err(|_| Status::unavailable(format!("{name} did not win the election; leadership unchanged or moved elsewhere")))?;
+        tracing::info!(region = %name, "leadership transferred");
+        Ok(Response::new(TransferLeaderReply { leader: name }))
+    }
+
+    async fn snapshot(&self, request: Request<Empty>) -> Result<Response<SnapshotReply>, Status> {
+        self.authorize(&request)?;
+        let raft = self.meta.raft();
+        let applied = raft.metrics().borrow().last_applied.map(|l| l.index);
+        raft.trigger().snapshot().await.map_err(internal)?;
+        let m = raft
+            .wait(Some(Duration::from_secs(60)))
+            .metrics(|m| m.snapshot.map(|s| s.index) >= applied, "snapshot built")
+            .await
+            .map_err(|e| Status::deadline_exceeded(e.to_string()))?;
+        Ok(Response::new(SnapshotReply { last_included_index: m.snapshot.map(|s| s.index).unwrap_or(0) }))
+    }
+
+    async fn status(&self, request: Request<Empty>) -> Result<Response<StatusReply>, Status> {
+        self.authorize(&request)?;
+        let m = self.meta.raft().metrics().borrow().clone();
+        let leader = self.meta.leader().map(|(_, info)| info.region).unwrap_or_default();
+        let regions = match self.leader_admin() {
+            Ok(Some(mut l)) => match l.list_regions(self.pass_on(&request, Empty {})).await {
+                Ok(r) => r.into_inner().regions,
+                Err(_) => self.regions().await,
+            },
+            _ => self.regions().await,
+        };
+        Ok(Response::new(StatusReply {
+            cluster: "meridian".into(),
+            node_id: self.meta.node_id(),
+            region: self.meta.me().region.clone(),
+            leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+            snapshot_index: m.snapshot.map(|s| s.index).unwrap_or(0),
+            regions,
+        }))
+    }
+}
+

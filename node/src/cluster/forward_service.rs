@@ -1,0 +1,88 @@
+//! Writes and read-index requests arriving from followers, and node identity.
+
+use crate::meta::command::Command;
+use crate::meta::{Meta, MetaError};
+use meridian_proto::cluster::forward_service_server::ForwardService;
+use meridian_proto::cluster::{
+    CampaignReply, CampaignRequest, HoldElectionsReply, HoldElectionsRequest, IdentifyRequest, NodeIdentity, ProposeReply, ProposeRequest, ReadIndexReply,
+    ReadIndexRequest,
+};
+use tonic::{Request, Response, Status};
+
+pub struct ForwardServiceImpl {
+    pub meta: Meta,
+}
+
+impl ForwardServiceImpl {
+    fn leader_addr(&self) -> String {
+        self.meta.leader().map(|(_, info)| info.grpc_addr).unwrap_or_default()
+    }
+}
+
+#[tonic::async_trait]
+impl ForwardService for ForwardServiceImpl {
+    async fn propose(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeReply>, Status> {
+        let cmd: Command = serde_json::from_slice(&request.get_ref().command)
+            .map_err(|e| Status::invalid_argument(format!("bad command: {e}")))?;
+        if !self.meta.is_leader() {
+            return Ok(Response::new(ProposeReply {
+                error: "this node is not the leader".into(),
+                leader_grpc_addr: self.leader_addr(),
+                ..Default::default()
+            }));
+        }
+        let reply = match self.meta.write_at_leader(cmd).await {
+            Ok((result, log_index)) => ProposeReply {
+                result: serde_json::to_vec(&result).map_err(|e| Status::internal(e.to_string()))?,
+                log_index,
+                ..Default::default()
+            },
+            Err(MetaError::NoQuorum(m)) => {
+                ProposeReply { error: m, leader_grpc_addr: self.leader_addr(), ..Default::default() }
+            }
+            Err(e) => return Err(Status::internal(e.to_string())),
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexReply>, Status> {
+        if !self.meta.is_leader() {
+            return Ok(Response::new(ReadIndexReply {
+                error: "this node is not the leader".into(),
+                leader_grpc_addr: self.leader_addr(),
+                ..Default::default()
+            }));
+        }
+        let reply = match self.meta.leader_read_index().await {
+            Ok(read_index) => ReadIndexReply { read_index, ..Default::default() },
+            Err(e) => ReadIndexReply { error: e.to_string(), leader_grpc_addr: self.leader_addr(), ..Default::default() },
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn identify(&self, _request: Request<IdentifyRequest>) -> Result<Response<NodeIdentity>, Status> {
+        let me = self.meta.me();
+        let initialized = self.meta.is_initialized().await.map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(NodeIdentity {
+            node_id: self.meta.node_id(),
+            region: me.region.clone(),
+            http_addr: me.http_addr.clone(),
+            grpc_addr: me.grpc_addr.clone(),
+            initialized,
+            last_applied: self.meta.applied_index(),
+        }))
+    }
+
+    async fn campaign(&self, _request: Request<CampaignRequest>) -> Result<Response<CampaignReply>, Status> {
+        let error = match self.meta.raft().trigger().elect().await {
+            Ok(()) => String::new(),
+            Err(e) => e.to_string(),
+        };
+        Ok(Response::new(CampaignReply { error }))
+    }
+
+    async fn hold_elections(&self, request: Request<HoldElectionsRequest>) -> Result<Response<HoldElectionsReply>, Status> {
+        self.meta.raft().runtime_config().elect(!request.get_ref().hold);
+        Ok(Response::new(HoldElectionsReply {}))
+    }
+}
