@@ -9,6 +9,9 @@
 //! * `image-push`   — per op: N unique layers + config + OCI image manifest
 //!   PUT by a unique tag.
 //! * `manifest-get` — GET /v2/<repo>/manifests/<tag> of a pre-pushed image.
+//! * `manifest-put` — PUT /v2/<repo>/manifests/<tag> of a new small OCI image
+//!   manifest per op (unique annotation), referencing one config blob and one
+//!   layer uploaded once before the measurement.
 //!
 //! `report` turns JSON-lines result files into a markdown comparison table.
 //!
@@ -71,6 +74,8 @@ enum Cmd {
     ImagePush,
     /// Manifest GETs by tag of a pre-pushed image.
     ManifestGet,
+    /// Manifest PUTs: a new OCI manifest per op (blobs uploaded once in setup).
+    ManifestPut,
     /// Render JSON-lines result files as a markdown comparison table.
     Report(ReportArgs),
 }
@@ -81,6 +86,7 @@ enum Scenario {
     BlobPull,
     ImagePush,
     ManifestGet,
+    ManifestPut,
 }
 
 impl Scenario {
@@ -90,6 +96,7 @@ impl Scenario {
             Scenario::BlobPull => "blob-pull",
             Scenario::ImagePush => "image-push",
             Scenario::ManifestGet => "manifest-get",
+            Scenario::ManifestPut => "manifest-put",
         }
     }
 }
@@ -108,7 +115,7 @@ struct Opts {
     #[arg(short = 'c', long, global = true, default_value_t = 1)]
     concurrency: usize,
     /// Blob size (blob-push/blob-pull, default 1MiB) or layer size (image-push,
-    /// default 64KiB; manifest-get, default 1KiB). Accepts 512, 64KiB, 1MiB, 256MiB, 1GiB, 10MB…
+    /// default 64KiB; manifest-get and manifest-put setup, default 1KiB). Accepts 512, 64KiB, 1MiB, 256MiB, 1GiB, 10MB…
     #[arg(long, global = true)]
     size: Option<String>,
     /// Layers per image (image-push, manifest-get setup).
@@ -130,6 +137,13 @@ struct Opts {
     /// Number of distinct pre-pushed blobs for blob-pull (default: max(concurrency, 2)).
     #[arg(long, global = true)]
     blobs: Option<usize>,
+    /// manifest-put: tags are <prefix><n> (see --tags).
+    #[arg(long, global = true, default_value = "put-")]
+    tag_prefix: String,
+    /// manifest-put: number of tags the PUTs rotate over (<prefix>0 … <prefix>N-1);
+    /// 0 = a new unique tag per op.
+    #[arg(long, global = true, default_value_t = 4)]
+    tags: u64,
     /// Hash pulled blobs / manifests and check them against their digest.
     #[arg(long, global = true)]
     verify: bool,
@@ -199,6 +213,7 @@ fn main() -> Result<()> {
         (Some(Cmd::BlobPull), _) => Scenario::BlobPull,
         (Some(Cmd::ImagePush), _) => Scenario::ImagePush,
         (Some(Cmd::ManifestGet), _) => Scenario::ManifestGet,
+        (Some(Cmd::ManifestPut), _) => Scenario::ManifestPut,
         (None, Some(s)) => s,
         (None, None) => bail!("no scenario given: use a subcommand or --scenario (see --help)"),
     };
@@ -345,6 +360,11 @@ struct Ctx {
     /// manifest-get: tag and digest of the pre-pushed manifest.
     manifest_tag: String,
     manifest_digest: String,
+    /// manifest-put: descriptors of the config and layer uploaded in setup.
+    put_config: serde_json::Value,
+    put_layer: serde_json::Value,
+    tag_prefix: String,
+    tags: u64,
 }
 
 fn body_of(chunks: Vec<Bytes>) -> reqwest::Body {
@@ -517,6 +537,58 @@ impl Ctx {
         Ok(body.len() as u64)
     }
 
+    /// manifest-put setup: upload one layer and one config blob to the repo.
+    async fn setup_manifest_put(&mut self, w: &mut WorkerState) -> Result<()> {
+        let (ld, llen) = self.push_unique_blob(w).await.context("uploading the layer")?;
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Labels": {"meridian.bench.nonce": format!("{:x}", w.run_id)}},
+            "rootfs": {"type": "layers", "diff_ids": [ld]},
+        }))?;
+        let cdigest = sha256_digest(&config);
+        let clen = config.len() as u64;
+        self.push_blob(vec![Bytes::from(config)], clen, &cdigest)
+            .await
+            .context("uploading the config")?;
+        self.put_config = serde_json::json!({"mediaType": OCI_CONFIG, "digest": cdigest, "size": clen});
+        self.put_layer = serde_json::json!({"mediaType": OCI_LAYER, "digest": ld, "size": llen});
+        Ok(())
+    }
+
+    /// manifest-put op: a new manifest (unique annotation) PUT by tag, expecting 201.
+    async fn put_manifest(&self, w: &mut WorkerState, seq: u64) -> Result<u64> {
+        let tag = if self.tags == 0 {
+            format!("{}{:x}-{}-{}", self.tag_prefix, w.run_id, w.id, w.counter)
+        } else {
+            format!("{}{}", self.tag_prefix, (w.id as u64 + seq) % self.tags)
+        };
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": self.put_config,
+            "layers": [self.put_layer],
+            "annotations": {
+                "meridian.bench.nonce": format!("{:x}-{}-{}", w.run_id, w.id, w.counter),
+            },
+        }))?;
+        w.counter += 1;
+        let mlen = manifest.len() as u64;
+        let resp = self
+            .client
+            .put(format!("{}/v2/{}/manifests/{}", self.base, self.repo, tag))
+            .header(CONTENT_TYPE, OCI_MANIFEST)
+            .body(manifest)
+            .send()
+            .await
+            .context("PUT manifest")?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(err_status("PUT manifest", resp).await);
+        }
+        let _ = resp.bytes().await;
+        Ok(mlen)
+    }
+
     /// One measured op; returns payload bytes moved.
     async fn op(&self, w: &mut WorkerState, seq: u64) -> Result<u64> {
         match self.scenario {
@@ -530,6 +602,7 @@ impl Ctx {
                 Ok(self.push_image(w, &tag).await?.0)
             }
             Scenario::ManifestGet => self.get_manifest().await,
+            Scenario::ManifestPut => self.put_manifest(w, seq).await,
         }
     }
 }
@@ -661,7 +734,7 @@ async fn run(scenario: Scenario, o: Opts) -> Result<()> {
     let default_size = match scenario {
         Scenario::BlobPush | Scenario::BlobPull => "1MiB",
         Scenario::ImagePush => "64KiB",
-        Scenario::ManifestGet => "1KiB",
+        Scenario::ManifestGet | Scenario::ManifestPut => "1KiB",
     };
     let size = parse_size(o.size.as_deref().unwrap_or(default_size))?;
     let duration = match (&o.duration, o.ops) {
@@ -711,6 +784,10 @@ async fn run(scenario: Scenario, o: Opts) -> Result<()> {
         pull_digests: Vec::new(),
         manifest_tag: String::new(),
         manifest_digest: String::new(),
+        put_config: serde_json::Value::Null,
+        put_layer: serde_json::Value::Null,
+        tag_prefix: o.tag_prefix.clone(),
+        tags: o.tags,
     };
 
     // Setup (not measured). Setup workers use ids above the measured ones.
@@ -739,6 +816,11 @@ async fn run(scenario: Scenario, o: Opts) -> Result<()> {
                 .context("setup: pushing image for manifest-get")?;
             ctx.manifest_tag = tag;
             ctx.manifest_digest = md;
+        }
+        Scenario::ManifestPut => {
+            ctx.setup_manifest_put(&mut setup_w)
+                .await
+                .context("setup: uploading blobs for manifest-put")?;
         }
         _ => {}
     }
@@ -797,7 +879,11 @@ async fn run(scenario: Scenario, o: Opts) -> Result<()> {
         concurrency: o.concurrency,
         size,
         size_human: human_size(size),
-        layers: matches!(scenario, Scenario::ImagePush | Scenario::ManifestGet).then_some(o.layers),
+        layers: match scenario {
+            Scenario::ImagePush | Scenario::ManifestGet => Some(o.layers),
+            Scenario::ManifestPut => Some(1),
+            _ => None,
+        },
         duration_s: round3(secs),
         ops: st.ops,
         errors: st.errors,
@@ -818,7 +904,7 @@ async fn run(scenario: Scenario, o: Opts) -> Result<()> {
     } else {
         let what = match scenario {
             Scenario::ImagePush => format!("{}x{}", r.layers.unwrap_or(0), r.size_human),
-            Scenario::ManifestGet => "manifest".to_string(),
+            Scenario::ManifestGet | Scenario::ManifestPut => "manifest".to_string(),
             _ => r.size_human.clone(),
         };
         let mut line = format!(
@@ -865,13 +951,13 @@ fn row_key(r: &BenchResult) -> String {
             r.size_human,
             clients
         ),
-        "manifest-get" => format!("{} × {}", r.scenario, clients),
+        "manifest-get" | "manifest-put" => format!("{} × {}", r.scenario, clients),
         _ => format!("{} {} × {}", r.scenario, r.size_human, clients),
     }
 }
 
 fn fmt_tp(r: &BenchResult) -> String {
-    let mut s = if r.scenario == "manifest-get" {
+    let mut s = if r.scenario.starts_with("manifest-") {
         format!("{:.1} ops/s", r.ops_per_sec)
     } else {
         format!("{:.1} ops/s, {:.1} MB/s", r.ops_per_sec, r.mb_per_sec)

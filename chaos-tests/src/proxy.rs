@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 /// Faults currently applied to the link. Changes apply to data not yet forwarded.
 #[derive(Default)]
@@ -41,10 +42,19 @@ pub enum ProxyError {
 impl FaultProxy {
     /// Listens on an ephemeral loopback port and forwards to `upstream`.
     pub async fn start(upstream: SocketAddr) -> Result<FaultProxy, ProxyError> {
+        FaultProxy::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), upstream).await
+    }
+
+    /// Listens on `listen_addr` (loopback; port 0 picks a free one) and forwards every
+    /// accepted connection to `upstream` (loopback).
+    pub async fn start_on(listen_addr: SocketAddr, upstream: SocketAddr) -> Result<FaultProxy, ProxyError> {
         if !upstream.ip().is_loopback() {
             return Err(ProxyError::NotLoopback(upstream));
         }
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        if !listen_addr.ip().is_loopback() {
+            return Err(ProxyError::NotLoopback(listen_addr));
+        }
+        let listener = TcpListener::bind(listen_addr).await?;
         let listen_addr = listener.local_addr()?;
         let faults = Arc::new(Faults::default());
         let (reset, _) = watch::channel(0u64);
@@ -57,6 +67,8 @@ impl FaultProxy {
                     let reset_rx = reset.subscribe();
                     tokio::spawn(async move {
                         if let Ok(server) = TcpStream::connect(upstream).await {
+                            let _ = client.set_nodelay(true);
+                            let _ = server.set_nodelay(true);
                             pipe_both(client, server, faults, reset_rx).await;
                         }
                     });
@@ -105,40 +117,74 @@ async fn pipe_both(client: TcpStream, server: TcpStream, faults: Arc<Faults>, re
     let f1 = faults.clone();
     let mut r1 = reset.clone();
     let mut r2 = reset;
+    // Each direction runs until its sender closes (half-closes are passed on), or until
+    // every connection is reset.
     tokio::select! {
-        _ = pipe(cr, sw, f1, true) => {}
-        _ = pipe(sr, cw, faults, false) => {}
+        _ = async { tokio::join!(pipe(cr, sw, f1, true), pipe(sr, cw, faults, false)) } => {}
         _ = r1.changed() => {}
         _ = r2.changed() => {}
     }
 }
 
+/// One direction of a connection, as a delay line: the reader stamps each chunk with the
+/// time it may leave (arrival + the one-way delay, then paced by the bandwidth cap) and a
+/// writer sends it at that time. Chunks in flight overlap, so the delay is a pure latency
+/// (a chunk is never held up by the delay of the chunk before it) and throughput is
+/// limited only by the bandwidth cap. At most `MAX_IN_FLIGHT` chunks are queued; beyond
+/// that the reader stops reading, which pushes back on the sender through TCP.
 async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     faults: Arc<Faults>,
     forward: bool,
 ) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        let blocked = if forward { &faults.block_forward } else { &faults.block_backward };
-        if blocked.load(Ordering::SeqCst) {
-            continue;
+    const MAX_IN_FLIGHT: usize = 1024;
+    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(MAX_IN_FLIGHT);
+    let blocked = |f: &Faults| {
+        let flag = if forward { &f.block_forward } else { &f.block_backward };
+        flag.load(Ordering::SeqCst)
+    };
+    let reader = {
+        let faults = faults.clone();
+        async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            // When the previous chunk finishes "transmitting" under the bandwidth cap.
+            let mut link_free = Instant::now();
+            loop {
+                let n = match from.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if blocked(&faults) {
+                    continue;
+                }
+                let now = Instant::now();
+                let mut due = now + Duration::from_millis(faults.delay_ms.load(Ordering::SeqCst));
+                let rate = faults.bytes_per_sec.load(Ordering::SeqCst);
+                if rate > 0 {
+                    let start = link_free.max(now);
+                    link_free = start + Duration::from_secs_f64(n as f64 / rate as f64);
+                    due = due.max(link_free + (due - now));
+                }
+                if tx.send((due, buf[..n].to_vec())).await.is_err() {
+                    return;
+                }
+            }
         }
-        let delay = faults.delay_ms.load(Ordering::SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
+    };
+    let writer = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            // A partition also drops data that was read before it began but not yet sent.
+            if blocked(&faults) {
+                continue;
+            }
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
         }
-        let rate = faults.bytes_per_sec.load(Ordering::SeqCst);
-        if rate > 0 {
-            tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
+        let _ = to.shutdown().await;
+    };
+    // The reader ends at EOF (dropping `tx`); the writer then drains what is in flight.
+    tokio::join!(reader, writer);
 }

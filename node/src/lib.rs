@@ -48,10 +48,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let sweeper =
         tokio::spawn(sweep_idle_uploads(sessions, Duration::from_secs(config.upload_timeout_secs), shutdown_rx.clone()));
+    // Bound before anything is served: a node that cannot take Raft traffic must not
+    // pretend to be a member.
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("binding gRPC {}", config.grpc_listen))?;
     let grpc = {
         let (config, meta, shutdown) = (config.clone(), meta.clone(), shutdown_rx.clone());
         tokio::spawn(async move {
-            if let Err(e) = cluster::serve_grpc(&config, meta, shutdown).await {
+            if let Err(e) = cluster::serve_grpc(&config, grpc_listener, meta, shutdown).await {
                 tracing::error!(error = %e, listen = %config.grpc_listen, "gRPC server failed");
             }
         })

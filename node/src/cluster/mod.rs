@@ -21,6 +21,7 @@ use std::time::Duration;
 /// Serves the node's gRPC services until `shutdown` fires.
 pub async fn serve_grpc(
     config: &Config,
+    listener: tokio::net::TcpListener,
     meta: Meta,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
@@ -42,7 +43,7 @@ pub async fn serve_grpc(
         .add_service(raft)
         .add_service(forward)
         .add_service(admin)
-        .serve_with_shutdown(config.grpc_listen, async move {
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
             let _ = shutdown.changed().await;
         })
         .await

@@ -57,6 +57,8 @@ impl Node {
             .arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--grpc-listen")
+            .arg(format!("127.0.0.1:{}", free_port()))
             .arg("--data-dir")
             .arg(dir.join("data"))
             .env("RUST_LOG", "info")
