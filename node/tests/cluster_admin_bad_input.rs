@@ -25,53 +25,64 @@ fn key(regions: &[RegionEntry]) -> Key {
     k
 }
 
-fn refused(what: &str, out: &CliOutput, any_of: &[&str]) {
+/// Checks one refusal; returns what is wrong with it (the test goes on to the next case
+/// and fails at the end with every problem found).
+fn refused(what: &str, out: &CliOutput, any_of: &[&str]) -> Option<String> {
     eprintln!("--- {what}\n{out}");
-    assert_ne!(out.code, 0, "{what}: expected a refusal, got exit 0:\n{out}");
-    assert!(out.code != -1, "{what}: the CLI hung:\n{out}");
     let text = out.text().to_ascii_lowercase();
-    assert!(!out.stderr.trim().is_empty(), "{what}: no message on stderr:\n{out}");
-    assert!(
-        any_of.iter().any(|w| text.contains(&w.to_ascii_lowercase())),
-        "{what}: the message should mention one of {any_of:?}:\n{out}"
-    );
+    let problem = if out.code == 0 {
+        Some("expected a refusal (non-zero exit), got exit 0".to_string())
+    } else if out.code == -1 {
+        Some("the CLI did not finish within 30 s".to_string())
+    } else if out.stderr.trim().is_empty() {
+        Some("no message on stderr".to_string())
+    } else if !any_of.iter().any(|w| text.contains(&w.to_ascii_lowercase())) {
+        Some(format!("the message should mention one of {any_of:?}"))
+    } else {
+        None
+    };
+    problem.map(|p| format!("{what}: {p}:\n{out}"))
 }
 
-async fn assert_unchanged(c: &Cluster, before: &Key, what: &str, via: usize) {
-    let after = key(&c.regions_at(via).await.unwrap_or_else(|e| panic!("region list after {what}: {e}")));
-    assert_eq!(&after, before, "membership changed after {what}");
+async fn unchanged(c: &Cluster, before: &Key, what: &str, via: usize) -> Option<String> {
+    match c.regions_at(via).await {
+        Ok(regions) if &key(&regions) == before => None,
+        Ok(regions) => Some(format!("membership changed after {what}: before {before:?}, after {:?}", key(&regions))),
+        Err(e) => Some(format!("region list after {what} failed: {e}")),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_refuses_bad_membership_requests() {
     let mut c = Cluster::start(3).await;
+    let mut problems: Vec<String> = Vec::new();
     let before = key(&c.regions_at(0).await.expect("region list"));
     eprintln!("membership: {before:?}");
     let addr = c[0].grpc_url();
 
     // Wrong token.
     let out = Cluster::admin_raw(&addr, "wrong-token", &["region", "list"]).await;
-    refused("region list with a wrong token", &out, &["token", "unauthenticated", "permission"]);
+    problems.extend(refused("region list with a wrong token", &out, &["token", "unauthenticated", "permission"]));
     let out = Cluster::admin_raw(&addr, "wrong-token", &["region", "remove", "r3"]).await;
-    refused("region remove with a wrong token", &out, &["token", "unauthenticated", "permission"]);
-    assert_unchanged(&c, &before, "wrong-token remove", 0).await;
+    problems.extend(refused("region remove with a wrong token", &out, &["token", "unauthenticated", "permission"]));
+    problems.extend(unchanged(&c, &before, "wrong-token remove", 0).await);
 
     // Unknown names.
     let out = c.admin(&["region", "remove", "atlantis"]).await;
-    refused("region remove atlantis", &out, &["atlantis"]);
-    assert_unchanged(&c, &before, "remove of an unknown region", 0).await;
+    problems.extend(refused("region remove atlantis", &out, &["atlantis"]));
+    problems.extend(unchanged(&c, &before, "remove of an unknown region", 0).await);
     let out = c.admin(&["leader", "transfer", "atlantis"]).await;
-    refused("leader transfer atlantis", &out, &["atlantis"]);
-    assert_unchanged(&c, &before, "transfer to an unknown region", 0).await;
+    problems.extend(refused("leader transfer atlantis", &out, &["atlantis"]));
+    problems.extend(unchanged(&c, &before, "transfer to an unknown region", 0).await);
 
     // Duplicate address: r2 is already a member.
     let r2_addr = c[1].grpc_addr();
     let out = c.admin(&["region", "add", &r2_addr]).await;
-    refused(&format!("region add {r2_addr} (already r2)"), &out, &["already", "r2", &r2_addr]);
-    assert_unchanged(&c, &before, "add of a member's address", 0).await;
+    problems.extend(refused(&format!("region add {r2_addr} (already r2)"), &out, &["already", "r2", &r2_addr]));
+    problems.extend(unchanged(&c, &before, "add of a member's address", 0).await);
     let out = c.admin(&["region", "add", &c[0].grpc_url()]).await;
-    refused("region add <r1's own URL>", &out, &["already", "r1"]);
-    assert_unchanged(&c, &before, "add of r1's own address", 0).await;
+    problems.extend(refused("region add <r1's own URL>", &out, &["already", "r1"]));
+    problems.extend(unchanged(&c, &before, "add of r1's own address", 0).await);
 
     // A node whose region name is taken. Its join target is a dead port, so it neither
     // bootstraps a cluster of its own nor joins this one by itself.
@@ -88,8 +99,8 @@ async fn admin_refuses_bad_membership_requests() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let out = c.admin(&["region", "add", &dup_addr]).await;
-    refused("region add of a node named r2", &out, &["r2", "name", "already"]);
-    assert_unchanged(&c, &before, "add of a node with a taken name", 0).await;
+    problems.extend(refused("region add of a node named r2", &out, &["r2", "name", "already"]));
+    problems.extend(unchanged(&c, &before, "add of a node with a taken name", 0).await);
     c[dup].kill9();
 
     // Removing the last voter of a one-region cluster.
@@ -97,8 +108,8 @@ async fn admin_refuses_bad_membership_requests() {
         let mut solo = Cluster::start_with(ClusterOptions::new(1).names(&["solo"])).await;
         let solo_before = key(&solo.regions_at(0).await.unwrap());
         let out = solo.admin(&["region", "remove", "solo"]).await;
-        refused("region remove solo (the only voter)", &out, &["quorum", "last", "only"]);
-        assert_unchanged(&solo, &solo_before, "removing the only voter", 0).await;
+        problems.extend(refused("region remove solo (the only voter)", &out, &["quorum", "last", "only", "leader"]));
+        problems.extend(unchanged(&solo, &solo_before, "removing the only voter", 0).await);
     }
 
     // Removing a live voter while another is down: {r1, r3} with r3 down has no quorum.
@@ -109,10 +120,12 @@ async fn admin_refuses_bad_membership_requests() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let victim_name = c[victim].name.clone();
     let out = c.admin(&["region", "remove", &victim_name]).await;
-    refused(
+    problems.extend(refused(
         &format!("region remove {victim_name} while {} is down", c[down].name),
         &out,
         &["quorum", "unreachable", "reachable"],
-    );
-    assert_unchanged(&c, &before, "a remove that would leave no quorum", leader).await;
+    ));
+    problems.extend(unchanged(&c, &before, "a remove that would leave no quorum", leader).await);
+
+    assert!(problems.is_empty(), "{} bad-input case(s) not refused properly:\n\n{}", problems.len(), problems.join("\n\n"));
 }
