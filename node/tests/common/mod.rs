@@ -33,7 +33,17 @@ impl Node {
     pub async fn start() -> Node {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
-        let mut node = Node::spawn_in(&dir, free_port());
+        let mut node = Node::spawn_in(&dir, free_port(), &[]);
+        node._tmp = Some(tmp);
+        node.wait_ready().await;
+        node
+    }
+
+    /// Like `start`, with extra environment variables (e.g. `MERIDIAN_LOG_FORMAT`).
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Node {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut node = Node::spawn_in(&dir, free_port(), env);
         node._tmp = Some(tmp);
         node.wait_ready().await;
         node
@@ -41,12 +51,12 @@ impl Node {
 
     /// Starts a node on an existing data directory (restart after a crash).
     pub async fn start_in(dir: &Path, port: u16) -> Node {
-        let node = Node::spawn_in(dir, port);
+        let node = Node::spawn_in(dir, port, &[]);
         node.wait_ready().await;
         node
     }
 
-    fn spawn_in(dir: &Path, port: u16) -> Node {
+    fn spawn_in(dir: &Path, port: u16, env: &[(&str, &str)]) -> Node {
         let log_path = dir.join(format!("node-{port}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -62,6 +72,7 @@ impl Node {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
