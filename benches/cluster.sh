@@ -216,6 +216,11 @@ for DELAY in $DELAYS; do
   out="$TMP/delay$DELAY.jsonl"
   : >"$out"
   L=$LEADER F=$FOLLOWER
+  # Paced: one client pausing 2 round trips + 50 ms after each PUT, so a write never
+  # queues behind the replication of the previous one (isolated commit latency).
+  THINK_MS=$((4 * DELAY + 50))
+  run_one "$out" leader-paced   "$L" manifest-put -c 1 --think "${THINK_MS}ms" --tag-prefix "leader-paced-"
+  run_one "$out" follower-paced "$F" manifest-put -c 1 --think "${THINK_MS}ms" --tag-prefix "follower-paced-"
   run_one "$out" leader   "$L" manifest-put -c 1 --tag-prefix "leader-c1-"
   run_one "$out" leader   "$L" manifest-put -c 4 --tag-prefix "leader-c4-"
   run_one "$out" follower "$F" manifest-put -c 1 --tag-prefix "follower-c1-"
@@ -284,40 +289,49 @@ SECTION="$TMP/section.md"
   for DELAY in $DELAYS; do
     out="$TMP/delay$DELAY.jsonl"
     [[ -f "$out" ]] || continue
-    for row in "manifest-put leader 1" "manifest-put leader 4" "manifest-put follower 1" \
+    think="$((4 * DELAY + 50)) ms pause"
+    for row in "manifest-put leader-paced 1" "manifest-put follower-paced 1" \
+               "manifest-put leader 1" "manifest-put leader 4" "manifest-put follower 1" \
                "manifest-put follower 4" "manifest-get leader 16" "manifest-get follower 16"; do
-      read -r sc where c <<<"$row"
-      ops="$(field "$out" "$where" "$sc" "$c" ops_per_sec)"
-      p50="$(field "$out" "$where" "$sc" "$c" p50_ms)"
-      p99="$(field "$out" "$where" "$sc" "$c" p99_ms)"
-      errs="$(field "$out" "$where" "$sc" "$c" errors)"
-      echo "| $sc | $where | $c | $DELAY ms ($((2 * DELAY)) ms) | $(fmt "$ops" 1) | $(fmt "$p50" 2) | $(fmt "$p99" 2) | ${errs:-—} |"
+      read -r sc label c <<<"$row"
+      ops="$(field "$out" "$label" "$sc" "$c" ops_per_sec)"
+      p50="$(field "$out" "$label" "$sc" "$c" p50_ms)"
+      p99="$(field "$out" "$label" "$sc" "$c" p99_ms)"
+      errs="$(field "$out" "$label" "$sc" "$c" errors)"
+      clients=$c
+      [[ "$label" == *-paced ]] && clients="1 (paced, $think)"
+      echo "| $sc | ${label%-paced} | $clients | $DELAY ms ($((2 * DELAY)) ms) | $(fmt "$ops" 1) | $(fmt "$p50" 2) | $(fmt "$p99" 2) | ${errs:-—} |"
     done
   done
   echo
-  echo "Derived (1-client PUT latencies; targets: the follower's extra ≈ one round trip, the leader's commit ≈ one round trip + fsync, follower GET throughput ≥ 0.9 × the leader's):"
+  echo "Derived. *Paced* = one client pausing 2 RTT + 50 ms between PUTs, so each write is isolated; *back-to-back* = one client sending the next PUT as soon as the previous one is answered. Targets: follower p50 − leader p50 ≈ one round trip; leader commit ≈ one round trip + fsync; follower GET throughput ≥ 0.9 × the leader's."
   echo
-  echo "| delay one way (RTT) | leader PUT p50 | leader PUT p50 − RTT | follower PUT p50 − leader PUT p50 | (follower − leader) ÷ RTT | follower GET ÷ leader GET ops/s |"
-  echo "|---:|---:|---:|---:|---:|---:|"
+  echo "| delay one way (RTT) | leader PUT p50, paced | paced leader p50 − RTT | follower − leader PUT p50, paced | ÷ RTT | leader PUT p50, back-to-back | follower − leader PUT p50, back-to-back | ÷ RTT | follower GET ÷ leader GET ops/s |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for DELAY in $DELAYS; do
     out="$TMP/delay$DELAY.jsonl"
     [[ -f "$out" ]] || continue
     rtt=$((2 * DELAY))
+    lpp="$(field "$out" leader-paced manifest-put 1 p50_ms)"
+    fpp="$(field "$out" follower-paced manifest-put 1 p50_ms)"
     lp="$(field "$out" leader manifest-put 1 p50_ms)"
     fp="$(field "$out" follower manifest-put 1 p50_ms)"
     lg="$(field "$out" leader manifest-get 16 ops_per_sec)"
     fg="$(field "$out" follower manifest-get 16 ops_per_sec)"
+    extra_p="$(calc 'b - a' "$lpp" "$fpp")"
     extra="$(calc 'b - a' "$lp" "$fp")"
-    rel="—"
-    ((rtt > 0)) && rel="$(fmt "$(calc 'a / b' "$extra" "$rtt")" 2)×"
-    [[ "$rel" == "—×" ]] && rel="—"
+    rel_p="—"; rel="—"
+    if ((rtt > 0)); then
+      [[ -n "$extra_p" ]] && rel_p="$(fmt "$(calc 'a / b' "$extra_p" "$rtt")" 2)×"
+      [[ -n "$extra" ]] && rel="$(fmt "$(calc 'a / b' "$extra" "$rtt")" 2)×"
+    fi
     getr="$(calc 'a / b' "$fg" "$lg")"
-    echo "| $DELAY ms ($rtt ms) | $(fmt "$lp" 2) ms | $(fmt "$(calc 'a - b' "$lp" "$rtt")" 2) ms | $(fmt "$extra" 2) ms | $rel | $(fmt "$getr" 2) |"
+    echo "| $DELAY ms ($rtt ms) | $(fmt "$lpp" 2) ms | $(fmt "$(calc 'a - b' "$lpp" "$rtt")" 2) ms | $(fmt "$extra_p" 2) ms | $rel_p | $(fmt "$lp" 2) ms | $(fmt "$extra" 2) ms | $rel | $(fmt "$getr" 2) |"
   done
   echo
   echo "Latencies are client-observed, PUT sent → \`201\` received (or GET → body read). \"leader PUT p50 − RTT\" is what a commit costs beyond the network: the leader's fsync, its followers' fsync and the processing on both sides (at 0 ms delay it is the whole commit). All processes share 2 cores, so the throughput rows (4 and 16 clients) are CPU-bound on this machine, not network-bound."
   echo
-  echo "<details><summary>Raw JSON (label = region under test)</summary>"
+  echo "<details><summary>Raw JSON (label = node under test; -paced = with --think)</summary>"
   echo
   echo '```'
   for DELAY in $DELAYS; do

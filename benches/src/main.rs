@@ -128,6 +128,10 @@ struct Opts {
     /// Number of measured ops (total across all clients). With --duration, whichever ends first.
     #[arg(short = 'n', long, global = true)]
     ops: Option<u64>,
+    /// Pause each client this long after every op (not counted in the latency), e.g. to
+    /// measure an isolated write's latency without queueing behind the previous one.
+    #[arg(long, global = true, default_value = "0s")]
+    think: String,
     /// Warm-up duration before measuring (same workload, results discarded).
     #[arg(long, global = true, default_value = "0s")]
     warmup: String,
@@ -365,6 +369,8 @@ struct Ctx {
     put_layer: serde_json::Value,
     tag_prefix: String,
     tags: u64,
+    /// Pause after every op (--think).
+    think: Duration,
 }
 
 fn body_of(chunks: Vec<Bytes>) -> reqwest::Body {
@@ -675,6 +681,9 @@ async fn run_phase(
                     }
                 }
                 seq += 1;
+                if !ctx.think.is_zero() {
+                    tokio::time::sleep(ctx.think).await;
+                }
             }
             st
         }));
@@ -788,6 +797,7 @@ async fn run(scenario: Scenario, o: Opts) -> Result<()> {
         put_layer: serde_json::Value::Null,
         tag_prefix: o.tag_prefix.clone(),
         tags: o.tags,
+        think: parse_duration(&o.think)?,
     };
 
     // Setup (not measured). Setup workers use ids above the measured ones.

@@ -43,19 +43,10 @@ pub const STATE_MACHINE_CFS: [&str; 7] = [
     CF_SM_REFERRERS,
 ];
 
-const ALL_CFS: [&str; 11] = [
-    CF_RAFT_LOG,
-    CF_RAFT_META,
-    CF_SM_META,
-    CF_SM_REPOS,
-    CF_SM_MANIFESTS,
-    CF_SM_TAGS,
-    CF_SM_BLOB_LINKS,
-    CF_SM_BLOBS,
-    CF_SM_REFERRERS,
-    CF_LOCAL_UPLOADS,
-    CF_LOCAL_BLOB_LINKS,
-];
+/// Raft's own column families.
+const RAFT_CFS: [&str; 2] = [CF_RAFT_LOG, CF_RAFT_META];
+/// Node-local state that never goes through Raft.
+const LOCAL_CFS: [&str; 2] = [CF_LOCAL_UPLOADS, CF_LOCAL_BLOB_LINKS];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -81,7 +72,11 @@ impl Store {
         opts.increase_parallelism(2);
         // One WAL for all column families: a synced Raft append also makes every earlier
         // state machine write durable.
-        let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let cfs = RAFT_CFS
+            .iter()
+            .chain(STATE_MACHINE_CFS.iter())
+            .chain(LOCAL_CFS.iter())
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         Ok(Store { db: Arc::new(db) })
     }
