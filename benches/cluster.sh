@@ -329,7 +329,7 @@ SECTION="$TMP/section.md"
     echo "| $DELAY ms ($rtt ms) | $(fmt "$lpp" 2) ms | $(fmt "$(calc 'a - b' "$lpp" "$rtt")" 2) ms | $(fmt "$extra_p" 2) ms | $rel_p | $(fmt "$lp" 2) ms | $(fmt "$extra" 2) ms | $rel | $(fmt "$getr" 2) |"
   done
   echo
-  echo "Latencies are client-observed, PUT sent → \`201\` received (or GET → body read). \"leader PUT p50 − RTT\" is what a commit costs beyond the network: the leader's fsync, its followers' fsync and the processing on both sides (at 0 ms delay it is the whole commit). All processes share 2 cores, so the throughput rows (4 and 16 clients) are CPU-bound on this machine, not network-bound."
+  echo "Latencies are client-observed, PUT sent → \`201\` received (or GET → body read). \"paced leader p50 − RTT\" is what a commit costs beyond the network: the leader's and a follower's fsync and the processing on both sides (at 0 ms delay it is the whole commit). Back-to-back writes from one client can cost up to one more round trip than paced ones: the next entry waits while the replication stream to each follower is still busy with the previous round (which carries the new commit index); a follower's forwarded write arrives a round trip later and does not wait, so back-to-back the follower − leader difference shrinks towards 0. All processes share 2 cores, so the throughput rows (4 and 16 clients) are CPU-bound on this machine, and the GET ratio swings by ±20 % from run to run with whatever else uses the cores."
   echo
   echo "<details><summary>Raw JSON (label = node under test; -paced = with --think)</summary>"
   echo

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Compare Meridian against CNCF Distribution (docker-registry) on this machine
-# with meridian-bench, and write benches/RESULTS.md.
+# with meridian-bench, and write benches/RESULTS.md (keeping the three-region
+# section between <!-- cluster:begin/end --> that benches/cluster.sh writes).
 #
 #   benches/compare.sh                              # both targets, 10 s per scenario
 #   BENCH_SECS=5 benches/compare.sh                 # shorter runs
@@ -204,6 +205,11 @@ if (( BENCH_SECS < 10 )); then notes+=("Preliminary: short runs (${BENCH_SECS} s
   echo '```'
   echo
   echo "</details>"
+  # Keep the three-region section that benches/cluster.sh maintains in the same file.
+  if [[ -f "$RESULTS_FILE" ]] && grep -q '^<!-- cluster:begin -->' "$RESULTS_FILE"; then
+    echo
+    sed -n '/^<!-- cluster:begin -->/,/^<!-- cluster:end -->/p' "$RESULTS_FILE"
+  fi
 } >"$RESULTS_FILE.tmp"
 mv "$RESULTS_FILE.tmp" "$RESULTS_FILE"
 log "wrote $RESULTS_FILE"

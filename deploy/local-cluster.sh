@@ -6,6 +6,9 @@
 #   deploy/local-cluster.sh status   which regions run, and `meridian admin region list`
 #   deploy/local-cluster.sh down     stop exactly the processes `up` started
 #
+# `up` on a cluster that ran before restarts it on its data (all regions at once, since
+# a region is ready only once a quorum elected a leader). SKIP_BUILD=1 skips the build.
+#
 # Region configs: deploy/regions/{us,eu,ap}.toml. State, logs and pids live in
 # .local-cluster/ (ignored by git): <region>/ (data), <region>.log, <region>.pid.
 # `rm -rf .local-cluster` after `down` starts the next `up` from an empty cluster.
@@ -33,10 +36,10 @@ pid_of() { # region → recorded pid, if its process still runs the meridian bin
     echo "$pid"
 }
 
-is_meridian() { # pid
-    local comm
-    comm=$(ps -p "$1" -o comm= 2>/dev/null) || return 1
-    [[ $comm == meridian* ]]
+is_meridian() { # pid → true while that process runs the meridian binary (not a zombie)
+    local stat comm
+    read -r stat comm < <(ps -p "$1" -o stat=,comm= 2>/dev/null) || return 1
+    [[ $stat != Z* && $comm == meridian* ]]
 }
 
 http_status() { # host:port path → HTTP status code, 000 when nothing answers
@@ -117,14 +120,24 @@ cmd_up() {
         cmd_status
         return
     fi
-    echo "Building meridian (release)…"
-    cargo build --release -p meridian-node
-    # us first: with an empty data dir and `join = []` it bootstraps the cluster; the
-    # others join it, so it must answer before they start.
-    start_region us
-    wait_ready us
-    for r in eu ap; do start_region "$r"; done
-    for r in eu ap; do wait_ready "$r"; done
+    if [[ ${SKIP_BUILD:-0} == 1 && -x $BIN ]]; then
+        echo "SKIP_BUILD=1: using the existing $BIN"
+    else
+        echo "Building meridian (release)…"
+        cargo build --release -p meridian-node
+    fi
+    if [[ -d $STATE/us/db ]]; then
+        # A restart: every region has its Raft state, and none is ready before a quorum
+        # is up to elect a leader, so all start together.
+        for r in "${REGIONS[@]}"; do start_region "$r"; done
+    else
+        # A new cluster: us (empty data dir, `join = []`) bootstraps it; eu and ap join
+        # it, so it must answer before they start.
+        start_region us
+        wait_ready us
+        for r in eu ap; do start_region "$r"; done
+    fi
+    for r in "${REGIONS[@]}"; do wait_ready "$r"; done
     echo "Waiting for all ${#REGIONS[@]} regions in the membership…"
     local deadline=$((SECONDS + READY_TIMEOUT)) n=0
     while n=$(region_count); ((n < ${#REGIONS[@]})); do

@@ -7,6 +7,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::env::set_var("PROTOC", protoc);
     println!("cargo:rerun-if-changed=proto");
     tonic_prost_build::configure()
-        .compile_protos(&["proto/meridian/cluster.proto", "proto/meridian/admin.proto"], &["proto"])?;
+        .compile_protos(
+            &["proto/meridian/cluster.proto", "proto/meridian/admin.proto", "proto/meridian/replication.proto"],
+            &["proto"],
+        )?;
     Ok(())
 }

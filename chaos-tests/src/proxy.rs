@@ -10,7 +10,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-/// Faults currently applied to the link. Changes apply to data not yet forwarded.
+/// Faults currently applied to the link. Delay and bandwidth changes apply to data read
+/// after the change; a partition also drops data already read but not yet sent.
 #[derive(Default)]
 pub struct Faults {
     /// One-way delay added to every chunk, in milliseconds.

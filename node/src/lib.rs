@@ -14,6 +14,7 @@ pub mod config;
 pub mod meta;
 pub mod observability;
 pub mod registry;
+pub mod replicas;
 
 use crate::blobs::uploads::UploadSessions;
 use crate::blobs::FsBlobStore;
@@ -36,10 +37,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let blobs = FsBlobStore::open(&config.data_dir).context("opening blob store")?;
     let meta = Meta::start(&config, store.clone(), cluster::peers::Peers::default()).await.context("starting raft")?;
     let sessions = Arc::new(UploadSessions::new(store.clone(), blobs.clone()));
+    let replicator = replicas::Replicator::start(blobs.clone(), store.clone(), meta.clone());
     let registry = Registry {
         store,
         meta: meta.clone(),
-        blobs,
+        blobs: blobs.clone(),
+        replicator: replicator.clone(),
         sessions: sessions.clone(),
         region: config.region.clone(),
         max_manifest_bytes: config.max_manifest_bytes,
@@ -56,11 +59,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let grpc = {
         let (config, meta, shutdown) = (config.clone(), meta.clone(), shutdown_rx.clone());
         tokio::spawn(async move {
-            if let Err(e) = cluster::serve_grpc(&config, grpc_listener, meta, shutdown).await {
+            if let Err(e) = cluster::serve_grpc(&config, grpc_listener, meta, blobs, shutdown).await {
                 tracing::error!(error = %e, listen = %config.grpc_listen, "gRPC server failed");
             }
         })
     };
+    let replication = tokio::spawn(replicas::run_replication_worker(replicator, shutdown_rx.clone()));
     let joiner = (!config.join.is_empty()).then(|| tokio::spawn(cluster::join_cluster(config.clone(), meta.clone(), shutdown_rx)));
 
     let app = api::app(api::AppState { registry, meta: meta.clone(), metrics });
@@ -78,6 +82,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     let _ = sweeper.await;
     let _ = grpc.await;
+    let _ = replication.await;
     if let Some(j) = joiner {
         let _ = j.await;
     }

@@ -9,3 +9,8 @@ pub mod cluster {
 pub mod admin {
     tonic::include_proto!("meridian.admin");
 }
+
+/// Blob transfer between regions.
+pub mod replication {
+    tonic::include_proto!("meridian.replication");
+}

@@ -1,10 +1,12 @@
 //! Blob movement between Meridian regions.
 //!
-//! This crate owns what a copy of a blob must pass before it counts: the digest check
-//! ([`digest`]). The transfer queue, source choice and resumable streams build on it
-//! (see `docs/architecture.md`); `node` implements the storage traits they need, so
-//! this crate never depends on `node`.
+//! This crate owns what a copy of a blob must pass before it counts — the digest check
+//! ([`digest`]) — and how a copy is fetched from the regions that hold it, nearest first,
+//! resuming from an offset when a source fails ([`fetch`]). `node` implements the sink the
+//! bytes go to, so this crate never depends on `node`.
 
 pub mod digest;
+pub mod fetch;
 
 pub use digest::{Algorithm, Digest, DigestError, DigestHasher};
+pub use fetch::{fetch_verified, ChunkSink, FetchError, FetchReport, Holder};

@@ -2,7 +2,8 @@
 
 use super::{empty, hv, ApiResult};
 use crate::registry::names::parse_digest;
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{BlobSource, Registry, RegistryError};
+use crate::replicas::transfer::read_stream;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
@@ -53,7 +54,11 @@ pub async fn get(registry: &Registry, name: &str, digest: &str, headers: &Header
         blob_headers(resp.headers_mut(), &digest, size);
         return Ok(resp);
     }
-    let (mut file, size) = registry.open_blob(name, &digest).await?;
+    let source = registry.open_blob(name, &digest).await?;
+    let size = match &source {
+        BlobSource::Local(_, size) => *size,
+        BlobSource::Remote(t) => t.size,
+    };
     let range = match &range_header {
         Some(v) => parse_range(v, size)?,
         None => None,
@@ -62,11 +67,16 @@ pub async fn get(registry: &Registry, name: &str, digest: &str, headers: &Header
         Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
         None => (StatusCode::OK, 0, size),
     };
-    if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start)).await.map_err(|e| RegistryError::Internal(e.to_string()))?;
-    }
-    let stream = ReaderStream::with_capacity(file.take(len), READ_BUFFER);
-    let mut resp = Response::new(Body::from_stream(stream));
+    let body = match source {
+        BlobSource::Local(mut file, _) => {
+            if start > 0 {
+                file.seek(std::io::SeekFrom::Start(start)).await.map_err(|e| RegistryError::Internal(e.to_string()))?;
+            }
+            Body::from_stream(ReaderStream::with_capacity(file.take(len), READ_BUFFER))
+        }
+        BlobSource::Remote(transfer) => Body::from_stream(read_stream(transfer, start, len)),
+    };
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     blob_headers(h, &digest, len);

@@ -2,6 +2,7 @@
 //! the Raft network client, and joining a cluster.
 
 pub mod admin_service;
+pub mod blob_transfer_service;
 pub mod forward_service;
 pub mod network;
 pub mod peers;
@@ -23,6 +24,7 @@ pub async fn serve_grpc(
     config: &Config,
     listener: tokio::net::TcpListener,
     meta: Meta,
+    blobs: crate::blobs::FsBlobStore,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let raft = RaftServiceServer::new(raft_service::RaftServiceImpl { raft: meta.raft().clone() })
@@ -43,6 +45,11 @@ pub async fn serve_grpc(
         .add_service(raft)
         .add_service(forward)
         .add_service(admin)
+        .add_service(
+            meridian_proto::replication::blob_transfer_server::BlobTransferServer::new(
+                blob_transfer_service::BlobTransferImpl { blobs },
+            ),
+        )
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
             let _ = shutdown.changed().await;
         })

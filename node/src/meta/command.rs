@@ -16,6 +16,8 @@ pub enum Command {
     DeleteTag { repo: String, tag: String },
     /// Removes a blob from a repository (the bytes stay until garbage collection).
     UnlinkBlob { repo: String, digest: Digest },
+    /// Verified copies of these blobs have landed in `region` (batched).
+    AddReplicas { region: String, digests: Vec<Digest> },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -40,6 +42,14 @@ pub struct PutManifest {
 pub struct BlobRef {
     pub digest: Digest,
     pub size: u64,
+    /// The pushing region holds a verified copy (false for a blob mounted by digest
+    /// from another region's copy).
+    #[serde(default = "held_here_default")]
+    pub held_here: bool,
+}
+
+fn held_here_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -8,7 +8,7 @@
 use super::command::{BlobRef, Command, CommandResult, PutManifest};
 use super::records::{BlobLocation, ReferrerDescriptor, StoredManifest};
 use super::store::{
-    repo_key, repo_prefix, Store, StoreError, CF_SM_BLOBS, CF_SM_BLOB_LINKS, CF_SM_MANIFESTS, CF_SM_META,
+    repo_key, repo_prefix, Store, StoreError, CF_LOCAL_REPLICATION_QUEUE, CF_SM_BLOBS, CF_SM_BLOB_LINKS, CF_SM_MANIFESTS, CF_SM_META,
     CF_SM_REFERRERS, CF_SM_REPOS, CF_SM_TAGS, STATE_MACHINE_CFS,
 };
 use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
@@ -24,6 +24,8 @@ const KEY_MEMBERSHIP: &[u8] = b"membership";
 #[derive(Clone)]
 pub struct StateMachine {
     store: Store,
+    /// This node's region: applying a manifest from elsewhere queues the blobs it lacks.
+    region: String,
     /// Where the current snapshot is kept (`<data_dir>/snapshot`).
     snapshot_path: PathBuf,
 }
@@ -41,8 +43,8 @@ fn snapshot_err(e: impl std::error::Error + 'static) -> StorageError {
 }
 
 impl StateMachine {
-    pub fn new(store: Store, snapshot_path: PathBuf) -> StateMachine {
-        StateMachine { store, snapshot_path }
+    pub fn new(store: Store, region: String, snapshot_path: PathBuf) -> StateMachine {
+        StateMachine { store, region, snapshot_path }
     }
 
     fn read_json<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -84,6 +86,22 @@ impl StateMachine {
                 batch.delete_cf(self.store.cf(CF_SM_TAGS)?, key);
                 Ok(CommandResult::Applied)
             }
+            Command::AddReplicas { region, digests } => {
+                for digest in digests {
+                    let key = digest.to_string();
+                    let Some(raw) = self.store.get(CF_SM_BLOBS, key.as_bytes())? else { continue };
+                    let mut location = BlobLocation::decode(&raw)?;
+                    if !location.regions.contains(region) {
+                        location.regions.push(region.clone());
+                        location.regions.sort();
+                        batch.put_cf(self.store.cf(CF_SM_BLOBS)?, key.as_bytes(), location.encode());
+                    }
+                    if region == &self.region {
+                        batch.delete_cf(self.store.cf(CF_LOCAL_REPLICATION_QUEUE)?, key.as_bytes());
+                    }
+                }
+                Ok(CommandResult::Applied)
+            }
             Command::UnlinkBlob { repo, digest } => {
                 let key = repo_key(repo, &digest.to_string());
                 if !self.store.exists(CF_SM_BLOB_LINKS, &key)? {
@@ -102,15 +120,20 @@ impl StateMachine {
             }
         }
         let digest = put.digest.to_string();
-        for BlobRef { digest: blob, size } in &put.blobs {
+        for BlobRef { digest: blob, size, held_here } in &put.blobs {
             let blob_key = blob.to_string();
             let mut location = match self.store.get(CF_SM_BLOBS, blob_key.as_bytes())? {
                 Some(raw) => BlobLocation::decode(&raw)?,
                 None => BlobLocation { size: *size, regions: Vec::new() },
             };
-            if !location.regions.contains(&put.region) {
+            if *held_here && !location.regions.contains(&put.region) {
                 location.regions.push(put.region.clone());
                 location.regions.sort();
+            }
+            if !location.regions.contains(&self.region) {
+                // Node-local: this region lacks a referenced blob, so it goes on the
+                // replication queue (size, u64 BE).
+                batch.put_cf(self.store.cf(CF_LOCAL_REPLICATION_QUEUE)?, blob_key.as_bytes(), size.to_be_bytes());
             }
             batch.put_cf(self.store.cf(CF_SM_BLOBS)?, blob_key.as_bytes(), location.encode());
             batch.put_cf(self.store.cf(CF_SM_BLOB_LINKS)?, repo_key(&put.repo, &blob_key), size.to_be_bytes());

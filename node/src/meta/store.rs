@@ -31,6 +31,8 @@ pub const CF_SM_REFERRERS: &str = "sm_referrers";
 pub const CF_LOCAL_UPLOADS: &str = "local_uploads";
 /// `repo\0digest` → size: blobs pushed to this node and not yet referenced by a manifest.
 pub const CF_LOCAL_BLOB_LINKS: &str = "local_blob_links";
+/// `digest` → size: referenced blobs this region lacks, waiting to be fetched.
+pub const CF_LOCAL_REPLICATION_QUEUE: &str = "local_replication_queue";
 
 /// The column families that make up the replicated state machine (what a snapshot holds).
 pub const STATE_MACHINE_CFS: [&str; 7] = [
@@ -46,7 +48,7 @@ pub const STATE_MACHINE_CFS: [&str; 7] = [
 /// Raft's own column families.
 const RAFT_CFS: [&str; 2] = [CF_RAFT_LOG, CF_RAFT_META];
 /// Node-local state that never goes through Raft.
-const LOCAL_CFS: [&str; 2] = [CF_LOCAL_UPLOADS, CF_LOCAL_BLOB_LINKS];
+const LOCAL_CFS: [&str; 3] = [CF_LOCAL_UPLOADS, CF_LOCAL_BLOB_LINKS, CF_LOCAL_REPLICATION_QUEUE];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -4,26 +4,40 @@ use super::{Registry, RegistryError, Result};
 use crate::meta::command::{Command, CommandResult};
 use crate::meta::store::{repo_key, CF_LOCAL_BLOB_LINKS, CF_SM_BLOB_LINKS};
 use meridian_replication::Digest;
+use std::sync::Arc;
+
+/// Where a blob's bytes come from for one GET.
+pub enum BlobSource {
+    Local(tokio::fs::File, u64),
+    /// Arriving from another region right now (shared with other readers).
+    Remote(Arc<crate::replicas::transfer::Transfer>),
+}
 
 impl Registry {
-    /// Size of a blob this repository may serve from this region.
+    /// Size of a blob this repository may serve. Answered from the applied state (the
+    /// link records the size), so a HEAD never waits for a transfer.
     pub async fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64> {
-        match self.store.linked_blob_size(repo, digest)? {
-            Some(_) => match self.blobs.size(digest).await? {
-                Some(size) => Ok(size),
-                None => Err(RegistryError::BlobUnknown(digest.to_string())),
-            },
-            None => Err(RegistryError::BlobUnknown(digest.to_string())),
-        }
+        self.store.linked_blob_size(repo, digest)?.ok_or_else(|| RegistryError::BlobUnknown(digest.to_string()))
     }
 
-    pub async fn open_blob(&self, repo: &str, digest: &Digest) -> Result<(tokio::fs::File, u64)> {
-        if self.store.linked_blob_size(repo, digest)?.is_none() {
+    /// The blob's bytes: the local copy, or — when the cluster knows the blob but this
+    /// region has no copy yet — the shared transfer from the nearest region that holds it.
+    pub async fn open_blob(&self, repo: &str, digest: &Digest) -> Result<BlobSource> {
+        let Some(linked_size) = self.store.linked_blob_size(repo, digest)? else {
+            return Err(RegistryError::BlobUnknown(digest.to_string()));
+        };
+        if let Some(file) = self.blobs.open_blob(digest).await? {
+            let size = file.metadata().await.map_err(crate::blobs::BlobError::from)?.len();
+            return Ok(BlobSource::Local(file, size));
+        }
+        if self.replicator.holders(digest).is_empty() {
             return Err(RegistryError::BlobUnknown(digest.to_string()));
         }
-        let file = self.blobs.open_blob(digest).await?.ok_or_else(|| RegistryError::BlobUnknown(digest.to_string()))?;
-        let size = file.metadata().await.map_err(crate::blobs::BlobError::from)?.len();
-        Ok((file, size))
+        let transfer = self
+            .replicator
+            .fetch(digest, linked_size, crate::replicas::Reason::ClientWaiting)
+            .map_err(|e| RegistryError::Internal(e.to_string()))?;
+        Ok(BlobSource::Remote(transfer))
     }
 
     /// Records that `repo` may serve `digest` (after an upload or a mount), durably.

@@ -62,7 +62,8 @@ impl Registry {
                     d.digest, d.size
                 )));
             }
-            blobs.push(BlobRef { digest: d.digest.clone(), size });
+            let held_here = self.blobs.size(&d.digest).await?.is_some();
+            blobs.push(BlobRef { digest: d.digest.clone(), size, held_here });
         }
         for child in &parsed.children {
             if !self.store.manifest_exists(repo, &child.digest)? {

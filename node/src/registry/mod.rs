@@ -3,6 +3,7 @@
 //! gRPC fetch-through.
 
 mod blobs;
+pub use blobs::BlobSource;
 pub mod discovery;
 pub mod errors;
 pub mod manifest_parse;
@@ -27,6 +28,7 @@ pub struct Registry {
     pub meta: Meta,
     pub blobs: FsBlobStore,
     pub sessions: Arc<UploadSessions>,
+    pub replicator: Arc<crate::replicas::Replicator>,
     pub region: String,
     pub max_manifest_bytes: usize,
 }

@@ -1,0 +1,117 @@
+//! The background replication queue: blobs referenced by manifests that this region
+//! lacks are fetched with bounded concurrency, retried with exponential backoff and
+//! jitter; the queue lives in RocksDB and survives restarts.
+
+use super::transfer::Progress;
+use super::{Reason, Replicator};
+use crate::meta::store::{CF_LOCAL_REPLICATION_QUEUE, CF_SM_BLOBS};
+use crate::meta::records::BlobLocation;
+use meridian_replication::Digest;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Background transfers at once (clients waiting on fetch-through are not limited by this).
+const CONCURRENCY: usize = 2;
+const SCAN_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the whole blob table is checked for blobs this region lacks (catches what a
+/// snapshot install or a new region brings, which no apply enqueued).
+const BACKFILL_INTERVAL: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+struct Retry {
+    attempts: u32,
+    next: Instant,
+}
+
+/// Named background task: drains the replication queue until shutdown.
+pub async fn run_replication_worker(rep: Arc<Replicator>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let retries: Arc<Mutex<HashMap<Digest, Retry>>> = Arc::default();
+    let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    let mut last_backfill: Option<Instant> = None;
+    loop {
+        if last_backfill.is_none_or(|t| t.elapsed() >= BACKFILL_INTERVAL) {
+            if let Err(e) = backfill(&rep) {
+                tracing::warn!(error = %e, "replication backfill scan failed");
+            }
+            last_backfill = Some(Instant::now());
+        }
+        match rep.store().scan_prefix(CF_LOCAL_REPLICATION_QUEUE, b"", None, 256) {
+            Ok(entries) => {
+                metrics::gauge!("meridian_replication_queue_scanned").set(entries.len() as f64);
+                for (key, value) in entries {
+                    let Ok(digest) = Digest::parse(&String::from_utf8_lossy(&key)) else { continue };
+                    let Ok(size_bytes) = <[u8; 8]>::try_from(value.as_slice()) else { continue };
+                    let size = u64::from_be_bytes(size_bytes);
+                    if let Ok(Some(_)) = rep.blobs().size(&digest).await {
+                        // Already here (fetched for a client, or pushed): record it, which
+                        // also takes it off the queue when applied.
+                        let _ = rep.recorder.send(digest);
+                        continue;
+                    }
+                    let due = retries.lock().map(|r| r.get(&digest).is_none_or(|x| x.next <= Instant::now())).unwrap_or(true);
+                    if !due {
+                        continue;
+                    }
+                    let Ok(permit) = permits.clone().try_acquire_owned() else { break };
+                    let transfer = match rep.fetch(&digest, size, Reason::Background) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::warn!(%digest, error = %e, "could not start a background transfer");
+                            continue;
+                        }
+                    };
+                    let retries = retries.clone();
+                    tokio::spawn(async move {
+                        let mut rx = transfer.progress.clone();
+                        let outcome = loop {
+                            let p = *rx.borrow_and_update();
+                            if matches!(p, Progress::Done(_) | Progress::Failed) {
+                                break p;
+                            }
+                            if rx.changed().await.is_err() {
+                                break Progress::Failed;
+                            }
+                        };
+                        if let Ok(mut r) = retries.lock() {
+                            if outcome == Progress::Failed {
+                                let entry = r.entry(digest).or_insert(Retry { attempts: 0, next: Instant::now() });
+                                entry.attempts += 1;
+                                let base = Duration::from_millis(500) * 2u32.saturating_pow(entry.attempts.min(8));
+                                let jitter = Duration::from_millis(rand::random::<u64>() % 500);
+                                entry.next = Instant::now() + base.min(MAX_BACKOFF) + jitter;
+                            } else {
+                                r.remove(&digest);
+                            }
+                        }
+                        drop(permit);
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the replication queue"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SCAN_INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Queues every known blob that no copy in this region covers.
+fn backfill(rep: &Replicator) -> Result<(), crate::meta::store::StoreError> {
+    let me = rep.meta.me().region.clone();
+    let mut batch = rocksdb::WriteBatch::default();
+    let mut queued = 0usize;
+    for (key, value) in rep.store().scan_prefix(CF_SM_BLOBS, b"", None, usize::MAX)? {
+        let location = BlobLocation::decode(&value)?;
+        if !location.regions.contains(&me) && !rep.store().exists(CF_LOCAL_REPLICATION_QUEUE, &key)? {
+            batch.put_cf(rep.store().cf(CF_LOCAL_REPLICATION_QUEUE)?, &key, location.size.to_be_bytes());
+            queued += 1;
+        }
+    }
+    if queued > 0 {
+        tracing::info!(queued, "backfill: queued blobs this region lacks");
+        rep.store().write(batch)?;
+    }
+    Ok(())
+}

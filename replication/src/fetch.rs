@@ -1,0 +1,128 @@
+//! Fetching a blob from the regions that hold it: nearest first, resuming from the last
+//! byte received when a source fails mid-stream, hashing every byte, and keeping nothing
+//! that does not match the digest.
+
+use crate::digest::Digest;
+use bytes::Bytes;
+use futures::StreamExt;
+use meridian_proto::replication::blob_transfer_client::BlobTransferClient;
+use meridian_proto::replication::FetchBlobRequest;
+use std::future::Future;
+use tonic::transport::Channel;
+
+/// A region that holds a verified copy, and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub region: String,
+    pub grpc_addr: String,
+}
+
+/// Where fetched bytes go. `reset` discards everything written (after a digest mismatch
+/// the transfer starts over from another source).
+pub trait ChunkSink: Send {
+    fn write(&mut self, data: Bytes) -> impl Future<Output = std::io::Result<()>> + Send;
+    fn reset(&mut self) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("no region holding {0} could be reached")]
+    NoSource(String),
+    #[error("every copy of {digest} that was fetched hashed to something else (last from {region})")]
+    DigestMismatch { digest: String, region: String },
+    #[error("writing the fetched blob: {0}")]
+    Sink(#[from] std::io::Error),
+}
+
+/// What a finished fetch did, for metrics and tests.
+#[derive(Debug, Default, Clone)]
+pub struct FetchReport {
+    pub bytes: u64,
+    /// Sources that streamed bytes, in order (more than one after a resume).
+    pub sources: Vec<String>,
+    /// Streams that broke and were resumed from an offset.
+    pub resumes: u32,
+    /// Copies discarded because they did not match the digest.
+    pub mismatches: u32,
+}
+
+/// Fetches `digest` (of `size` bytes) into `sink`, trying `holders` in order.
+pub async fn fetch_verified<S: ChunkSink>(
+    channel: &(dyn Fn(&str) -> Result<Channel, tonic::Status> + Sync),
+    holders: &[Holder],
+    digest: &Digest,
+    size: u64,
+    sink: &mut S,
+) -> Result<FetchReport, FetchError> {
+    let mut report = FetchReport::default();
+    // Sources excluded after serving bytes of a copy that failed verification.
+    let mut suspects: Vec<String> = Vec::new();
+    loop {
+        let candidates: Vec<&Holder> = holders.iter().filter(|h| !suspects.contains(&h.region)).collect();
+        if candidates.is_empty() {
+            return Err(match report.mismatches {
+                0 => FetchError::NoSource(digest.to_string()),
+                _ => FetchError::DigestMismatch {
+                    digest: digest.to_string(),
+                    region: report.sources.last().cloned().unwrap_or_default(),
+                },
+            });
+        }
+        let mut hasher = digest.algorithm().hasher();
+        let mut received = 0u64;
+        let mut used: Vec<String> = Vec::new();
+        for holder in candidates {
+            if received >= size {
+                break;
+            }
+            let Ok(ch) = channel(&holder.grpc_addr) else { continue };
+            let mut client = BlobTransferClient::new(ch).max_decoding_message_size(16 << 20);
+            let request = FetchBlobRequest { digest: digest.to_string(), offset: received };
+            let mut stream = match client.fetch_blob(request).await {
+                Ok(r) => r.into_inner(),
+                Err(s) => {
+                    tracing::debug!(region = %holder.region, error = %s.message(), "source refused the fetch");
+                    continue;
+                }
+            };
+            if received > 0 {
+                report.resumes += 1;
+            }
+            used.push(holder.region.clone());
+            report.sources.push(holder.region.clone());
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(chunk) => {
+                        if chunk.data.is_empty() {
+                            continue;
+                        }
+                        if received + chunk.data.len() as u64 > size {
+                            // More bytes than the blob has: this source is wrong.
+                            break;
+                        }
+                        hasher.update(&chunk.data);
+                        received += chunk.data.len() as u64;
+                        sink.write(Bytes::from(chunk.data)).await?;
+                    }
+                    Err(s) => {
+                        tracing::info!(region = %holder.region, offset = received, error = %s.message(), "transfer broke; resuming elsewhere");
+                        break;
+                    }
+                }
+            }
+        }
+        if received < size {
+            // Every candidate failed before the end.
+            return Err(FetchError::NoSource(digest.to_string()));
+        }
+        let actual = hasher.finish();
+        if &actual == digest {
+            report.bytes = received;
+            return Ok(report);
+        }
+        tracing::warn!(%digest, %actual, sources = ?used, "fetched copy does not match its digest; discarding it");
+        report.mismatches += 1;
+        sink.reset().await?;
+        suspects.extend(used);
+    }
+}
