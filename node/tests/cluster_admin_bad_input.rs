@@ -10,11 +10,13 @@
 //!   whose `join` points at a dead address, so it has no cluster of its own);
 //! * removing the only voter of a one-region cluster;
 //! * removing a live voter while another voter is down, which would leave a
-//!   configuration without a reachable quorum.
+//!   configuration without a reachable quorum; afterwards writes must still commit
+//!   (the two live voters of the unchanged three-voter configuration are a quorum).
 
 mod common;
 
-use common::cluster::{Cluster, ClusterOptions, CliOutput, RegionEntry};
+use common::cluster::{self, Cluster, ClusterOptions, CliOutput, RegionEntry};
+use common::oci;
 use std::time::Duration;
 
 type Key = Vec<(u64, String, String, String, bool)>;
@@ -126,6 +128,20 @@ async fn admin_refuses_bad_membership_requests() {
         &["quorum", "unreachable", "reachable"],
     ));
     problems.extend(unchanged(&c, &before, "a remove that would leave no quorum", leader).await);
+    // Unchanged in effect too: the two live voters of {r1, r2, r3} are a quorum, so
+    // writes still commit (a half-done change to a joint configuration would block them).
+    let (config, layer) = cluster::seed_blobs(&[&c[leader]], "bad/input", "after-remove").await;
+    let body = cluster::numbered_manifest(&config, &layer, "after-refused-remove");
+    let client = cluster::http_client(Duration::from_secs(15));
+    match cluster::try_put_manifest(&client, &c[leader], "bad/input", "after", oci::OCI_MANIFEST, &body).await {
+        Ok(r) if r.status == 201 => eprintln!("a write with {} down still commits", c[down].name),
+        Ok(r) => problems.push(format!(
+            "after the refused remove of {victim_name} (with {} down), a manifest PUT at the leader {} \
+             answers {} {}: the cluster lost its quorum of live voters",
+            c[down].name, c[leader].name, r.status, r.text()
+        )),
+        Err(e) => problems.push(format!("after the refused remove, a manifest PUT at the leader failed: {e}")),
+    }
 
     assert!(problems.is_empty(), "{} bad-input case(s) not refused properly:\n\n{}", problems.len(), problems.join("\n\n"));
 }

@@ -20,6 +20,8 @@ use tonic::{Request, Response, Status};
 /// How long a region may take to catch up before `add_region` gives up waiting.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
 const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(2);
+/// A membership change that cannot commit in this time is reported as failed.
+const MEMBERSHIP_CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct AdminServiceImpl {
     pub meta: Meta,
@@ -162,7 +164,10 @@ async fn change_membership(
 ) -> Result<(), Status> {
     let mut attempt = 0;
     loop {
-        match raft.change_membership(change.clone(), retain).await {
+        let attempt_result = tokio::time::timeout(MEMBERSHIP_CHANGE_TIMEOUT, raft.change_membership(change.clone(), retain))
+            .await
+            .map_err(|_| Status::deadline_exceeded("the membership change did not commit in time (is a quorum reachable?)"))?;
+        match attempt_result {
             Ok(_) => return Ok(()),
             Err(e) if attempt < 20 && e.to_string().contains("undergoing a configuration change") => {
                 attempt += 1;
@@ -206,14 +211,18 @@ impl AdminService for AdminServiceImpl {
                     identity.node_id, m.info.region
                 )));
             }
-            // The same node asking again (a retried join): finish what is left.
-            let mut steps = vec![format!("{} (node {}) is already a member", m.info.region, m.node_id)];
+            // The same node asking again: a join whose promotion did not finish is
+            // completed; anything else is a duplicate.
             if !m.voter && !learner {
                 change_membership(raft, ChangeMembers::AddVoterIds(BTreeSet::from([m.node_id])), false).await?;
-                steps.push(format!("promoted {} to voter", m.info.region));
+                let steps = vec![format!("promoted {} (already a learner) to voter", m.info.region)];
+                let region = self.regions().await.into_iter().find(|r| r.node_id == m.node_id);
+                return Ok(Response::new(AddRegionReply { region, steps }));
             }
-            let region = self.regions().await.into_iter().find(|r| r.node_id == m.node_id);
-            return Ok(Response::new(AddRegionReply { region, steps }));
+            return Err(Status::already_exists(format!(
+                "{} (node {}, {}) is already a member of this cluster",
+                m.info.region, m.node_id, m.info.grpc_addr
+            )));
         }
         if let Some(m) = members.iter().find(|m| m.info.region == identity.region) {
             return Err(Status::already_exists(format!(
@@ -277,6 +286,24 @@ impl AdminService for AdminServiceImpl {
                 return Err(Status::failed_precondition(format!(
                     "removing {name} would leave {} voter(s); the leader needs a peer — add a region first",
                     voters.len() - 1
+                )));
+            }
+            // The remaining voters must still form a reachable majority, or the change
+            // itself could never commit.
+            let remaining: Vec<MemberView> =
+                self.meta.members().into_iter().filter(|m| m.voter && m.node_id != target.node_id).collect();
+            let probes = join_all(remaining.iter().map(|m| self.identify(&m.info.grpc_addr))).await;
+            let unreachable: Vec<String> = remaining
+                .iter()
+                .zip(&probes)
+                .filter(|(m, p)| p.is_err() && m.node_id != self.meta.node_id())
+                .map(|(m, _)| m.info.region.clone())
+                .collect();
+            let reachable = remaining.len() - unreachable.len();
+            if reachable * 2 <= remaining.len() {
+                return Err(Status::failed_precondition(format!(
+                    "removing {name} would leave no reachable quorum ({} unreachable); bring them back first",
+                    unreachable.join(", ")
                 )));
             }
             change_membership(raft, ChangeMembers::RemoveVoters(BTreeSet::from([target.node_id])), true).await?;
