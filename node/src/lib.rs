@@ -37,7 +37,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let blobs = FsBlobStore::open(&config.data_dir).context("opening blob store")?;
     let meta = Meta::start(&config, store.clone(), cluster::peers::Peers::default()).await.context("starting raft")?;
     let sessions = Arc::new(UploadSessions::new(store.clone(), blobs.clone()));
-    let replicator = replicas::Replicator::start(blobs.clone(), store.clone(), meta.clone());
+    let replicator =
+        replicas::Replicator::start(blobs.clone(), store.clone(), meta.clone(), config.replication_bandwidth_limit);
     let registry = Registry {
         store,
         meta: meta.clone(),
@@ -58,13 +59,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding gRPC {}", config.grpc_listen))?;
     let grpc = {
         let (config, meta, shutdown) = (config.clone(), meta.clone(), shutdown_rx.clone());
+        let grpc_replicator = replicator.clone();
         tokio::spawn(async move {
-            if let Err(e) = cluster::serve_grpc(&config, grpc_listener, meta, blobs, shutdown).await {
+            if let Err(e) = cluster::serve_grpc(&config, grpc_listener, meta, grpc_replicator, shutdown).await {
                 tracing::error!(error = %e, listen = %config.grpc_listen, "gRPC server failed");
             }
         })
     };
-    let replication = tokio::spawn(replicas::run_replication_worker(replicator, shutdown_rx.clone()));
+    let replication = tokio::spawn(replicas::run_replication_worker(replicator.clone(), shutdown_rx.clone()));
+    let rtt_prober = tokio::spawn(replicas::measure_rtt(replicator.clone(), shutdown_rx.clone()));
     let joiner = (!config.join.is_empty()).then(|| tokio::spawn(cluster::join_cluster(config.clone(), meta.clone(), shutdown_rx)));
 
     let app = api::app(api::AppState { registry, meta: meta.clone(), metrics });
@@ -83,6 +86,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = sweeper.await;
     let _ = grpc.await;
     let _ = replication.await;
+    let _ = rtt_prober.await;
     if let Some(j) = joiner {
         let _ = j.await;
     }

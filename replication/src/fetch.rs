@@ -3,6 +3,7 @@
 //! that does not match the digest.
 
 use crate::digest::Digest;
+use crate::throttle::RegionThrottle;
 use bytes::Bytes;
 use futures::StreamExt;
 use meridian_proto::replication::blob_transfer_client::BlobTransferClient;
@@ -52,6 +53,7 @@ pub async fn fetch_verified<S: ChunkSink>(
     holders: &[Holder],
     digest: &Digest,
     size: u64,
+    throttle: &RegionThrottle,
     sink: &mut S,
 ) -> Result<FetchReport, FetchError> {
     let mut report = FetchReport::default();
@@ -100,6 +102,7 @@ pub async fn fetch_verified<S: ChunkSink>(
                             // More bytes than the blob has: this source is wrong.
                             break;
                         }
+                        throttle.consume(&holder.region, chunk.data.len()).await;
                         hasher.update(&chunk.data);
                         received += chunk.data.len() as u64;
                         sink.write(Bytes::from(chunk.data)).await?;

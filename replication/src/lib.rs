@@ -7,6 +7,8 @@
 
 pub mod digest;
 pub mod fetch;
+pub mod throttle;
 
 pub use digest::{Algorithm, Digest, DigestError, DigestHasher};
 pub use fetch::{fetch_verified, ChunkSink, FetchError, FetchReport, Holder};
+pub use throttle::RegionThrottle;

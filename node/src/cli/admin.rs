@@ -4,14 +4,15 @@
 //! Every call carries `authorization: Bearer <token>`. Output is a human-readable table by
 //! default and one JSON document with `--json`. Exit codes: 0 on success, 1 when the service
 //! cannot be reached or refuses/fails a call, 2 for usage errors (bad flags, no token, bad
-//! address).
+//! address, malformed image reference).
 
 use crate::cli::table::{key_values, Align, Table};
 use clap::{Args, Subcommand};
 use meridian_proto::admin::admin_service_client::AdminServiceClient;
 use meridian_proto::admin::{
-    AddRegionReply, AddRegionRequest, Empty, InitReply, ListRegionsReply, RegionInfo, RemoveRegionReply,
-    RemoveRegionRequest, SnapshotReply, StatusReply, TransferLeaderReply, TransferLeaderRequest,
+    AddRegionReply, AddRegionRequest, Empty, ImageReplicationReply, ImageRequest, InitReply, ListRegionsReply,
+    RegionInfo, RegionReplication, RemoveRegionReply, RemoveRegionRequest, ReplicationStatusReply, SnapshotReply,
+    StatusReply, TransferLeaderReply, TransferLeaderRequest,
 };
 use serde_json::{json, Value};
 use std::future::Future;
@@ -61,6 +62,21 @@ pub enum AdminCommand {
     Snapshot,
     /// Show the cluster as the contacted node sees it.
     Status,
+    /// Show how far blob replication has got.
+    #[command(subcommand)]
+    Replication(ReplicationCommand),
+}
+
+/// `meridian admin replication …`
+#[derive(Subcommand, Debug)]
+pub enum ReplicationCommand {
+    /// Per region: Raft apply lag, blobs still to fetch, bytes received, failures.
+    Status,
+    /// Which regions hold every blob of an image.
+    Image {
+        /// The image: `repo:tag` or `repo@sha256:…`.
+        reference: String,
+    },
 }
 
 /// `meridian admin region …`
@@ -272,6 +288,11 @@ async fn call<R>(
 async fn execute(args: AdminArgs) -> Result<String, CliError> {
     let auth = bearer(args.token.as_deref())?;
     let url = normalize_addr(&args.addr).map_err(CliError::Usage)?;
+    // A malformed image reference is a usage error whether or not the service is up.
+    let mut args = args;
+    if let AdminCommand::Replication(ReplicationCommand::Image { reference }) = &mut args.command {
+        *reference = check_image_reference(reference).map_err(CliError::Usage)?;
+    }
     let admin = Admin::connect(&url, auth).await?;
     let mut client = admin.client.clone();
     let json = args.json;
@@ -310,8 +331,60 @@ async fn execute(args: AdminArgs) -> Result<String, CliError> {
             let reply = call(SHORT_CALL_TIMEOUT, client.status(req)).await?;
             Ok(if json { pretty(&status_json(&reply)) } else { render_status(&reply) })
         }
+        AdminCommand::Replication(ReplicationCommand::Status) => {
+            let req = admin.request(Empty {});
+            let reply = call(SHORT_CALL_TIMEOUT, client.replication_status(req)).await?;
+            Ok(if json { pretty(&replication_status_json(&reply)) } else { render_replication_status(&reply) })
+        }
+        AdminCommand::Replication(ReplicationCommand::Image { reference }) => {
+            let req = admin.request(ImageRequest { reference });
+            let reply = call(SHORT_CALL_TIMEOUT, client.replication_image(req)).await?;
+            Ok(if json { pretty(&image_json(&reply)) } else { render_image(&reply) })
+        }
     }
 }
+
+/// Checks the shape of an image reference (`repo:tag` or `repo@algorithm:hex`) and
+/// returns it trimmed. The server resolves it; this only catches what cannot be one.
+pub fn check_image_reference(raw: &str) -> Result<String, String> {
+    let reference = raw.trim();
+    let bad = |why: &str| format!("invalid image reference '{reference}': {why} (expected repo:tag or repo@sha256:…)");
+    if reference.is_empty() {
+        return Err("the image reference is empty (expected repo:tag or repo@sha256:…)".to_string());
+    }
+    if reference.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("it contains whitespace"));
+    }
+    let (repo, rest_ok) = match reference.split_once('@') {
+        Some((repo, digest)) => {
+            let ok = match digest.split_once(':') {
+                Some((alg, hex)) => !alg.is_empty() && !hex.is_empty() && !hex.contains(':'),
+                None => false,
+            };
+            if !ok {
+                return Err(bad("the digest must be algorithm:hex"));
+            }
+            (repo, true)
+        }
+        None => {
+            // The tag follows the last ':' after the last '/' (a registry host may have a port).
+            let last = reference.rsplit('/').next().unwrap_or(reference);
+            match last.rsplit_once(':') {
+                Some((_, tag)) if !tag.is_empty() => (&reference[..reference.len() - tag.len() - 1], true),
+                Some(_) => return Err(bad("the tag is empty")),
+                None => (reference, false),
+            }
+        }
+    };
+    if repo.is_empty() || repo.starts_with('/') || repo.ends_with('/') {
+        return Err(bad("no repository name"));
+    }
+    if !rest_ok {
+        return Err(bad("no tag or digest"));
+    }
+    Ok(reference.to_string())
+}
+
 
 // ------------------------------------------------------------------ JSON output
 
@@ -377,7 +450,126 @@ fn status_json(reply: &StatusReply) -> Value {
     })
 }
 
+fn region_replication_json(r: &RegionReplication) -> Value {
+    json!({
+        "name": r.name,
+        "reachable": r.reachable,
+        "apply_lag": r.apply_lag,
+        "pending_blobs": r.pending_blobs,
+        "pending_bytes": r.pending_bytes,
+        "bytes_received": r.bytes_received,
+        "throughput_bytes_per_sec": finite_rate(r.throughput_bytes_per_sec),
+        "transfers_failed": r.transfers_failed,
+        "digest_mismatches": r.digest_mismatches,
+    })
+}
+
+fn replication_status_json(reply: &ReplicationStatusReply) -> Value {
+    json!({ "regions": reply.regions.iter().map(region_replication_json).collect::<Vec<_>>() })
+}
+
+fn image_json(reply: &ImageReplicationReply) -> Value {
+    json!({
+        "repository": reply.repository,
+        "digest": reply.digest,
+        "blobs": reply.blobs,
+        "bytes": reply.bytes,
+        "regions": reply.regions.iter().map(|r| json!({
+            "name": r.name,
+            "present": r.present,
+            "missing": r.missing,
+            "complete": r.complete,
+        })).collect::<Vec<_>>(),
+    })
+}
+
 // ------------------------------------------------------------------ human output
+
+/// A rate the server reported, with NaN, infinities and negatives shown as 0.
+fn finite_rate(rate: f64) -> f64 {
+    if rate.is_finite() && rate > 0.0 {
+        rate
+    } else {
+        0.0
+    }
+}
+
+/// Bytes in binary units: `0 B`, `512 B`, `1.5 KiB`, `24.0 MiB`, `3.2 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    // Round first, so 1023.96 KiB becomes 1.0 MiB rather than "1024.0 KiB".
+    while (value * 10.0).round() / 10.0 >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// A byte rate in binary units per second (`0 B/s`, `1.2 MiB/s`).
+pub fn human_rate(bytes_per_sec: f64) -> String {
+    format!("{}/s", human_bytes(finite_rate(bytes_per_sec).round() as u64))
+}
+
+/// The replication table: REGION, REACHABLE, APPLY LAG, PENDING BLOBS, PENDING BYTES,
+/// RECEIVED, RATE, FAILED, MISMATCHES.
+pub fn render_replication_status(reply: &ReplicationStatusReply) -> String {
+    let mut table = Table::new(&[
+        ("REGION", Align::Left),
+        ("REACHABLE", Align::Left),
+        ("APPLY LAG", Align::Right),
+        ("PENDING BLOBS", Align::Right),
+        ("PENDING BYTES", Align::Right),
+        ("RECEIVED", Align::Right),
+        ("RATE", Align::Right),
+        ("FAILED", Align::Right),
+        ("MISMATCHES", Align::Right),
+    ]);
+    for r in &reply.regions {
+        table.row(vec![
+            or_dash(&r.name),
+            if r.reachable { "yes" } else { "no" }.to_string(),
+            r.apply_lag.to_string(),
+            r.pending_blobs.to_string(),
+            human_bytes(r.pending_bytes),
+            human_bytes(r.bytes_received),
+            human_rate(r.throughput_bytes_per_sec),
+            r.transfers_failed.to_string(),
+            r.digest_mismatches.to_string(),
+        ]);
+    }
+    table.render()
+}
+
+/// `repo@digest: N blobs, X bytes (human)`, a blank line, then REGION, PRESENT, MISSING, COMPLETE.
+pub fn render_image(reply: &ImageReplicationReply) -> String {
+    let blobs = if reply.blobs == 1 { "1 blob".to_string() } else { format!("{} blobs", reply.blobs) };
+    let bytes = if reply.bytes == 1 { "1 byte".to_string() } else { format!("{} bytes", reply.bytes) };
+    let size = if reply.bytes >= 1024 { format!(" ({})", human_bytes(reply.bytes)) } else { String::new() };
+    let mut out = format!("{}@{}: {blobs}, {bytes}{size}
+
+", or_dash(&reply.repository), or_dash(&reply.digest));
+    let mut table = Table::new(&[
+        ("REGION", Align::Left),
+        ("PRESENT", Align::Right),
+        ("MISSING", Align::Right),
+        ("COMPLETE", Align::Left),
+    ]);
+    for r in &reply.regions {
+        table.row(vec![
+            or_dash(&r.name),
+            r.present.to_string(),
+            r.missing.to_string(),
+            if r.complete { "yes" } else { "no" }.to_string(),
+        ]);
+    }
+    out.push_str(&table.render());
+    out
+}
 
 /// A cell for a text field the server may leave empty.
 fn or_dash(s: &str) -> String {
@@ -478,6 +670,7 @@ pub fn render_status(reply: &StatusReply) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meridian_proto::admin::ImageRegion;
 
     fn region(name: &str, id: u64, role: &str, lag: u64, reachable: bool) -> RegionInfo {
         RegionInfo {
@@ -638,5 +831,121 @@ mod tests {
         let doc = pretty(&snapshot_json(&SnapshotReply { last_included_index: 7 }));
         let parsed: Value = serde_json::from_str(&doc).unwrap();
         assert_eq!(parsed, json!({"last_included_index": 7}));
+    }
+
+    fn replication(name: &str, reachable: bool, lag: u64, blobs: u64, bytes: u64, received: u64, rate: f64) -> RegionReplication {
+        RegionReplication {
+            name: name.to_string(),
+            reachable,
+            apply_lag: lag,
+            pending_blobs: blobs,
+            pending_bytes: bytes,
+            bytes_received: received,
+            throughput_bytes_per_sec: rate,
+            transfers_failed: 2,
+            digest_mismatches: 1,
+        }
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(24 << 20), "24.0 MiB");
+        assert_eq!(human_bytes((1 << 20) - 1), "1.0 MiB");
+        assert_eq!(human_bytes(3 * (1 << 30) + (1 << 29)), "3.5 GiB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
+        assert_eq!(human_rate(0.0), "0 B/s");
+        assert_eq!(human_rate(2.5 * 1048576.0), "2.5 MiB/s");
+        assert_eq!(human_rate(f64::NAN), "0 B/s");
+        assert_eq!(human_rate(-5.0), "0 B/s");
+        assert_eq!(human_rate(f64::INFINITY), "0 B/s");
+    }
+
+    #[test]
+    fn replication_status_table() {
+        let reply = ReplicationStatusReply {
+            regions: vec![
+                replication("eu-west", true, 0, 0, 0, 0, 0.0),
+                replication("us", false, 12, 3, 12 << 20, 1536, 2.5 * 1048576.0),
+            ],
+        };
+        assert_eq!(
+            render_replication_status(&reply),
+            "REGION   REACHABLE  APPLY LAG  PENDING BLOBS  PENDING BYTES  RECEIVED       RATE  FAILED  MISMATCHES\n\
+             eu-west  yes                0              0            0 B       0 B      0 B/s       2           1\n\
+             us       no                12              3       12.0 MiB   1.5 KiB  2.5 MiB/s       2           1\n"
+        );
+        assert_eq!(
+            render_replication_status(&ReplicationStatusReply { regions: vec![] }),
+            "REGION  REACHABLE  APPLY LAG  PENDING BLOBS  PENDING BYTES  RECEIVED  RATE  FAILED  MISMATCHES\n"
+        );
+    }
+
+    #[test]
+    fn replication_status_json_document() {
+        let reply = ReplicationStatusReply { regions: vec![replication("us", true, 4, 3, 300, 9000, f64::NAN)] };
+        let parsed: Value = serde_json::from_str(&pretty(&replication_status_json(&reply))).unwrap();
+        assert_eq!(
+            parsed,
+            json!({"regions": [{"name": "us", "reachable": true, "apply_lag": 4, "pending_blobs": 3,
+                                "pending_bytes": 300, "bytes_received": 9000, "throughput_bytes_per_sec": 0.0,
+                                "transfers_failed": 2, "digest_mismatches": 1}]})
+        );
+    }
+
+    fn image_reply() -> ImageReplicationReply {
+        ImageReplicationReply {
+            repository: "geo/app".into(),
+            digest: "sha256:abcd".into(),
+            blobs: 3,
+            bytes: 12_583_000,
+            regions: vec![
+                ImageRegion { name: "eu-west".into(), present: 3, missing: 0, complete: true },
+                ImageRegion { name: "us".into(), present: 1, missing: 2, complete: false },
+            ],
+        }
+    }
+
+    #[test]
+    fn image_header_then_table() {
+        assert_eq!(
+            render_image(&image_reply()),
+            "geo/app@sha256:abcd: 3 blobs, 12583000 bytes (12.0 MiB)\n\
+             \n\
+             REGION   PRESENT  MISSING  COMPLETE\n\
+             eu-west        3        0  yes\n\
+             us             1        2  no\n"
+        );
+        let mut small = image_reply();
+        small.blobs = 1;
+        small.bytes = 1;
+        small.regions.clear();
+        assert_eq!(render_image(&small), "geo/app@sha256:abcd: 1 blob, 1 byte\n\nREGION  PRESENT  MISSING  COMPLETE\n");
+    }
+
+    #[test]
+    fn image_json_document() {
+        let parsed: Value = serde_json::from_str(&pretty(&image_json(&image_reply()))).unwrap();
+        assert_eq!(
+            parsed,
+            json!({"repository": "geo/app", "digest": "sha256:abcd", "blobs": 3, "bytes": 12_583_000u64,
+                   "regions": [{"name": "eu-west", "present": 3, "missing": 0, "complete": true},
+                               {"name": "us", "present": 1, "missing": 2, "complete": false}]})
+        );
+    }
+
+    #[test]
+    fn image_references() {
+        assert_eq!(check_image_reference(" geo/app:v1 ").unwrap(), "geo/app:v1");
+        assert_eq!(check_image_reference("geo/app@sha256:abcd").unwrap(), "geo/app@sha256:abcd");
+        assert_eq!(check_image_reference("host:5000/app:v1").unwrap(), "host:5000/app:v1");
+        for bad in ["", "  ", "geo/app", "geo/app:", ":v1", "geo/app@", "geo/app@sha256", "geo/app@:abcd",
+                    "@sha256:abcd", "host:5000/app", "geo app:v1", "geo/app/:v1"] {
+            let err = check_image_reference(bad).unwrap_err();
+            assert!(err.contains("repo:tag or repo@sha256"), "{bad:?}: {err}");
+        }
     }
 }

@@ -10,7 +10,10 @@ use meridian_proto::admin::admin_service_client::AdminServiceClient;
 use meridian_proto::admin::admin_service_server::AdminService;
 use meridian_proto::admin::*;
 use meridian_proto::cluster::forward_service_client::ForwardServiceClient;
-use meridian_proto::cluster::{CampaignRequest, HoldElectionsRequest, IdentifyRequest, NodeIdentity};
+use meridian_proto::cluster::{
+    CampaignRequest, HoldElectionsRequest, IdentifyRequest, NodeIdentity, NodeReplicationStats, ReplicationStatsRequest,
+};
+use meridian_replication::Digest;
 use openraft::ChangeMembers;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -25,6 +28,7 @@ const MEMBERSHIP_CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct AdminServiceImpl {
     pub meta: Meta,
+    pub replicator: std::sync::Arc<crate::replicas::Replicator>,
     pub token: Option<String>,
     pub allow_remote: bool,
     /// Longest election timeout: how long followers' leader leases last.
@@ -136,6 +140,55 @@ impl AdminServiceImpl {
                 }
             }
         }
+    }
+}
+
+impl AdminServiceImpl {
+    async fn node_stats(&self, grpc_addr: &str) -> Result<NodeReplicationStats, Status> {
+        let channel = self.meta.peers().channel(grpc_addr)?;
+        let mut req = Request::new(ReplicationStatsRequest {});
+        req.set_timeout(IDENTIFY_TIMEOUT);
+        ForwardServiceClient::new(channel).replication_stats(req).await.map(|r| r.into_inner())
+    }
+
+    /// `repo:tag` or `repo@digest` → the repository and the manifest digest.
+    fn resolve_image(&self, reference: &str) -> Result<(String, Digest), Status> {
+        let bad = || Status::invalid_argument(format!("{reference:?} is not REPO:TAG or REPO@DIGEST"));
+        let store = self.replicator.store();
+        if let Some((repo, d)) = reference.split_once('@') {
+            let digest = Digest::parse(d).map_err(|_| bad())?;
+            return Ok((repo.to_string(), digest));
+        }
+        let (repo, tag) = reference.rsplit_once(':').ok_or_else(bad)?;
+        let digest = store
+            .resolve_tag(repo, tag)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("{repo}:{tag} is not known")))?;
+        Ok((repo.to_string(), digest))
+    }
+
+    /// Every blob of a manifest, and of an index's child manifests.
+    fn image_blobs(&self, repo: &str, digest: &Digest) -> Result<Vec<Digest>, Status> {
+        use crate::registry::manifest_parse::parse_manifest;
+        let store = self.replicator.store();
+        let mut out = Vec::new();
+        let mut pending = vec![digest.clone()];
+        let mut seen = BTreeSet::new();
+        while let Some(d) = pending.pop() {
+            if !seen.insert(d.clone()) {
+                continue;
+            }
+            let m = store
+                .manifest(repo, &d)
+                .map_err(internal)?
+                .ok_or_else(|| Status::not_found(format!("{repo}@{d} is not known")))?;
+            let parsed = parse_manifest(Some(&m.media_type), &m.body).map_err(internal)?;
+            out.extend(parsed.blobs.into_iter().map(|b| b.digest));
+            pending.extend(parsed.children.into_iter().map(|c| c.digest));
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 }
 
@@ -412,5 +465,66 @@ impl AdminService for AdminServiceImpl {
             regions,
         }))
     }
-}
 
+    async fn replication_status(&self, request: Request<Empty>) -> Result<Response<ReplicationStatusReply>, Status> {
+        self.authorize(&request)?;
+        let leader_last = match self.leader_admin() {
+            Ok(None) => self.meta.raft().metrics().borrow().last_log_index.unwrap_or(0),
+            // A follower's own last log index is what it has received from the leader.
+            _ => self.meta.raft().metrics().borrow().last_log_index.unwrap_or(0),
+        };
+        let members = self.meta.members();
+        let probes = join_all(members.iter().map(|m| self.node_stats(&m.info.grpc_addr))).await;
+        let regions = members
+            .iter()
+            .zip(probes)
+            .map(|(m, stats)| match stats {
+                Ok(s) => RegionReplication {
+                    name: m.info.region.clone(),
+                    reachable: true,
+                    apply_lag: leader_last.saturating_sub(s.last_applied),
+                    pending_blobs: s.pending_blobs,
+                    pending_bytes: s.pending_bytes,
+                    bytes_received: s.bytes_received,
+                    throughput_bytes_per_sec: s.throughput_bytes_per_sec,
+                    transfers_failed: s.transfers_failed,
+                    digest_mismatches: s.digest_mismatches,
+                },
+                Err(_) => RegionReplication { name: m.info.region.clone(), reachable: false, ..Default::default() },
+            })
+            .collect();
+        Ok(Response::new(ReplicationStatusReply { regions }))
+    }
+
+    async fn replication_image(&self, request: Request<ImageRequest>) -> Result<Response<ImageReplicationReply>, Status> {
+        self.authorize(&request)?;
+        let reference = request.into_inner().reference;
+        let (repo, digest) = self.resolve_image(&reference)?;
+        let blobs = self.image_blobs(&repo, &digest)?;
+        let store = self.replicator.store();
+        let mut bytes = 0u64;
+        let mut holders: Vec<Vec<String>> = Vec::with_capacity(blobs.len());
+        for blob in &blobs {
+            let location = store.blob_location(blob).map_err(internal)?;
+            bytes += location.as_ref().map(|l| l.size).unwrap_or(0);
+            holders.push(location.map(|l| l.regions).unwrap_or_default());
+        }
+        let regions = self
+            .meta
+            .members()
+            .iter()
+            .map(|m| {
+                let present = holders.iter().filter(|h| h.contains(&m.info.region)).count() as u64;
+                let missing = blobs.len() as u64 - present;
+                ImageRegion { name: m.info.region.clone(), present, missing, complete: missing == 0 }
+            })
+            .collect();
+        Ok(Response::new(ImageReplicationReply {
+            repository: repo,
+            digest: digest.to_string(),
+            blobs: blobs.len() as u64,
+            bytes,
+            regions,
+        }))
+    }
+}

@@ -4,13 +4,15 @@ use crate::meta::command::Command;
 use crate::meta::{Meta, MetaError};
 use meridian_proto::cluster::forward_service_server::ForwardService;
 use meridian_proto::cluster::{
-    CampaignReply, CampaignRequest, HoldElectionsReply, HoldElectionsRequest, IdentifyRequest, NodeIdentity, ProposeReply, ProposeRequest, ReadIndexReply,
+    CampaignReply, CampaignRequest, HoldElectionsReply, HoldElectionsRequest, IdentifyRequest, NodeReplicationStats,
+    ReplicationStatsRequest, NodeIdentity, ProposeReply, ProposeRequest, ReadIndexReply,
     ReadIndexRequest,
 };
 use tonic::{Request, Response, Status};
 
 pub struct ForwardServiceImpl {
     pub meta: Meta,
+    pub replicator: std::sync::Arc<crate::replicas::Replicator>,
 }
 
 impl ForwardServiceImpl {
@@ -84,5 +86,22 @@ impl ForwardService for ForwardServiceImpl {
     async fn hold_elections(&self, request: Request<HoldElectionsRequest>) -> Result<Response<HoldElectionsReply>, Status> {
         self.meta.raft().runtime_config().elect(!request.get_ref().hold);
         Ok(Response::new(HoldElectionsReply {}))
+    }
+
+    async fn replication_stats(
+        &self,
+        _request: Request<ReplicationStatsRequest>,
+    ) -> Result<Response<NodeReplicationStats>, Status> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.replicator.stats;
+        Ok(Response::new(NodeReplicationStats {
+            last_applied: self.meta.applied_index(),
+            pending_blobs: s.pending_blobs.load(Relaxed),
+            pending_bytes: s.pending_bytes.load(Relaxed),
+            bytes_received: s.bytes_received.load(Relaxed),
+            throughput_bytes_per_sec: f64::from_bits(s.throughput_bits.load(Relaxed)),
+            transfers_failed: s.transfers_failed.load(Relaxed),
+            digest_mismatches: s.digest_mismatches.load(Relaxed),
+        }))
     }
 }

@@ -24,17 +24,19 @@ pub async fn serve_grpc(
     config: &Config,
     listener: tokio::net::TcpListener,
     meta: Meta,
-    blobs: crate::blobs::FsBlobStore,
+    replicator: std::sync::Arc<crate::replicas::Replicator>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let raft = RaftServiceServer::new(raft_service::RaftServiceImpl { raft: meta.raft().clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let forward = ForwardServiceServer::new(forward_service::ForwardServiceImpl { meta: meta.clone() })
+    let forward =
+        ForwardServiceServer::new(forward_service::ForwardServiceImpl { meta: meta.clone(), replicator: replicator.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let admin = AdminServiceServer::new(admin_service::AdminServiceImpl {
         meta,
+        replicator: replicator.clone(),
         token: config.admin_token.clone(),
         allow_remote: config.admin_allow_remote,
         election_timeout_max: Duration::from_millis(config.raft.election_timeout_max_ms),
@@ -47,7 +49,7 @@ pub async fn serve_grpc(
         .add_service(admin)
         .add_service(
             meridian_proto::replication::blob_transfer_server::BlobTransferServer::new(
-                blob_transfer_service::BlobTransferImpl { blobs },
+                blob_transfer_service::BlobTransferImpl { blobs: replicator.blobs().clone() },
             ),
         )
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {

@@ -32,6 +32,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Accept admin calls from non-loopback peers (off: loopback only).
     pub admin_allow_remote: bool,
+    /// Bandwidth cap for blob transfers from each source region, bytes per second (0: none).
+    pub replication_bandwidth_limit: u64,
     /// `text` (human-readable) or `json` (one object per line).
     pub log_format: LogFormat,
     /// Log filter in `RUST_LOG` syntax; `RUST_LOG` wins when set.
@@ -83,6 +85,7 @@ impl Default for Config {
             join: Vec::new(),
             admin_token: None,
             admin_allow_remote: false,
+            replication_bandwidth_limit: 0,
             log_format: LogFormat::Text,
             log_level: "info".to_string(),
             otlp_endpoint: None,
@@ -187,6 +190,7 @@ impl Config {
                 }
                 "ADMIN_TOKEN" => self.admin_token = Some(value.clone()).filter(|v| !v.is_empty()),
                 "ADMIN_ALLOW_REMOTE" => self.admin_allow_remote = num(&value).map_err(bad)?,
+                "REPLICATION_BANDWIDTH_LIMIT" => self.replication_bandwidth_limit = num(&value).map_err(bad)?,
                 "LOG_FORMAT" => {
                     self.log_format = match value.as_str() {
                         "text" => LogFormat::Text,
@@ -243,7 +247,7 @@ mod tests {
         let readme = include_str!("../../../README.md");
         let keys = [
             "listen", "data_dir", "region", "node_id", "grpc_listen", "advertise_http_addr",
-            "advertise_grpc_addr", "join", "admin_token", "admin_allow_remote", "log_format", "log_level", "otlp_endpoint",
+            "advertise_grpc_addr", "join", "admin_token", "admin_allow_remote", "replication_bandwidth_limit", "log_format", "log_level", "otlp_endpoint",
             "max_manifest_bytes", "upload_timeout_secs", "raft.heartbeat_ms",
             "raft.election_timeout_min_ms", "raft.election_timeout_max_ms", "raft.snapshot_every",
             "raft.max_logs_kept", "raft.write_timeout_ms",

@@ -8,7 +8,8 @@ mod worker;
 use crate::blobs::FsBlobStore;
 use crate::meta::command::Command;
 use crate::meta::{Meta, Store};
-use meridian_replication::{fetch_verified, Digest, Holder};
+use meridian_replication::{fetch_verified, Digest, Holder, RegionThrottle};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,14 +30,54 @@ pub struct Replicator {
     meta: Meta,
     inflight: Mutex<HashMap<Digest, Arc<Transfer>>>,
     recorder: mpsc::UnboundedSender<Digest>,
+    throttle: RegionThrottle,
+    /// Smoothed round-trip time to each region, measured continuously.
+    rtt: Mutex<HashMap<String, Duration>>,
+    pub stats: ReplicationCounters,
+}
+
+/// This node's replication figures since start (what `replication status` shows).
+#[derive(Default)]
+pub struct ReplicationCounters {
+    pub bytes_received: AtomicU64,
+    pub transfers_failed: AtomicU64,
+    pub digest_mismatches: AtomicU64,
+    pub pending_blobs: AtomicU64,
+    pub pending_bytes: AtomicU64,
+    /// Bytes per second over the last scan interval, as f64 bits.
+    pub throughput_bits: AtomicU64,
 }
 
 impl Replicator {
     /// Creates the replicator and the task that records landed replicas in batches.
-    pub fn start(blobs: FsBlobStore, store: Store, meta: Meta) -> Arc<Replicator> {
+    pub fn start(blobs: FsBlobStore, store: Store, meta: Meta, bandwidth_limit: u64) -> Arc<Replicator> {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(record_replicas(meta.clone(), rx));
-        Arc::new(Replicator { blobs, store, meta, inflight: Mutex::new(HashMap::new()), recorder: tx })
+        Arc::new(Replicator {
+            blobs,
+            store,
+            meta,
+            inflight: Mutex::new(HashMap::new()),
+            recorder: tx,
+            throttle: RegionThrottle::new(bandwidth_limit),
+            rtt: Mutex::new(HashMap::new()),
+            stats: ReplicationCounters::default(),
+        })
+    }
+
+    pub fn rtt_of(&self, region: &str) -> Option<Duration> {
+        self.rtt.lock().unwrap_or_else(|p| p.into_inner()).get(region).copied()
+    }
+
+    fn record_rtt(&self, region: &str, sample: Duration) {
+        let mut rtt = self.rtt.lock().unwrap_or_else(|p| p.into_inner());
+        let smoothed = match rtt.get(region) {
+            // Exponentially weighted: one slow probe does not reorder the sources.
+            Some(old) => old.mul_f64(0.7) + sample.mul_f64(0.3),
+            None => sample,
+        };
+        rtt.insert(region.to_string(), smoothed);
+        metrics::gauge!("meridian_region_rtt_seconds", "region" => region.to_string()).set(smoothed.as_secs_f64());
     }
 
     fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Transfer>>> {
@@ -56,13 +97,16 @@ impl Replicator {
         let Ok(Some(location)) = self.store.blob_location(digest) else { return Vec::new() };
         let me = &self.meta.me().region;
         let members = self.meta.members();
-        location
+        let mut holders: Vec<Holder> = location
             .regions
             .iter()
             .filter(|r| *r != me)
             .filter_map(|r| members.iter().find(|m| &m.info.region == r))
             .map(|m| Holder { region: m.info.region.clone(), grpc_addr: m.info.grpc_addr.clone() })
-            .collect()
+            .collect();
+        // Nearest first; regions not measured yet (or unreachable) last.
+        holders.sort_by_key(|h| self.rtt_of(&h.region).unwrap_or(Duration::MAX));
+        holders
     }
 
     /// The transfer of `digest` in flight, or a new one.
@@ -96,9 +140,12 @@ impl Replicator {
         let holders = self.holders(&digest);
         let peers = self.meta.peers().clone();
         let channel = move |addr: &str| peers.channel(addr);
-        let result = fetch_verified(&channel, &holders, &digest, size, &mut sink).await;
+        let result = fetch_verified(&channel, &holders, &digest, size, &self.throttle, &mut sink).await;
         let outcome = match result {
             Ok(report) => {
+                metrics::counter!("meridian_replication_resumes_total").increment(report.resumes as u64);
+                self.stats.bytes_received.fetch_add(report.bytes, Ordering::Relaxed);
+                self.stats.digest_mismatches.fetch_add(report.mismatches as u64, Ordering::Relaxed);
                 let file = sink.file.clone();
                 let synced = tokio::task::spawn_blocking(move || file.sync_data()).await;
                 match synced {
@@ -118,6 +165,7 @@ impl Replicator {
             }
             Err(e) => {
                 metrics::counter!("meridian_replication_failures_total").increment(1);
+                self.stats.transfers_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%digest, error = %e, "blob fetch failed");
                 Progress::Failed
             }
@@ -158,6 +206,33 @@ async fn record_replicas(meta: Meta, mut rx: mpsc::UnboundedReceiver<Digest>) {
                 tracing::warn!(error = %e, count = pending.len(), "could not record replicas; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+        }
+    }
+}
+
+/// Named background task: measures the round trip to every other region every few
+/// seconds (an `Identify` call), which orders fetch sources nearest first.
+pub async fn measure_rtt(rep: Arc<Replicator>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    use meridian_proto::cluster::forward_service_client::ForwardServiceClient;
+    use meridian_proto::cluster::IdentifyRequest;
+    loop {
+        for m in rep.meta.members() {
+            if m.node_id == rep.meta.node_id() {
+                continue;
+            }
+            let Ok(channel) = rep.meta.peers().channel(&m.info.grpc_addr) else { continue };
+            let mut req = tonic::Request::new(IdentifyRequest {});
+            req.set_timeout(Duration::from_secs(2));
+            let start = std::time::Instant::now();
+            if ForwardServiceClient::new(channel).identify(req).await.is_ok() {
+                rep.record_rtt(&m.info.region, start.elapsed());
+            } else {
+                rep.rtt.lock().unwrap_or_else(|p| p.into_inner()).remove(&m.info.region);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.changed() => return,
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::meta::store::{CF_LOCAL_REPLICATION_QUEUE, CF_SM_BLOBS};
 use crate::meta::records::BlobLocation;
 use meridian_replication::Digest;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,7 @@ pub async fn run_replication_worker(rep: Arc<Replicator>, mut shutdown: tokio::s
     let retries: Arc<Mutex<HashMap<Digest, Retry>>> = Arc::default();
     let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     let mut last_backfill: Option<Instant> = None;
+    let mut last_sample = (Instant::now(), 0u64);
     loop {
         if last_backfill.is_none_or(|t| t.elapsed() >= BACKFILL_INTERVAL) {
             if let Err(e) = backfill(&rep) {
@@ -36,9 +38,9 @@ pub async fn run_replication_worker(rep: Arc<Replicator>, mut shutdown: tokio::s
             }
             last_backfill = Some(Instant::now());
         }
+        update_pending(&rep, &mut last_sample);
         match rep.store().scan_prefix(CF_LOCAL_REPLICATION_QUEUE, b"", None, 256) {
             Ok(entries) => {
-                metrics::gauge!("meridian_replication_queue_scanned").set(entries.len() as f64);
                 for (key, value) in entries {
                     let Ok(digest) = Digest::parse(&String::from_utf8_lossy(&key)) else { continue };
                     let Ok(size_bytes) = <[u8; 8]>::try_from(value.as_slice()) else { continue };
@@ -114,4 +116,26 @@ fn backfill(rep: &Replicator) -> Result<(), crate::meta::store::StoreError> {
         rep.store().write(batch)?;
     }
     Ok(())
+}
+
+/// Refreshes the pending-queue figures and the receive rate.
+fn update_pending(rep: &Replicator, last: &mut (Instant, u64)) {
+    if let Ok(entries) = rep.store().scan_prefix(CF_LOCAL_REPLICATION_QUEUE, b"", None, usize::MAX) {
+        let bytes: u64 = entries
+            .iter()
+            .filter_map(|(_, v)| <[u8; 8]>::try_from(v.as_slice()).ok().map(u64::from_be_bytes))
+            .sum();
+        rep.stats.pending_blobs.store(entries.len() as u64, Ordering::Relaxed);
+        rep.stats.pending_bytes.store(bytes, Ordering::Relaxed);
+        metrics::gauge!("meridian_replication_queue_pending").set(entries.len() as f64);
+        metrics::gauge!("meridian_replication_queue_pending_bytes").set(bytes as f64);
+    }
+    let received = rep.stats.bytes_received.load(Ordering::Relaxed);
+    let elapsed = last.0.elapsed().as_secs_f64();
+    if elapsed >= 1.0 {
+        let rate = (received.saturating_sub(last.1)) as f64 / elapsed;
+        rep.stats.throughput_bits.store(rate.to_bits(), Ordering::Relaxed);
+        metrics::gauge!("meridian_replication_throughput_bytes_per_second").set(rate);
+        *last = (Instant::now(), received);
+    }
 }
