@@ -144,6 +144,23 @@ impl AdminServiceImpl {
 }
 
 impl AdminServiceImpl {
+    /// Referenced blobs whose only verified copy is in `region`, with their sizes.
+    fn sole_copies(&self, region: &str) -> Result<Vec<(Digest, u64)>, crate::meta::store::StoreError> {
+        use crate::meta::records::BlobLocation;
+        use crate::meta::store::CF_SM_BLOBS;
+        let store = self.replicator.store();
+        let mut out = Vec::new();
+        for (key, value) in store.scan_prefix(CF_SM_BLOBS, b"", None, usize::MAX)? {
+            let location = BlobLocation::decode(&value)?;
+            if location.regions.len() == 1 && location.regions[0] == region {
+                if let Ok(d) = Digest::parse(&String::from_utf8_lossy(&key)) {
+                    out.push((d, location.size));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn node_stats(&self, grpc_addr: &str) -> Result<NodeReplicationStats, Status> {
         let channel = self.meta.peers().channel(grpc_addr)?;
         let mut req = Request::new(ReplicationStatsRequest {});
@@ -330,6 +347,14 @@ impl AdminService for AdminServiceImpl {
         if target.leader {
             return Err(Status::failed_precondition(format!(
                 "{name} is the leader; move leadership first (meridian admin leader transfer REGION)"
+            )));
+        }
+        let sole = self.sole_copies(&name).map_err(internal)?;
+        if !sole.is_empty() {
+            let bytes: u64 = sole.iter().map(|(_, size)| size).sum();
+            return Err(Status::failed_precondition(format!(
+                "{name} holds the only copy of {} referenced blob(s) ({bytes} bytes); run `meridian admin region drain {name}` first",
+                sole.len()
             )));
         }
         let mut steps = Vec::new();
@@ -526,5 +551,59 @@ impl AdminService for AdminServiceImpl {
             bytes,
             regions,
         }))
+    }
+
+    async fn drain_region(&self, request: Request<DrainRegionRequest>) -> Result<Response<DrainRegionReply>, Status> {
+        self.authorize(&request)?;
+        if let Some(mut leader) = self.leader_admin()? {
+            let fwd = self.pass_on(&request, request.get_ref().clone());
+            return leader.drain_region(fwd).await;
+        }
+        let name = request.into_inner().name;
+        self.find_member(&name)?;
+        let me = self.meta.me().region.clone();
+        if name == me {
+            return Err(Status::failed_precondition(format!(
+                "{name} is the leader's region; move leadership first (meridian admin leader transfer REGION)"
+            )));
+        }
+        let sole = self.sole_copies(&name).map_err(internal)?;
+        let mut steps = vec![format!("{name} holds the only copy of {} blob(s)", sole.len())];
+        let (mut blobs_copied, mut bytes_copied) = (0u64, 0u64);
+        for (digest, size) in sole {
+            let transfer = self
+                .replicator
+                .fetch(&digest, size, crate::replicas::Reason::Background)
+                .map_err(internal)?;
+            let mut rx = transfer.progress.clone();
+            let outcome = loop {
+                let p = *rx.borrow_and_update();
+                if !matches!(p, crate::replicas::transfer::Progress::Running(_)) {
+                    break p;
+                }
+                if rx.changed().await.is_err() {
+                    break crate::replicas::transfer::Progress::Failed;
+                }
+            };
+            if outcome == crate::replicas::transfer::Progress::Failed {
+                return Err(Status::unavailable(format!(
+                    "could not copy {digest} from {name} (copied {blobs_copied} so far); retry the drain"
+                )));
+            }
+            blobs_copied += 1;
+            bytes_copied += size;
+        }
+        // The replica records are batched; wait until they are applied so a remove right
+        // after the drain sees them.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.sole_copies(&name).map_err(internal)?.is_empty() {
+            if Instant::now() > deadline {
+                return Err(Status::deadline_exceeded("copies landed but their records did not commit in time"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        steps.push(format!("copied {blobs_copied} blob(s), {bytes_copied} bytes, to {me}"));
+        steps.push(format!("{name} can now be removed without losing any blob"));
+        Ok(Response::new(DrainRegionReply { steps, blobs_copied, bytes_copied }))
     }
 }
