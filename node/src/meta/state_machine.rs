@@ -8,7 +8,7 @@
 use super::command::{BlobRef, Command, CommandResult, PutManifest};
 use super::records::{BlobLocation, ReferrerDescriptor, StoredManifest};
 use super::store::{
-    repo_key, repo_prefix, Store, StoreError, CF_LOCAL_REPLICATION_QUEUE, CF_SM_BLOBS, CF_SM_BLOB_LINKS, CF_SM_MANIFESTS, CF_SM_META,
+    queue_key, repo_key, repo_prefix, Store, StoreError, CF_LOCAL_REPLICATION_QUEUE, QUEUE_BACKFILL, QUEUE_RECENT, CF_SM_BLOBS, CF_SM_BLOB_LINKS, CF_SM_MANIFESTS, CF_SM_META,
     CF_SM_REFERRERS, CF_SM_REPOS, CF_SM_TAGS, STATE_MACHINE_CFS,
 };
 use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
@@ -97,7 +97,9 @@ impl StateMachine {
                         batch.put_cf(self.store.cf(CF_SM_BLOBS)?, key.as_bytes(), location.encode());
                     }
                     if region == &self.region {
-                        batch.delete_cf(self.store.cf(CF_LOCAL_REPLICATION_QUEUE)?, key.as_bytes());
+                        for priority in [QUEUE_RECENT, QUEUE_BACKFILL] {
+                            batch.delete_cf(self.store.cf(CF_LOCAL_REPLICATION_QUEUE)?, queue_key(priority, &key));
+                        }
                     }
                 }
                 Ok(CommandResult::Applied)
@@ -133,7 +135,11 @@ impl StateMachine {
             if !location.regions.contains(&self.region) {
                 // Node-local: this region lacks a referenced blob, so it goes on the
                 // replication queue (size, u64 BE).
-                batch.put_cf(self.store.cf(CF_LOCAL_REPLICATION_QUEUE)?, blob_key.as_bytes(), size.to_be_bytes());
+                batch.put_cf(
+                    self.store.cf(CF_LOCAL_REPLICATION_QUEUE)?,
+                    queue_key(QUEUE_RECENT, &blob_key),
+                    size.to_be_bytes(),
+                );
             }
             batch.put_cf(self.store.cf(CF_SM_BLOBS)?, blob_key.as_bytes(), location.encode());
             batch.put_cf(self.store.cf(CF_SM_BLOB_LINKS)?, repo_key(&put.repo, &blob_key), size.to_be_bytes());

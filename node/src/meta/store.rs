@@ -31,8 +31,22 @@ pub const CF_SM_REFERRERS: &str = "sm_referrers";
 pub const CF_LOCAL_UPLOADS: &str = "local_uploads";
 /// `repo\0digest` → size: blobs pushed to this node and not yet referenced by a manifest.
 pub const CF_LOCAL_BLOB_LINKS: &str = "local_blob_links";
-/// `digest` → size: referenced blobs this region lacks, waiting to be fetched.
+/// `priority byte, digest` → size: referenced blobs this region lacks, waiting to be
+/// fetched; keys sort by priority, so a scan takes recently pushed blobs first.
 pub const CF_LOCAL_REPLICATION_QUEUE: &str = "local_replication_queue";
+
+/// Queue priority of blobs referenced by a manifest applied just now.
+pub const QUEUE_RECENT: u8 = b'0';
+/// Queue priority of blobs found missing by the backfill scan.
+pub const QUEUE_BACKFILL: u8 = b'1';
+
+/// The replication-queue key of `digest` at `priority`.
+pub fn queue_key(priority: u8, digest: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(digest.len() + 1);
+    k.push(priority);
+    k.extend_from_slice(digest.as_bytes());
+    k
+}
 
 /// The column families that make up the replicated state machine (what a snapshot holds).
 pub const STATE_MACHINE_CFS: [&str; 7] = [

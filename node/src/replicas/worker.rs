@@ -4,7 +4,7 @@
 
 use super::transfer::Progress;
 use super::{Reason, Replicator};
-use crate::meta::store::{CF_LOCAL_REPLICATION_QUEUE, CF_SM_BLOBS};
+use crate::meta::store::{queue_key, CF_LOCAL_REPLICATION_QUEUE, CF_SM_BLOBS, QUEUE_BACKFILL, QUEUE_RECENT};
 use crate::meta::records::BlobLocation;
 use meridian_replication::Digest;
 use std::collections::HashMap;
@@ -42,7 +42,8 @@ pub async fn run_replication_worker(rep: Arc<Replicator>, mut shutdown: tokio::s
         match rep.store().scan_prefix(CF_LOCAL_REPLICATION_QUEUE, b"", None, 256) {
             Ok(entries) => {
                 for (key, value) in entries {
-                    let Ok(digest) = Digest::parse(&String::from_utf8_lossy(&key)) else { continue };
+                    let Some(digest_bytes) = key.get(1..) else { continue };
+                    let Ok(digest) = Digest::parse(&String::from_utf8_lossy(digest_bytes)) else { continue };
                     let Ok(size_bytes) = <[u8; 8]>::try_from(value.as_slice()) else { continue };
                     let size = u64::from_be_bytes(size_bytes);
                     if let Ok(Some(_)) = rep.blobs().size(&digest).await {
@@ -106,8 +107,15 @@ fn backfill(rep: &Replicator) -> Result<(), crate::meta::store::StoreError> {
     let mut queued = 0usize;
     for (key, value) in rep.store().scan_prefix(CF_SM_BLOBS, b"", None, usize::MAX)? {
         let location = BlobLocation::decode(&value)?;
-        if !location.regions.contains(&me) && !rep.store().exists(CF_LOCAL_REPLICATION_QUEUE, &key)? {
-            batch.put_cf(rep.store().cf(CF_LOCAL_REPLICATION_QUEUE)?, &key, location.size.to_be_bytes());
+        let digest = String::from_utf8_lossy(&key);
+        let already = rep.store().exists(CF_LOCAL_REPLICATION_QUEUE, &queue_key(QUEUE_RECENT, &digest))?
+            || rep.store().exists(CF_LOCAL_REPLICATION_QUEUE, &queue_key(QUEUE_BACKFILL, &digest))?;
+        if !location.regions.contains(&me) && !already {
+            batch.put_cf(
+                rep.store().cf(CF_LOCAL_REPLICATION_QUEUE)?,
+                queue_key(QUEUE_BACKFILL, &digest),
+                location.size.to_be_bytes(),
+            );
             queued += 1;
         }
     }
