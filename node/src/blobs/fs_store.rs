@@ -16,6 +16,16 @@ impl FsBlobStore {
         let uploads_dir = data_dir.join("uploads");
         std::fs::create_dir_all(&blobs_dir)?;
         std::fs::create_dir_all(&uploads_dir)?;
+        // Single-request uploads and fetches from other regions cannot resume after a
+        // restart (their hash state was in memory): their partial files are garbage.
+        for entry in std::fs::read_dir(&uploads_dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("direct-") || name.starts_with("fetch-") {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
         Ok(FsBlobStore { blobs_dir, uploads_dir })
     }
 

@@ -33,7 +33,7 @@ pub struct Replicator {
     throttle: RegionThrottle,
     /// Smoothed round-trip time to each region, measured continuously.
     rtt: Mutex<HashMap<String, Duration>>,
-    pub stats: ReplicationCounters,
+    pub stats: Arc<ReplicationCounters>,
 }
 
 /// This node's replication figures since start (what `replication status` shows).
@@ -61,7 +61,7 @@ impl Replicator {
             recorder: tx,
             throttle: RegionThrottle::new(bandwidth_limit),
             rtt: Mutex::new(HashMap::new()),
-            stats: ReplicationCounters::default(),
+            stats: Arc::new(ReplicationCounters::default()),
         })
     }
 
@@ -130,7 +130,7 @@ impl Replicator {
         let this = self.clone();
         let digest = digest.clone();
         tokio::spawn(async move {
-            let sink = FileSink { file, written: 0, progress: tx };
+            let sink = FileSink { file, written: 0, progress: tx, stats: this.stats.clone() };
             this.run_transfer(digest, size, path, sink).await;
         });
         Ok(transfer)
@@ -144,8 +144,6 @@ impl Replicator {
         let outcome = match result {
             Ok(report) => {
                 metrics::counter!("meridian_replication_resumes_total").increment(report.resumes as u64);
-                self.stats.bytes_received.fetch_add(report.bytes, Ordering::Relaxed);
-                self.stats.digest_mismatches.fetch_add(report.mismatches as u64, Ordering::Relaxed);
                 let file = sink.file.clone();
                 let synced = tokio::task::spawn_blocking(move || file.sync_data()).await;
                 match synced {

@@ -31,6 +31,7 @@ pub struct FileSink {
     pub file: Arc<std::fs::File>,
     pub written: u64,
     pub progress: watch::Sender<Progress>,
+    pub stats: Arc<super::ReplicationCounters>,
 }
 
 impl ChunkSink for FileSink {
@@ -43,12 +44,14 @@ impl ChunkSink for FileSink {
             .map_err(|e| std::io::Error::other(e.to_string()))??;
         self.written += len;
         metrics::counter!("meridian_replication_bytes_received_total").increment(len);
+        self.stats.bytes_received.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
         let _ = self.progress.send(Progress::Running(self.written));
         Ok(())
     }
 
     async fn reset(&mut self) -> std::io::Result<()> {
         metrics::counter!("meridian_replication_digest_mismatch_total").increment(1);
+        self.stats.digest_mismatches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.file.set_len(0)?;
         self.written = 0;
         // Readers that already passed offset 0 see progress go backwards and abort.

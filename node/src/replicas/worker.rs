@@ -31,8 +31,13 @@ pub async fn run_replication_worker(rep: Arc<Replicator>, mut shutdown: tokio::s
     let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     let mut last_backfill: Option<Instant> = None;
     let mut last_sample = (Instant::now(), 0u64);
+    let mut last_snapshot = None;
     loop {
-        if last_backfill.is_none_or(|t| t.elapsed() >= BACKFILL_INTERVAL) {
+        // A snapshot install brings blob records no apply queued: scan right after one.
+        let snapshot = rep.meta.raft().metrics().borrow().snapshot;
+        let snapshot_changed = snapshot != last_snapshot;
+        last_snapshot = snapshot;
+        if snapshot_changed || last_backfill.is_none_or(|t| t.elapsed() >= BACKFILL_INTERVAL) {
             if let Err(e) = backfill(&rep) {
                 tracing::warn!(error = %e, "replication backfill scan failed");
             }

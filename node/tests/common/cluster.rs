@@ -253,11 +253,37 @@ impl Member {
         }
     }
 
+    /// Log lines (since the first start, colour codes removed) that contain every one of
+    /// `needles`.
+    pub fn log_lines_with(&self, needles: &[&str]) -> Vec<String> {
+        self.log().lines().map(strip_ansi).filter(|l| needles.iter().all(|n| l.contains(n))).collect()
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         let log = self.log();
         let all: Vec<&str> = log.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
+}
+
+/// A log line without ANSI colour sequences (`ESC [ … letter`), so `key=value` fields
+/// can be matched as written.
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            // Skip `[`, parameters, and the final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
 }
 
 /// One entry of `meridian admin region list --json`.
@@ -510,6 +536,22 @@ impl Cluster {
         eprintln!("[cluster] {} ready again (pid {})", self.members[i].name, self.members[i].pid());
     }
 
+    /// Adds region `name` as a new member joining every live member, starts it and waits
+    /// until it is ready and every member is a voter; returns its index.
+    pub async fn join_new_member(&mut self, name: &str) -> usize {
+        let join: Vec<String> =
+            self.members.iter_mut().filter_map(|m| if m.is_live() { Some(m.grpc_url()) } else { None }).collect();
+        let i = self.add_member(name, join.clone());
+        eprintln!("[cluster] INJECT: start new region {name} (node_id {}) with join = {join:?}", self.members[i].node_id);
+        self.members[i].spawn();
+        self.wait_ready(i).await;
+        // Stopped members are still members: the list shows them all.
+        let names: Vec<String> = self.members.iter().map(|m| m.name.clone()).collect();
+        self.wait_voters(&names, Duration::from_secs(30)).await;
+        eprintln!("[cluster] {name} joined (pid {})", self.members[i].pid());
+        i
+    }
+
     /// Index of the first member that is running and not paused.
     pub fn live_member(&mut self) -> usize {
         (0..self.members.len())
@@ -633,6 +675,50 @@ impl Cluster {
                 panic!("region list did not become {want:?} (all voters) within {timeout:?}; last: {last}");
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// `replication status --json` as seen by member `i`: its `regions` array.
+    pub async fn replication_status_at(&self, i: usize) -> Result<Vec<Value>, String> {
+        let out = self.admin_at(i, &["--json", "replication", "status"]).await;
+        if out.code != 0 {
+            return Err(out.to_string());
+        }
+        let v: Value = serde_json::from_str(out.stdout.trim())
+            .map_err(|e| format!("replication status --json is not JSON ({e}): {out}"))?;
+        v["regions"].as_array().cloned().ok_or_else(|| format!("no `regions` array: {out}"))
+    }
+
+    /// `replication image --json REF` as seen by member `i`.
+    pub async fn replication_image_at(&self, i: usize, reference: &str) -> Result<Value, String> {
+        let out = self.admin_at(i, &["--json", "replication", "image", reference]).await;
+        if out.code != 0 {
+            return Err(out.to_string());
+        }
+        serde_json::from_str(out.stdout.trim()).map_err(|e| format!("replication image --json is not JSON ({e}): {out}"))
+    }
+
+    /// Polls `replication image --json REF` at member `i` until every region in `regions`
+    /// is reported complete; returns the last document or why it never got there.
+    pub async fn wait_image_complete(&self, i: usize, reference: &str, regions: &[&str], timeout: Duration) -> Result<Value, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.replication_image_at(i, reference).await {
+                Ok(v) => {
+                    let complete = |name: &str| {
+                        v["regions"].as_array().is_some_and(|a| a.iter().any(|r| r["name"] == name && r["complete"] == true))
+                    };
+                    if regions.iter().all(|r| complete(r)) {
+                        return Ok(v);
+                    }
+                    v.to_string()
+                }
+                Err(e) => e,
+            };
+            if Instant::now() > deadline {
+                return Err(format!("{reference} not complete in {regions:?} within {timeout:?}; last: {last}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -796,4 +882,34 @@ pub fn is_unavailable_error(r: &Reply) -> bool {
             .as_array()
             .map(|a| a.iter().any(|e| e["code"] == "UNAVAILABLE" && e["message"].is_string()))
             .unwrap_or(false)
+}
+
+// ---------------------------------------------------------------- metrics
+
+/// `GET /metrics` of a node ("" when it does not answer).
+pub async fn metrics_text(node: &Node) -> String {
+    let client = http_client(Duration::from_secs(5));
+    match client.get(node.url("/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Sum of a Prometheus metric over its series whose labels contain every one of `labels`
+/// (e.g. `reason="background"`); the name must match exactly.
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+        .filter(|l| {
+            let series = l.rsplit_once(' ').map(|(s, _)| s).unwrap_or(l);
+            labels.iter().all(|want| series.contains(want))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// [`metric_sum`] of a node's `/metrics` right now.
+pub async fn metric(node: &Node, name: &str, labels: &[&str]) -> f64 {
+    metric_sum(&metrics_text(node).await, name, labels)
 }

@@ -586,3 +586,85 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+// ---------------------------------------------------------------- region blob files
+
+/// Where a node keeps a verified blob: `<data_dir>/blobs/<algorithm>/<first 2 hex>/<hex>`.
+pub fn blob_path(node: &Node, digest: &str) -> PathBuf {
+    let (alg, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
+    node.data_dir.join("blobs").join(alg).join(&hex[..2]).join(hex)
+}
+
+/// The node's blob file for `digest` exists and hashes to it.
+pub fn blob_file_verified(node: &Node, digest: &str) -> bool {
+    match std::fs::read(blob_path(node, digest)) {
+        Ok(bytes) => sha256_digest(&bytes) == digest,
+        Err(_) => false,
+    }
+}
+
+/// Polls until the node holds a verified file for every digest; returns how long it took,
+/// or which digests are still missing (or wrong) at the deadline.
+pub async fn wait_blob_files(node: &Node, digests: &[String], timeout: std::time::Duration) -> Result<std::time::Duration, String> {
+    let t0 = std::time::Instant::now();
+    loop {
+        // Cheap existence check first; hash only when every file is there.
+        let all_there = digests.iter().all(|d| blob_path(node, d).exists());
+        let missing: Vec<&String> = if all_there {
+            digests.iter().filter(|d| !blob_file_verified(node, d)).collect()
+        } else {
+            digests.iter().filter(|d| !blob_path(node, d).exists()).collect()
+        };
+        if missing.is_empty() {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > timeout {
+            return Err(format!("{}: after {timeout:?} no verified blob file for {missing:?}", node.base));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// GET a blob and return its status and body (no assertions).
+pub async fn get_blob(node: &Node, repo: &str, digest: &str) -> Result<(u16, Vec<u8>), String> {
+    let resp = client()
+        .get(node.url(&format!("/v2/{repo}/blobs/{digest}")))
+        .send()
+        .await
+        .map_err(|e| format!("GET {repo}@{digest}: {e}"))?;
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.map_err(|e| format!("GET {repo}@{digest} body (status {status}): {e}"))?;
+    Ok((status, body.to_vec()))
+}
+
+/// An image pushed with layers of chosen sizes, and those layers' bytes.
+pub struct SizedImage {
+    pub image: PushedImage,
+    pub layer_bytes: Vec<Vec<u8>>,
+}
+
+impl SizedImage {
+    /// Digests of the config and every layer.
+    pub fn blob_digests(&self) -> Vec<String> {
+        std::iter::once(self.image.config.digest.clone())
+            .chain(self.image.layers.iter().map(|l| l.digest.clone()))
+            .collect()
+    }
+}
+
+/// Uploads a config and one layer per entry of `layer_sizes` (content derived from `seed`)
+/// and pushes an OCI image manifest under `tag`.
+pub async fn push_image_sized(node: &Node, repo: &str, tag: &str, seed: &str, layer_sizes: &[usize]) -> SizedImage {
+    let config_bytes = to_bytes(&json!({"architecture": "amd64", "os": "linux", "seed": seed}));
+    let config = push_blob_desc(node, repo, OCI_CONFIG, &config_bytes).await;
+    let mut layers = Vec::new();
+    let mut layer_bytes = Vec::new();
+    for (i, size) in layer_sizes.iter().enumerate() {
+        let bytes = test_bytes(&format!("layer-{seed}-{i}"), *size);
+        layers.push(push_blob_desc(node, repo, OCI_LAYER, &bytes).await);
+        layer_bytes.push(bytes);
+    }
+    let manifest = to_bytes(&image_manifest(&config, &layers));
+    let digest = push_manifest(node, repo, tag, OCI_MANIFEST, &manifest).await;
+    SizedImage { image: PushedImage { config, layers, manifest, digest }, layer_bytes }
+}
