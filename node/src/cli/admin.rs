@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use meridian_proto::admin::admin_service_client::AdminServiceClient;
 use meridian_proto::admin::{
     AddRegionReply, AddRegionRequest, Empty, ImageReplicationReply, ImageRequest, InitReply, ListRegionsReply,
-    RegionInfo, RegionReplication, RemoveRegionReply, RemoveRegionRequest, ReplicationStatusReply, SnapshotReply,
+    DrainRegionRequest, RegionInfo, RegionReplication, RemoveRegionReply, RemoveRegionRequest, ReplicationStatusReply, SnapshotReply,
     StatusReply, TransferLeaderReply, TransferLeaderRequest,
 };
 use serde_json::{json, Value};
@@ -90,8 +90,13 @@ pub enum RegionCommand {
         #[arg(long)]
         learner: bool,
     },
-    /// Remove a region from the cluster.
+    /// Remove a region from the cluster (refused while it holds a blob's only copy).
     Remove {
+        /// The region's name.
+        name: String,
+    },
+    /// Copy every blob the region alone holds to the leader's region, so it can be removed.
+    Drain {
         /// The region's name.
         name: String,
     },
@@ -305,6 +310,20 @@ async fn execute(args: AdminArgs) -> Result<String, CliError> {
             let req = admin.request(AddRegionRequest { grpc_addr, learner });
             let reply = call(LONG_CALL_TIMEOUT, client.add_region(req)).await?;
             Ok(if json { pretty(&add_json(&reply)) } else { render_add(&reply) })
+        }
+        AdminCommand::Region(RegionCommand::Drain { name }) => {
+            let req = admin.request(DrainRegionRequest { name: name.clone() });
+            let reply = call(LONG_CALL_TIMEOUT, client.drain_region(req)).await?;
+            Ok(if json {
+                pretty(&json!({
+                    "drained": name,
+                    "blobs_copied": reply.blobs_copied,
+                    "bytes_copied": reply.bytes_copied,
+                    "steps": reply.steps,
+                }))
+            } else {
+                steps_text(&reply.steps)
+            })
         }
         AdminCommand::Region(RegionCommand::Remove { name }) => {
             let req = admin.request(RemoveRegionRequest { name: name.clone() });
