@@ -437,6 +437,23 @@ impl Ctx {
 
     /// Push `layers` unique layers, a config and an OCI manifest under `tag`.
     /// Returns (bytes pushed, manifest digest).
+    /// PUT an OCI manifest by tag; anything but 201 is an error.
+    async fn send_manifest(&self, tag: &str, manifest: Vec<u8>) -> anyhow::Result<()> {
+        let resp = self
+            .client
+            .put(format!("{}/v2/{}/manifests/{}", self.base, self.repo, tag))
+            .header(CONTENT_TYPE, OCI_MANIFEST)
+            .body(manifest)
+            .send()
+            .await
+            .context("PUT manifest")?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(err_status("PUT manifest", resp).await);
+        }
+        let _ = resp.bytes().await;
+        Ok(())
+    }
+
     async fn push_image(&self, w: &mut WorkerState, tag: &str) -> Result<(u64, String)> {
         let mut total = 0u64;
         let mut layers = Vec::with_capacity(self.layers);
@@ -466,18 +483,7 @@ impl Ctx {
         }))?;
         let mdigest = sha256_digest(&manifest);
         let mlen = manifest.len() as u64;
-        let resp = self
-            .client
-            .put(format!("{}/v2/{}/manifests/{}", self.base, self.repo, tag))
-            .header(CONTENT_TYPE, OCI_MANIFEST)
-            .body(manifest)
-            .send()
-            .await
-            .context("PUT manifest")?;
-        if resp.status() != StatusCode::CREATED {
-            return Err(err_status("PUT manifest", resp).await);
-        }
-        let _ = resp.bytes().await;
+        self.send_manifest(&tag, manifest).await?;
         Ok((total + mlen, mdigest))
     }
 
@@ -580,18 +586,7 @@ impl Ctx {
         }))?;
         w.counter += 1;
         let mlen = manifest.len() as u64;
-        let resp = self
-            .client
-            .put(format!("{}/v2/{}/manifests/{}", self.base, self.repo, tag))
-            .header(CONTENT_TYPE, OCI_MANIFEST)
-            .body(manifest)
-            .send()
-            .await
-            .context("PUT manifest")?;
-        if resp.status() != StatusCode::CREATED {
-            return Err(err_status("PUT manifest", resp).await);
-        }
-        let _ = resp.bytes().await;
+        self.send_manifest(&tag, manifest).await?;
         Ok(mlen)
     }
 
