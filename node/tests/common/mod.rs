@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod oci;
+pub mod skopeo;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
