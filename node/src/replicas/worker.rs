@@ -98,8 +98,21 @@ pub async fn run_replication_worker(rep: Arc<Replicator>, mut shutdown: tokio::s
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the replication queue"),
         }
+        // Next scan: after SCAN_INTERVAL, or as soon as this node applies a new entry (a
+        // manifest from another region may just have queued blobs).
+        let applied = rep.meta.applied_index();
+        let mut metrics = rep.meta.raft().metrics();
+        let new_entry = async {
+            while metrics.changed().await.is_ok() {
+                if metrics.borrow().last_applied.map(|l| l.index).unwrap_or(0) > applied {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await
+        };
         tokio::select! {
             _ = tokio::time::sleep(SCAN_INTERVAL) => {}
+            _ = new_entry => {}
             _ = shutdown.changed() => return,
         }
     }
