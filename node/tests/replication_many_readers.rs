@@ -25,7 +25,7 @@ fn counter(metrics: &str, name: &str) -> f64 {
 async fn hundred_readers_share_one_transfer() {
     // 128 MB/s per source region: the 256 MiB transfer takes about two seconds, so all
     // readers arrive while it is in flight.
-    let mut c = Cluster::start_with(ClusterOptions::new(3).env("MERIDIAN_REPLICATION_BANDWIDTH_LIMIT", "128000000")).await;
+    let c = Cluster::start_with(ClusterOptions::new(3).env("MERIDIAN_REPLICATION_BANDWIDTH_LIMIT", "128000000")).await;
     let (a, b) = (0, 1);
     let layer_bytes = oci::test_bytes("many-readers", 256 << 20);
     let layer_digest = format!("sha256:{}", hex::encode(Sha256::digest(&layer_bytes)));
