@@ -97,6 +97,17 @@ async fn a_corrupt_source_is_skipped_and_never_served() {
         ));
     }
 
+    // A source that served its whole corrupt copy noticed and quarantined it: it no
+    // longer sits under the digest in A's or B's blob store.
+    for i in [a, b] {
+        let quarantined = !oci::blob_path(&c[i], &layer).exists()
+            && std::fs::read_dir(c[i].data_dir.join("quarantine")).map(|d| d.count() > 0).unwrap_or(false);
+        if !quarantined {
+            let served = common::cluster::metric_sum(&common::cluster::metrics_text(&c[i]).await, "meridian_blob_corrupt_local_copies_total", &[]);
+            problems.push(format!("{} still stores its corrupt copy under the digest (corrupt copies detected: {served})", c[i].name));
+        }
+    }
+
     // With C back, D lands a good copy by itself.
     c.restart(cc).await;
     let took = oci::wait_blob_files(&c[d], &[layer.clone()], Duration::from_secs(30)).await.unwrap();

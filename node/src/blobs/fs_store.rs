@@ -81,6 +81,17 @@ impl FsBlobStore {
         .map_err(|e| BlobError::Io(std::io::Error::other(e.to_string())))?
     }
 
+    /// Moves a stored blob whose bytes no longer match its digest out of the store (to
+    /// `quarantine/`, kept for inspection), so this region stops serving it and fetches
+    /// a good copy when it is next needed.
+    pub async fn quarantine(&self, digest: &Digest) -> Result<(), BlobError> {
+        let dir = self.blobs_dir.with_file_name("quarantine");
+        tokio::fs::create_dir_all(&dir).await?;
+        let target = dir.join(format!("{}-{}-{}", digest.algorithm().name(), digest.hex(), uuid::Uuid::new_v4()));
+        tokio::fs::rename(self.blob_path(digest), target).await?;
+        Ok(())
+    }
+
     /// Removes a file from the uploads area (cancelled or refused upload).
     pub async fn discard(&self, path: &Path) {
         if let Err(e) = tokio::fs::remove_file(path).await {

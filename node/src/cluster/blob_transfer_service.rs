@@ -36,12 +36,27 @@ impl BlobTransfer for BlobTransferImpl {
         }
         file.seek(std::io::SeekFrom::Start(req.offset)).await.map_err(|e| Status::internal(e.to_string()))?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<BlobChunk, Status>>(4);
+        let blobs = self.blobs.clone();
         tokio::spawn(async move {
             let mut first = true;
+            // A whole-blob read doubles as a check of this region's own copy.
+            let mut check = (req.offset == 0).then(|| digest.algorithm().hasher());
             loop {
                 let mut buf = vec![0u8; CHUNK];
                 let n = match file.read(&mut buf).await {
-                    Ok(0) => return,
+                    Ok(0) => {
+                        if let Some(hasher) = check.take() {
+                            let actual = hasher.finish();
+                            if actual != digest {
+                                metrics::counter!("meridian_blob_corrupt_local_copies_total").increment(1);
+                                tracing::error!(%digest, %actual, "stored copy does not match its digest; quarantining it");
+                                if let Err(e) = blobs.quarantine(&digest).await {
+                                    tracing::error!(%digest, error = %e, "could not quarantine a corrupt copy");
+                                }
+                            }
+                        }
+                        return;
+                    }
                     Ok(n) => n,
                     Err(e) => {
                         let _ = tx.send(Err(Status::internal(e.to_string()))).await;
@@ -49,6 +64,9 @@ impl BlobTransfer for BlobTransferImpl {
                     }
                 };
                 buf.truncate(n);
+                if let Some(hasher) = check.as_mut() {
+                    hasher.update(&buf);
+                }
                 metrics::counter!("meridian_replication_bytes_served_total").increment(n as u64);
                 let chunk = BlobChunk { data: buf, total_size: if first { size } else { 0 } };
                 first = false;
