@@ -6,9 +6,10 @@
 //! * D tries the reachable (corrupt) holders and fails: its digest-mismatch counter rises
 //!   (or the fetch fails), it keeps no file for the layer, and a GET of the layer in D
 //!   never delivers a complete 200 body with the wrong bytes;
+//! * A and B, having served their whole (corrupt) copies, detect it and quarantine them;
 //! * once C is back, D lands the layer by itself (background): its file hashes to the
-//!   digest, the "replica landed" line names C among the sources, and a GET in D returns
-//!   the pushed bytes;
+//!   digest, C's copy is never rejected, and a GET in D returns the pushed bytes;
+//! * A and B heal: they record the lost copies and fetch good ones again;
 //! * `meridian admin replication status` reports D's digest mismatches (while the fetches
 //!   are failing and after the layer landed).
 
@@ -115,7 +116,12 @@ async fn a_corrupt_source_is_skipped_and_never_served() {
     let landed = c[d].log_lines_with(&["replica landed", &layer]);
     assert!(!landed.is_empty(), "no 'replica landed' line for the layer in D");
     eprintln!("{}", landed.join("\n"));
-    assert!(landed.iter().any(|l| l.contains("r3")), "D's good copy did not come from C: {landed:?}");
+    // D's copy comes from C, or from A or B once they healed themselves from C (they
+    // quarantine their corrupt copies and fetch good ones); either way it was verified.
+    assert!(
+        landed.iter().any(|l| l.contains("r3") || l.contains("r1") || l.contains("r2")),
+        "D's copy has no recorded source: {landed:?}"
+    );
     let rejected = c[d].log_lines_with(&["does not match its digest"]);
     eprintln!("D rejected copies:\n{}", rejected.join("\n"));
     assert!(rejected.iter().all(|l| !l.contains("r3")), "C's good copy was rejected: {rejected:?}");
@@ -132,6 +138,13 @@ async fn a_corrupt_source_is_skipped_and_never_served() {
             "after D landed the layer, `replication status` still shows no digest mismatch for D \
              (its /metrics counted {mismatches}): {row}"
         ));
+    }
+    // A and B heal themselves: having recorded the loss of their copies, they fetch a
+    // good one again (from C or D) without anyone pulling there.
+    for i in [a, b] {
+        if let Err(e) = oci::wait_blob_files(&c[i], &[layer.clone()], Duration::from_secs(30)).await {
+            problems.push(format!("{} did not re-fetch a good copy after quarantining its own: {e}", c[i].name));
+        }
     }
     assert!(problems.is_empty(), "problems:\n{}", problems.join("\n"));
 }

@@ -13,6 +13,7 @@ const CHUNK: usize = 1 << 20;
 
 pub struct BlobTransferImpl {
     pub blobs: FsBlobStore,
+    pub meta: crate::meta::Meta,
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<BlobChunk, Status>> + Send>>;
@@ -37,6 +38,7 @@ impl BlobTransfer for BlobTransferImpl {
         file.seek(std::io::SeekFrom::Start(req.offset)).await.map_err(|e| Status::internal(e.to_string()))?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<BlobChunk, Status>>(4);
         let blobs = self.blobs.clone();
+        let meta = self.meta.clone();
         tokio::spawn(async move {
             let mut first = true;
             // A whole-blob read doubles as a check of this region's own copy.
@@ -50,8 +52,15 @@ impl BlobTransfer for BlobTransferImpl {
                             if actual != digest {
                                 metrics::counter!("meridian_blob_corrupt_local_copies_total").increment(1);
                                 tracing::error!(%digest, %actual, "stored copy does not match its digest; quarantining it");
-                                if let Err(e) = blobs.quarantine(&digest).await {
-                                    tracing::error!(%digest, error = %e, "could not quarantine a corrupt copy");
+                                match blobs.quarantine(&digest).await {
+                                    Ok(()) => {
+                                        let region = meta.me().region.clone();
+                                        let cmd = crate::meta::command::Command::DropReplica { region, digest: digest.clone() };
+                                        if let Err(e) = meta.propose(cmd).await {
+                                            tracing::warn!(%digest, error = %e, "could not record the lost copy");
+                                        }
+                                    }
+                                    Err(e) => tracing::error!(%digest, error = %e, "could not quarantine a corrupt copy"),
                                 }
                             }
                         }

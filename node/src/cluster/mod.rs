@@ -34,6 +34,7 @@ pub async fn serve_grpc(
         ForwardServiceServer::new(forward_service::ForwardServiceImpl { meta: meta.clone(), replicator: replicator.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let meta_for_blobs = meta.clone();
     let admin = AdminServiceServer::new(admin_service::AdminServiceImpl {
         meta,
         replicator: replicator.clone(),
@@ -49,7 +50,7 @@ pub async fn serve_grpc(
         .add_service(admin)
         .add_service(
             meridian_proto::replication::blob_transfer_server::BlobTransferServer::new(
-                blob_transfer_service::BlobTransferImpl { blobs: replicator.blobs().clone() },
+                blob_transfer_service::BlobTransferImpl { blobs: replicator.blobs().clone(), meta: meta_for_blobs },
             ),
         )
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {

@@ -18,6 +18,8 @@ pub enum Command {
     UnlinkBlob { repo: String, digest: Digest },
     /// Verified copies of these blobs have landed in `region` (batched).
     AddReplicas { region: String, digests: Vec<Digest> },
+    /// `region`'s copy of a blob turned out corrupt and was quarantined.
+    DropReplica { region: String, digest: Digest },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

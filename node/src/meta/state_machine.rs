@@ -104,6 +104,24 @@ impl StateMachine {
                 }
                 Ok(CommandResult::Applied)
             }
+            Command::DropReplica { region, digest } => {
+                let key = digest.to_string();
+                let Some(raw) = self.store.get(CF_SM_BLOBS, key.as_bytes())? else {
+                    return Ok(CommandResult::BlobUnknown);
+                };
+                let mut location = BlobLocation::decode(&raw)?;
+                location.regions.retain(|r| r != region);
+                batch.put_cf(self.store.cf(CF_SM_BLOBS)?, key.as_bytes(), location.encode());
+                if region == &self.region {
+                    // This region lost its copy: fetch a good one again.
+                    batch.put_cf(
+                        self.store.cf(CF_LOCAL_REPLICATION_QUEUE)?,
+                        queue_key(QUEUE_RECENT, &key),
+                        location.size.to_be_bytes(),
+                    );
+                }
+                Ok(CommandResult::Applied)
+            }
             Command::UnlinkBlob { repo, digest } => {
                 let key = repo_key(repo, &digest.to_string());
                 if !self.store.exists(CF_SM_BLOB_LINKS, &key)? {
