@@ -493,11 +493,8 @@ impl AdminService for AdminServiceImpl {
 
     async fn replication_status(&self, request: Request<Empty>) -> Result<Response<ReplicationStatusReply>, Status> {
         self.authorize(&request)?;
-        let leader_last = match self.leader_admin() {
-            Ok(None) => self.meta.raft().metrics().borrow().last_log_index.unwrap_or(0),
-            // A follower's own last log index is what it has received from the leader.
-            _ => self.meta.raft().metrics().borrow().last_log_index.unwrap_or(0),
-        };
+        // At a follower, its own last log index is what it has received from the leader.
+        let leader_last = self.meta.raft().metrics().borrow().last_log_index.unwrap_or(0);
         let members = self.meta.members();
         let probes = join_all(members.iter().map(|m| self.node_stats(&m.info.grpc_addr))).await;
         let regions = members
@@ -575,17 +572,7 @@ impl AdminService for AdminServiceImpl {
                 .replicator
                 .fetch(&digest, size, crate::replicas::Reason::Background)
                 .map_err(internal)?;
-            let mut rx = transfer.progress.clone();
-            let outcome = loop {
-                let p = *rx.borrow_and_update();
-                if !matches!(p, crate::replicas::transfer::Progress::Running(_)) {
-                    break p;
-                }
-                if rx.changed().await.is_err() {
-                    break crate::replicas::transfer::Progress::Failed;
-                }
-            };
-            if outcome == crate::replicas::transfer::Progress::Failed {
+            if transfer.finished().await == crate::replicas::transfer::Progress::Failed {
                 return Err(Status::unavailable(format!(
                     "could not copy {digest} from {name} (copied {blobs_copied} so far); retry the drain"
                 )));

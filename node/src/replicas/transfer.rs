@@ -26,6 +26,23 @@ pub struct Transfer {
     pub progress: watch::Receiver<Progress>,
 }
 
+impl Transfer {
+    /// Waits until the transfer is verified and stored (`Done`) or has failed.
+    pub async fn finished(&self) -> Progress {
+        let mut rx = self.progress.clone();
+        loop {
+            let p = *rx.borrow_and_update();
+            if !matches!(p, Progress::Running(_)) {
+                return p;
+            }
+            if rx.changed().await.is_err() {
+                // The transfer task ended without a final state.
+                return Progress::Failed;
+            }
+        }
+    }
+}
+
 /// Writes fetched bytes into the transfer's file and publishes progress.
 pub struct FileSink {
     pub file: Arc<std::fs::File>,

@@ -32,6 +32,7 @@ pub async fn run_replication_worker(rep: Arc<Replicator>, mut shutdown: tokio::s
     let mut last_backfill: Option<Instant> = None;
     let mut last_sample = (Instant::now(), 0u64);
     let mut last_snapshot = None;
+    let mut last_pending: Option<Instant> = None;
     loop {
         // A snapshot install brings blob records no apply queued: scan right after one.
         let snapshot = rep.meta.raft().metrics().borrow().snapshot;
@@ -43,7 +44,11 @@ pub async fn run_replication_worker(rep: Arc<Replicator>, mut shutdown: tokio::s
             }
             last_backfill = Some(Instant::now());
         }
-        update_pending(&rep, &mut last_sample);
+        // The full queue scan for the figures runs at the tick's pace, not on every wake-up.
+        if last_pending.is_none_or(|t| t.elapsed() >= SCAN_INTERVAL) {
+            update_pending(&rep, &mut last_sample);
+            last_pending = Some(Instant::now());
+        }
         match rep.store().scan_prefix(CF_LOCAL_REPLICATION_QUEUE, b"", None, 256) {
             Ok(entries) => {
                 for (key, value) in entries {
@@ -71,16 +76,7 @@ pub async fn run_replication_worker(rep: Arc<Replicator>, mut shutdown: tokio::s
                     };
                     let retries = retries.clone();
                     tokio::spawn(async move {
-                        let mut rx = transfer.progress.clone();
-                        let outcome = loop {
-                            let p = *rx.borrow_and_update();
-                            if matches!(p, Progress::Done(_) | Progress::Failed) {
-                                break p;
-                            }
-                            if rx.changed().await.is_err() {
-                                break Progress::Failed;
-                            }
-                        };
+                        let outcome = transfer.finished().await;
                         if let Ok(mut r) = retries.lock() {
                             if outcome == Progress::Failed {
                                 let entry = r.entry(digest).or_insert(Retry { attempts: 0, next: Instant::now() });
