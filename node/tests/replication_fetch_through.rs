@@ -9,30 +9,12 @@
 
 mod common;
 
-use common::cluster::Cluster;
+use common::cluster::{self, Cluster};
 use common::oci::{self, OCI_MANIFEST};
 use sha2::{Digest as _, Sha256};
 use std::time::{Duration, Instant};
 
 const REPO: &str = "geo/app";
-
-/// Sum of a counter over all label sets in a Prometheus text page.
-fn counter(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-async fn metrics_of(base: &str) -> String {
-    reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap()
-}
-
-fn local_blob_exists(data_dir: &std::path::Path, digest: &str) -> bool {
-    let hex = digest.trim_start_matches("sha256:");
-    data_dir.join("blobs").join("sha256").join(&hex[..2]).join(hex).exists()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn blobs_pushed_in_one_region_are_pulled_everywhere() {
@@ -52,11 +34,11 @@ async fn blobs_pushed_in_one_region_are_pulled_everywhere() {
     // queue), every further transfer in B can only be the layer's.
     common::cluster::wait_manifest(&c[b], REPO, "v1", &manifest, Duration::from_secs(5)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !local_blob_exists(&c[b].data_dir, &config.digest) {
+    while !oci::blob_path(&c[b], &config.digest).exists() {
         assert!(Instant::now() < deadline, "config blob did not replicate to B in the background");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let before = counter(&metrics_of(&c[b].base).await, "meridian_replication_transfers_total");
+    let before = cluster::metric(&c[b], "meridian_replication_transfers_total", &[]).await;
 
     // 40 concurrent GETs in B: all byte-identical, one transfer between them.
     let client = reqwest::Client::new();
@@ -73,7 +55,7 @@ async fn blobs_pushed_in_one_region_are_pulled_everywhere() {
     });
     let digests = futures::future::join_all(gets).await;
     assert!(digests.iter().all(|d| d == &layer_digest), "a reader in B got wrong bytes");
-    let after = counter(&metrics_of(&c[b].base).await, "meridian_replication_transfers_total");
+    let after = cluster::metric(&c[b], "meridian_replication_transfers_total", &[]).await;
     assert!(
         after - before <= 1.0,
         "40 readers of one blob must share one transfer (transfers before {before}, after {after})"
@@ -84,20 +66,20 @@ async fn blobs_pushed_in_one_region_are_pulled_everywhere() {
 
     // The blob lands on B's and C's disks (fetch-through stored it, or the queue did).
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !(local_blob_exists(&c[b].data_dir, &layer_digest) && local_blob_exists(&c[cc].data_dir, &layer_digest)) {
+    while !(oci::blob_path(&c[b], &layer_digest).exists() && oci::blob_path(&c[cc], &layer_digest).exists()) {
         assert!(Instant::now() < deadline, "blob did not land in B and C");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The config blob too (the background queue fetches what no client asked for).
-    while !(local_blob_exists(&c[b].data_dir, &config.digest) && local_blob_exists(&c[cc].data_dir, &config.digest)) {
+    while !(oci::blob_path(&c[b], &config.digest).exists() && oci::blob_path(&c[cc], &config.digest).exists()) {
         assert!(Instant::now() < deadline, "config blob did not replicate in the background");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // With A gone, B serves from its own copy without a transfer.
     c.stop(a);
-    let before = counter(&metrics_of(&c[b].base).await, "meridian_replication_transfers_total");
+    let before = cluster::metric(&c[b], "meridian_replication_transfers_total", &[]).await;
     oci::assert_blob_content(&c[b], REPO, &layer_digest, &layer_bytes).await;
-    let after = counter(&metrics_of(&c[b].base).await, "meridian_replication_transfers_total");
+    let after = cluster::metric(&c[b], "meridian_replication_transfers_total", &[]).await;
     assert_eq!(before, after, "a local blob must not be fetched again");
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::cluster::{Cluster, ClusterOptions};
+use common::cluster::{self, Cluster, ClusterOptions};
 use common::oci::{self, OCI_MANIFEST};
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
@@ -12,14 +12,6 @@ use std::time::{Duration, Instant};
 
 const REPO: &str = "many/readers";
 const READERS: usize = 100;
-
-fn counter(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hundred_readers_share_one_transfer() {
@@ -41,8 +33,7 @@ async fn hundred_readers_share_one_transfer() {
         assert!(Instant::now() < deadline, "config blob did not replicate to B");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let metrics_url = c[b].url("/metrics");
-    let before = counter(&reqwest::get(&metrics_url).await.unwrap().text().await.unwrap(), "meridian_replication_transfers_total");
+    let before = cluster::metric(&c[b], "meridian_replication_transfers_total", &[]).await;
 
     let client = reqwest::Client::builder().pool_max_idle_per_host(READERS).build().unwrap();
     let url = c[b].url(&format!("/v2/{REPO}/blobs/{layer_digest}"));
@@ -72,7 +63,7 @@ async fn hundred_readers_share_one_transfer() {
         assert_eq!(len, 256 << 20, "reader {i}: length");
         assert_eq!(digest, layer_digest, "reader {i}: bytes");
     }
-    let after = counter(&reqwest::get(&metrics_url).await.unwrap().text().await.unwrap(), "meridian_replication_transfers_total");
+    let after = cluster::metric(&c[b], "meridian_replication_transfers_total", &[]).await;
     assert!(after - before <= 1.0, "{READERS} readers must share one transfer (before {before}, after {after})");
     assert!(oci::blob_file_verified(&c[b], &layer_digest), "the shared transfer stored a verified copy in B");
 }
