@@ -45,36 +45,9 @@ for d in $DELAYS; do
 done
 
 TMP="$(mktemp -d /tmp/meridian-cluster-bench.XXXXXX)"
-STARTED=()   # every pid this script started and has not stopped yet
-
-stop_pids() { # pid… : TERM, wait up to 10 s, then KILL; only the given pids
-  local pid
-  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "$@"; do
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
-    wait "$pid" 2>/dev/null || true
-  done
-}
-
-cleanup() {
-  local rc=$?
-  if ((${#STARTED[@]})); then stop_pids "${STARTED[@]}"; fi
-  if [[ "${KEEP_TMP:-0}" == 1 ]]; then
-    echo "kept $TMP" >&2
-  else
-    rm -rf "$TMP"
-  fi
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { echo "[cluster] $*" >&2; }
-
-http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" || true; }
-
-port_in_use() { [[ -n "$(ss -ltnH "sport = :$1" 2>/dev/null)" ]]; }
+BENCH_NAME=cluster
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 
 # ---------------------------------------------------------------- build
 log "cargo build --release -p meridian-node -p meridian-benches -p chaos-tests"
@@ -91,12 +64,7 @@ PROXY_PIDS=()
 
 start_cluster() { # delay_ms dir
   local delay=$1 dir=$2 i r p
-  for p in 5001 5002 5003 6001 6002 6003 7001 7002 7003; do
-    if port_in_use "$p"; then
-      log "port 127.0.0.1:$p is already in use (deploy/local-cluster.sh running?); not starting"
-      exit 1
-    fi
-  done
+  require_free_ports 5001 5002 5003 6001 6002 6003 7001 7002 7003
   NODE_PIDS=()
   PROXY_PIDS=()
   for i in 1 2 3; do
@@ -181,12 +149,7 @@ wait_members() { # dir
 
 stop_cluster() {
   stop_pids "${NODE_PIDS[@]}" "${PROXY_PIDS[@]}"
-  local keep=() pid x
-  for pid in "${STARTED[@]}"; do
-    for x in "${NODE_PIDS[@]}" "${PROXY_PIDS[@]}"; do [[ "$pid" == "$x" ]] && continue 2; done
-    keep+=("$pid")
-  done
-  STARTED=("${keep[@]+"${keep[@]}"}")
+  forget_pids "${NODE_PIDS[@]}" "${PROXY_PIDS[@]}"
   NODE_PIDS=()
   PROXY_PIDS=()
 }
@@ -259,9 +222,6 @@ calc() { # awk expression over a b c… (empty operands → empty result)
   awk -v a="${1:-0}" -v b="${2:-0}" -v c="${3:-0}" "BEGIN { printf \"%.6f\", $expr }"
 }
 
-cpu_model="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-git_rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [[ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -1)" ]]; then git_rev="$git_rev (dirty tree)"; fi
 notes=()
 [[ -n "${RESULTS_NOTE:-}" ]] && notes+=("$RESULTS_NOTE")
 if ((BENCH_SECS < 10)); then notes+=("Preliminary: short runs (${BENCH_SECS} s per scenario)."); fi
@@ -275,8 +235,8 @@ SECTION="$TMP/section.md"
   for n in "${notes[@]+"${notes[@]}"}"; do echo "> **$n**"; echo ">"; done
   ((${#notes[@]})) && echo
   echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "- Machine: $(nproc) CPUs ($cpu_model), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r); all three nodes, the proxies and the client share the machine"
-  echo "- Meridian: git $git_rev; three \`meridian serve\` processes (regions us, eu, ap; node 1 = us bootstraps, the others join), Raft heartbeat 250 ms, election timeout 1500–3000 ms"
+  echo "- Machine: $(machine_line); all three nodes, the proxies and the client share the machine"
+  echo "- Meridian: git $(git_rev); three \`meridian serve\` processes (regions us, eu, ap; node 1 = us bootstraps, the others join), Raft heartbeat 250 ms, election timeout 1500–3000 ms"
   echo "- Links: each node advertises a \`fault-proxy\` (7001→6001, 7002→6002, 7003→6003) as its gRPC address, so every inter-node connection (Raft, write forwarding) is delayed by the one-way delay in each direction; the benchmark client talks to each node's HTTP port directly (no delay)"
   echo "- Command: \`${CMDLINE% }\`"
   echo "- Each scenario: ${BENCH_WARMUP} s warm-up, then ${BENCH_SECS} s measured; HTTP/1.1 over 127.0.0.1"
@@ -346,17 +306,7 @@ SECTION="$TMP/section.md"
   echo "<!-- cluster:end -->"
 } >"$SECTION"
 
-# Replace the marked block, or append it (after a blank line) when there is none.
-if [[ -f "$RESULTS_FILE" ]] && grep -q '^<!-- cluster:begin -->' "$RESULTS_FILE"; then
-  awk -v sec="$SECTION" '
-    /^<!-- cluster:begin -->/ { while ((getline line < sec) > 0) print line; skip = 1; next }
-    /^<!-- cluster:end -->/ { skip = 0; next }
-    !skip { print }
-  ' "$RESULTS_FILE" >"$RESULTS_FILE.tmp"
-else
-  { [[ -f "$RESULTS_FILE" ]] && cat "$RESULTS_FILE" && echo; cat "$SECTION"; } >"$RESULTS_FILE.tmp"
-fi
-mv "$RESULTS_FILE.tmp" "$RESULTS_FILE"
+write_section "$RESULTS_FILE" cluster "$SECTION"
 log "updated $RESULTS_FILE"
 cat "$SECTION" >&2
 ((${#FAILED[@]} == 0))

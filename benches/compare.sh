@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compare Meridian against CNCF Distribution (docker-registry) on this machine
-# with meridian-bench, and write benches/RESULTS.md (keeping the three-region
-# section between <!-- cluster:begin/end --> that benches/cluster.sh writes).
+# with meridian-bench, and write the section between <!-- single:begin/end --> of
+# benches/RESULTS.md (the other sections belong to cluster.sh and replication.sh).
 #
 #   benches/compare.sh                              # both targets, 10 s per scenario
 #   BENCH_SECS=5 benches/compare.sh                 # shorter runs
@@ -37,39 +37,11 @@ done
 want() { [[ " $TARGETS " == *" $1 "* ]]; }
 
 TMP="$(mktemp -d /tmp/meridian-compare.XXXXXX)"
+BENCH_NAME=compare
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 DIST_PID=""
 MERIDIAN_PID=""
-cleanup() {
-  local rc=$?
-  for pid in $DIST_PID $MERIDIAN_PID; do
-    if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-  done
-  if [[ "${KEEP_TMP:-0}" == 1 ]]; then
-    echo "kept $TMP" >&2
-  else
-    rm -rf "$TMP"
-  fi
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { echo "[compare] $*" >&2; }
-
-wait_http() { # url timeout_secs
-  local url=$1 deadline=$((SECONDS + $2))
-  while (( SECONDS < deadline )); do
-    if [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)" == 200 ]]; then
-      return 0
-    fi
-    sleep 0.2
-  done
-  return 1
-}
 
 # ---------------------------------------------------------------- build
 PKGS=(-p meridian-benches)
@@ -115,6 +87,7 @@ EOF
   log "starting Distribution on $DIST_ADDR"
   /usr/bin/docker-registry serve "$TMP/distribution/config.yml" >"$TMP/distribution/log" 2>&1 &
   DIST_PID=$!
+  STARTED+=("$DIST_PID")
   if ! wait_http "http://$DIST_ADDR/v2/" 30; then
     log "Distribution did not come up; log:"; tail -20 "$TMP/distribution/log" >&2; exit 1
   fi
@@ -127,6 +100,7 @@ if want meridian; then
   "$ROOT/target/release/meridian" serve --listen "$MERIDIAN_ADDR" --data-dir "$TMP/meridian/data" \
     >"$TMP/meridian/log" 2>&1 &
   MERIDIAN_PID=$!
+  STARTED+=("$MERIDIAN_PID")
   if ! wait_http "http://$MERIDIAN_ADDR/readyz" 60; then
     log "Meridian did not become ready (GET /readyz); log:"; tail -20 "$TMP/meridian/log" >&2; exit 1
   fi
@@ -169,25 +143,24 @@ for t in $TARGETS; do
 done
 
 # ---------------------------------------------------------------- report
-cpu_model="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 dist_version="$(/usr/bin/docker-registry --version 2>/dev/null | awk '{print $3}' || true)"
-git_rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [[ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -1)" ]]; then git_rev="$git_rev (dirty tree)"; fi
 notes=()
 [[ -n "${RESULTS_NOTE:-}" ]] && notes+=("$RESULTS_NOTE")
 if (( BENCH_SECS < 10 )); then notes+=("Preliminary: short runs (${BENCH_SECS} s per scenario).") ; fi
 [[ "$TARGETS" != "distribution meridian" ]] && notes+=("Only these targets ran: $TARGETS.")
 (( ${#FAILED[@]} )) && notes+=("Failed runs: $(IFS=';'; echo "${FAILED[*]}").")
 
+SECTION="$TMP/section.md"
 {
-  echo "# Meridian vs. CNCF Distribution — benchmark results"
+  echo "<!-- single:begin -->"
+  echo "## One node: Meridian vs. CNCF Distribution"
   echo
   for n in "${notes[@]}"; do echo "> **$n**"; echo ">"; done
   (( ${#notes[@]} )) && echo
   echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "- Machine: $(nproc) CPUs ($cpu_model), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r); client and servers share the machine"
+  echo "- Machine: $(machine_line); client and servers share the machine"
   echo "- Distribution: docker-registry ${dist_version:-?}, filesystem storage, in-memory blob descriptor cache, access log off"
-  echo "- Meridian: \`meridian serve\` single node, git $git_rev"
+  echo "- Meridian: \`meridian serve\` single node, git $(git_rev)"
   echo "- Command: \`${CMDLINE% }\`"
   echo "- Each scenario: ${BENCH_WARMUP} s warm-up, then ${BENCH_SECS} s measured; HTTP/1.1 over 127.0.0.1; MB = 10^6 bytes of payload"
   echo
@@ -205,13 +178,9 @@ if (( BENCH_SECS < 10 )); then notes+=("Preliminary: short runs (${BENCH_SECS} s
   echo '```'
   echo
   echo "</details>"
-  # Keep the three-region section that benches/cluster.sh maintains in the same file.
-  if [[ -f "$RESULTS_FILE" ]] && grep -q '^<!-- cluster:begin -->' "$RESULTS_FILE"; then
-    echo
-    sed -n '/^<!-- cluster:begin -->/,/^<!-- cluster:end -->/p' "$RESULTS_FILE"
-  fi
-} >"$RESULTS_FILE.tmp"
-mv "$RESULTS_FILE.tmp" "$RESULTS_FILE"
+  echo "<!-- single:end -->"
+} >"$SECTION"
+write_section "$RESULTS_FILE" single "$SECTION"
 log "wrote $RESULTS_FILE"
 cat "$RESULTS_FILE" >&2
 (( ${#FAILED[@]} == 0 ))

@@ -13,6 +13,8 @@
 //!   manifest per op (unique annotation), referencing one config blob and one
 //!   layer uploaded once before the measurement.
 //!
+//! `geo` holds one-shot cross-region measurements (see `geo.rs`).
+//!
 //! `report` turns JSON-lines result files into a markdown comparison table.
 //!
 //! Payloads: one random buffer of `size` bytes is generated once and shared
@@ -21,6 +23,8 @@
 //! state over the shared prefix is computed once and cloned per op, so the
 //! per-op digest costs one 64-byte block regardless of the blob size, and the
 //! body is sent as two chunks (shared prefix `Bytes` + tail) without copying.
+
+mod geo;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -78,6 +82,11 @@ enum Cmd {
     ManifestPut,
     /// Render JSON-lines result files as a markdown comparison table.
     Report(ReportArgs),
+    /// One-shot measurements across regions (visibility lag, image push/pull).
+    Geo {
+        #[command(subcommand)]
+        cmd: geo::GeoCmd,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,6 +222,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let scenario = match (&cli.cmd, cli.scenario) {
         (Some(Cmd::Report(args)), _) => return report(args),
+        (Some(Cmd::Geo { cmd }), _) => return runtime(&cli.opts)?.block_on(geo::run(cmd, &cli.opts)),
         (Some(Cmd::BlobPush), _) => Scenario::BlobPush,
         (Some(Cmd::BlobPull), _) => Scenario::BlobPull,
         (Some(Cmd::ImagePush), _) => Scenario::ImagePush,
@@ -221,11 +231,11 @@ fn main() -> Result<()> {
         (None, Some(s)) => s,
         (None, None) => bail!("no scenario given: use a subcommand or --scenario (see --help)"),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cli.opts.threads.max(1))
-        .enable_all()
-        .build()?;
-    rt.block_on(run(scenario, cli.opts))
+    runtime(&cli.opts)?.block_on(run(scenario, cli.opts))
+}
+
+fn runtime(o: &Opts) -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(o.threads.max(1)).enable_all().build()?)
 }
 
 // ---------------------------------------------------------------- parsing
@@ -488,6 +498,12 @@ impl Ctx {
     }
 
     async fn pull_blob(&self, digest: &str) -> Result<u64> {
+        self.pull_blob_of_size(digest, self.size).await
+    }
+
+    /// GET one blob, streaming the body; errors unless it has `size` bytes (and, with
+    /// --verify, hashes to `digest`).
+    async fn pull_blob_of_size(&self, digest: &str, size: u64) -> Result<u64> {
         let resp = self
             .client
             .get(format!("{}/v2/{}/blobs/{}", self.base, self.repo, digest))
@@ -507,8 +523,8 @@ impl Ctx {
                 h.update(&chunk);
             }
         }
-        if n != self.size {
-            bail!("GET blob {digest}: got {n} bytes, expected {}", self.size);
+        if n != size {
+            bail!("GET blob {digest}: got {n} bytes, expected {size}");
         }
         if let Some(h) = h {
             let got = format!("sha256:{}", hex::encode(h.finalize()));
@@ -575,6 +591,15 @@ impl Ctx {
         } else {
             format!("{}{}", self.tag_prefix, (w.id as u64 + seq) % self.tags)
         };
+        let manifest = self.small_manifest(w)?;
+        let mlen = manifest.len() as u64;
+        self.send_manifest(&tag, manifest).await?;
+        Ok(mlen)
+    }
+
+    /// A new small manifest (unique annotation) over the blobs uploaded by
+    /// `setup_manifest_put`.
+    fn small_manifest(&self, w: &mut WorkerState) -> Result<Vec<u8>> {
         let manifest = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
@@ -585,9 +610,7 @@ impl Ctx {
             },
         }))?;
         w.counter += 1;
-        let mlen = manifest.len() as u64;
-        self.send_manifest(&tag, manifest).await?;
-        Ok(mlen)
+        Ok(manifest)
     }
 
     /// One measured op; returns payload bytes moved.
@@ -731,6 +754,55 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[idx] as f64 / 1000.0
 }
 
+/// The HTTP/1.1 client every scenario uses: a pool sized for `concurrency` clients.
+fn http_client(concurrency: usize, timeout: Duration) -> Result<Client> {
+    Ok(Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(concurrency * 2 + 4)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(5))
+        .build()?)
+}
+
+/// Fails fast when the registry at `base` does not answer `GET /v2/` with success.
+async fn check_reachable(client: &Client, base: &str) -> Result<()> {
+    let resp = client
+        .get(format!("{base}/v2/"))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {base}/v2/"))?;
+    if !resp.status().is_success() {
+        bail!("GET {base}/v2/ returned {}", resp.status());
+    }
+    let _ = resp.bytes().await;
+    Ok(())
+}
+
+impl Ctx {
+    fn new(scenario: Scenario, client: Client, base: String, repo: String, size: u64, o: &Opts) -> Result<Ctx> {
+        Ok(Ctx {
+            scenario,
+            client,
+            base,
+            repo,
+            size,
+            layers: o.layers,
+            verify: o.verify,
+            payload: Payload::new(size as usize),
+            pull_digests: Vec::new(),
+            manifest_tag: String::new(),
+            manifest_digest: String::new(),
+            put_config: serde_json::Value::Null,
+            put_layer: serde_json::Value::Null,
+            tag_prefix: o.tag_prefix.clone(),
+            tags: o.tags,
+            think: parse_duration(&o.think)?,
+        })
+    }
+}
+
 async fn run(scenario: Scenario, o: Opts) -> Result<()> {
     if o.concurrency == 0 {
         bail!("--concurrency must be >= 1");
@@ -756,44 +828,11 @@ async fn run(scenario: Scenario, o: Opts) -> Result<()> {
         .repo
         .clone()
         .unwrap_or_else(|| format!("bench/{}", scenario.name()));
-    let client = Client::builder()
-        .http1_only()
-        .pool_max_idle_per_host(o.concurrency * 2 + 4)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .tcp_nodelay(true)
-        .timeout(timeout)
-        .connect_timeout(Duration::from_secs(5))
-        .build()?;
-    // Fail fast if the registry isn't there.
-    let resp = client
-        .get(format!("{base}/v2/"))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {base}/v2/"))?;
-    if !resp.status().is_success() {
-        bail!("GET {base}/v2/ returned {}", resp.status());
-    }
-    let _ = resp.bytes().await;
+    let client = http_client(o.concurrency, timeout)?;
+    check_reachable(&client, &base).await?;
 
     let run_id: u64 = rand::random();
-    let mut ctx = Ctx {
-        scenario,
-        client,
-        base: base.clone(),
-        repo: repo.clone(),
-        size,
-        layers: o.layers,
-        verify: o.verify,
-        payload: Payload::new(size as usize),
-        pull_digests: Vec::new(),
-        manifest_tag: String::new(),
-        manifest_digest: String::new(),
-        put_config: serde_json::Value::Null,
-        put_layer: serde_json::Value::Null,
-        tag_prefix: o.tag_prefix.clone(),
-        tags: o.tags,
-        think: parse_duration(&o.think)?,
-    };
+    let mut ctx = Ctx::new(scenario, client, base.clone(), repo.clone(), size, &o)?;
 
     // Setup (not measured). Setup workers use ids above the measured ones.
     let mut setup_w = WorkerState {

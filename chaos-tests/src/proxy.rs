@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -16,12 +16,18 @@ use tokio::time::Instant;
 pub struct Faults {
     /// One-way delay added to every chunk, in milliseconds.
     pub delay_ms: AtomicU64,
-    /// Bandwidth cap per direction in bytes per second (0 = unlimited).
+    /// Bandwidth cap per direction in bytes per second (0 = unlimited), shared by every
+    /// connection through the proxy, as on one physical link.
     pub bytes_per_sec: AtomicU64,
     /// Drop data from client to upstream (connections stay open, bytes vanish).
     pub block_forward: AtomicBool,
     /// Drop data from upstream back to the client.
     pub block_backward: AtomicBool,
+    /// Connections accepted so far.
+    pub accepted: AtomicU64,
+    /// Per direction (forward, backward): when the link finishes sending what has been
+    /// queued on it so far under the bandwidth cap.
+    link_free: [Mutex<Option<Instant>>; 2],
 }
 
 pub struct FaultProxy {
@@ -64,6 +70,7 @@ impl FaultProxy {
             let reset = reset.clone();
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
+                    faults.accepted.fetch_add(1, Ordering::SeqCst);
                     let faults = faults.clone();
                     let reset_rx = reset.subscribe();
                     tokio::spawn(async move {
@@ -81,6 +88,11 @@ impl FaultProxy {
 
     pub fn set_delay(&self, d: Duration) {
         self.faults.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// How many connections the proxy has accepted since it started.
+    pub fn connections(&self) -> u64 {
+        self.faults.accepted.load(Ordering::SeqCst)
     }
 
     pub fn set_bandwidth(&self, bytes_per_sec: u64) {
@@ -140,6 +152,7 @@ async fn pipe(
     forward: bool,
 ) {
     const MAX_IN_FLIGHT: usize = 1024;
+    const LINK_BUFFER: Duration = Duration::from_millis(100);
     let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(MAX_IN_FLIGHT);
     let blocked = |f: &Faults| {
         let flag = if forward { &f.block_forward } else { &f.block_backward };
@@ -149,8 +162,6 @@ async fn pipe(
         let faults = faults.clone();
         async move {
             let mut buf = vec![0u8; 64 * 1024];
-            // When the previous chunk finishes "transmitting" under the bandwidth cap.
-            let mut link_free = Instant::now();
             loop {
                 let n = match from.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
@@ -163,9 +174,22 @@ async fn pipe(
                 let mut due = now + Duration::from_millis(faults.delay_ms.load(Ordering::SeqCst));
                 let rate = faults.bytes_per_sec.load(Ordering::SeqCst);
                 if rate > 0 {
-                    let start = link_free.max(now);
-                    link_free = start + Duration::from_secs_f64(n as f64 / rate as f64);
-                    due = due.max(link_free + (due - now));
+                    // The chunk starts "transmitting" once the link has sent everything
+                    // queued before it, by any connection in this direction.
+                    let sent = {
+                        let mut free = faults.link_free[usize::from(!forward)].lock().unwrap_or_else(|p| p.into_inner());
+                        let start = free.map_or(now, |f| f.max(now));
+                        let sent = start + Duration::from_secs_f64(n as f64 / rate as f64);
+                        *free = Some(sent);
+                        sent
+                    };
+                    due = due.max(sent + (due - now));
+                    // A bottleneck buffers only so much: stop reading while the link's
+                    // queue is longer than LINK_BUFFER, so the sender feels the cap through
+                    // TCP and a small message never waits behind seconds of bulk data.
+                    if let Some(wait) = (sent - now).checked_sub(LINK_BUFFER) {
+                        tokio::time::sleep(wait).await;
+                    }
                 }
                 if tx.send((due, buf[..n].to_vec())).await.is_err() {
                     return;

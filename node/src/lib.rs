@@ -35,7 +35,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let store = Store::open(&config.data_dir.join("db")).context("opening RocksDB")?;
     let blobs = FsBlobStore::open(&config.data_dir).context("opening blob store")?;
-    let meta = Meta::start(&config, store.clone(), cluster::peers::Peers::default()).await.context("starting raft")?;
+    let meta = Meta::start(&config, store.clone(), cluster::peers::Peers::new(config.dial_via.clone())).await.context("starting raft")?;
     let sessions = Arc::new(UploadSessions::new(store.clone(), blobs.clone()));
     let replicator =
         replicas::Replicator::start(blobs.clone(), store.clone(), meta.clone(), config.replication_bandwidth_limit);

@@ -33,7 +33,7 @@ struct Args {
     /// Delay added to each direction, in milliseconds (round trip = 2 × this).
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
-    /// Bandwidth cap per direction and connection in bytes per second (0 = unlimited).
+    /// Bandwidth cap per direction in bytes per second, shared by all connections (0 = unlimited).
     #[arg(long, default_value_t = 0)]
     bandwidth: u64,
 }

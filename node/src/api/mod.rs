@@ -81,14 +81,45 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     };
     observability::http::label_request(endpoint.label(), endpoint.name());
     let (parts, body) = req.into_parts();
-    let (headers, query) = (&parts.headers, parts.uri.query());
+    let headers = &parts.headers;
     let registry = &state.registry;
-    if wants_linearizable(headers) && matches!(endpoint, Endpoint::Manifest { .. } | Endpoint::Tags { .. }) {
+    let linearizable = wants_linearizable(headers);
+    if linearizable && matches!(endpoint, Endpoint::Manifest { .. } | Endpoint::Tags { .. }) {
         if let Err(e) = registry.meta.read_barrier().await {
             return ApiError(e.into()).into_response();
         }
     }
-    let result = match (&endpoint, &parts.method) {
+    let result = serve(registry, &endpoint, &parts, body).await;
+    // Promise 4: never MANIFEST_UNKNOWN / BLOB_UNKNOWN for acknowledged content. A pull
+    // that misses here may have outrun this region's copy of the Raft log (the push was
+    // acknowledged elsewhere moments ago), so catch up with the leader once and look again.
+    // Bounded: a region cut off from the leader answers from what it has.
+    // Blob HEAD is left out: pushers probe with it, and a stale "no" costs them nothing.
+    let pull = matches!(
+        (&endpoint, &parts.method),
+        (Endpoint::Manifest { .. }, &Method::GET | &Method::HEAD) | (Endpoint::Blob { .. }, &Method::GET)
+    );
+    let missed = matches!(result, Err(ApiError(RegistryError::ManifestUnknown(_) | RegistryError::BlobUnknown(_))));
+    let result = if pull && missed && !linearizable && registry.meta.catch_up(MISS_CATCH_UP).await.is_ok() {
+        serve(registry, &endpoint, &parts, Body::empty()).await
+    } else {
+        result
+    };
+    result.unwrap_or_else(|e| e.into_response())
+}
+
+/// How long a pull that missed locally may wait to catch up with the leader.
+const MISS_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// One registry operation.
+async fn serve(
+    registry: &Registry,
+    endpoint: &Endpoint<'_>,
+    parts: &axum::http::request::Parts,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (headers, query) = (&parts.headers, parts.uri.query());
+    match (endpoint, &parts.method) {
         (Endpoint::Manifest { name, reference }, &Method::GET) => manifests::get(registry, name, reference, headers, true),
         (Endpoint::Manifest { name, reference }, &Method::HEAD) => manifests::get(registry, name, reference, headers, false),
         (Endpoint::Manifest { name, reference }, &Method::PUT) => {
@@ -105,9 +136,8 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         (Endpoint::Upload { name, id }, &Method::DELETE) => uploads::cancel(registry, name, id).await,
         (Endpoint::Tags { name }, &Method::GET) => discovery::tags(registry, name, query),
         (Endpoint::Referrers { name, digest }, &Method::GET) => discovery::referrers(registry, name, digest, query),
-        _ => return method_not_allowed(),
-    };
-    result.unwrap_or_else(|e| e.into_response())
+        _ => Ok(method_not_allowed()),
+    }
 }
 
 /// `Meridian-Consistency: linearizable` asks for a read that reflects every write the

@@ -47,7 +47,7 @@ impl ForwardService for ForwardServiceImpl {
         Ok(Response::new(reply))
     }
 
-    async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexReply>, Status> {
+    async fn read_index(&self, request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexReply>, Status> {
         if !self.meta.is_leader() {
             return Ok(Response::new(ReadIndexReply {
                 error: "this node is not the leader".into(),
@@ -55,7 +55,12 @@ impl ForwardService for ForwardServiceImpl {
                 ..Default::default()
             }));
         }
-        let reply = match self.meta.leader_read_index().await {
+        let index = if request.get_ref().skip_leadership_check {
+            self.meta.leader_commit_index().await
+        } else {
+            self.meta.leader_read_index().await
+        };
+        let reply = match index {
             Ok(read_index) => ReadIndexReply { read_index, ..Default::default() },
             Err(e) => ReadIndexReply { error: e.to_string(), leader_grpc_addr: self.leader_addr(), ..Default::default() },
         };

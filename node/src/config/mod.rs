@@ -5,6 +5,7 @@
 //! exactly these fields; `config_keys_match_readme` keeps the two in step.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -28,6 +29,9 @@ pub struct Config {
     /// gRPC addresses of existing members. Empty: a node without Raft state starts a
     /// new cluster. Otherwise it asks these members to add it as a region.
     pub join: Vec<String>,
+    /// Peers reached at another address than the one they advertise, e.g. through a
+    /// tunnel or a per-link proxy: advertised gRPC address → address dialled instead.
+    pub dial_via: BTreeMap<String, String>,
     /// Bearer token the admin service requires; the admin service refuses every call when unset.
     pub admin_token: Option<String>,
     /// Accept admin calls from non-loopback peers (off: loopback only).
@@ -83,6 +87,7 @@ impl Default for Config {
             advertise_http_addr: None,
             advertise_grpc_addr: None,
             join: Vec::new(),
+            dial_via: BTreeMap::new(),
             admin_token: None,
             admin_allow_remote: false,
             replication_bandwidth_limit: 0,
@@ -188,6 +193,14 @@ impl Config {
                 "JOIN" => {
                     self.join = value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
                 }
+                "DIAL_VIA" => {
+                    let mut map = BTreeMap::new();
+                    for pair in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        let (from, to) = pair.split_once('=').ok_or_else(|| bad("expected ADVERTISED=DIALED,…".into()))?;
+                        map.insert(from.trim().to_string(), to.trim().to_string());
+                    }
+                    self.dial_via = map;
+                }
                 "ADMIN_TOKEN" => self.admin_token = Some(value.clone()).filter(|v| !v.is_empty()),
                 "ADMIN_ALLOW_REMOTE" => self.admin_allow_remote = num(&value).map_err(bad)?,
                 "REPLICATION_BANDWIDTH_LIMIT" => self.replication_bandwidth_limit = num(&value).map_err(bad)?,
@@ -237,6 +250,8 @@ mod tests {
         assert_eq!(c.region, "us");
         let err = c.apply_env(vec![("MERIDIAN_NODE_ID".to_string(), "x".to_string())].into_iter());
         assert!(err.is_err());
+        c.apply_env(vec![("MERIDIAN_DIAL_VIA".to_string(), "127.0.0.1:6002=127.0.0.1:7102".to_string())].into_iter()).unwrap();
+        assert_eq!(c.dial_via.get("127.0.0.1:6002").map(String::as_str), Some("127.0.0.1:7102"));
         std::fs::write(&file, "bogus_key = 1\n").unwrap();
         assert!(Config::from_file(&file).is_err());
     }
@@ -247,7 +262,7 @@ mod tests {
         let readme = include_str!("../../../README.md");
         let keys = [
             "listen", "data_dir", "region", "node_id", "grpc_listen", "advertise_http_addr",
-            "advertise_grpc_addr", "join", "admin_token", "admin_allow_remote", "replication_bandwidth_limit", "log_format", "log_level", "otlp_endpoint",
+            "advertise_grpc_addr", "join", "dial_via", "admin_token", "admin_allow_remote", "replication_bandwidth_limit", "log_format", "log_level", "otlp_endpoint",
             "max_manifest_bytes", "upload_timeout_secs", "raft.heartbeat_ms",
             "raft.election_timeout_min_ms", "raft.election_timeout_max_ms", "raft.snapshot_every",
             "raft.max_logs_kept", "raft.write_timeout_ms",

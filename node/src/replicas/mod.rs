@@ -139,7 +139,7 @@ impl Replicator {
     async fn run_transfer(self: Arc<Self>, digest: Digest, size: u64, path: std::path::PathBuf, mut sink: FileSink) {
         let holders = self.holders(&digest);
         let peers = self.meta.peers().clone();
-        let channel = move |addr: &str| peers.channel(addr);
+        let channel = move |addr: &str| peers.bulk_channel(addr);
         let result = fetch_verified(&channel, &holders, &digest, size, &self.throttle, &mut sink).await;
         let outcome = match result {
             Ok(report) => {

@@ -7,11 +7,17 @@
 //! be SIGKILLed, stopped (SIGTERM), paused (SIGSTOP) and restarted on their data dir with
 //! the same ports. The admin CLI is the real binary (`meridian admin …`).
 //!
+//! With `ClusterOptions::link_proxies()`, every directed link between the members that
+//! start together runs through its own `FaultProxy` (member i dials member j through
+//! `cluster.link(i, j)`, configured with `dial_via`), so a test can delay, cap, partition
+//! or reset one direction of one link. Members added later dial and are dialled directly.
+//!
 //! A [`Member`] derefs to [`Node`], so the `common::oci` helpers take `&cluster[i]`.
 //! When a test panics, the tail of every member's log is printed.
 #![allow(dead_code)]
 
 use super::Node;
+use chaos_tests::proxy::FaultProxy;
 use serde_json::Value;
 use std::ops::{Deref, Index, IndexMut};
 use std::path::{Path, PathBuf};
@@ -32,6 +38,8 @@ pub struct ClusterOptions {
     pub env: Vec<(String, String)>,
     /// How long a member may take to answer `/readyz` 200.
     pub ready_timeout: Duration,
+    /// Put a fault proxy on every directed inter-member link.
+    pub link_proxies: bool,
 }
 
 impl ClusterOptions {
@@ -41,7 +49,13 @@ impl ClusterOptions {
             raft: Vec::new(),
             env: Vec::new(),
             ready_timeout: Duration::from_secs(30),
+            link_proxies: false,
         }
+    }
+
+    pub fn link_proxies(mut self) -> ClusterOptions {
+        self.link_proxies = true;
+        self
     }
 
     pub fn names(mut self, names: &[&str]) -> ClusterOptions {
@@ -70,6 +84,8 @@ pub struct Member {
     pub dir: PathBuf,
     pub config_path: PathBuf,
     pub join: Vec<String>,
+    /// `dial_via` entries: (advertised gRPC address of a peer, address dialled instead).
+    pub dial_via: Vec<(String, String)>,
     env: Vec<(String, String)>,
     paused: bool,
     starts: u32,
@@ -147,6 +163,12 @@ impl Member {
         );
         for (k, v) in raft {
             text.push_str(&format!("{k} = {v}\n"));
+        }
+        if !self.dial_via.is_empty() {
+            text.push_str("\n[dial_via]\n");
+            for (from, to) in &self.dial_via {
+                text.push_str(&format!("{from:?} = {to:?}\n"));
+            }
         }
         std::fs::write(&self.config_path, text).expect("write config");
     }
@@ -349,6 +371,8 @@ impl std::fmt::Display for CliOutput {
 pub struct Cluster {
     pub members: Vec<Member>,
     pub opts: ClusterOptions,
+    /// (dialling member, dialled member) → the proxy on that link (`link_proxies`).
+    links: std::collections::HashMap<(usize, usize), FaultProxy>,
     tmp: tempfile::TempDir,
 }
 
@@ -380,14 +404,19 @@ impl Cluster {
 
     pub async fn start_with(opts: ClusterOptions) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let mut cluster = Cluster { members: Vec::new(), opts: opts.clone(), tmp };
+        let mut cluster = Cluster { members: Vec::new(), opts: opts.clone(), links: Default::default(), tmp };
         let t0 = Instant::now();
         for name in opts.names.clone() {
             let join = match cluster.members.first() {
                 Some(first) => vec![first.grpc_url()],
                 None => Vec::new(),
             };
-            let i = cluster.add_member(&name, join);
+            cluster.add_member(&name, join);
+        }
+        if opts.link_proxies {
+            cluster.start_link_proxies().await;
+        }
+        for i in 0..cluster.members.len() {
             cluster[i].spawn();
             // The first member must be up before the others can join it; the rest start together.
             if i == 0 {
@@ -406,6 +435,27 @@ impl Cluster {
             cluster.describe()
         );
         cluster
+    }
+
+    /// One proxy per ordered pair of members; each member's config dials its peers through them.
+    async fn start_link_proxies(&mut self) {
+        let n = self.members.len();
+        for i in 0..n {
+            let mut dial_via = Vec::new();
+            for j in (0..n).filter(|&j| j != i) {
+                let upstream: std::net::SocketAddr = self.members[j].grpc_addr().parse().expect("grpc addr");
+                let proxy = FaultProxy::start(upstream).await.expect("start link proxy");
+                dial_via.push((self.members[j].grpc_addr(), proxy.listen_addr.to_string()));
+                self.links.insert((i, j), proxy);
+            }
+            self.members[i].dial_via = dial_via;
+            self.members[i].write_config(&self.opts.raft);
+        }
+    }
+
+    /// The proxy member `from` dials member `to` through (`ClusterOptions::link_proxies`).
+    pub fn link(&self, from: usize, to: usize) -> &FaultProxy {
+        self.links.get(&(from, to)).unwrap_or_else(|| panic!("no proxy on link {from} -> {to}"))
     }
 
     /// Adds a member (not started) with fresh ports and a config file; returns its index.
@@ -434,6 +484,7 @@ impl Cluster {
             config_path: dir.join("config.toml"),
             dir,
             join,
+            dial_via: Vec::new(),
             env: self.opts.env.clone(),
             paused: false,
             starts: 0,

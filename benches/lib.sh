@@ -1,0 +1,96 @@
+# shellcheck shell=bash
+# Helpers shared by the benchmark scripts (sourced, not run): the processes a script
+# started and their cleanup, readiness checks, a description of the machine, and
+# replacing one marked section of benches/RESULTS.md so each script owns its part.
+#
+# Before sourcing, set BENCH_NAME (log prefix) and TMP (scratch dir, removed on exit
+# unless KEEP_TMP=1). Add every background pid to STARTED.
+
+STARTED=()   # every pid this script started and has not stopped yet
+
+log() { echo "[$BENCH_NAME] $*" >&2; }
+
+stop_pids() { # pid… : TERM, wait up to 10 s, then KILL; only the given pids
+  local pid
+  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+    wait "$pid" 2>/dev/null || true
+  done
+}
+
+forget_pids() { # pid… : drop them from STARTED (after stop_pids)
+  local keep=() pid x
+  for pid in "${STARTED[@]+"${STARTED[@]}"}"; do
+    for x in "$@"; do [[ "$pid" == "$x" ]] && continue 2; done
+    keep+=("$pid")
+  done
+  STARTED=("${keep[@]+"${keep[@]}"}")
+}
+
+bench_cleanup() {
+  local rc=$?
+  if ((${#STARTED[@]})); then stop_pids "${STARTED[@]}"; fi
+  if [[ "${KEEP_TMP:-0}" == 1 ]]; then
+    echo "kept $TMP" >&2
+  else
+    rm -rf "$TMP"
+  fi
+  exit $rc
+}
+trap bench_cleanup EXIT
+trap 'exit 130' INT TERM
+
+http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" || true; }
+
+port_in_use() { [[ -n "$(ss -ltnH "sport = :$1" 2>/dev/null)" ]]; }
+
+require_free_ports() { # port… : exit when any is taken
+  local p
+  for p in "$@"; do
+    if port_in_use "$p"; then
+      log "port 127.0.0.1:$p is already in use (deploy/local-cluster.sh running?); not starting"
+      exit 1
+    fi
+  done
+}
+
+wait_http() { # url timeout_secs : until GET url answers 200
+  local url=$1 deadline=$((SECONDS + $2))
+  while ((SECONDS < deadline)); do
+    [[ "$(http_code "$url")" == 200 ]] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+machine_line() {
+  local cpu
+  cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+  echo "$(nproc) CPUs ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r)"
+}
+
+git_rev() {
+  local rev
+  rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  if [[ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -1)" ]]; then rev="$rev (dirty tree)"; fi
+  echo "$rev"
+}
+
+# Replaces the block between <!-- NAME:begin --> and <!-- NAME:end --> in FILE with the
+# contents of SECTION (which carries the markers itself), or appends it.
+write_section() { # file name section_file
+  local file=$1 name=$2 section=$3
+  if [[ -f "$file" ]] && grep -q "^<!-- $name:begin -->" "$file"; then
+    awk -v sec="$section" -v b="<!-- $name:begin -->" -v e="<!-- $name:end -->" '
+      $0 == b { while ((getline line < sec) > 0) print line; skip = 1; next }
+      $0 == e { skip = 0; next }
+      !skip { print }
+    ' "$file" >"$file.tmp"
+  else
+    { if [[ -f "$file" ]]; then cat "$file"; echo; else echo "# Meridian benchmark results"; echo; fi
+      cat "$section"; } >"$file.tmp"
+  fi
+  mv "$file.tmp" "$file"
+}
