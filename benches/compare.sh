@@ -97,7 +97,9 @@ fi
 if want meridian; then
   mkdir -p "$TMP/meridian/data"
   log "starting Meridian on $MERIDIAN_ADDR"
-  "$ROOT/target/release/meridian" serve --listen "$MERIDIAN_ADDR" --data-dir "$TMP/meridian/data" \
+  # Auth off: this compares the storage and API paths with Distribution, which runs
+  # without auth here too.
+  MERIDIAN_AUTH_ENABLED=false "$ROOT/target/release/meridian" serve --listen "$MERIDIAN_ADDR" --data-dir "$TMP/meridian/data" \
     >"$TMP/meridian/log" 2>&1 &
   MERIDIAN_PID=$!
   STARTED+=("$MERIDIAN_PID")

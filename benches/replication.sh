@@ -101,7 +101,7 @@ for i in 1 2 3; do
     echo "[dial_via]"
     for j in 1 2 3; do ((i == j)) || echo "\"127.0.0.1:610$j\" = \"127.0.0.1:71$i$j\""; done
   } >"$TMP/$r.toml"
-  "$MERIDIAN" serve --config "$TMP/$r.toml" >"$TMP/$r.log" 2>&1 &
+  MERIDIAN_AUTH_ENABLED=false "$MERIDIAN" serve --config "$TMP/$r.toml" >"$TMP/$r.log" 2>&1 &
   NODE_PIDS+=($!)
   STARTED+=($!)
   if ! wait_http "http://127.0.0.1:510$i/readyz" "$READY_TIMEOUT"; then

@@ -163,7 +163,12 @@ print_endpoints() {
     echo
     echo "Admin CLI (any region's gRPC address works):"
     echo "  $BIN admin --addr $ADMIN_ADDR --token $TOKEN region list"
-    echo "Push/pull, e.g.: skopeo copy --dest-tls-verify=false … docker://127.0.0.1:$(conf us listen | sed 's/.*://')/demo:latest"
+    # The first leader (us) created the admin user with a generated password.
+    local pwfile="$STATE/us/admin-password" i
+    for i in $(seq 1 50); do [[ -s "$pwfile" ]] && break; sleep 0.2; done
+    echo "Registry login: user admin, password in $pwfile (created on first start; mode 0600)"
+    echo "  more users: $BIN admin --addr $ADMIN_ADDR --token $TOKEN user add NAME --role reader|writer|admin"
+    echo "Push/pull, e.g.: skopeo copy --dest-tls-verify=false --dest-creds \"admin:\$(cat $pwfile)\" … docker://127.0.0.1:$(conf us listen | sed 's/.*://')/demo:latest"
     echo "Logs: $STATE/<region>.log   Stop: deploy/local-cluster.sh down"
 }
 

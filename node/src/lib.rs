@@ -4,9 +4,11 @@
 //! - [`registry`]: the registry's operations, independent of transport.
 //! - [`meta`]: cluster metadata in one Raft history (openraft on RocksDB).
 //! - [`blobs`]: the region's content-addressed blob store and upload sessions.
+//! - [`auth`]: identities, tokens and who may do what.
 //! - [`config`], [`observability`]: configuration and logs/metrics/traces.
 
 pub mod api;
+pub mod auth;
 pub mod blobs;
 pub mod cluster;
 pub mod cli;
@@ -39,6 +41,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let sessions = Arc::new(UploadSessions::new(store.clone(), blobs.clone()));
     let replicator =
         replicas::Replicator::start(blobs.clone(), store.clone(), meta.clone(), config.replication_bandwidth_limit);
+    let (store_for_auth, auth_store) = (store.clone(), store.clone());
     let registry = Registry {
         store,
         meta: meta.clone(),
@@ -68,9 +71,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let replication = tokio::spawn(replicas::run_replication_worker(replicator.clone(), shutdown_rx.clone()));
     let rtt_prober = tokio::spawn(replicas::measure_rtt(replicator.clone(), shutdown_rx.clone()));
-    let joiner = (!config.join.is_empty()).then(|| tokio::spawn(cluster::join_cluster(config.clone(), meta.clone(), shutdown_rx)));
+    let joiner = (!config.join.is_empty()).then(|| tokio::spawn(cluster::join_cluster(config.clone(), meta.clone(), shutdown_rx.clone())));
 
-    let app = api::app(api::AppState { registry, meta: meta.clone(), metrics });
+    let auth = auth::Auth::new(config.auth.clone(), store_for_auth);
+    let bootstrap = tokio::spawn(auth::bootstrap::ensure_identities(
+        meta.clone(),
+        auth_store,
+        config.data_dir.clone(),
+        shutdown_rx.clone(),
+    ));
+    let app = api::app(api::AppState { registry, auth, meta: meta.clone(), metrics });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -87,6 +97,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = grpc.await;
     let _ = replication.await;
     let _ = rtt_prober.await;
+    let _ = bootstrap.await;
     if let Some(j) = joiner {
         let _ = j.await;
     }

@@ -2,6 +2,7 @@
 
 use super::query::Query;
 use super::{hv, ApiResult, AppState};
+use crate::auth::{Caller, Need};
 use crate::registry::discovery::Page;
 use crate::registry::names::{parse_digest, validate_name};
 use crate::registry::{Registry, RegistryError};
@@ -36,14 +37,22 @@ pub fn tags(registry: &Registry, name: &str, query: Option<&str>) -> ApiResult {
     Ok(with_link(resp, &format!("/v2/{name}/tags/list"), &page, n))
 }
 
+/// `GET /v2/_catalog`: any identified caller, listing only what it may pull.
 pub async fn catalog(State(state): State<AppState>, req: Request) -> Response {
     crate::observability::http::label_request("catalog", "");
     let result = (|| -> ApiResult {
+        let headers = req.headers();
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let caller = state.auth.identify(authorization, host).map_err(RegistryError::from)?;
+        if matches!(caller, Caller::Anonymous) {
+            state.auth.authorize(&caller, Need::Catalog, host).map_err(RegistryError::from)?;
+        }
         let (n, last) = pagination(&Query::parse(req.uri().query()))?;
         if let Some(l) = &last {
             validate_name(l)?;
         }
-        let page = state.registry.catalog(n, last.as_deref())?;
+        let page = state.registry.catalog(n, last.as_deref(), |repo| state.auth.may_list(&caller, repo))?;
         let resp = axum::Json(json!({ "repositories": page.items })).into_response();
         Ok(with_link(resp, "/v2/_catalog", &page, n))
     })();

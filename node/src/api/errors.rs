@@ -26,6 +26,8 @@ fn classify(e: &RegistryError) -> (StatusCode, &'static str) {
         Unsupported(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
         NoQuorum(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
         BodyFailed(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
+        Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+        Denied => (StatusCode::FORBIDDEN, "DENIED"),
         Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
     }
 }
@@ -70,6 +72,11 @@ impl IntoResponse for ApiError {
             }
             RegistryError::NoQuorum(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            RegistryError::Unauthorized { challenge, .. } => {
+                if let Ok(v) = HeaderValue::from_str(challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
             }
             _ => {}
         }

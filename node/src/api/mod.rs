@@ -3,6 +3,7 @@
 
 mod blobs;
 mod discovery;
+mod token;
 pub mod errors;
 mod manifests;
 mod query;
@@ -18,13 +19,18 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use crate::auth::scope::Action;
+use crate::auth::{Auth, AuthError, Need};
 use errors::ApiError;
+use query::Query;
+use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use route::Endpoint;
 
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Registry,
+    pub auth: Arc<Auth>,
     pub meta: Meta,
     pub metrics: PrometheusHandle,
 }
@@ -39,14 +45,22 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(render_metrics))
         .route("/v2", get(api_version))
         .route("/v2/", get(api_version))
+        .route("/token", get(token::get).post(token::post))
         .route("/v2/_catalog", get(discovery::catalog))
         .fallback(dispatch)
         .layer(axum::middleware::from_fn(observability::http::track_request))
         .with_state(state)
 }
 
-async fn api_version() -> Response {
-    let mut resp = axum::Json(serde_json::json!({})).into_response();
+/// `GET /v2/`: the API version check, and where clients learn how to authenticate.
+async fn api_version(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let checked = state.auth.identify(authorization, host).and_then(|c| state.auth.authorize(&c, Need::Base, host));
+    let mut resp = match checked {
+        Ok(()) => axum::Json(serde_json::json!({})).into_response(),
+        Err(e) => ApiError(e.into()).into_response(),
+    };
     resp.headers_mut()
         .insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
     resp
@@ -83,13 +97,18 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let headers = &parts.headers;
     let registry = &state.registry;
+    // Authorization comes first: a refused request reads no body and touches nothing.
+    let query = match authorize(&state.auth, &endpoint, &parts) {
+        Ok(query) => query,
+        Err(e) => return ApiError(e.into()).into_response(),
+    };
     let linearizable = wants_linearizable(headers);
     if linearizable && matches!(endpoint, Endpoint::Manifest { .. } | Endpoint::Tags { .. }) {
         if let Err(e) = registry.meta.read_barrier().await {
             return ApiError(e.into()).into_response();
         }
     }
-    let result = serve(registry, &endpoint, &parts, body).await;
+    let result = serve(registry, &endpoint, &parts, query.as_deref(), body).await;
     // Promise 4: never MANIFEST_UNKNOWN / BLOB_UNKNOWN for acknowledged content. A pull
     // that misses here may have outrun this region's copy of the Raft log (the push was
     // acknowledged elsewhere moments ago), so catch up with the leader once and look again.
@@ -101,7 +120,7 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     );
     let missed = matches!(result, Err(ApiError(RegistryError::ManifestUnknown(_) | RegistryError::BlobUnknown(_))));
     let result = if pull && missed && !linearizable && registry.meta.catch_up(MISS_CATCH_UP).await.is_ok() {
-        serve(registry, &endpoint, &parts, Body::empty()).await
+        serve(registry, &endpoint, &parts, query.as_deref(), Body::empty()).await
     } else {
         result
     };
@@ -111,14 +130,57 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
 /// How long a pull that missed locally may wait to catch up with the leader.
 const MISS_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Checks the caller may do what `endpoint` asks; returns the query to serve with (a
+/// cross-repository mount the caller may not read from is dropped, so the request
+/// becomes a plain upload, as the spec allows).
+fn authorize(
+    auth: &Auth,
+    endpoint: &Endpoint<'_>,
+    parts: &axum::http::request::Parts,
+) -> Result<Option<String>, AuthError> {
+    let query = parts.uri.query().map(str::to_string);
+    let Some(action) = required_action(endpoint, &parts.method) else { return Ok(query) };
+    let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let caller = auth.identify(authorization, host)?;
+    auth.authorize(&caller, Need::Repo { name: endpoint.name(), action }, host)?;
+    if let (Endpoint::UploadStart { .. }, Some(q)) = (endpoint, &query) {
+        let from = Query::parse(Some(q)).get("from").map(str::to_string);
+        if let Some(from) = from {
+            if !auth.allows(&caller, Need::Repo { name: &from, action: Action::Pull }) {
+                let kept: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
+                    .filter(|(k, _)| k != "mount" && k != "from")
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                let rebuilt = form_urlencoded::Serializer::new(String::new()).extend_pairs(kept).finish();
+                return Ok(Some(rebuilt));
+            }
+        }
+    }
+    Ok(query)
+}
+
+/// The action a route needs on its repository (`None`: not a registry operation).
+fn required_action(endpoint: &Endpoint<'_>, method: &Method) -> Option<Action> {
+    match (endpoint, method) {
+        (Endpoint::Manifest { .. } | Endpoint::Blob { .. }, &Method::GET | &Method::HEAD) => Some(Action::Pull),
+        (Endpoint::Tags { .. } | Endpoint::Referrers { .. }, &Method::GET) => Some(Action::Pull),
+        (Endpoint::Manifest { .. } | Endpoint::Blob { .. }, &Method::DELETE) => Some(Action::Delete),
+        (Endpoint::Manifest { .. }, &Method::PUT) | (Endpoint::UploadStart { .. }, &Method::POST) => Some(Action::Push),
+        (Endpoint::Upload { .. }, &Method::GET | &Method::PATCH | &Method::PUT | &Method::DELETE) => Some(Action::Push),
+        _ => None,
+    }
+}
+
 /// One registry operation.
 async fn serve(
     registry: &Registry,
     endpoint: &Endpoint<'_>,
     parts: &axum::http::request::Parts,
+    query: Option<&str>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (headers, query) = (&parts.headers, parts.uri.query());
+    let headers = &parts.headers;
     match (endpoint, &parts.method) {
         (Endpoint::Manifest { name, reference }, &Method::GET) => manifests::get(registry, name, reference, headers, true),
         (Endpoint::Manifest { name, reference }, &Method::HEAD) => manifests::get(registry, name, reference, headers, false),

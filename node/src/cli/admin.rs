@@ -4,15 +4,17 @@
 //! Every call carries `authorization: Bearer <token>`. Output is a human-readable table by
 //! default and one JSON document with `--json`. Exit codes: 0 on success, 1 when the service
 //! cannot be reached or refuses/fails a call, 2 for usage errors (bad flags, no token, bad
-//! address, malformed image reference).
+//! address, malformed image reference, unknown role, no password on stdin).
 
+use crate::auth::password::random_secret;
 use crate::cli::table::{key_values, Align, Table};
+use crate::meta::records::Role;
 use clap::{Args, Subcommand};
 use meridian_proto::admin::admin_service_client::AdminServiceClient;
 use meridian_proto::admin::{
     AddRegionReply, AddRegionRequest, Empty, ImageReplicationReply, ImageRequest, InitReply, ListRegionsReply,
-    DrainRegionRequest, RegionInfo, RegionReplication, RemoveRegionReply, RemoveRegionRequest, ReplicationStatusReply, SnapshotReply,
-    StatusReply, TransferLeaderReply, TransferLeaderRequest,
+    DrainRegionRequest, PutUserRequest, RegionInfo, RegionReplication, RemoveRegionReply, RemoveRegionRequest,
+    ReplicationStatusReply, SnapshotReply, StatusReply, TransferLeaderReply, TransferLeaderRequest, UserInfo, UserName,
 };
 use serde_json::{json, Value};
 use std::future::Future;
@@ -30,6 +32,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const SHORT_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Deadline for membership calls; adding a region waits for it to catch up.
 const LONG_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// Length of a password generated for `user add` / `user passwd`.
+const GENERATED_PASSWORD_LEN: usize = 24;
+/// Role names accepted on the command line.
+const ROLE_NAMES: [&str; 3] = ["reader", "writer", "admin"];
 
 /// Operate a cluster through its admin gRPC service.
 #[derive(Args, Debug)]
@@ -65,6 +71,48 @@ pub enum AdminCommand {
     /// Show how far blob replication has got.
     #[command(subcommand)]
     Replication(ReplicationCommand),
+    /// Create, change, remove or list the registry's users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// `meridian admin user …`
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create a user. Without --password-stdin a password is generated and shown once.
+    Add {
+        /// The user's name: 1-64 characters of a-z, 0-9, '.', '_', '-'.
+        name: String,
+        /// What the user may do on every repository.
+        #[arg(long, default_value = "reader", value_parser = ROLE_NAMES)]
+        role: String,
+        /// Read the password from the first line of stdin instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a user's password. Without --password-stdin a password is generated and shown once.
+    Passwd {
+        /// The user's name.
+        name: String,
+        /// Read the password from the first line of stdin instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change a user's role.
+    Role {
+        /// The user's name.
+        name: String,
+        /// The new role.
+        #[arg(value_parser = ROLE_NAMES)]
+        role: String,
+    },
+    /// Remove a user (refused for the last user with role admin).
+    Remove {
+        /// The user's name.
+        name: String,
+    },
+    /// List the users.
+    List,
 }
 
 /// `meridian admin replication …`
@@ -298,6 +346,11 @@ async fn execute(args: AdminArgs) -> Result<String, CliError> {
     if let AdminCommand::Replication(ReplicationCommand::Image { reference }) = &mut args.command {
         *reference = check_image_reference(reference).map_err(CliError::Usage)?;
     }
+    // A user command checks its role and reads its password before connecting.
+    let mut user_call = match &args.command {
+        AdminCommand::User(cmd) => Some(prepare_user(cmd)?),
+        _ => None,
+    };
     let admin = Admin::connect(&url, auth).await?;
     let mut client = admin.client.clone();
     let json = args.json;
@@ -359,6 +412,107 @@ async fn execute(args: AdminArgs) -> Result<String, CliError> {
             let req = admin.request(ImageRequest { reference });
             let reply = call(SHORT_CALL_TIMEOUT, client.replication_image(req)).await?;
             Ok(if json { pretty(&image_json(&reply)) } else { render_image(&reply) })
+        }
+        AdminCommand::User(_) => {
+            let prepared = user_call.take().ok_or_else(|| CliError::Usage("no user command".to_string()))?;
+            run_user(&admin, prepared, json).await
+        }
+    }
+}
+
+/// Which change a `PutUser` call makes, for the confirmation line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserChange {
+    Created,
+    Password,
+    Role,
+}
+
+/// A user command, checked and with its password in hand, ready to send.
+enum UserCall {
+    /// `generated` is a password made here, shown once in the output.
+    Put { request: PutUserRequest, change: UserChange, generated: Option<String> },
+    Remove(String),
+    List,
+}
+
+/// A role typed on the command line (clap already restricts the values).
+fn cli_role(role: &str) -> Result<Role, CliError> {
+    Role::parse(role).ok_or_else(|| {
+        CliError::Usage(format!("invalid role '{role}' (expected one of: {})", ROLE_NAMES.join(", ")))
+    })
+}
+
+/// The password for `add`/`passwd`: the first line of stdin, or a generated one (returned
+/// as the second value too, to be shown).
+fn user_password(from_stdin: bool) -> Result<(String, Option<String>), CliError> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| CliError::Usage(format!("cannot read the password from stdin: {e}")))?;
+        let password = password_from_line(&line);
+        if password.is_empty() {
+            return Err(CliError::Usage("--password-stdin: stdin has no password on its first line".to_string()));
+        }
+        Ok((password.to_string(), None))
+    } else {
+        let generated = random_secret(GENERATED_PASSWORD_LEN);
+        Ok((generated.clone(), Some(generated)))
+    }
+}
+
+/// A line read from stdin without its line ending (`\n` or `\r\n`); other whitespace is
+/// part of the password.
+fn password_from_line(line: &str) -> &str {
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    line.strip_suffix('\r').unwrap_or(line)
+}
+
+fn prepare_user(cmd: &UserCommand) -> Result<UserCall, CliError> {
+    Ok(match cmd {
+        UserCommand::Add { name, role, password_stdin } => {
+            let role = cli_role(role)?;
+            let (password, generated) = user_password(*password_stdin)?;
+            let request = PutUserRequest { name: name.clone(), role: role.as_str().to_string(), password, replace: false };
+            UserCall::Put { request, change: UserChange::Created, generated }
+        }
+        UserCommand::Passwd { name, password_stdin } => {
+            let (password, generated) = user_password(*password_stdin)?;
+            let request = PutUserRequest { name: name.clone(), role: String::new(), password, replace: true };
+            UserCall::Put { request, change: UserChange::Password, generated }
+        }
+        UserCommand::Role { name, role } => {
+            let role = cli_role(role)?;
+            let request =
+                PutUserRequest { name: name.clone(), role: role.as_str().to_string(), password: String::new(), replace: true };
+            UserCall::Put { request, change: UserChange::Role, generated: None }
+        }
+        UserCommand::Remove { name } => UserCall::Remove(name.clone()),
+        UserCommand::List => UserCall::List,
+    })
+}
+
+async fn run_user(admin: &Admin, prepared: UserCall, json: bool) -> Result<String, CliError> {
+    let mut client = admin.client.clone();
+    match prepared {
+        UserCall::Put { request, change, generated } => {
+            let reply = call(SHORT_CALL_TIMEOUT, client.put_user(admin.request(request))).await?;
+            let generated = generated.as_deref();
+            Ok(if json {
+                pretty(&user_saved_json(&reply, generated))
+            } else {
+                render_user_saved(change, &reply, generated)
+            })
+        }
+        UserCall::Remove(name) => {
+            let req = admin.request(UserName { name: name.clone() });
+            call(SHORT_CALL_TIMEOUT, client.remove_user(req)).await?;
+            Ok(if json { pretty(&json!({ "removed": name })) } else { format!("user {name} removed\n") })
+        }
+        UserCall::List => {
+            let reply = call(SHORT_CALL_TIMEOUT, client.list_users(admin.request(Empty {}))).await?;
+            Ok(if json { pretty(&users_json(&reply.users)) } else { render_users(&reply.users) })
         }
     }
 }
@@ -502,6 +656,23 @@ fn image_json(reply: &ImageReplicationReply) -> Value {
     })
 }
 
+fn user_json(u: &UserInfo) -> Value {
+    json!({ "name": u.name, "role": u.role, "created_unix": u.created_unix })
+}
+
+/// `{"users": [{"name", "role", "created_unix"}]}`
+fn users_json(users: &[UserInfo]) -> Value {
+    json!({ "users": users.iter().map(user_json).collect::<Vec<_>>() })
+}
+
+/// The saved user, with `"password"`: the generated one, or null when it came from stdin
+/// or was not changed.
+fn user_saved_json(u: &UserInfo, generated: Option<&str>) -> Value {
+    let mut doc = user_json(u);
+    doc["password"] = json!(generated);
+    doc
+}
+
 // ------------------------------------------------------------------ human output
 
 /// A rate the server reported, with NaN, infinities and negatives shown as 0.
@@ -624,6 +795,54 @@ pub fn render_regions(regions: &[RegionInfo]) -> String {
         ]);
     }
     table.render()
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC time (`2024-05-01T12:00:00Z`); `-` for 0,
+/// the plain number past year 9999.
+pub fn rfc3339_utc(unix: u64) -> String {
+    const MAX: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    if unix == 0 {
+        return "-".to_string();
+    }
+    if unix > MAX {
+        return unix.to_string();
+    }
+    let (days, secs) = ((unix / 86_400) as i64, unix % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// The users table: NAME, ROLE, CREATED (RFC 3339, UTC).
+pub fn render_users(users: &[UserInfo]) -> String {
+    let mut table = Table::new(&[("NAME", Align::Left), ("ROLE", Align::Left), ("CREATED", Align::Left)]);
+    for u in users {
+        table.row(vec![or_dash(&u.name), or_dash(&u.role), rfc3339_utc(u.created_unix)]);
+    }
+    table.render()
+}
+
+/// One line saying what changed, then a generated password, once.
+pub fn render_user_saved(change: UserChange, u: &UserInfo, generated: Option<&str>) -> String {
+    let name = or_dash(&u.name);
+    let role = or_dash(&u.role);
+    let mut out = match change {
+        UserChange::Created => format!("user {name} created with role {role}\n"),
+        UserChange::Password => format!("password of user {name} changed\n"),
+        UserChange::Role => format!("user {name} now has role {role}\n"),
+    };
+    if let Some(password) = generated {
+        out.push_str(&format!("password: {password}  (shown only now)\n"));
+    }
+    out
 }
 
 fn steps_text(steps: &[String]) -> String {
@@ -954,6 +1173,58 @@ mod tests {
                    "regions": [{"name": "eu-west", "present": 3, "missing": 0, "complete": true},
                                {"name": "us", "present": 1, "missing": 2, "complete": false}]})
         );
+    }
+
+    fn user(name: &str, role: &str, created_unix: u64) -> UserInfo {
+        UserInfo { name: name.to_string(), role: role.to_string(), created_unix }
+    }
+
+    #[test]
+    fn users_table() {
+        let out = render_users(&[user("admin", "admin", 1_714_564_800), user("ci-bot", "writer", 951_782_400), user("old", "reader", 0)]);
+        assert_eq!(
+            out,
+            "NAME    ROLE    CREATED\n\
+             admin   admin   2024-05-01T12:00:00Z\n\
+             ci-bot  writer  2000-02-29T00:00:00Z\n\
+             old     reader  -\n"
+        );
+        assert_eq!(render_users(&[]), "NAME  ROLE  CREATED\n");
+    }
+
+    #[test]
+    fn created_times() {
+        assert_eq!(rfc3339_utc(1), "1970-01-01T00:00:01Z");
+        assert_eq!(rfc3339_utc(1_709_164_799), "2024-02-28T23:59:59Z");
+        assert_eq!(rfc3339_utc(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339_utc(u64::MAX), u64::MAX.to_string());
+    }
+
+    #[test]
+    fn user_saved_lines() {
+        let u = user("alice", "writer", 1_714_564_800);
+        assert_eq!(
+            render_user_saved(UserChange::Created, &u, Some("Abc123")),
+            "user alice created with role writer\npassword: Abc123  (shown only now)\n"
+        );
+        assert_eq!(render_user_saved(UserChange::Created, &u, None), "user alice created with role writer\n");
+        assert_eq!(
+            render_user_saved(UserChange::Password, &u, Some("Xyz789")),
+            "password of user alice changed\npassword: Xyz789  (shown only now)\n"
+        );
+        assert_eq!(render_user_saved(UserChange::Role, &u, None), "user alice now has role writer\n");
+    }
+
+    #[test]
+    fn user_json_documents() {
+        let u = user("alice", "reader", 7);
+        let parsed: Value = serde_json::from_str(&pretty(&users_json(std::slice::from_ref(&u)))).unwrap();
+        assert_eq!(parsed, json!({"users": [{"name": "alice", "role": "reader", "created_unix": 7}]}));
+        assert_eq!(
+            user_saved_json(&u, Some("pw")),
+            json!({"name": "alice", "role": "reader", "created_unix": 7, "password": "pw"})
+        );
+        assert_eq!(user_saved_json(&u, None)["password"], Value::Null);
     }
 
     #[test]

@@ -1,10 +1,14 @@
-//! The operator's admin service: membership, leadership, snapshots, status. Every call
-//! needs the admin token; calls that change membership run at the leader (a follower
-//! passes them on with the caller's credentials).
+//! The operator's admin service: membership, leadership, snapshots, status, users. Every
+//! call needs the admin token; calls that change membership run at the leader (a follower
+//! passes them on with the caller's credentials). User changes are proposed from the
+//! contacted node (Meta forwards them to the leader) and users are listed from its store.
 
 use super::peers::grpc_url;
+use crate::auth::{now_unix, password};
+use crate::meta::command::{Command, CommandResult};
+use crate::meta::records::{Role, UserRecord};
 use crate::meta::types::{NodeId, NodeInfo};
-use crate::meta::{MemberView, Meta};
+use crate::meta::{MemberView, Meta, MetaError};
 use futures::future::join_all;
 use meridian_proto::admin::admin_service_client::AdminServiceClient;
 use meridian_proto::admin::admin_service_server::AdminService;
@@ -25,6 +29,13 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
 const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(2);
 /// A membership change that cannot commit in this time is reported as failed.
 const MEMBERSHIP_CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a user change waits for this node to catch up with the leader before it
+/// checks what exists.
+const USER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest user name.
+const MAX_USER_NAME: usize = 64;
+/// Shortest password a user may be given.
+const MIN_PASSWORD_CHARS: usize = 8;
 
 pub struct AdminServiceImpl {
     pub meta: Meta,
@@ -36,6 +47,9 @@ pub struct AdminServiceImpl {
     /// Membership changes run one at a time: openraft refuses a change while another is
     /// still being committed.
     pub membership_lock: tokio::sync::Mutex<()>,
+    /// User changes through this node run one at a time, so "is this the last admin?"
+    /// cannot be answered for two removals at once.
+    pub users_lock: tokio::sync::Mutex<()>,
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -44,6 +58,74 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
+}
+
+/// A failed proposal or catch-up: `unavailable` when no quorum is reachable (the caller
+/// may retry), `internal` otherwise.
+fn meta_status(e: MetaError) -> Status {
+    match e {
+        MetaError::NoQuorum(m) => Status::unavailable(format!("no quorum reachable: {m}")),
+        other => internal(other),
+    }
+}
+
+/// A user name: 1–64 characters of `[a-z0-9._-]`, starting with a letter or digit.
+fn check_user_name(name: &str) -> Result<(), Status> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_USER_NAME
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "invalid user name {name:?}: use 1-{MAX_USER_NAME} characters of a-z, 0-9, '.', '_' and '-', \
+             starting with a letter or digit"
+        )))
+    }
+}
+
+/// A role name; empty means "not given".
+fn check_role(role: &str) -> Result<Option<Role>, Status> {
+    if role.is_empty() {
+        return Ok(None);
+    }
+    Role::parse(role)
+        .map(Some)
+        .ok_or_else(|| Status::invalid_argument(format!("invalid role {role:?}: expected reader, writer or admin")))
+}
+
+/// Checks a `PutUser` request's fields; returns the role it names, if any. Never puts the
+/// password into a message.
+fn check_put_user(req: &PutUserRequest) -> Result<Option<Role>, Status> {
+    check_user_name(&req.name)?;
+    let role = check_role(&req.role)?;
+    if !req.replace {
+        if role.is_none() {
+            return Err(Status::invalid_argument("a new user needs a role (reader, writer or admin)"));
+        }
+        if req.password.is_empty() {
+            return Err(Status::invalid_argument("a new user needs a password"));
+        }
+    } else if role.is_none() && req.password.is_empty() {
+        return Err(Status::invalid_argument("nothing to change: give a new role, a new password, or both"));
+    }
+    if !req.password.is_empty() && req.password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(Status::invalid_argument(format!("the password must have at least {MIN_PASSWORD_CHARS} characters")));
+    }
+    Ok(role)
+}
+
+fn user_info(user: &UserRecord) -> UserInfo {
+    UserInfo { name: user.name.clone(), role: user.role.as_str().to_string(), created_unix: user.created_unix }
+}
+
+/// Hashes off the async runtime (argon2 is deliberately slow).
+async fn hash_password(secret: String) -> Result<String, Status> {
+    tokio::task::spawn_blocking(move || password::hash(&secret))
+        .await
+        .map_err(|e| internal(format!("password hashing stopped: {e}")))?
+        .map_err(|e| internal(format!("cannot hash the password: {e}")))
 }
 
 impl AdminServiceImpl {
@@ -139,6 +221,24 @@ impl AdminServiceImpl {
                     tracing::warn!(region = %m.info.region, error = %e.message(), "could not change election hold");
                 }
             }
+        }
+    }
+}
+
+impl AdminServiceImpl {
+    /// Users with role admin, from this node's store.
+    fn admin_count(&self) -> Result<usize, Status> {
+        let users = self.replicator.store().users().map_err(internal)?;
+        Ok(users.iter().filter(|u| u.role == Role::Admin).count())
+    }
+
+    /// Proposes a user change and turns a refusal into the matching status.
+    async fn propose_user(&self, name: &str, cmd: Command) -> Result<(), Status> {
+        match self.meta.propose(cmd).await.map_err(meta_status)? {
+            CommandResult::Applied => Ok(()),
+            CommandResult::AlreadyExists => Err(Status::already_exists(format!("user {name:?} already exists"))),
+            CommandResult::UserUnknown => Err(Status::not_found(format!("no user named {name:?}"))),
+            other => Err(internal(format!("unexpected result of a user change: {other:?}"))),
         }
     }
 }
@@ -592,5 +692,70 @@ impl AdminService for AdminServiceImpl {
         steps.push(format!("copied {blobs_copied} blob(s), {bytes_copied} bytes, to {me}"));
         steps.push(format!("{name} can now be removed without losing any blob"));
         Ok(Response::new(DrainRegionReply { steps, blobs_copied, bytes_copied }))
+    }
+
+    async fn put_user(&self, request: Request<PutUserRequest>) -> Result<Response<UserInfo>, Status> {
+        self.authorize(&request)?;
+        let role = check_put_user(request.get_ref())?;
+        let PutUserRequest { name, password: secret, replace, .. } = request.into_inner();
+        let _serialized = self.users_lock.lock().await;
+        // Answer "exists"/"unknown" from a store that has every acknowledged write.
+        self.meta.catch_up(USER_CATCH_UP_TIMEOUT).await.map_err(meta_status)?;
+        let existing = self.replicator.store().user(&name).map_err(internal)?;
+        let user = match (existing, replace) {
+            (Some(_), false) => return Err(Status::already_exists(format!("user {name:?} already exists"))),
+            (None, true) => return Err(Status::not_found(format!("no user named {name:?}"))),
+            (None, false) => UserRecord {
+                name: name.clone(),
+                password_hash: hash_password(secret).await?,
+                // check_put_user requires a role to create.
+                role: role.unwrap_or(Role::Reader),
+                created_unix: now_unix(),
+            },
+            (Some(current), true) => {
+                let new_role = role.unwrap_or(current.role);
+                if current.role == Role::Admin && new_role != Role::Admin && self.admin_count()? <= 1 {
+                    return Err(Status::failed_precondition(format!(
+                        "{name} is the last user with role admin; give another user the admin role first"
+                    )));
+                }
+                let password_hash =
+                    if secret.is_empty() { current.password_hash.clone() } else { hash_password(secret).await? };
+                UserRecord { name: name.clone(), password_hash, role: new_role, created_unix: current.created_unix }
+            }
+        };
+        let info = user_info(&user);
+        self.propose_user(&name, Command::PutUser { user, create_only: !replace }).await?;
+        tracing::info!(user = %name, role = %info.role, replaced = replace, "user saved");
+        Ok(Response::new(info))
+    }
+
+    async fn remove_user(&self, request: Request<UserName>) -> Result<Response<Empty>, Status> {
+        self.authorize(&request)?;
+        let name = request.into_inner().name;
+        check_user_name(&name)?;
+        let _serialized = self.users_lock.lock().await;
+        self.meta.catch_up(USER_CATCH_UP_TIMEOUT).await.map_err(meta_status)?;
+        let user = self
+            .replicator
+            .store()
+            .user(&name)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no user named {name:?}")))?;
+        if user.role == Role::Admin && self.admin_count()? <= 1 {
+            return Err(Status::failed_precondition(format!(
+                "{name} is the last user with role admin; give another user the admin role first"
+            )));
+        }
+        self.propose_user(&name, Command::RemoveUser { name: name.clone() }).await?;
+        tracing::info!(user = %name, "user removed");
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn list_users(&self, request: Request<Empty>) -> Result<Response<ListUsersReply>, Status> {
+        self.authorize(&request)?;
+        let mut users: Vec<UserInfo> = self.replicator.store().users().map_err(internal)?.iter().map(user_info).collect();
+        users.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Response::new(ListUsersReply { users }))
     }
 }

@@ -42,6 +42,7 @@ pub async fn serve_grpc(
         allow_remote: config.admin_allow_remote,
         election_timeout_max: Duration::from_millis(config.raft.election_timeout_max_ms),
         membership_lock: tokio::sync::Mutex::new(()),
+        users_lock: tokio::sync::Mutex::new(()),
     });
     tonic::transport::Server::builder()
         .tcp_nodelay(true)

@@ -50,6 +50,35 @@ pub struct Config {
     pub upload_timeout_secs: u64,
     /// Raft timing and log retention.
     pub raft: RaftConfig,
+    /// Authentication and authorization of the registry API.
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Require credentials (off: anyone may pull and push — only for trusted networks).
+    pub enabled: bool,
+    /// The token service name: `service` in challenges, `iss` and `aud` of tokens.
+    pub service: String,
+    /// Token endpoint URL put in challenges (default: `http://<Host>/token` of the request).
+    pub realm: Option<String>,
+    /// Lifetime of issued bearer tokens, seconds (under 60 breaks older docker clients).
+    pub token_ttl_secs: u64,
+    /// Repository patterns anyone may pull without credentials (`public/*`, `*`).
+    pub anonymous_pull: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: true,
+            service: "meridian".to_string(),
+            realm: None,
+            token_ttl_secs: 300,
+            anonymous_pull: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -97,6 +126,7 @@ impl Default for Config {
             max_manifest_bytes: 4 * 1024 * 1024,
             upload_timeout_secs: 24 * 3600,
             raft: RaftConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -171,7 +201,8 @@ impl Config {
         toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })
     }
 
-    /// `MERIDIAN_<KEY>` for top-level keys, `MERIDIAN_RAFT_<KEY>` for `[raft]` keys.
+    /// `MERIDIAN_<KEY>` for top-level keys, `MERIDIAN_RAFT_<KEY>` / `MERIDIAN_AUTH_<KEY>` for
+    /// `[raft]` / `[auth]` keys.
     pub fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
         for (var, value) in vars {
             let Some(key) = var.strip_prefix("MERIDIAN_") else { continue };
@@ -222,6 +253,14 @@ impl Config {
                 "RAFT_ELECTION_TIMEOUT_MAX_MS" => self.raft.election_timeout_max_ms = num(&value).map_err(bad)?,
                 "RAFT_SNAPSHOT_EVERY" => self.raft.snapshot_every = num(&value).map_err(bad)?,
                 "RAFT_MAX_LOGS_KEPT" => self.raft.max_logs_kept = num(&value).map_err(bad)?,
+                "AUTH_ENABLED" => self.auth.enabled = num(&value).map_err(bad)?,
+                "AUTH_SERVICE" => self.auth.service = value.clone(),
+                "AUTH_REALM" => self.auth.realm = Some(value.clone()).filter(|v| !v.is_empty()),
+                "AUTH_TOKEN_TTL_SECS" => self.auth.token_ttl_secs = num(&value).map_err(bad)?,
+                "AUTH_ANONYMOUS_PULL" => {
+                    self.auth.anonymous_pull =
+                        value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+                }
                 "RAFT_WRITE_TIMEOUT_MS" => self.raft.write_timeout_ms = num(&value).map_err(bad)?,
                 // Other MERIDIAN_* variables (e.g. test knobs) are not configuration.
                 _ => {}
@@ -265,13 +304,15 @@ mod tests {
             "advertise_grpc_addr", "join", "dial_via", "admin_token", "admin_allow_remote", "replication_bandwidth_limit", "log_format", "log_level", "otlp_endpoint",
             "max_manifest_bytes", "upload_timeout_secs", "raft.heartbeat_ms",
             "raft.election_timeout_min_ms", "raft.election_timeout_max_ms", "raft.snapshot_every",
-            "raft.max_logs_kept", "raft.write_timeout_ms",
+            "raft.max_logs_kept", "raft.write_timeout_ms", "auth.enabled", "auth.service", "auth.realm",
+            "auth.token_ttl_secs", "auth.anonymous_pull",
         ];
         for key in keys {
             assert!(readme.contains(&format!("`{key}`")), "README lacks config key {key}");
         }
         // The list above must itself be complete: serialize defaults and count fields.
         let defaults = format!("{:?}", Config::default());
-        assert_eq!(defaults.matches(": ").count(), keys.len() + 1, "a config field is missing from the README check");
+        // + 2: the `raft` and `auth` tables themselves.
+        assert_eq!(defaults.matches(": ").count(), keys.len() + 2, "a config field is missing from the README check");
     }
 }

@@ -1,6 +1,7 @@
 //! The entries of Meridian's one history: every repository, manifest and tag change is
 //! one of these commands, applied in log order on every node.
 
+use super::records::{SigningKey, UserRecord};
 use meridian_replication::Digest;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -20,6 +21,19 @@ pub enum Command {
     AddReplicas { region: String, digests: Vec<Digest> },
     /// `region`'s copy of a blob turned out corrupt and was quarantined.
     DropReplica { region: String, digest: Digest },
+    /// Creates a user, or replaces one unless `create_only`.
+    PutUser { user: UserRecord, create_only: bool },
+    /// Removes a user; tokens issued to it stop working wherever this is applied.
+    RemoveUser { name: String },
+    /// Adds a token-signing key (unless one with that kid exists).
+    AddSigningKey { key: SigningKey },
+}
+
+impl Command {
+    /// Changes identities or keys (verified-credential caches must look again).
+    pub fn is_auth(&self) -> bool {
+        matches!(self, Command::PutUser { .. } | Command::RemoveUser { .. } | Command::AddSigningKey { .. })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -70,4 +84,8 @@ pub enum CommandResult {
     ManifestBlobUnknown(Digest),
     ManifestUnknown,
     BlobUnknown,
+    /// `create_only` met an existing user or key.
+    AlreadyExists,
+    /// The user to change or remove does not exist.
+    UserUnknown,
 }

@@ -1,9 +1,9 @@
 //! Read queries over the local applied state. No network, no Raft: a read in any region
 //! answers from what this node has applied.
 
-use super::records::{BlobLocation, ReferrerDescriptor, StoredManifest};
+use super::records::{decode_auth, BlobLocation, ReferrerDescriptor, SigningKey, StoredManifest, UserRecord};
 use super::store::{
-    repo_key, repo_prefix, Store, StoreError, CF_LOCAL_BLOB_LINKS, CF_SM_BLOBS, CF_SM_BLOB_LINKS,
+    auth_key, repo_key, repo_prefix, Store, StoreError, CF_SM_AUTH, CF_LOCAL_BLOB_LINKS, CF_SM_BLOBS, CF_SM_BLOB_LINKS,
     CF_SM_MANIFESTS, CF_SM_REFERRERS, CF_SM_REPOS, CF_SM_TAGS,
 };
 use meridian_replication::Digest;
@@ -89,5 +89,27 @@ impl Store {
             Some(raw) => Ok(Some(BlobLocation::decode(&raw)?)),
             None => Ok(None),
         }
+    }
+
+    pub fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.get(CF_SM_AUTH, &auth_key("user", name))?.map(|raw| decode_auth(&raw)).transpose()
+    }
+
+    pub fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        self.auth_records("user/")
+    }
+
+    /// Every token-signing key, oldest first.
+    pub fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
+        let mut keys: Vec<SigningKey> = self.auth_records("key/")?;
+        keys.sort_by(|a, b| (a.created_unix, &a.kid).cmp(&(b.created_unix, &b.kid)));
+        Ok(keys)
+    }
+
+    fn auth_records<T: serde::de::DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
+        self.scan_prefix(CF_SM_AUTH, prefix.as_bytes(), None, usize::MAX)?
+            .into_iter()
+            .map(|(_, raw)| decode_auth(&raw))
+            .collect()
     }
 }

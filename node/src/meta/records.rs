@@ -1,6 +1,6 @@
 //! Value encodings of the state machine's column families.
 
-use super::store::{StoreError, CF_SM_BLOBS, CF_SM_MANIFESTS};
+use super::store::{StoreError, CF_SM_AUTH, CF_SM_BLOBS, CF_SM_MANIFESTS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -69,4 +69,70 @@ pub struct ReferrerDescriptor {
     pub artifact_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// What an identity may do on every repository. Finer grants (scope maps) come with robot
+/// tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// pull
+    Reader,
+    /// pull, push
+    Writer,
+    /// pull, push, delete, and the catalog
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "reader" => Some(Role::Reader),
+            "writer" => Some(Role::Writer),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Writer => "writer",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// A user: the password only as an argon2 PHC string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub name: String,
+    pub password_hash: String,
+    pub role: Role,
+    pub created_unix: u64,
+}
+
+/// A token-signing key (HMAC-SHA256). Every listed key verifies; the newest signs, so a
+/// rotation leaves tokens signed by the previous key valid until they expire.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct SigningKey {
+    pub kid: String,
+    /// Base64 of 32 random bytes.
+    pub secret: String,
+    pub created_unix: u64,
+}
+
+impl std::fmt::Debug for SigningKey {
+    // The secret never reaches a log line, even through a debug print of a command.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("kid", &self.kid).field("created_unix", &self.created_unix).finish()
+    }
+}
+
+pub fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+pub fn decode_auth<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(raw).map_err(|e| StoreError::Corrupt { cf: CF_SM_AUTH, reason: e.to_string() })
 }

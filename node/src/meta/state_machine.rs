@@ -6,9 +6,9 @@
 //! whatever the state machine had not yet persisted.
 
 use super::command::{BlobRef, Command, CommandResult, PutManifest};
-use super::records::{BlobLocation, ReferrerDescriptor, StoredManifest};
+use super::records::{encode_json, BlobLocation, ReferrerDescriptor, StoredManifest};
 use super::store::{
-    queue_key, repo_key, repo_prefix, Store, StoreError, CF_LOCAL_REPLICATION_QUEUE, QUEUE_BACKFILL, QUEUE_RECENT, CF_SM_BLOBS, CF_SM_BLOB_LINKS, CF_SM_MANIFESTS, CF_SM_META,
+    auth_key, queue_key, repo_key, repo_prefix, Store, StoreError, CF_LOCAL_REPLICATION_QUEUE, CF_SM_AUTH, QUEUE_BACKFILL, QUEUE_RECENT, CF_SM_BLOBS, CF_SM_BLOB_LINKS, CF_SM_MANIFESTS, CF_SM_META,
     CF_SM_REFERRERS, CF_SM_REPOS, CF_SM_TAGS, STATE_MACHINE_CFS,
 };
 use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
@@ -120,6 +120,30 @@ impl StateMachine {
                         location.size.to_be_bytes(),
                     );
                 }
+                Ok(CommandResult::Applied)
+            }
+            Command::PutUser { user, create_only } => {
+                let key = auth_key("user", &user.name);
+                if *create_only && self.store.exists(CF_SM_AUTH, &key)? {
+                    return Ok(CommandResult::AlreadyExists);
+                }
+                batch.put_cf(self.store.cf(CF_SM_AUTH)?, key, encode_json(user));
+                Ok(CommandResult::Applied)
+            }
+            Command::RemoveUser { name } => {
+                let key = auth_key("user", name);
+                if !self.store.exists(CF_SM_AUTH, &key)? {
+                    return Ok(CommandResult::UserUnknown);
+                }
+                batch.delete_cf(self.store.cf(CF_SM_AUTH)?, key);
+                Ok(CommandResult::Applied)
+            }
+            Command::AddSigningKey { key } => {
+                let k = auth_key("key", &key.kid);
+                if self.store.exists(CF_SM_AUTH, &k)? {
+                    return Ok(CommandResult::AlreadyExists);
+                }
+                batch.put_cf(self.store.cf(CF_SM_AUTH)?, k, encode_json(key));
                 Ok(CommandResult::Applied)
             }
             Command::UnlinkBlob { repo, digest } => {
@@ -321,6 +345,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let applied = serde_json::to_vec(&Some(log_id)).map_err(sm_write_err)?;
             batch.put_cf(self.store.cf(CF_SM_META).map_err(sm_write_err)?, KEY_LAST_APPLIED, applied);
             self.store.write(batch).map_err(sm_write_err)?;
+            if matches!(&entry.payload, EntryPayload::Normal(cmd) if cmd.is_auth()) {
+                self.store.bump_auth_epoch();
+            }
             crate::observability::record_raft_applied(log_id.index);
             results.push(result);
         }
@@ -344,6 +371,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         batch.put_cf(cf, KEY_LAST_APPLIED, serde_json::to_vec(&meta.last_log_id).map_err(snapshot_err)?);
         batch.put_cf(cf, KEY_MEMBERSHIP, serde_json::to_vec(&meta.last_membership).map_err(snapshot_err)?);
         self.store.write_durable(batch).map_err(snapshot_err)?;
+        self.store.bump_auth_epoch();
         save_snapshot(&self.snapshot_path, meta, &data).map_err(snapshot_err)?;
         Ok(())
     }

@@ -27,6 +27,8 @@ pub const CF_SM_BLOB_LINKS: &str = "sm_blob_links";
 pub const CF_SM_BLOBS: &str = "sm_blobs";
 /// `repo\0subject\0referrer` → descriptor JSON for the referrers API.
 pub const CF_SM_REFERRERS: &str = "sm_referrers";
+/// Identities and token-signing keys: `user/<name>` → `UserRecord`, `key/<kid>` → `SigningKey`.
+pub const CF_SM_AUTH: &str = "sm_auth";
 /// Upload sessions in progress on this node: `uuid` → session record.
 pub const CF_LOCAL_UPLOADS: &str = "local_uploads";
 /// `repo\0digest` → size: blobs pushed to this node and not yet referenced by a manifest.
@@ -40,6 +42,11 @@ pub const QUEUE_RECENT: u8 = b'0';
 /// Queue priority of blobs found missing by the backfill scan.
 pub const QUEUE_BACKFILL: u8 = b'1';
 
+/// `sm_auth` key of a record: `<kind>/<name>` (kind `user` or `key`).
+pub fn auth_key(kind: &str, name: &str) -> Vec<u8> {
+    format!("{kind}/{name}").into_bytes()
+}
+
 /// The replication-queue key of `digest` at `priority`.
 pub fn queue_key(priority: u8, digest: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(digest.len() + 1);
@@ -49,7 +56,7 @@ pub fn queue_key(priority: u8, digest: &str) -> Vec<u8> {
 }
 
 /// The column families that make up the replicated state machine (what a snapshot holds).
-pub const STATE_MACHINE_CFS: [&str; 7] = [
+pub const STATE_MACHINE_CFS: [&str; 8] = [
     CF_SM_META,
     CF_SM_REPOS,
     CF_SM_MANIFESTS,
@@ -57,6 +64,7 @@ pub const STATE_MACHINE_CFS: [&str; 7] = [
     CF_SM_BLOB_LINKS,
     CF_SM_BLOBS,
     CF_SM_REFERRERS,
+    CF_SM_AUTH,
 ];
 
 /// Raft's own column families.
@@ -78,6 +86,9 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     db: Arc<DB>,
+    /// Bumped whenever identities or keys change (an auth entry applied, a snapshot
+    /// installed), so caches of verified credentials know to look again.
+    auth_epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -94,7 +105,15 @@ impl Store {
             .chain(LOCAL_CFS.iter())
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Store { db: Arc::new(db) })
+        Ok(Store { db: Arc::new(db), auth_epoch: Arc::default() })
+    }
+
+    pub fn auth_epoch(&self) -> u64 {
+        self.auth_epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn bump_auth_epoch(&self) {
+        self.auth_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     pub fn db(&self) -> &DB {

@@ -46,6 +46,11 @@ pub enum RegistryError {
     /// The client went away or sent a broken body; nothing was kept.
     #[error("request body failed: {0}")]
     BodyFailed(String),
+    /// No usable credentials; `challenge` is the `WWW-Authenticate` value.
+    #[error("{message}")]
+    Unauthorized { challenge: String, message: String },
+    #[error("requested access to the resource is denied")]
+    Denied,
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -196,6 +196,8 @@ impl Member {
             }
         }
         cmd.env("RUST_LOG", "info");
+        // Auth is off unless the test's environment turns it on (see `common`).
+        cmd.env("MERIDIAN_AUTH_ENABLED", "false");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -933,6 +935,23 @@ pub fn is_unavailable_error(r: &Reply) -> bool {
             .as_array()
             .map(|a| a.iter().any(|e| e["code"] == "UNAVAILABLE" && e["message"].is_string()))
             .unwrap_or(false)
+}
+
+// ---------------------------------------------------------------- auth
+
+/// Waits until `user` can get a token at `base` (the bootstrap admin is created by the
+/// first leader moments after the cluster forms).
+pub async fn wait_for_login(base: &str, user: &str, password: &str) {
+    let client = http_client(Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let resp = client.get(format!("{base}/token?service=meridian")).basic_auth(user, Some(password)).send().await;
+        if resp.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{user} could not log in at {base} within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 // ---------------------------------------------------------------- metrics

@@ -1,5 +1,9 @@
 //! Test harness: runs the real `meridian` binary as a child process on a free
 //! loopback port with its own data directory, and talks to it over HTTP.
+//!
+//! Nodes start with `MERIDIAN_AUTH_ENABLED=false` unless the test passes
+//! `MERIDIAN_AUTH_ENABLED=true`: most suites exercise the API itself; the `auth_*`
+//! suites exercise authentication and authorization.
 #![allow(dead_code)]
 
 pub mod cluster;
@@ -73,6 +77,7 @@ impl Node {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .env("RUST_LOG", "info")
+            .env("MERIDIAN_AUTH_ENABLED", "false")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))

@@ -1,0 +1,402 @@
+//! Who may do what. Identities (users) and token-signing keys are Raft state, so every
+//! region authenticates locally and a revocation applies wherever its entry is applied.
+//! Clients follow the Docker token flow: a `401` challenge names `/token`, which takes
+//! basic credentials and returns a signed bearer token holding the granted part of the
+//! requested scopes. Basic credentials are also accepted directly on `/v2/` routes.
+//!
+//! Verified tokens and passwords are cached per *auth epoch* (bumped by every applied
+//! identity or key change), so the hot path is a hash-map lookup and a revocation is
+//! honoured by the very next request after its entry is applied.
+
+pub mod bootstrap;
+pub mod jwt;
+pub mod password;
+pub mod scope;
+
+use crate::config::AuthConfig;
+use crate::meta::records::Role;
+use crate::meta::Store;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use scope::{challenge_scope, pattern_matches, role_allows, AccessEntry, Action, RequestedScope};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Cached verifications kept at most (then the cache starts over).
+const CACHE_LIMIT: usize = 10_000;
+/// Clock skew tolerated on `nbf`.
+const LEEWAY_SECS: u64 = 30;
+
+/// What a request needs.
+#[derive(Debug, Clone, Copy)]
+pub enum Need<'a> {
+    /// `/v2/`: any authenticated identity.
+    Base,
+    /// `/v2/_catalog`.
+    Catalog,
+    Repo { name: &'a str, action: Action },
+}
+
+/// Who is calling, with what it may do right now.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Anonymous,
+    /// Auth is off: everything is allowed.
+    Open,
+    /// Basic credentials: the user's role applies to every repository.
+    User { name: String, role: Role },
+    /// A bearer token: its access entries, cut down to what the subject may still do.
+    Token { subject: String, role: Role, access: Vec<AccessEntry> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No usable credentials: a `401` with a challenge naming `/token`.
+    #[error("authentication required")]
+    Unauthorized { challenge: String },
+    /// Valid credentials whose token lacks the scope (the identity could get it): `401`
+    /// with `error="insufficient_scope"`, so clients fetch a token for it.
+    #[error("the token does not cover this request")]
+    InsufficientScope { challenge: String },
+    /// The identity may not do this: `403 DENIED`.
+    #[error("requested access to the resource is denied")]
+    Denied,
+    /// `/token` with wrong basic credentials.
+    #[error("invalid username or password")]
+    BadCredentials,
+    #[error("invalid token request: {0}")]
+    BadRequest(String),
+    /// The cluster has not created its signing key yet.
+    #[error("not ready to issue tokens: {0}")]
+    NotReady(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<AuthError> for crate::registry::RegistryError {
+    fn from(e: AuthError) -> Self {
+        use crate::registry::RegistryError as R;
+        let message = e.to_string();
+        match e {
+            AuthError::Unauthorized { challenge } | AuthError::InsufficientScope { challenge } => {
+                R::Unauthorized { challenge, message }
+            }
+            AuthError::BadCredentials => {
+                R::Unauthorized { challenge: "Basic realm=\"meridian\"".to_string(), message }
+            }
+            AuthError::Denied => R::Denied,
+            AuthError::BadRequest(m) => R::Unsupported(m),
+            AuthError::NotReady(m) => R::NoQuorum(m),
+            AuthError::Internal(m) => R::Internal(m),
+        }
+    }
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[derive(Clone)]
+struct Cached {
+    epoch: u64,
+    caller: Caller,
+    /// The caller stops being valid at this time (token expiry; basic: never).
+    until: u64,
+}
+
+pub struct Auth {
+    cfg: AuthConfig,
+    store: Store,
+    tokens: Mutex<HashMap<String, Cached>>,
+    /// sha256("user\0password") → the user, so a password is hashed with argon2 once per epoch.
+    basics: Mutex<HashMap<[u8; 32], Cached>>,
+}
+
+/// A token issued by `/token`.
+#[derive(Debug, serde::Serialize)]
+pub struct IssuedToken {
+    pub token: String,
+    pub access_token: String,
+    pub expires_in: u64,
+    pub issued_at: String,
+}
+
+impl Auth {
+    pub fn new(cfg: AuthConfig, store: Store) -> Arc<Auth> {
+        Arc::new(Auth { cfg, store, tokens: Mutex::default(), basics: Mutex::default() })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.cfg.enabled
+    }
+
+    pub fn service(&self) -> &str {
+        &self.cfg.service
+    }
+
+    /// The token endpoint URL for challenges: configured, or this host's `/token`.
+    fn realm(&self, host: Option<&str>) -> String {
+        match (&self.cfg.realm, host) {
+            (Some(realm), _) => realm.clone(),
+            (None, Some(host)) => format!("http://{host}/token"),
+            (None, None) => "/token".to_string(),
+        }
+    }
+
+    fn challenge(&self, host: Option<&str>, scope: Option<&str>, insufficient: bool) -> String {
+        let mut c = format!("Bearer realm=\"{}\",service=\"{}\"", self.realm(host), self.cfg.service);
+        if let Some(scope) = scope {
+            c.push_str(&format!(",scope=\"{scope}\""));
+        }
+        if insufficient {
+            c.push_str(",error=\"insufficient_scope\"");
+        }
+        c
+    }
+
+    fn anonymous_may_pull(&self, repo: &str) -> bool {
+        self.cfg.anonymous_pull.iter().any(|p| pattern_matches(p, repo))
+    }
+
+    /// Identifies the caller from the `Authorization` header (anonymous without one).
+    pub fn identify(&self, authorization: Option<&str>, host: Option<&str>) -> Result<Caller, AuthError> {
+        if !self.cfg.enabled {
+            return Ok(Caller::Open);
+        }
+        let Some(value) = authorization else { return Ok(Caller::Anonymous) };
+        let unauthorized = || AuthError::Unauthorized { challenge: self.challenge(host, None, false) };
+        if let Some(token) = strip_scheme(value, "bearer") {
+            return self.verify_token(token.trim()).ok_or_else(unauthorized);
+        }
+        if let Some(encoded) = strip_scheme(value, "basic") {
+            let (user, pass) = decode_basic(encoded.trim()).ok_or_else(unauthorized)?;
+            return self.verify_password(&user, &pass).map_err(|e| match e {
+                AuthError::BadCredentials => unauthorized(),
+                other => other,
+            });
+        }
+        Err(unauthorized())
+    }
+
+    /// Whether `caller` may do `need`; the error says how to answer otherwise.
+    pub fn authorize(&self, caller: &Caller, need: Need<'_>, host: Option<&str>) -> Result<(), AuthError> {
+        if self.allows(caller, need) {
+            return Ok(());
+        }
+        let scope = match need {
+            Need::Base => None,
+            Need::Catalog => Some("registry:catalog:*".to_string()),
+            Need::Repo { name, action } => Some(challenge_scope(name, action)),
+        };
+        match caller {
+            Caller::Anonymous => Err(AuthError::Unauthorized { challenge: self.challenge(host, scope.as_deref(), false) }),
+            Caller::Token { role, .. } if identity_allows(*role, need) => {
+                Err(AuthError::InsufficientScope { challenge: self.challenge(host, scope.as_deref(), true) })
+            }
+            _ => Err(AuthError::Denied),
+        }
+    }
+
+    /// Whether `caller` may do `need` (no error detail).
+    pub fn allows(&self, caller: &Caller, need: Need<'_>) -> bool {
+        if let Need::Repo { name, action: Action::Pull } = need {
+            if self.anonymous_may_pull(name) {
+                return true;
+            }
+        }
+        match caller {
+            Caller::Open => true,
+            Caller::Anonymous => false,
+            Caller::User { role, .. } => identity_allows(*role, need),
+            Caller::Token { access, .. } => match need {
+                Need::Base => true,
+                Need::Catalog => access.iter().any(|a| a.kind == "registry" && a.name == "catalog"),
+                Need::Repo { name, action } => access
+                    .iter()
+                    .any(|a| a.kind == "repository" && a.name == name && a.actions.iter().any(|x| x == action.as_str())),
+            },
+        }
+    }
+
+    /// Whether `caller` may pull `repo` (catalog and tag-list filtering): by its identity,
+    /// not only by what its token holds, since listing needs no per-repository token.
+    pub fn may_list(&self, caller: &Caller, repo: &str) -> bool {
+        let need = Need::Repo { name: repo, action: Action::Pull };
+        match caller {
+            Caller::Token { role, .. } => identity_allows(*role, need) || self.allows(caller, need),
+            _ => self.allows(caller, need),
+        }
+    }
+
+    fn verify_token(&self, token: &str) -> Option<Caller> {
+        let epoch = self.store.auth_epoch();
+        let now = now_unix();
+        if let Some(c) = lock(&self.tokens).get(token) {
+            if c.epoch == epoch && now < c.until {
+                return Some(c.caller.clone());
+            }
+        }
+        let keys = self.store.signing_keys().ok()?;
+        let claims = jwt::verify(token, &keys).ok()?;
+        if claims.aud != self.cfg.service || claims.iss != self.cfg.service || now >= claims.exp || claims.nbf > now + LEEWAY_SECS {
+            return None;
+        }
+        // The subject must still exist; its current role caps what the token grants.
+        let role = self.store.user(&claims.sub).ok()??.role;
+        let access = claims
+            .access
+            .into_iter()
+            .map(|mut a| {
+                a.actions.retain(|act| entry_allowed(role, &a.kind, act));
+                a
+            })
+            .filter(|a| !a.actions.is_empty())
+            .collect();
+        let caller = Caller::Token { subject: claims.sub, role, access };
+        let mut cache = lock(&self.tokens);
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(token.to_string(), Cached { epoch, caller: caller.clone(), until: claims.exp });
+        Some(caller)
+    }
+
+    /// Checks a user's password (argon2, cached per epoch).
+    pub fn verify_password(&self, user: &str, password: &str) -> Result<Caller, AuthError> {
+        let epoch = self.store.auth_epoch();
+        let mut h = Sha256::new();
+        h.update(user.as_bytes());
+        h.update([0]);
+        h.update(password.as_bytes());
+        let key: [u8; 32] = h.finalize().into();
+        if let Some(c) = lock(&self.basics).get(&key) {
+            if c.epoch == epoch {
+                return Ok(c.caller.clone());
+            }
+        }
+        let record = self.store.user(user).map_err(|e| AuthError::Internal(e.to_string()))?;
+        let Some(record) = record.filter(|r| password::verify(password, &r.password_hash)) else {
+            return Err(AuthError::BadCredentials);
+        };
+        let caller = Caller::User { name: record.name, role: record.role };
+        let mut cache = lock(&self.basics);
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(key, Cached { epoch, caller: caller.clone(), until: u64::MAX });
+        Ok(caller)
+    }
+
+    /// `/token`: the intersection of the requested scopes with what the caller may do,
+    /// in a token signed with the newest key.
+    pub fn issue(&self, caller: &Caller, service: Option<&str>, scopes: &[RequestedScope]) -> Result<IssuedToken, AuthError> {
+        if let Some(s) = service {
+            if s != self.cfg.service {
+                return Err(AuthError::BadRequest(format!("unknown service {s:?}")));
+            }
+        }
+        let subject = match caller {
+            Caller::User { name, .. } => name.clone(),
+            Caller::Anonymous | Caller::Open => String::new(),
+            Caller::Token { subject, .. } => subject.clone(),
+        };
+        let mut access = Vec::new();
+        for s in scopes {
+            let granted: Vec<String> = s
+                .actions
+                .iter()
+                .filter(|a| match (s.kind.as_str(), Action::parse(a)) {
+                    ("repository", Some(action)) => self.allows(caller, Need::Repo { name: &s.name, action }),
+                    ("registry", None) if s.name == "catalog" && a.as_str() == "*" => {
+                        matches!(caller, Caller::User { role: Role::Admin, .. })
+                    }
+                    _ => false,
+                })
+                .cloned()
+                .collect();
+            if !granted.is_empty() {
+                access.push(AccessEntry { kind: s.kind.clone(), name: s.name.clone(), actions: granted });
+            }
+        }
+        let keys = self.store.signing_keys().map_err(|e| AuthError::Internal(e.to_string()))?;
+        let key = keys.last().ok_or_else(|| AuthError::NotReady("no token-signing key yet (cluster still starting)".into()))?;
+        let now = now_unix();
+        let ttl = self.cfg.token_ttl_secs.max(1);
+        let claims = jwt::Claims {
+            iss: self.cfg.service.clone(),
+            sub: subject,
+            aud: self.cfg.service.clone(),
+            exp: now + ttl,
+            nbf: now,
+            iat: now,
+            jti: password::random_secret(20),
+            access,
+        };
+        let token = jwt::sign(&claims, key).ok_or_else(|| AuthError::Internal("cannot sign a token".into()))?;
+        Ok(IssuedToken { access_token: token.clone(), token, expires_in: ttl, issued_at: rfc3339(now) })
+    }
+
+}
+
+/// What an identity with `role` may do, regardless of any token.
+fn identity_allows(role: Role, need: Need<'_>) -> bool {
+    match need {
+        Need::Base => true,
+        Need::Catalog => role == Role::Admin,
+        Need::Repo { action, .. } => role_allows(role, action),
+    }
+}
+
+fn entry_allowed(role: Role, kind: &str, action: &str) -> bool {
+    match (kind, Action::parse(action)) {
+        ("repository", Some(a)) => role_allows(role, a),
+        ("registry", None) => role == Role::Admin,
+        _ => false,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `Scheme credentials` with a case-insensitive scheme.
+fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (s, rest) = value.split_once(' ')?;
+    s.eq_ignore_ascii_case(scheme).then_some(rest)
+}
+
+/// `base64(user:password)` → (user, password).
+pub fn decode_basic(encoded: &str) -> Option<(String, String)> {
+    let raw = STANDARD.decode(encoded).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (user, pass) = text.split_once(':')?;
+    Some((user.to_string(), pass.to_string()))
+}
+
+/// RFC 3339 UTC for a Unix time (civil-from-days, no calendar crate needed).
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_795_874_384), "2026-11-28T13:59:44Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}
