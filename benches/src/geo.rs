@@ -86,7 +86,7 @@ struct ImageResult {
 pub async fn run(cmd: &GeoCmd, o: &Opts) -> Result<()> {
     let timeout = parse_duration(&o.timeout)?;
     let base = o.url.trim_end_matches('/').to_string();
-    let client = http_client(o.layers.max(1), timeout)?;
+    let client = http_client(o.layers.max(1), timeout, o.authorization.as_deref())?;
     check_reachable(&client, &base).await?;
     let repo = o.repo.clone().unwrap_or_else(|| "bench/geo".to_string());
     // Visibility's manifests reference one tiny layer: large blobs replicating in the

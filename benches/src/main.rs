@@ -175,6 +175,9 @@ struct Opts {
     /// Free-form label copied into the JSON result (e.g. target name).
     #[arg(long, global = true)]
     label: Option<String>,
+    /// `Authorization` header sent with every request (e.g. `Bearer <token>`).
+    #[arg(long, global = true, env = "BENCH_AUTHORIZATION", hide_env_values = true)]
+    authorization: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -755,8 +758,15 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 /// The HTTP/1.1 client every scenario uses: a pool sized for `concurrency` clients.
-fn http_client(concurrency: usize, timeout: Duration) -> Result<Client> {
+fn http_client(concurrency: usize, timeout: Duration, authorization: Option<&str>) -> Result<Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(a) = authorization {
+        let mut value = reqwest::header::HeaderValue::from_str(a).context("--authorization is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     Ok(Client::builder()
+        .default_headers(headers)
         .http1_only()
         .pool_max_idle_per_host(concurrency * 2 + 4)
         .pool_idle_timeout(Duration::from_secs(60))
@@ -828,7 +838,7 @@ async fn run(scenario: Scenario, o: Opts) -> Result<()> {
         .repo
         .clone()
         .unwrap_or_else(|| format!("bench/{}", scenario.name()));
-    let client = http_client(o.concurrency, timeout)?;
+    let client = http_client(o.concurrency, timeout, o.authorization.as_deref())?;
     check_reachable(&client, &base).await?;
 
     let run_id: u64 = rand::random();

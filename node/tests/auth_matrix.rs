@@ -66,9 +66,10 @@ enum Expect {
     Allowed,
     /// 401 UNAUTHORIZED with a Bearer challenge.
     Unauthorized,
-    /// 401 with `error="insufficient_scope"`: the identity could get a token for it.
+    /// 403 DENIED with a challenge carrying `error="insufficient_scope"`: the identity
+    /// could get a token for it (RFC 6750 §3.1).
     InsufficientScope,
-    /// 403 DENIED.
+    /// 403 DENIED without a challenge.
     Denied,
 }
 
@@ -264,6 +265,12 @@ fn urlencode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+fn check_challenge(challenge: &str, what: &str) {
+    assert!(challenge.starts_with("Bearer realm=\""), "{what}: challenge {challenge}");
+    assert!(challenge.contains("service=\"meridian\""), "{what}: challenge {challenge}");
+    assert!(challenge.contains("/token\""), "{what}: challenge {challenge}");
+}
+
 async fn check(resp: reqwest::Response, want: Expect, ok_status: u16, what: &str) {
     let status = resp.status().as_u16();
     let challenge = oci::header(&resp, "www-authenticate");
@@ -271,26 +278,27 @@ async fn check(resp: reqwest::Response, want: Expect, ok_status: u16, what: &str
     let code = serde_json::from_str::<Value>(&body).ok().and_then(|v| v["errors"][0]["code"].as_str().map(String::from));
     match want {
         Expect::Allowed => assert_eq!(status, ok_status, "{what}: expected {ok_status}, got {status}: {body}"),
-        Expect::Unauthorized | Expect::InsufficientScope => {
+        Expect::Unauthorized => {
             assert_eq!(status, 401, "{what}: expected 401, got {status}: {body}");
             // (HEAD answers carry no body.)
             if !body.is_empty() {
                 assert_eq!(code.as_deref(), Some("UNAUTHORIZED"), "{what}: {body}");
             }
             let challenge = challenge.unwrap_or_else(|| panic!("{what}: 401 without WWW-Authenticate"));
-            assert!(challenge.starts_with("Bearer realm=\""), "{what}: challenge {challenge}");
-            assert!(challenge.contains("service=\"meridian\""), "{what}: challenge {challenge}");
-            assert!(challenge.contains("/token\""), "{what}: challenge {challenge}");
-            assert_eq!(
-                challenge.contains("error=\"insufficient_scope\""),
-                want == Expect::InsufficientScope,
-                "{what}: challenge {challenge}"
-            );
+            check_challenge(&challenge, &what);
+            assert!(!challenge.contains("insufficient_scope"), "{what}: challenge {challenge}");
         }
-        Expect::Denied => {
+        Expect::InsufficientScope | Expect::Denied => {
             assert_eq!(status, 403, "{what}: expected 403, got {status}: {body}");
             if !body.is_empty() {
                 assert_eq!(code.as_deref(), Some("DENIED"), "{what}: {body}");
+            }
+            if want == Expect::InsufficientScope {
+                let challenge = challenge.unwrap_or_else(|| panic!("{what}: insufficient scope without a challenge"));
+                check_challenge(&challenge, &what);
+                assert!(challenge.contains("error=\"insufficient_scope\""), "{what}: challenge {challenge}");
+            } else {
+                assert!(challenge.is_none(), "{what}: a plain denial carries a challenge: {challenge:?}");
             }
         }
     }

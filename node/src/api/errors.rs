@@ -27,7 +27,7 @@ fn classify(e: &RegistryError) -> (StatusCode, &'static str) {
         NoQuorum(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
         BodyFailed(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
         Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
-        Denied => (StatusCode::FORBIDDEN, "DENIED"),
+        Denied { .. } => (StatusCode::FORBIDDEN, "DENIED"),
         Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
     }
 }
@@ -73,7 +73,7 @@ impl IntoResponse for ApiError {
             RegistryError::NoQuorum(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
-            RegistryError::Unauthorized { challenge, .. } => {
+            RegistryError::Unauthorized { challenge, .. } | RegistryError::Denied { challenge: Some(challenge) } => {
                 if let Ok(v) = HeaderValue::from_str(challenge) {
                     headers.insert(header::WWW_AUTHENTICATE, v);
                 }

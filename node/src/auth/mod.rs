@@ -56,8 +56,9 @@ pub enum AuthError {
     /// No usable credentials: a `401` with a challenge naming `/token`.
     #[error("authentication required")]
     Unauthorized { challenge: String },
-    /// Valid credentials whose token lacks the scope (the identity could get it): `401`
-    /// with `error="insufficient_scope"`, so clients fetch a token for it.
+    /// Valid credentials whose token lacks the scope (the identity could get it): `403`
+    /// with a challenge carrying `error="insufficient_scope"` (RFC 6750 §3.1), so clients
+    /// fetch a token for it.
     #[error("the token does not cover this request")]
     InsufficientScope { challenge: String },
     /// The identity may not do this: `403 DENIED`.
@@ -80,13 +81,12 @@ impl From<AuthError> for crate::registry::RegistryError {
         use crate::registry::RegistryError as R;
         let message = e.to_string();
         match e {
-            AuthError::Unauthorized { challenge } | AuthError::InsufficientScope { challenge } => {
-                R::Unauthorized { challenge, message }
-            }
+            AuthError::Unauthorized { challenge } => R::Unauthorized { challenge, message },
+            AuthError::InsufficientScope { challenge } => R::Denied { challenge: Some(challenge) },
             AuthError::BadCredentials => {
                 R::Unauthorized { challenge: "Basic realm=\"meridian\"".to_string(), message }
             }
-            AuthError::Denied => R::Denied,
+            AuthError::Denied => R::Denied { challenge: None },
             AuthError::BadRequest(m) => R::Unsupported(m),
             AuthError::NotReady(m) => R::NoQuorum(m),
             AuthError::Internal(m) => R::Internal(m),

@@ -49,8 +49,10 @@ pub enum RegistryError {
     /// No usable credentials; `challenge` is the `WWW-Authenticate` value.
     #[error("{message}")]
     Unauthorized { challenge: String, message: String },
+    /// The caller may not do this. `challenge` is set when a token merely lacks the scope
+    /// its identity could get (RFC 6750 `insufficient_scope`: clients fetch a new token).
     #[error("requested access to the resource is denied")]
-    Denied,
+    Denied { challenge: Option<String> },
     #[error("internal error: {0}")]
     Internal(String),
 }
