@@ -91,7 +91,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         region = %config.region,
         "meridian serving"
     );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     let _ = shutdown_tx.send(true);
     let _ = sweeper.await;
     let _ = grpc.await;

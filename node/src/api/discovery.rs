@@ -44,7 +44,7 @@ pub async fn catalog(State(state): State<AppState>, req: Request) -> Response {
         let headers = req.headers();
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
         let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let caller = state.auth.identify(authorization, host).map_err(RegistryError::from)?;
+        let caller = state.auth.identify(authorization, host, super::peer_ip(&req)).map_err(RegistryError::from)?;
         if matches!(caller, Caller::Anonymous) {
             state.auth.authorize(&caller, Need::Catalog, host).map_err(RegistryError::from)?;
         }

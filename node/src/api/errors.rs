@@ -28,6 +28,7 @@ fn classify(e: &RegistryError) -> (StatusCode, &'static str) {
         BodyFailed(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
         Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
         Denied { .. } => (StatusCode::FORBIDDEN, "DENIED"),
+        TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
         Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
     }
 }
@@ -72,6 +73,9 @@ impl IntoResponse for ApiError {
             }
             RegistryError::NoQuorum(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            RegistryError::TooManyRequests { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             RegistryError::Unauthorized { challenge, .. } | RegistryError::Denied { challenge: Some(challenge) } => {
                 if let Ok(v) = HeaderValue::from_str(challenge) {

@@ -14,7 +14,8 @@ use crate::meta::Meta;
 use crate::observability;
 use crate::registry::{Registry, RegistryError};
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
+use std::net::SocketAddr;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -53,10 +54,12 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// `GET /v2/`: the API version check, and where clients learn how to authenticate.
-async fn api_version(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+async fn api_version(State(state): State<AppState>, req: Request) -> Response {
+    let headers = req.headers();
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let checked = state.auth.identify(authorization, host).and_then(|c| state.auth.authorize(&c, Need::Base, host));
+    let checked =
+        state.auth.identify(authorization, host, peer_ip(&req)).and_then(|c| state.auth.authorize(&c, Need::Base, host));
     let mut resp = match checked {
         Ok(()) => axum::Json(serde_json::json!({})).into_response(),
         Err(e) => ApiError(e.into()).into_response(),
@@ -142,7 +145,7 @@ fn authorize(
     let Some(action) = required_action(endpoint, &parts.method) else { return Ok(query) };
     let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = auth.identify(authorization, host)?;
+    let caller = auth.identify(authorization, host, parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))?;
     auth.authorize(&caller, Need::Repo { name: endpoint.name(), action }, host)?;
     if let (Endpoint::UploadStart { .. }, Some(q)) = (endpoint, &query) {
         let from = Query::parse(Some(q)).get("from").map(str::to_string);
@@ -200,6 +203,11 @@ async fn serve(
         (Endpoint::Referrers { name, digest }, &Method::GET) => discovery::referrers(registry, name, digest, query),
         _ => Ok(method_not_allowed()),
     }
+}
+
+/// The client's address (the server runs with connect info).
+pub(crate) fn peer_ip(req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
 
 /// `Meridian-Consistency: linearizable` asks for a read that reflects every write the

@@ -5,19 +5,21 @@
 
 use super::errors::ApiError;
 use super::query::Query;
-use super::AppState;
+use super::{peer_ip, AppState};
 use crate::auth::scope::{parse_scope, RequestedScope};
 use crate::auth::{decode_basic, AuthError, Caller};
 use crate::registry::RegistryError;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, Uri};
+use axum::extract::{Request, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 /// The largest token request form accepted.
 const MAX_FORM_BYTES: usize = 64 * 1024;
 
-pub async fn get(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+pub async fn get(State(state): State<AppState>, req: Request) -> Response {
     crate::observability::http::label_request("token", "");
+    let peer = peer_ip(&req);
+    let (headers, uri) = (req.headers(), req.uri());
     let query = Query::parse(uri.query());
     let scopes: Vec<RequestedScope> = query.all("scope").iter().flat_map(|s| parse_scope(s)).collect();
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -31,14 +33,15 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap, uri: Uri) ->
             _ => return refuse(AuthError::BadCredentials),
         },
     };
-    respond(&state, credentials, query.get("service"), &scopes, false).await
+    respond(&state, credentials, peer, query.get("service"), &scopes, false).await
 }
 
-pub async fn post(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+pub async fn post(State(state): State<AppState>, req: Request) -> Response {
     crate::observability::http::label_request("token", "");
-    if body.len() > MAX_FORM_BYTES {
-        return refuse(AuthError::BadRequest("token request form too large".into()));
-    }
+    let peer = peer_ip(&req);
+    let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_FORM_BYTES).await else {
+        return refuse(AuthError::BadRequest("token request form too large or broken".into()));
+    };
     let form = Query::parse(std::str::from_utf8(&body).ok());
     if form.get("grant_type") != Some("password") {
         return refuse(AuthError::BadRequest("only grant_type=password is supported".into()));
@@ -48,12 +51,13 @@ pub async fn post(State(state): State<AppState>, body: axum::body::Bytes) -> Res
     };
     let scopes: Vec<RequestedScope> = form.all("scope").iter().flat_map(|s| parse_scope(s)).collect();
     let credentials = Some((user.to_string(), password.to_string()));
-    respond(&state, credentials, form.get("service"), &scopes, true).await
+    respond(&state, credentials, peer, form.get("service"), &scopes, true).await
 }
 
 async fn respond(
     state: &AppState,
     credentials: Option<(String, String)>,
+    peer: Option<std::net::IpAddr>,
     service: Option<&str>,
     scopes: &[RequestedScope],
     oauth: bool,
@@ -63,7 +67,7 @@ async fn respond(
         Some((user, password)) => {
             // argon2 takes tens of milliseconds: off the async workers.
             let auth = state.auth.clone();
-            match tokio::task::spawn_blocking(move || auth.verify_password(&user, &password)).await {
+            match tokio::task::spawn_blocking(move || auth.verify_password(&user, &password, peer)).await {
                 Ok(Ok(caller)) => caller,
                 Ok(Err(e)) => return refuse(e),
                 Err(e) => return refuse(AuthError::Internal(e.to_string())),
@@ -85,8 +89,5 @@ async fn respond(
 }
 
 fn refuse(e: AuthError) -> Response {
-    if matches!(e, AuthError::BadCredentials) {
-        metrics::counter!("meridian_auth_failed_logins_total").increment(1);
-    }
     ApiError(RegistryError::from(e)).into_response()
 }

@@ -19,6 +19,10 @@ pub struct Claims {
     pub nbf: u64,
     pub iat: u64,
     pub jti: String,
+    /// The robot secret the token was issued for (robot tokens only): revoking that
+    /// secret refuses the token too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
     #[serde(default)]
     pub access: Vec<AccessEntry>,
 }
@@ -107,6 +111,7 @@ mod tests {
             nbf: 0,
             iat: 0,
             jti: "j".into(),
+            sid: None,
             access: vec![AccessEntry { kind: "repository".into(), name: "a/b".into(), actions: vec!["pull".into()] }],
         };
         let t = sign(&claims, &key).unwrap();

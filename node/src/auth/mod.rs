@@ -10,19 +10,29 @@
 
 pub mod bootstrap;
 pub mod jwt;
+pub mod limits;
 pub mod password;
 pub mod scope;
 
 use crate::config::AuthConfig;
-use crate::meta::records::Role;
+use crate::meta::records::{Grant, Role};
 use crate::meta::Store;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use scope::{challenge_scope, pattern_matches, role_allows, AccessEntry, Action, RequestedScope};
+use scope::{challenge_scope, grants_allow, pattern_matches, role_grants, AccessEntry, Action, RequestedScope};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Robot tokens log in as `robot$<name>`.
+pub const ROBOT_PREFIX: &str = "robot$";
+
+/// How a robot secret is stored: hex SHA-256 (secrets are long and random).
+pub fn robot_secret_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
 
 /// Cached verifications kept at most (then the cache starts over).
 const CACHE_LIMIT: usize = 10_000;
@@ -45,10 +55,43 @@ pub enum Caller {
     Anonymous,
     /// Auth is off: everything is allowed.
     Open,
-    /// Basic credentials: the user's role applies to every repository.
-    User { name: String, role: Role },
-    /// A bearer token: its access entries, cut down to what the subject may still do.
-    Token { subject: String, role: Role, access: Vec<AccessEntry> },
+    /// Basic credentials of a user or robot token: its grants apply directly.
+    Identity(Identity),
+    /// A bearer token: its access entries, cut down to what its subject may still do.
+    Token { identity: Identity, access: Vec<AccessEntry> },
+}
+
+/// A user or robot token and what it may do now (its role's or scope map's grants).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The login name: a user name, or `robot$<name>`.
+    pub subject: String,
+    /// The robot secret it logged in with (robots only); tokens carry it as `sid`.
+    pub secret_id: Option<String>,
+    pub grants: Vec<Grant>,
+}
+
+impl Identity {
+    fn allows(&self, need: Need<'_>) -> bool {
+        match need {
+            Need::Base => true,
+            Need::Catalog => self.is_admin(),
+            Need::Repo { name, action } => grants_allow(&self.grants, name, action),
+        }
+    }
+
+    /// Everything on every repository (the `registry:catalog:*` scope).
+    fn is_admin(&self) -> bool {
+        self.grants.iter().any(|g| g.pattern == "*" && g.actions.iter().any(|a| a == "*"))
+    }
+
+    fn allows_entry(&self, kind: &str, name: &str, action: &str) -> bool {
+        match (kind, Action::parse(action)) {
+            ("repository", Some(a)) => grants_allow(&self.grants, name, a),
+            ("registry", None) => name == "catalog" && action == "*" && self.is_admin(),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +110,8 @@ pub enum AuthError {
     /// `/token` with wrong basic credentials.
     #[error("invalid username or password")]
     BadCredentials,
+    #[error("too many failed logins; retry in {0} s")]
+    TooManyRequests(u64),
     #[error("invalid token request: {0}")]
     BadRequest(String),
     /// The cluster has not created its signing key yet.
@@ -87,6 +132,7 @@ impl From<AuthError> for crate::registry::RegistryError {
                 R::Unauthorized { challenge: "Basic realm=\"meridian\"".to_string(), message }
             }
             AuthError::Denied => R::Denied { challenge: None },
+            AuthError::TooManyRequests(secs) => R::TooManyRequests { retry_after: secs, message },
             AuthError::BadRequest(m) => R::Unsupported(m),
             AuthError::NotReady(m) => R::NoQuorum(m),
             AuthError::Internal(m) => R::Internal(m),
@@ -109,6 +155,7 @@ struct Cached {
 pub struct Auth {
     cfg: AuthConfig,
     store: Store,
+    logins: limits::LoginGuard,
     tokens: Mutex<HashMap<String, Cached>>,
     /// sha256("user\0password") → the user, so a password is hashed with argon2 once per epoch.
     basics: Mutex<HashMap<[u8; 32], Cached>>,
@@ -125,7 +172,8 @@ pub struct IssuedToken {
 
 impl Auth {
     pub fn new(cfg: AuthConfig, store: Store) -> Arc<Auth> {
-        Arc::new(Auth { cfg, store, tokens: Mutex::default(), basics: Mutex::default() })
+        let logins = limits::LoginGuard::new(cfg.failed_login_limit);
+        Arc::new(Auth { cfg, store, logins, tokens: Mutex::default(), basics: Mutex::default() })
     }
 
     pub fn enabled(&self) -> bool {
@@ -161,7 +209,7 @@ impl Auth {
     }
 
     /// Identifies the caller from the `Authorization` header (anonymous without one).
-    pub fn identify(&self, authorization: Option<&str>, host: Option<&str>) -> Result<Caller, AuthError> {
+    pub fn identify(&self, authorization: Option<&str>, host: Option<&str>, peer: Option<IpAddr>) -> Result<Caller, AuthError> {
         if !self.cfg.enabled {
             return Ok(Caller::Open);
         }
@@ -172,7 +220,7 @@ impl Auth {
         }
         if let Some(encoded) = strip_scheme(value, "basic") {
             let (user, pass) = decode_basic(encoded.trim()).ok_or_else(unauthorized)?;
-            return self.verify_password(&user, &pass).map_err(|e| match e {
+            return self.verify_password(&user, &pass, peer).map_err(|e| match e {
                 AuthError::BadCredentials => unauthorized(),
                 other => other,
             });
@@ -192,7 +240,7 @@ impl Auth {
         };
         match caller {
             Caller::Anonymous => Err(AuthError::Unauthorized { challenge: self.challenge(host, scope.as_deref(), false) }),
-            Caller::Token { role, .. } if identity_allows(*role, need) => {
+            Caller::Token { identity, .. } if identity.allows(need) => {
                 Err(AuthError::InsufficientScope { challenge: self.challenge(host, scope.as_deref(), true) })
             }
             _ => Err(AuthError::Denied),
@@ -209,7 +257,7 @@ impl Auth {
         match caller {
             Caller::Open => true,
             Caller::Anonymous => false,
-            Caller::User { role, .. } => identity_allows(*role, need),
+            Caller::Identity(identity) => identity.allows(need),
             Caller::Token { access, .. } => match need {
                 Need::Base => true,
                 Need::Catalog => access.iter().any(|a| a.kind == "registry" && a.name == "catalog"),
@@ -225,7 +273,7 @@ impl Auth {
     pub fn may_list(&self, caller: &Caller, repo: &str) -> bool {
         let need = Need::Repo { name: repo, action: Action::Pull };
         match caller {
-            Caller::Token { role, .. } => identity_allows(*role, need) || self.allows(caller, need),
+            Caller::Token { identity, .. } => identity.allows(need) || self.allows(caller, need),
             _ => self.allows(caller, need),
         }
     }
@@ -243,50 +291,103 @@ impl Auth {
         if claims.aud != self.cfg.service || claims.iss != self.cfg.service || now >= claims.exp || claims.nbf > now + LEEWAY_SECS {
             return None;
         }
-        // The subject must still exist; its current role caps what the token grants.
-        let role = self.store.user(&claims.sub).ok()??.role;
+        // The subject (and a robot's secret) must still exist; what it may do now caps
+        // what the token grants.
+        let (identity, valid_until) = self.identity(&claims.sub, claims.sid.as_deref()).ok()??;
         let access = claims
             .access
             .into_iter()
             .map(|mut a| {
-                a.actions.retain(|act| entry_allowed(role, &a.kind, act));
+                a.actions.retain(|act| identity.allows_entry(&a.kind, &a.name, act));
                 a
             })
             .filter(|a| !a.actions.is_empty())
             .collect();
-        let caller = Caller::Token { subject: claims.sub, role, access };
+        let until = claims.exp.min(valid_until);
+        let caller = Caller::Token { identity, access };
         let mut cache = lock(&self.tokens);
         if cache.len() >= CACHE_LIMIT {
             cache.clear();
         }
-        cache.insert(token.to_string(), Cached { epoch, caller: caller.clone(), until: claims.exp });
+        cache.insert(token.to_string(), Cached { epoch, caller: caller.clone(), until });
         Some(caller)
     }
 
-    /// Checks a user's password (argon2, cached per epoch).
-    pub fn verify_password(&self, user: &str, password: &str) -> Result<Caller, AuthError> {
+    /// Checks basic credentials: a user's password (argon2) or a robot token's secret
+    /// (`robot$<name>`), cached per epoch.
+    pub fn verify_password(&self, user: &str, password: &str, peer: Option<IpAddr>) -> Result<Caller, AuthError> {
+        self.logins.check(user, peer).map_err(AuthError::TooManyRequests)?;
+        let result = self.check_password(user, password);
+        if matches!(result, Err(AuthError::BadCredentials)) {
+            self.logins.record_failure(user, peer);
+            metrics::counter!("meridian_auth_failed_logins_total").increment(1);
+        }
+        result
+    }
+
+    fn check_password(&self, user: &str, password: &str) -> Result<Caller, AuthError> {
         let epoch = self.store.auth_epoch();
+        let now = now_unix();
         let mut h = Sha256::new();
         h.update(user.as_bytes());
         h.update([0]);
         h.update(password.as_bytes());
         let key: [u8; 32] = h.finalize().into();
         if let Some(c) = lock(&self.basics).get(&key) {
-            if c.epoch == epoch {
+            if c.epoch == epoch && now < c.until {
                 return Ok(c.caller.clone());
             }
         }
-        let record = self.store.user(user).map_err(|e| AuthError::Internal(e.to_string()))?;
-        let Some(record) = record.filter(|r| password::verify(password, &r.password_hash)) else {
-            return Err(AuthError::BadCredentials);
+        let internal = |e: crate::meta::store::StoreError| AuthError::Internal(e.to_string());
+        let (identity, until) = if let Some(robot) = user.strip_prefix(ROBOT_PREFIX) {
+            let record = self.store.robot(robot).map_err(internal)?.ok_or(AuthError::BadCredentials)?;
+            let hash = robot_secret_hash(password);
+            let secret = record
+                .secrets
+                .iter()
+                .find(|s| s.sha256 == hash && s.expires_unix.is_none_or(|e| now < e))
+                .ok_or(AuthError::BadCredentials)?;
+            self.identity(user, Some(&secret.id)).map_err(internal)?.ok_or(AuthError::BadCredentials)?
+        } else {
+            let record = self.store.user(user).map_err(internal)?;
+            if !record.is_some_and(|r| password::verify(password, &r.password_hash)) {
+                return Err(AuthError::BadCredentials);
+            }
+            self.identity(user, None).map_err(internal)?.ok_or(AuthError::BadCredentials)?
         };
-        let caller = Caller::User { name: record.name, role: record.role };
+        let caller = Caller::Identity(identity);
         let mut cache = lock(&self.basics);
         if cache.len() >= CACHE_LIMIT {
             cache.clear();
         }
-        cache.insert(key, Cached { epoch, caller: caller.clone(), until: u64::MAX });
+        cache.insert(key, Cached { epoch, caller: caller.clone(), until });
         Ok(caller)
+    }
+
+    /// The current grants of `subject` (a user, or `robot$<name>` with the secret id it
+    /// logged in with) and until when they hold (a robot secret's expiry); `None` when the
+    /// subject, its secret or its scope map is gone.
+    fn identity(&self, subject: &str, secret_id: Option<&str>) -> Result<Option<(Identity, u64)>, crate::meta::store::StoreError> {
+        let now = now_unix();
+        let Some(name) = subject.strip_prefix(ROBOT_PREFIX) else {
+            return Ok(self.store.user(subject)?.map(|u| {
+                (Identity { subject: subject.to_string(), secret_id: None, grants: role_grants(u.role) }, u64::MAX)
+            }));
+        };
+        let Some(robot) = self.store.robot(name)? else { return Ok(None) };
+        let Some(secret) = robot.secrets.iter().find(|s| Some(s.id.as_str()) == secret_id) else { return Ok(None) };
+        let until = secret.expires_unix.unwrap_or(u64::MAX);
+        if now >= until {
+            return Ok(None);
+        }
+        let grants = match Role::parse(&robot.scope_map) {
+            Some(role) => role_grants(role),
+            None => match self.store.scope_map(&robot.scope_map)? {
+                Some(map) => map.grants,
+                None => return Ok(None),
+            },
+        };
+        Ok(Some((Identity { subject: subject.to_string(), secret_id: Some(secret.id.clone()), grants }, until)))
     }
 
     /// `/token`: the intersection of the requested scopes with what the caller may do,
@@ -297,10 +398,9 @@ impl Auth {
                 return Err(AuthError::BadRequest(format!("unknown service {s:?}")));
             }
         }
-        let subject = match caller {
-            Caller::User { name, .. } => name.clone(),
-            Caller::Anonymous | Caller::Open => String::new(),
-            Caller::Token { subject, .. } => subject.clone(),
+        let (subject, sid) = match caller {
+            Caller::Identity(i) | Caller::Token { identity: i, .. } => (i.subject.clone(), i.secret_id.clone()),
+            Caller::Anonymous | Caller::Open => (String::new(), None),
         };
         let mut access = Vec::new();
         for s in scopes {
@@ -310,7 +410,7 @@ impl Auth {
                 .filter(|a| match (s.kind.as_str(), Action::parse(a)) {
                     ("repository", Some(action)) => self.allows(caller, Need::Repo { name: &s.name, action }),
                     ("registry", None) if s.name == "catalog" && a.as_str() == "*" => {
-                        matches!(caller, Caller::User { role: Role::Admin, .. })
+                        matches!(caller, Caller::Identity(i) if i.is_admin())
                     }
                     _ => false,
                 })
@@ -332,29 +432,13 @@ impl Auth {
             nbf: now,
             iat: now,
             jti: password::random_secret(20),
+            sid,
             access,
         };
         let token = jwt::sign(&claims, key).ok_or_else(|| AuthError::Internal("cannot sign a token".into()))?;
         Ok(IssuedToken { access_token: token.clone(), token, expires_in: ttl, issued_at: rfc3339(now) })
     }
 
-}
-
-/// What an identity with `role` may do, regardless of any token.
-fn identity_allows(role: Role, need: Need<'_>) -> bool {
-    match need {
-        Need::Base => true,
-        Need::Catalog => role == Role::Admin,
-        Need::Repo { action, .. } => role_allows(role, action),
-    }
-}
-
-fn entry_allowed(role: Role, kind: &str, action: &str) -> bool {
-    match (kind, Action::parse(action)) {
-        ("repository", Some(a)) => role_allows(role, a),
-        ("registry", None) => role == Role::Admin,
-        _ => false,
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -1,7 +1,7 @@
 //! Scopes (`repository:team-a/app:pull,push`, `registry:catalog:*`), actions and what a
 //! role or an anonymous-pull pattern allows.
 
-use crate::meta::records::Role;
+use crate::meta::records::{Grant, Role};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -76,13 +76,41 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
     }
 }
 
-/// What a role allows on any repository.
-pub fn role_allows(role: Role, action: Action) -> bool {
-    match role {
-        Role::Reader => action == Action::Pull,
-        Role::Writer => matches!(action, Action::Pull | Action::Push),
-        Role::Admin => true,
+/// Names of the built-in scope maps: the roles. Custom scope maps may not take them.
+pub const BUILTIN_SCOPE_MAPS: [&str; 3] = ["reader", "writer", "admin"];
+
+/// Parses `PATTERN:ACTIONS` (`team-a/*:pull,push`, `*:*`) into a grant. The pattern is
+/// `*`, a repository name, or a repository name prefix followed by `/*`.
+pub fn parse_grant(text: &str) -> Result<Grant, String> {
+    let (pattern, actions) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("grant {text:?}: expected PATTERN:ACTIONS, e.g. team-a/*:pull,push"))?;
+    let base = pattern.strip_suffix("/*").unwrap_or(pattern);
+    if pattern != "*" && crate::registry::names::validate_name(base).is_err() {
+        return Err(format!("grant {text:?}: {pattern:?} is not `*`, a repository name or NAME/*"));
     }
+    let actions: Vec<String> = actions.split(',').filter(|a| !a.is_empty()).map(str::to_string).collect();
+    if actions.is_empty() || actions.iter().any(|a| a != "*" && Action::parse(a).is_none()) {
+        return Err(format!("grant {text:?}: actions are pull, push, delete or *"));
+    }
+    Ok(Grant { pattern: pattern.to_string(), actions })
+}
+
+/// Whether `grants` allow `action` on `repo`.
+pub fn grants_allow(grants: &[Grant], repo: &str, action: Action) -> bool {
+    grants.iter().any(|g| {
+        pattern_matches(&g.pattern, repo) && g.actions.iter().any(|a| a == "*" || a == action.as_str())
+    })
+}
+
+/// The grants a role stands for.
+pub fn role_grants(role: Role) -> Vec<Grant> {
+    let actions: &[&str] = match role {
+        Role::Reader => &["pull"],
+        Role::Writer => &["pull", "push"],
+        Role::Admin => &["*"],
+    };
+    vec![Grant { pattern: "*".into(), actions: actions.iter().map(|a| a.to_string()).collect() }]
 }
 
 /// The `scope` a challenge names for `action` on `repo`: pushing clients ask for pull
@@ -107,6 +135,21 @@ mod tests {
         assert_eq!(s[0].actions, vec!["pull", "push"]);
         assert_eq!(s[1].kind, "registry");
         assert_eq!(s[2].name, "h:5000/x");
+    }
+
+    #[test]
+    fn grants() {
+        let g = parse_grant("team-a/*:pull,push").unwrap();
+        assert!(grants_allow(&[g.clone()], "team-a/app", Action::Push));
+        assert!(!grants_allow(&[g.clone()], "team-a/app", Action::Delete));
+        assert!(!grants_allow(&[g], "team-b/app", Action::Pull));
+        assert!(grants_allow(&[parse_grant("*:*").unwrap()], "x/y", Action::Delete));
+        assert!(parse_grant("team-a/*").is_err());
+        assert!(parse_grant("team-a/*:fly").is_err());
+        assert!(parse_grant("../x:pull").is_err());
+        assert!(parse_grant("Team/*:pull").is_err());
+        assert!(grants_allow(&role_grants(Role::Writer), "a", Action::Push));
+        assert!(!grants_allow(&role_grants(Role::Reader), "a", Action::Push));
     }
 
     #[test]

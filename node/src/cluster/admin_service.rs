@@ -1,8 +1,10 @@
-//! The operator's admin service: membership, leadership, snapshots, status, users. Every
-//! call needs the admin token; calls that change membership run at the leader (a follower
-//! passes them on with the caller's credentials). User changes are proposed from the
-//! contacted node (Meta forwards them to the leader) and users are listed from its store.
+//! The operator's admin service: membership, leadership, snapshots, status, users, and
+//! (in [`super::admin_identities`]) scope maps, robot tokens and signing keys. Every call
+//! needs the admin token; calls that change membership run at the leader (a follower
+//! passes them on with the caller's credentials). Identity changes are proposed from the
+//! contacted node (Meta forwards them to the leader) and identities are listed from its store.
 
+use super::admin_identities as identities;
 use super::peers::grpc_url;
 use crate::auth::{now_unix, password};
 use crate::meta::command::{Command, CommandResult};
@@ -31,7 +33,7 @@ const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(2);
 const MEMBERSHIP_CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a user change waits for this node to catch up with the leader before it
 /// checks what exists.
-const USER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const USER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest user name.
 const MAX_USER_NAME: usize = 64;
 /// Shortest password a user may be given.
@@ -56,13 +58,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn internal(e: impl std::fmt::Display) -> Status {
+pub(super) fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
 /// A failed proposal or catch-up: `unavailable` when no quorum is reachable (the caller
 /// may retry), `internal` otherwise.
-fn meta_status(e: MetaError) -> Status {
+pub(super) fn meta_status(e: MetaError) -> Status {
     match e {
         MetaError::NoQuorum(m) => Status::unavailable(format!("no quorum reachable: {m}")),
         other => internal(other),
@@ -71,6 +73,12 @@ fn meta_status(e: MetaError) -> Status {
 
 /// A user name: 1–64 characters of `[a-z0-9._-]`, starting with a letter or digit.
 fn check_user_name(name: &str) -> Result<(), Status> {
+    check_name("user", name)
+}
+
+/// A user, scope map or token name: 1–64 characters of `[a-z0-9._-]`, starting with a
+/// letter or digit. `kind` names what it is in the error.
+pub(super) fn check_name(kind: &str, name: &str) -> Result<(), Status> {
     let valid = !name.is_empty()
         && name.len() <= MAX_USER_NAME
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -79,7 +87,7 @@ fn check_user_name(name: &str) -> Result<(), Status> {
         Ok(())
     } else {
         Err(Status::invalid_argument(format!(
-            "invalid user name {name:?}: use 1-{MAX_USER_NAME} characters of a-z, 0-9, '.', '_' and '-', \
+            "invalid {kind} name {name:?}: use 1-{MAX_USER_NAME} characters of a-z, 0-9, '.', '_' and '-', \
              starting with a letter or digit"
         )))
     }
@@ -757,5 +765,53 @@ impl AdminService for AdminServiceImpl {
         let mut users: Vec<UserInfo> = self.replicator.store().users().map_err(internal)?.iter().map(user_info).collect();
         users.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Response::new(ListUsersReply { users }))
+    }
+
+    async fn put_scope_map(&self, request: Request<ScopeMapInfo>) -> Result<Response<ScopeMapInfo>, Status> {
+        self.authorize(&request)?;
+        identities::put_scope_map(self, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn remove_scope_map(&self, request: Request<Name>) -> Result<Response<Empty>, Status> {
+        self.authorize(&request)?;
+        identities::remove_scope_map(self, request.into_inner().name).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn list_scope_maps(&self, request: Request<Empty>) -> Result<Response<ListScopeMapsReply>, Status> {
+        self.authorize(&request)?;
+        identities::list_scope_maps(self).map(Response::new)
+    }
+
+    async fn create_token(&self, request: Request<CreateTokenRequest>) -> Result<Response<CreatedToken>, Status> {
+        self.authorize(&request)?;
+        identities::create_token(self, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn revoke_token(&self, request: Request<RevokeTokenRequest>) -> Result<Response<Empty>, Status> {
+        self.authorize(&request)?;
+        identities::revoke_token(self, request.into_inner()).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn list_tokens(&self, request: Request<Empty>) -> Result<Response<ListTokensReply>, Status> {
+        self.authorize(&request)?;
+        identities::list_tokens(self).map(Response::new)
+    }
+
+    async fn rotate_key(&self, request: Request<Empty>) -> Result<Response<KeyInfo>, Status> {
+        self.authorize(&request)?;
+        identities::rotate_key(self).await.map(Response::new)
+    }
+
+    async fn retire_key(&self, request: Request<KeyId>) -> Result<Response<Empty>, Status> {
+        self.authorize(&request)?;
+        identities::retire_key(self, request.into_inner().kid).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn list_keys(&self, request: Request<Empty>) -> Result<Response<ListKeysReply>, Status> {
+        self.authorize(&request)?;
+        identities::list_keys(self).map(Response::new)
     }
 }

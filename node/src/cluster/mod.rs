@@ -1,6 +1,7 @@
 //! Everything between nodes: the gRPC server (Raft transport, write forwarding, admin),
 //! the Raft network client, and joining a cluster.
 
+pub mod admin_identities;
 pub mod admin_service;
 pub mod blob_transfer_service;
 pub mod forward_service;

@@ -67,6 +67,9 @@ pub struct AuthConfig {
     pub token_ttl_secs: u64,
     /// Repository patterns anyone may pull without credentials (`public/*`, `*`).
     pub anonymous_pull: Vec<String>,
+    /// Failed logins allowed per user name and per client address within a minute;
+    /// beyond it logins get `429 TOOMANYREQUESTS` until the minute is over (0: no limit).
+    pub failed_login_limit: u32,
 }
 
 impl Default for AuthConfig {
@@ -77,6 +80,7 @@ impl Default for AuthConfig {
             realm: None,
             token_ttl_secs: 300,
             anonymous_pull: Vec::new(),
+            failed_login_limit: 10,
         }
     }
 }
@@ -257,6 +261,7 @@ impl Config {
                 "AUTH_SERVICE" => self.auth.service = value.clone(),
                 "AUTH_REALM" => self.auth.realm = Some(value.clone()).filter(|v| !v.is_empty()),
                 "AUTH_TOKEN_TTL_SECS" => self.auth.token_ttl_secs = num(&value).map_err(bad)?,
+                "AUTH_FAILED_LOGIN_LIMIT" => self.auth.failed_login_limit = num(&value).map_err(bad)?,
                 "AUTH_ANONYMOUS_PULL" => {
                     self.auth.anonymous_pull =
                         value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
@@ -305,7 +310,7 @@ mod tests {
             "max_manifest_bytes", "upload_timeout_secs", "raft.heartbeat_ms",
             "raft.election_timeout_min_ms", "raft.election_timeout_max_ms", "raft.snapshot_every",
             "raft.max_logs_kept", "raft.write_timeout_ms", "auth.enabled", "auth.service", "auth.realm",
-            "auth.token_ttl_secs", "auth.anonymous_pull",
+            "auth.token_ttl_secs", "auth.anonymous_pull", "auth.failed_login_limit",
         ];
         for key in keys {
             assert!(readme.contains(&format!("`{key}`")), "README lacks config key {key}");

@@ -1,7 +1,7 @@
 //! The entries of Meridian's one history: every repository, manifest and tag change is
 //! one of these commands, applied in log order on every node.
 
-use super::records::{SigningKey, UserRecord};
+use super::records::{RobotRecord, ScopeMap, SigningKey, UserRecord};
 use meridian_replication::Digest;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -25,14 +25,32 @@ pub enum Command {
     PutUser { user: UserRecord, create_only: bool },
     /// Removes a user; tokens issued to it stop working wherever this is applied.
     RemoveUser { name: String },
-    /// Adds a token-signing key (unless one with that kid exists).
+    /// Adds a token-signing key (unless one with that kid exists). The newest signs.
     AddSigningKey { key: SigningKey },
+    /// Removes a signing key: tokens it signed stop verifying.
+    RemoveSigningKey { kid: String },
+    /// Creates or replaces a scope map.
+    PutScopeMap { map: ScopeMap },
+    RemoveScopeMap { name: String },
+    /// Creates or replaces a robot token (its secrets included).
+    PutRobot { robot: RobotRecord },
+    RemoveRobot { name: String },
 }
 
 impl Command {
     /// Changes identities or keys (verified-credential caches must look again).
     pub fn is_auth(&self) -> bool {
-        matches!(self, Command::PutUser { .. } | Command::RemoveUser { .. } | Command::AddSigningKey { .. })
+        matches!(
+            self,
+            Command::PutUser { .. }
+                | Command::RemoveUser { .. }
+                | Command::AddSigningKey { .. }
+                | Command::RemoveSigningKey { .. }
+                | Command::PutScopeMap { .. }
+                | Command::RemoveScopeMap { .. }
+                | Command::PutRobot { .. }
+                | Command::RemoveRobot { .. }
+        )
     }
 }
 
@@ -86,6 +104,6 @@ pub enum CommandResult {
     BlobUnknown,
     /// `create_only` met an existing user or key.
     AlreadyExists,
-    /// The user to change or remove does not exist.
+    /// The user (or robot, scope map, key) to change or remove does not exist.
     UserUnknown,
 }

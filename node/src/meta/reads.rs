@@ -1,7 +1,9 @@
 //! Read queries over the local applied state. No network, no Raft: a read in any region
 //! answers from what this node has applied.
 
-use super::records::{decode_auth, BlobLocation, ReferrerDescriptor, SigningKey, StoredManifest, UserRecord};
+use super::records::{
+    decode_auth, BlobLocation, ReferrerDescriptor, RobotRecord, ScopeMap, SigningKey, StoredManifest, UserRecord,
+};
 use super::store::{
     auth_key, repo_key, repo_prefix, Store, StoreError, CF_SM_AUTH, CF_LOCAL_BLOB_LINKS, CF_SM_BLOBS, CF_SM_BLOB_LINKS,
     CF_SM_MANIFESTS, CF_SM_REFERRERS, CF_SM_REPOS, CF_SM_TAGS,
@@ -97,6 +99,22 @@ impl Store {
 
     pub fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
         self.auth_records("user/")
+    }
+
+    pub fn robot(&self, name: &str) -> Result<Option<RobotRecord>, StoreError> {
+        self.get(CF_SM_AUTH, &auth_key("robot", name))?.map(|raw| decode_auth(&raw)).transpose()
+    }
+
+    pub fn robots(&self) -> Result<Vec<RobotRecord>, StoreError> {
+        self.auth_records("robot/")
+    }
+
+    pub fn scope_map(&self, name: &str) -> Result<Option<ScopeMap>, StoreError> {
+        self.get(CF_SM_AUTH, &auth_key("scopemap", name))?.map(|raw| decode_auth(&raw)).transpose()
+    }
+
+    pub fn scope_maps(&self) -> Result<Vec<ScopeMap>, StoreError> {
+        self.auth_records("scopemap/")
     }
 
     /// Every token-signing key, oldest first.

@@ -112,6 +112,44 @@ pub struct UserRecord {
     pub created_unix: u64,
 }
 
+/// One grant of a scope map: actions (`pull`, `push`, `delete`, or `*` for all three) on
+/// the repositories a pattern covers (`team-a/*`, `team-a/app`, `*`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub pattern: String,
+    pub actions: Vec<String>,
+}
+
+/// A named set of grants that robot tokens refer to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScopeMap {
+    pub name: String,
+    pub grants: Vec<Grant>,
+    pub created_unix: u64,
+}
+
+/// One secret of a robot token: only its SHA-256 is kept (secrets are 32 random
+/// characters, so a fast hash is enough).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RobotSecret {
+    pub id: String,
+    pub sha256: String,
+    pub created_unix: u64,
+    /// No login with this secret (nor use of tokens issued for it) from this time on.
+    pub expires_unix: Option<u64>,
+}
+
+/// A robot token (ACR-style): logs in as `robot$<name>` with any of its secrets and may
+/// do what its scope map — a custom one, or a built-in role's (`reader`, `writer`,
+/// `admin`) — grants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RobotRecord {
+    pub name: String,
+    pub scope_map: String,
+    pub secrets: Vec<RobotSecret>,
+    pub created_unix: u64,
+}
+
 /// A token-signing key (HMAC-SHA256). Every listed key verifies; the newest signs, so a
 /// rotation leaves tokens signed by the previous key valid until they expire.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]

@@ -130,14 +130,7 @@ impl StateMachine {
                 batch.put_cf(self.store.cf(CF_SM_AUTH)?, key, encode_json(user));
                 Ok(CommandResult::Applied)
             }
-            Command::RemoveUser { name } => {
-                let key = auth_key("user", name);
-                if !self.store.exists(CF_SM_AUTH, &key)? {
-                    return Ok(CommandResult::UserUnknown);
-                }
-                batch.delete_cf(self.store.cf(CF_SM_AUTH)?, key);
-                Ok(CommandResult::Applied)
-            }
+            Command::RemoveUser { name } => self.remove_auth(batch, "user", name),
             Command::AddSigningKey { key } => {
                 let k = auth_key("key", &key.kid);
                 if self.store.exists(CF_SM_AUTH, &k)? {
@@ -146,6 +139,17 @@ impl StateMachine {
                 batch.put_cf(self.store.cf(CF_SM_AUTH)?, k, encode_json(key));
                 Ok(CommandResult::Applied)
             }
+            Command::RemoveSigningKey { kid } => self.remove_auth(batch, "key", kid),
+            Command::PutScopeMap { map } => {
+                batch.put_cf(self.store.cf(CF_SM_AUTH)?, auth_key("scopemap", &map.name), encode_json(map));
+                Ok(CommandResult::Applied)
+            }
+            Command::RemoveScopeMap { name } => self.remove_auth(batch, "scopemap", name),
+            Command::PutRobot { robot } => {
+                batch.put_cf(self.store.cf(CF_SM_AUTH)?, auth_key("robot", &robot.name), encode_json(robot));
+                Ok(CommandResult::Applied)
+            }
+            Command::RemoveRobot { name } => self.remove_auth(batch, "robot", name),
             Command::UnlinkBlob { repo, digest } => {
                 let key = repo_key(repo, &digest.to_string());
                 if !self.store.exists(CF_SM_BLOB_LINKS, &key)? {
@@ -155,6 +159,16 @@ impl StateMachine {
                 Ok(CommandResult::Applied)
             }
         }
+    }
+
+    /// Deletes an `sm_auth` record; `UserUnknown` when there is none.
+    fn remove_auth(&self, batch: &mut WriteBatch, kind: &str, name: &str) -> Result<CommandResult, StoreError> {
+        let key = auth_key(kind, name);
+        if !self.store.exists(CF_SM_AUTH, &key)? {
+            return Ok(CommandResult::UserUnknown);
+        }
+        batch.delete_cf(self.store.cf(CF_SM_AUTH)?, key);
+        Ok(CommandResult::Applied)
     }
 
     fn apply_put_manifest(&self, batch: &mut WriteBatch, put: &PutManifest) -> Result<CommandResult, StoreError> {

@@ -53,6 +53,9 @@ pub enum RegistryError {
     /// its identity could get (RFC 6750 `insufficient_scope`: clients fetch a new token).
     #[error("requested access to the resource is denied")]
     Denied { challenge: Option<String> },
+    /// Too many failed logins from this name or address.
+    #[error("{message}")]
+    TooManyRequests { retry_after: u64, message: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
