@@ -13,7 +13,7 @@
 mod common;
 
 use base64::Engine;
-use common::cluster::{self, Cluster, ClusterOptions};
+use common::cluster::{Cluster, ClusterOptions};
 use common::oci;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -33,6 +33,8 @@ fn auth_opts() -> ClusterOptions {
         .env("MERIDIAN_ADMIN_PASSWORD", ADMIN_PW)
         .env("MERIDIAN_AUTH_ANONYMOUS_PULL", "public/*")
         .env("MERIDIAN_AUTH_TOKEN_TTL_SECS", TTL)
+        // The matrix makes failed logins on purpose; the limit has its own test.
+        .env("MERIDIAN_AUTH_FAILED_LOGIN_LIMIT", "0")
 }
 
 fn basic(user: &str, pw: &str) -> String {
@@ -45,6 +47,9 @@ struct World {
     http: reqwest::Client,
     reader_pw: String,
     writer_pw: String,
+    /// Secrets of the robot tokens `robot$team` and `robot$other`.
+    robot_team: String,
+    robot_other: String,
     /// Every bearer token handed out, to check none is logged.
     issued: std::sync::Mutex<Vec<String>>,
 }
@@ -57,6 +62,10 @@ enum Who {
     WriterBasic,
     Admin,
     OtherRepoToken,
+    /// A robot token whose scope map grants `team/*:pull,push`.
+    RobotTeam,
+    /// A robot token scoped to another repository (`team/other:*`).
+    RobotOther,
     Expired,
     ForeignKey,
 }
@@ -118,6 +127,14 @@ fn expected(route: Route, who: Who) -> Expect {
             "delete" => Expect::Denied,
             _ => Expect::InsufficientScope,
         },
+        Who::RobotTeam => match action {
+            "delete" => Expect::Denied,
+            _ => Expect::Allowed,
+        },
+        Who::RobotOther => match action {
+            "" => Expect::Allowed,
+            _ => Expect::Denied,
+        },
     }
 }
 
@@ -165,6 +182,8 @@ impl World {
             Who::Writer => Some(self.bearer(&base, ("writer", &self.writer_pw), &scopes).await),
             Who::WriterBasic => Some(basic("writer", &self.writer_pw)),
             Who::Admin => Some(self.bearer(&base, ("admin", ADMIN_PW), &scopes).await),
+            Who::RobotTeam => Some(self.bearer(&base, ("robot$team", &self.robot_team), &scopes).await),
+            Who::RobotOther => Some(self.bearer(&base, ("robot$other", &self.robot_other), &scopes).await),
             Who::OtherRepoToken => {
                 Some(self.bearer(&base, ("writer", &self.writer_pw), &["repository:team/other:pull,push"]).await)
             }
@@ -384,6 +403,22 @@ async fn run_row(w: &World, route: Route, who: Who, row: usize) {
     }
 }
 
+/// Runs `meridian admin --json ARGS` against the node and returns the JSON it printed.
+async fn admin_json(c: &Cluster, args: &[&str]) -> Value {
+    let mut full = vec!["--json"];
+    full.extend_from_slice(args);
+    let out = c.admin_at(0, &full).await;
+    assert_eq!(out.code, 0, "meridian admin {args:?}: {out}");
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("meridian admin {args:?} output {e}: {out}"))
+}
+
+/// The `kid` in a bearer token's header.
+fn kid_of(token: &str) -> String {
+    let header = token.trim_start_matches("Bearer ").split('.').next().expect("JWT header");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).expect("base64url");
+    serde_json::from_slice::<Value>(&raw).expect("header")["kid"].as_str().expect("kid").to_string()
+}
+
 async fn add_user(c: &Cluster, name: &str, role: &str) -> String {
     let out = c.admin_at(0, &["--json", "user", "add", name, "--role", role]).await;
     assert_eq!(out.code, 0, "user add {name}: {out}");
@@ -402,11 +437,27 @@ fn access_of(token: &str) -> Value {
 async fn every_route_answers_every_identity_as_granted() {
     let c = Cluster::start_with(auth_opts()).await;
     let foreign = Cluster::start_with(auth_opts()).await;
-    cluster::wait_for_login(&c[0].base, "admin", ADMIN_PW).await;
-    cluster::wait_for_login(&foreign[0].base, "admin", ADMIN_PW).await;
+    c.wait_for_user(0, "admin").await;
+    foreign.wait_for_user(0, "admin").await;
     let reader_pw = add_user(&c, "reader", "reader").await;
     let writer_pw = add_user(&c, "writer", "writer").await;
-    let w = World { c, foreign, http: oci::client(), reader_pw, writer_pw, issued: Default::default() };
+    admin_json(&c, &["scope-map", "create", "team-rw", "--grant", "team/*:pull,push"]).await;
+    admin_json(&c, &["scope-map", "create", "other-only", "--grant", "team/other:*"]).await;
+    let robot = admin_json(&c, &["token", "create", "team", "--scope-map", "team-rw"]).await;
+    assert_eq!(robot["username"], "robot$team");
+    let robot_team = robot["secret"].as_str().expect("secret").to_string();
+    let robot = admin_json(&c, &["token", "create", "other", "--scope-map", "other-only"]).await;
+    let robot_other = robot["secret"].as_str().expect("secret").to_string();
+    let w = World {
+        c,
+        foreign,
+        http: oci::client(),
+        reader_pw,
+        writer_pw,
+        robot_team,
+        robot_other,
+        issued: Default::default(),
+    };
 
     // The bootstrap admin exists; without credentials even /v2/ is a challenge.
     let resp = w.send(Method::GET, "/v2/", None, None).await;
@@ -426,7 +477,17 @@ async fn every_route_answers_every_identity_as_granted() {
         Route::ManifestDelete,
         Route::BlobDelete,
     ];
-    let whos = [Who::Anonymous, Who::Reader, Who::Writer, Who::WriterBasic, Who::Admin, Who::OtherRepoToken, Who::ForeignKey];
+    let whos = [
+        Who::Anonymous,
+        Who::Reader,
+        Who::Writer,
+        Who::WriterBasic,
+        Who::Admin,
+        Who::OtherRepoToken,
+        Who::RobotTeam,
+        Who::RobotOther,
+        Who::ForeignKey,
+    ];
     let mut row = 0;
     for route in routes {
         for who in whos {
@@ -507,13 +568,84 @@ async fn every_route_answers_every_identity_as_granted() {
     let resp = w.send(Method::GET, &format!("/v2/{APP}/tags/list"), Some(&basic("writer", &w.writer_pw)), None).await;
     check(resp, Expect::Unauthorized, 200, "password of a removed user").await;
 
+    // Robot tokens: /token grants only what the scope map allows; revoking the secret
+    // refuses the robot's live token and its login; an expired secret cannot log in.
+    let (_, body) = w.token_from(&w.base(), Some(("robot$other", &w.robot_other)), &["repository:team/app:pull", "repository:team/other:pull,delete"]).await;
+    assert_eq!(access_of(body["token"].as_str().unwrap()), json!([{"type": "repository", "name": OTHER, "actions": ["pull", "delete"]}]));
+    let robot_token = w.bearer(&w.base(), ("robot$team", &w.robot_team), &["repository:team/app:pull"]).await;
+    assert_eq!(w.send(Method::GET, &format!("/v2/{APP}/tags/list"), Some(&robot_token), None).await.status(), 200);
+    let listed = admin_json(&w.c, &["token", "list"]).await;
+    let secret_id = listed["tokens"].as_array().unwrap().iter().find(|t| t["name"] == "team").expect("robot team listed")["secrets"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!listed.to_string().contains(&w.robot_team), "token list shows a secret");
+    admin_json(&w.c, &["token", "revoke", "team", "--secret", &secret_id]).await;
+    let resp = w.send(Method::GET, &format!("/v2/{APP}/tags/list"), Some(&robot_token), None).await;
+    check(resp, Expect::Unauthorized, 200, "token of a revoked robot secret").await;
+    let (status, _) = w.token_from(&w.base(), Some(("robot$team", &w.robot_team)), &[]).await;
+    assert_eq!(status, 401, "login with a revoked robot secret");
+    let short = admin_json(&w.c, &["token", "create", "brief", "--scope-map", "reader", "--expires-in", "2s"]).await;
+    let brief = short["secret"].as_str().unwrap().to_string();
+    let (status, _) = w.token_from(&w.base(), Some(("robot$brief", &brief)), &[]).await;
+    assert_eq!(status, 200, "login with a fresh robot secret");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, _) = w.token_from(&w.base(), Some(("robot$brief", &brief)), &[]).await;
+    assert_eq!(status, 401, "login with an expired robot secret");
+
+    // Key rotation with overlap: tokens signed before a rotation stay valid; retiring the
+    // old key refuses them.
+    let old = w.bearer(&w.base(), ("admin", ADMIN_PW), &["repository:team/app:pull"]).await;
+    let rotated = admin_json(&w.c, &["key", "rotate"]).await;
+    let new = w.bearer(&w.base(), ("admin", ADMIN_PW), &["repository:team/app:pull"]).await;
+    assert_eq!(kid_of(&new), rotated["kid"].as_str().unwrap(), "new tokens are signed with the new key");
+    assert_ne!(kid_of(&old), kid_of(&new));
+    for t in [&old, &new] {
+        assert_eq!(w.send(Method::GET, &format!("/v2/{APP}/tags/list"), Some(t), None).await.status(), 200);
+    }
+    admin_json(&w.c, &["key", "retire", &kid_of(&old)]).await;
+    let resp = w.send(Method::GET, &format!("/v2/{APP}/tags/list"), Some(&old), None).await;
+    check(resp, Expect::Unauthorized, 200, "token signed by a retired key").await;
+    assert_eq!(w.send(Method::GET, &format!("/v2/{APP}/tags/list"), Some(&new), None).await.status(), 200);
+
     // Secrets never reach the log: passwords, tokens, basic credentials.
     let log = w.c[0].log();
-    let mut secrets = vec![ADMIN_PW.to_string(), w.reader_pw.clone(), w.writer_pw.clone()];
+    let mut secrets = vec![
+        ADMIN_PW.to_string(),
+        w.reader_pw.clone(),
+        w.writer_pw.clone(),
+        w.robot_team.clone(),
+        w.robot_other.clone(),
+        brief.clone(),
+    ];
     secrets.extend(w.issued.lock().unwrap().iter().cloned());
     secrets.push(basic("writer", &w.writer_pw).trim_start_matches("Basic ").to_string());
     for s in &secrets {
         assert!(!log.contains(s.as_str()), "a secret ({}…) appears in the log", &s[..6.min(s.len())]);
     }
     assert!(log.contains("created the admin user"), "bootstrap not logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_rate_limited_per_name_and_address() {
+    let c = Cluster::start_with(auth_opts().env("MERIDIAN_AUTH_FAILED_LOGIN_LIMIT", "3")).await;
+    c.wait_for_user(0, "admin").await;
+    let http = reqwest::Client::new();
+    let token = |user: &str, pw: &str| {
+        http.get(format!("{}/token?service=meridian", c[0].base)).basic_auth(user, Some(pw)).send()
+    };
+    for i in 0..3 {
+        assert_eq!(token("admin", "wrong").await.unwrap().status(), 401, "attempt {i}");
+    }
+    // Over the limit: even the right password is refused for the rest of the minute,
+    // on /token and on /v2/ with basic credentials, for this name and this address.
+    let resp = token("admin", ADMIN_PW).await.unwrap();
+    assert_eq!(resp.status(), 429);
+    let retry: u64 = oci::header(&resp, "retry-after").expect("Retry-After").parse().expect("seconds");
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "TOOMANYREQUESTS");
+    let resp = http.get(format!("{}/v2/", c[0].base)).basic_auth("admin", Some(ADMIN_PW)).send().await.unwrap();
+    assert_eq!(resp.status(), 429, "basic credentials on /v2/ while limited");
+    assert_eq!(token("someone-else", "x").await.unwrap().status(), 429, "same address, other name");
 }

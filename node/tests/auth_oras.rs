@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::cluster::{self, Cluster, ClusterOptions};
+use common::cluster::{Cluster, ClusterOptions};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -45,7 +45,7 @@ async fn python_oras_logs_in_pushes_and_pulls() {
         ClusterOptions::new(1).env("MERIDIAN_AUTH_ENABLED", "true").env("MERIDIAN_ADMIN_PASSWORD", ADMIN_PW),
     )
     .await;
-    cluster::wait_for_login(&c[0].base, "admin", ADMIN_PW).await;
+    c.wait_for_user(0, "admin").await;
     let out = c.admin_at(0, &["--json", "user", "add", "ci", "--role", "writer"]).await;
     assert_eq!(out.code, 0, "user add: {out}");
     let pw = serde_json::from_str::<serde_json::Value>(&out.stdout).expect("json")["password"].as_str().expect("pw").to_string();

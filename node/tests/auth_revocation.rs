@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::cluster::{self, metric, Cluster, ClusterOptions};
+use common::cluster::{metric, Cluster, ClusterOptions};
 use std::time::{Duration, Instant};
 
 const ADMIN_PW: &str = "revocation-admin-password";
@@ -41,13 +41,13 @@ async fn a_user_removed_in_one_region_is_refused_in_another_once_applied() {
     )
     .await;
     let (a, cc) = (0, 2);
-    cluster::wait_for_login(&c[a].base, "admin", ADMIN_PW).await;
+    c.wait_for_user(a, "admin").await;
     let out = c.admin_at(a, &["--json", "user", "add", "dev", "--role", "reader"]).await;
     assert_eq!(out.code, 0, "user add: {out}");
     let pw = serde_json::from_str::<serde_json::Value>(&out.stdout).expect("json")["password"].as_str().expect("pw").to_string();
 
     // The user exists in C; a token from A works in C and vice versa.
-    cluster::wait_for_login(&c[cc].base, "dev", &pw).await;
+    c.wait_for_user(cc, "dev").await;
     let from_a = token(&c[a].base, "dev", &pw).await;
     let from_c = token(&c[cc].base, "dev", &pw).await;
     let path = "/v2/";

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::cluster::{self, Cluster, ClusterOptions};
+use common::cluster::{Cluster, ClusterOptions};
 use common::oci;
 use common::skopeo::{build_layout, check_skopeo_capabilities, ensure_skopeo, read_layout_blobs, run_skopeo};
 use std::time::Duration;
@@ -39,7 +39,7 @@ async fn skopeo_pushes_and_pulls_with_credentials_and_is_refused_without() {
         ClusterOptions::new(1).env("MERIDIAN_AUTH_ENABLED", "true").env("MERIDIAN_ADMIN_PASSWORD", ADMIN_PW),
     )
     .await;
-    cluster::wait_for_login(&c[0].base, "admin", ADMIN_PW).await;
+    c.wait_for_user(0, "admin").await;
     let out = c.admin_at(0, &["--json", "user", "add", "viewer", "--role", "reader"]).await;
     assert_eq!(out.code, 0, "user add: {out}");
     let viewer_pw = serde_json::from_str::<serde_json::Value>(&out.stdout).expect("json")["password"]

@@ -4,7 +4,13 @@
 //! Every call carries `authorization: Bearer <token>`. Output is a human-readable table by
 //! default and one JSON document with `--json`. Exit codes: 0 on success, 1 when the service
 //! cannot be reached or refuses/fails a call, 2 for usage errors (bad flags, no token, bad
-//! address, malformed image reference, unknown role, no password on stdin).
+//! address, malformed image reference, unknown role, no password on stdin, malformed grant
+//! or duration).
+//!
+//! Scope maps, robot tokens and signing keys live in [`identities`].
+
+mod identities;
+pub use identities::{KeyCommand, ScopeMapCommand, TokenCommand};
 
 use crate::auth::password::random_secret;
 use crate::cli::table::{key_values, Align, Table};
@@ -74,6 +80,15 @@ pub enum AdminCommand {
     /// Create, change, remove or list the registry's users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Create, update, remove or list scope maps (what robot tokens may do).
+    #[command(subcommand)]
+    ScopeMap(ScopeMapCommand),
+    /// Create, revoke or list robot tokens (they log in as robot$NAME).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Rotate, retire or list the token-signing keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
 }
 
 /// `meridian admin user …`
@@ -351,6 +366,13 @@ async fn execute(args: AdminArgs) -> Result<String, CliError> {
         AdminCommand::User(cmd) => Some(prepare_user(cmd)?),
         _ => None,
     };
+    // So does a scope map, token or key command its grants and durations.
+    let mut identity_call = match &args.command {
+        AdminCommand::ScopeMap(cmd) => Some(identities::prepare_scope_map(cmd)?),
+        AdminCommand::Token(cmd) => Some(identities::prepare_token(cmd)?),
+        AdminCommand::Key(cmd) => Some(identities::prepare_key(cmd)),
+        _ => None,
+    };
     let admin = Admin::connect(&url, auth).await?;
     let mut client = admin.client.clone();
     let json = args.json;
@@ -416,6 +438,10 @@ async fn execute(args: AdminArgs) -> Result<String, CliError> {
         AdminCommand::User(_) => {
             let prepared = user_call.take().ok_or_else(|| CliError::Usage("no user command".to_string()))?;
             run_user(&admin, prepared, json).await
+        }
+        AdminCommand::ScopeMap(_) | AdminCommand::Token(_) | AdminCommand::Key(_) => {
+            let prepared = identity_call.take().ok_or_else(|| CliError::Usage("no identity command".to_string()))?;
+            identities::run_identity(&admin, prepared, json).await
         }
     }
 }

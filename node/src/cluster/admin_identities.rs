@@ -169,7 +169,8 @@ pub async fn create_token(svc: &AdminServiceImpl, req: CreateTokenRequest) -> Re
         None => {
             if scope_map.is_empty() {
                 return Err(Status::invalid_argument(format!(
-                    "there is no token named {name:?}; a new token needs a scope map"
+                    "there is no token named {name:?}; a new token needs a scope map \
+                     (meridian admin token create NAME --scope-map MAP)"
                 )));
             }
             if !is_builtin_map(&scope_map) && store.scope_map(&scope_map).map_err(internal)?.is_none() {

@@ -640,6 +640,24 @@ impl Cluster {
         }
     }
 
+    /// Waits until member `i` has applied user `name` (asked through the admin CLI, not by
+    /// logging in: failed logins count against the rate limit).
+    pub async fn wait_for_user(&self, i: usize, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.admin_at(i, &["--json", "user", "list"]).await;
+            let known = serde_json::from_str::<Value>(&out.stdout)
+                .ok()
+                .and_then(|v| v["users"].as_array().map(|u| u.iter().any(|x| x["name"] == name)))
+                .unwrap_or(false);
+            if known {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{} never knew user {name}: {out}", self.members[i].name);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// `meridian admin` against member `i` with the cluster's token.
     pub async fn admin_at(&self, i: usize, args: &[&str]) -> CliOutput {
         Cluster::admin_raw(&self.members[i].grpc_url(), ADMIN_TOKEN, args).await
@@ -938,21 +956,6 @@ pub fn is_unavailable_error(r: &Reply) -> bool {
 }
 
 // ---------------------------------------------------------------- auth
-
-/// Waits until `user` can get a token at `base` (the bootstrap admin is created by the
-/// first leader moments after the cluster forms).
-pub async fn wait_for_login(base: &str, user: &str, password: &str) {
-    let client = http_client(Duration::from_secs(5));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let resp = client.get(format!("{base}/token?service=meridian")).basic_auth(user, Some(password)).send().await;
-        if resp.is_ok_and(|r| r.status() == 200) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{user} could not log in at {base} within 20 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 // ---------------------------------------------------------------- metrics
 
