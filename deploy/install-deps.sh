@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages Meridian needs on a fresh Debian machine with only Rust:
-# clang/libclang for RocksDB's bindings; with --test also skopeo and Python (venv) for
-# the real-client tests, and the Python `oras` client in target/test-tools/oras-venv.
+# clang/libclang for RocksDB's bindings; with --test also skopeo, openssl, curl and
+# Python (venv) for the real-client and TLS tests, and the Python `oras` client in target/test-tools/oras-venv.
 # Packages already present are not touched; apt-get update runs only when something is
 # missing.
 set -euo pipefail
@@ -11,6 +11,8 @@ command -v clang >/dev/null 2>&1 || need+=(clang)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 if [[ "${1:-}" == "--test" ]]; then
   command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+  command -v openssl >/dev/null 2>&1 || need+=(openssl)
+  command -v curl >/dev/null 2>&1 || need+=(curl)
   command -v python3 >/dev/null 2>&1 || need+=(python3)
   python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 fi

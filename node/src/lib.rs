@@ -33,6 +33,7 @@ const UPLOAD_SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 /// Runs a node until SIGINT/SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = observability::init_metrics()?;
+    let tls_files = config.tls_files()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let store = Store::open(&config.data_dir.join("db")).context("opening RocksDB")?;
@@ -73,7 +74,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let rtt_prober = tokio::spawn(replicas::measure_rtt(replicator.clone(), shutdown_rx.clone()));
     let joiner = (!config.join.is_empty()).then(|| tokio::spawn(cluster::join_cluster(config.clone(), meta.clone(), shutdown_rx.clone())));
 
-    let auth = auth::Auth::new(config.auth.clone(), store_for_auth);
+    let auth = auth::Auth::new(config.auth.clone(), store_for_auth, tls_files.is_some());
     let bootstrap = tokio::spawn(auth::bootstrap::ensure_identities(
         meta.clone(),
         auth_store,
@@ -81,17 +82,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
     let app = api::app(api::AppState { registry, auth, meta: meta.clone(), metrics });
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let tcp = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
+    let tls = tls_files.is_some();
+    let listener = api::listener::RegistryListener::new(tcp, tls_files).context("setting up TLS")?;
     tracing::info!(
         listen = %config.listen,
         grpc_listen = %config.grpc_listen,
         data_dir = %config.data_dir.display(),
         region = %config.region,
+        tls,
         "meridian serving"
     );
-    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+    axum::serve(listener, app.into_make_service_with_connect_info::<api::listener::PeerAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     let _ = shutdown_tx.send(true);

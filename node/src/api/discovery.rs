@@ -42,7 +42,7 @@ pub async fn catalog(State(state): State<AppState>, req: Request) -> Response {
     crate::observability::http::label_request("catalog", "");
     let result = (|| -> ApiResult {
         let headers = req.headers();
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let host = super::request_host(headers, req.uri());
         let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let caller = state.auth.identify(authorization, host, super::peer_ip(&req)).map_err(RegistryError::from)?;
         if matches!(caller, Caller::Anonymous) {

@@ -3,6 +3,7 @@
 
 mod blobs;
 mod discovery;
+pub mod listener;
 mod token;
 pub mod errors;
 mod manifests;
@@ -15,7 +16,7 @@ use crate::observability;
 use crate::registry::{Registry, RegistryError};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use std::net::SocketAddr;
+use listener::PeerAddr;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -56,7 +57,7 @@ pub fn app(state: AppState) -> Router {
 /// `GET /v2/`: the API version check, and where clients learn how to authenticate.
 async fn api_version(State(state): State<AppState>, req: Request) -> Response {
     let headers = req.headers();
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let host = request_host(headers, req.uri());
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let checked =
         state.auth.identify(authorization, host, peer_ip(&req)).and_then(|c| state.auth.authorize(&c, Need::Base, host));
@@ -143,9 +144,9 @@ fn authorize(
 ) -> Result<Option<String>, AuthError> {
     let query = parts.uri.query().map(str::to_string);
     let Some(action) = required_action(endpoint, &parts.method) else { return Ok(query) };
-    let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let host = request_host(&parts.headers, &parts.uri);
     let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = auth.identify(authorization, host, parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))?;
+    let caller = auth.identify(authorization, host, parts.extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0 .0.ip()))?;
     auth.authorize(&caller, Need::Repo { name: endpoint.name(), action }, host)?;
     if let (Endpoint::UploadStart { .. }, Some(q)) = (endpoint, &query) {
         let from = Query::parse(Some(q)).get("from").map(str::to_string);
@@ -205,9 +206,15 @@ async fn serve(
     }
 }
 
+/// The host the client addressed: `Host` (HTTP/1.1) or the URI authority (HTTP/2's
+/// `:authority`), for the token realm in challenges.
+pub(crate) fn request_host<'a>(headers: &'a axum::http::HeaderMap, uri: &'a axum::http::Uri) -> Option<&'a str> {
+    headers.get(header::HOST).and_then(|v| v.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str()))
+}
+
 /// The client's address (the server runs with connect info).
 pub(crate) fn peer_ip(req: &Request) -> Option<std::net::IpAddr> {
-    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+    req.extensions().get::<ConnectInfo<PeerAddr>>().map(|c| c.0 .0.ip())
 }
 
 /// `Meridian-Consistency: linearizable` asks for a read that reflects every write the

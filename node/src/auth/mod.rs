@@ -154,6 +154,8 @@ struct Cached {
 
 pub struct Auth {
     cfg: AuthConfig,
+    /// The registry serves HTTPS: challenges name an https realm.
+    tls: bool,
     store: Store,
     logins: limits::LoginGuard,
     tokens: Mutex<HashMap<String, Cached>>,
@@ -171,9 +173,9 @@ pub struct IssuedToken {
 }
 
 impl Auth {
-    pub fn new(cfg: AuthConfig, store: Store) -> Arc<Auth> {
+    pub fn new(cfg: AuthConfig, store: Store, tls: bool) -> Arc<Auth> {
         let logins = limits::LoginGuard::new(cfg.failed_login_limit);
-        Arc::new(Auth { cfg, store, logins, tokens: Mutex::default(), basics: Mutex::default() })
+        Arc::new(Auth { cfg, tls, store, logins, tokens: Mutex::default(), basics: Mutex::default() })
     }
 
     pub fn enabled(&self) -> bool {
@@ -188,7 +190,7 @@ impl Auth {
     fn realm(&self, host: Option<&str>) -> String {
         match (&self.cfg.realm, host) {
             (Some(realm), _) => realm.clone(),
-            (None, Some(host)) => format!("http://{host}/token"),
+            (None, Some(host)) => format!("{}://{host}/token", if self.tls { "https" } else { "http" }),
             (None, None) => "/token".to_string(),
         }
     }

@@ -12,8 +12,12 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address the OCI Distribution API (HTTP/1.1 and h2c) listens on.
+    /// Address the OCI Distribution API (HTTP/1.1 and h2c, or HTTPS with `tls_cert_file`) listens on.
     pub listen: SocketAddr,
+    /// PEM certificate chain for HTTPS on `listen` (with `tls_key_file`; reloaded on SIGHUP).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for HTTPS on `listen`.
+    pub tls_key_file: Option<PathBuf>,
     /// Directory holding RocksDB (`db/`), blobs (`blobs/`) and upload sessions (`uploads/`).
     pub data_dir: PathBuf,
     /// Name of this node's region.
@@ -113,6 +117,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            tls_cert_file: None,
+            tls_key_file: None,
             data_dir: PathBuf::from("./data"),
             region: "local".to_string(),
             node_id: 1,
@@ -158,6 +164,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, source: toml::de::Error },
     #[error("invalid value {value:?} for environment variable {var}: {reason}")]
     Env { var: String, value: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
 }
 
 /// Values given on the command line; `None` leaves the lower layers in charge.
@@ -170,6 +178,15 @@ pub struct Overrides {
 }
 
 impl Config {
+    /// The certificate and key for HTTPS, when both are set; an error when only one is.
+    pub fn tls_files(&self) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(c), Some(k)) => Ok(Some((c.clone(), k.clone()))),
+            (None, None) => Ok(None),
+            _ => Err(ConfigError::Invalid("set both tls_cert_file and tls_key_file (HTTPS) or neither (plain HTTP)".into())),
+        }
+    }
+
     /// The registry address advertised to the cluster.
     pub fn http_addr(&self) -> String {
         self.advertise_http_addr.clone().unwrap_or_else(|| self.listen.to_string())
@@ -220,6 +237,8 @@ impl Config {
             match key {
                 "LISTEN" => self.listen = num(&value).map_err(bad)?,
                 "DATA_DIR" => self.data_dir = PathBuf::from(&value),
+                "TLS_CERT_FILE" => self.tls_cert_file = Some(PathBuf::from(&value)).filter(|p| !p.as_os_str().is_empty()),
+                "TLS_KEY_FILE" => self.tls_key_file = Some(PathBuf::from(&value)).filter(|p| !p.as_os_str().is_empty()),
                 "REGION" => self.region = value.clone(),
                 "NODE_ID" => self.node_id = num(&value).map_err(bad)?,
                 "GRPC_LISTEN" => self.grpc_listen = num(&value).map_err(bad)?,
@@ -305,7 +324,7 @@ mod tests {
     fn config_keys_match_readme() {
         let readme = include_str!("../../../README.md");
         let keys = [
-            "listen", "data_dir", "region", "node_id", "grpc_listen", "advertise_http_addr",
+            "listen", "tls_cert_file", "tls_key_file", "data_dir", "region", "node_id", "grpc_listen", "advertise_http_addr",
             "advertise_grpc_addr", "join", "dial_via", "admin_token", "admin_allow_remote", "replication_bandwidth_limit", "log_format", "log_level", "otlp_endpoint",
             "max_manifest_bytes", "upload_timeout_secs", "raft.heartbeat_ms",
             "raft.election_timeout_min_ms", "raft.election_timeout_max_ms", "raft.snapshot_every",
