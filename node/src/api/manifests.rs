@@ -60,7 +60,7 @@ pub async fn put(
     let query = Query::parse(query);
     let tags = query.all("tag");
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let body = read_manifest_body(body, registry.max_manifest_bytes).await?;
+    let body = read_manifest_body(body, registry.max_manifest_bytes, registry.body_idle_timeout).await?;
     let pushed = registry.put_manifest(name, &reference, content_type.as_deref(), body, tags).await?;
     let mut resp = empty(StatusCode::CREATED);
     let h = resp.headers_mut();
@@ -88,13 +88,13 @@ pub async fn delete(registry: &Registry, name: &str, reference: &str) -> ApiResu
 const OVERSIZE_DRAIN: usize = 64 << 20;
 
 /// Reads a manifest body of at most `limit` bytes without ever buffering more.
-async fn read_manifest_body(body: Body, limit: usize) -> Result<bytes::Bytes, RegistryError> {
+async fn read_manifest_body(body: Body, limit: usize, idle: std::time::Duration) -> Result<bytes::Bytes, RegistryError> {
     use futures::StreamExt;
-    let mut stream = body.into_data_stream();
+    let mut stream = super::uploads::body_stream(body, idle);
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| RegistryError::BodyFailed(e.to_string()))?;
+        let chunk = chunk.map_err(RegistryError::BodyFailed)?;
         seen += chunk.len();
         if seen > limit {
             if seen > OVERSIZE_DRAIN {

@@ -82,7 +82,7 @@ pub async fn start(registry: &Registry, name: &str, headers: &HeaderMap, query: 
     if let Some(d) = query.get("digest") {
         let digest = parse_digest(d)?;
         let length = content_length(headers)?;
-        let body = body.into_data_stream();
+        let body = body_stream(body, registry.body_idle_timeout);
         registry.upload_whole(name, &digest, length, body).await?;
         return Ok(created(name, &digest.to_string()));
     }
@@ -96,6 +96,20 @@ pub async fn start(registry: &Registry, name: &str, headers: &HeaderMap, query: 
     Ok(session_response(StatusCode::ACCEPTED, name, &status))
 }
 
+/// The request body as a stream that fails when the client sends nothing for `idle`:
+/// the upload then ends like any broken body (nothing kept, the session where it was).
+pub(super) fn body_stream(
+    body: Body,
+    idle: std::time::Duration,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, String>> + Unpin {
+    use futures::StreamExt;
+    Box::pin(tokio_stream::StreamExt::timeout(body.into_data_stream(), idle).map(move |item| match item {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("the client sent nothing for {} s", idle.as_secs())),
+    }))
+}
+
 pub async fn status(registry: &Registry, name: &str, id: &str) -> ApiResult {
     let s = registry.upload_status(name, session_id(id)?).await?;
     Ok(session_response(StatusCode::NO_CONTENT, name, &s))
@@ -104,7 +118,7 @@ pub async fn status(registry: &Registry, name: &str, id: &str) -> ApiResult {
 pub async fn patch(registry: &Registry, name: &str, id: &str, headers: &HeaderMap, body: Body) -> ApiResult {
     let id = session_id(id)?;
     let chunk = chunk_headers(headers)?;
-    let body = body.into_data_stream();
+    let body = body_stream(body, registry.body_idle_timeout);
     let s = registry.append_chunk(name, id, chunk, body).await?;
     Ok(session_response(StatusCode::ACCEPTED, name, &s))
 }
@@ -123,7 +137,7 @@ pub async fn put(
         query.get("digest").ok_or_else(|| RegistryError::DigestInvalid("the closing PUT needs ?digest=".into()))?,
     )?;
     let chunk = chunk_headers(headers)?;
-    let body = body.into_data_stream();
+    let body = body_stream(body, registry.body_idle_timeout);
     registry.finish_upload(name, id, &digest, chunk, body).await?;
     Ok(created(name, &digest.to_string()))
 }

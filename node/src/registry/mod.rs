@@ -31,4 +31,6 @@ pub struct Registry {
     pub replicator: Arc<crate::replicas::Replicator>,
     pub region: String,
     pub max_manifest_bytes: usize,
+    /// A request body that delivers nothing for this long is cut off (slow clients).
+    pub body_idle_timeout: std::time::Duration,
 }
