@@ -39,7 +39,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir.join("db")).context("opening RocksDB")?;
     let blobs = FsBlobStore::open(&config.data_dir).context("opening blob store")?;
     let meta = Meta::start(&config, store.clone(), cluster::peers::Peers::new(config.dial_via.clone())).await.context("starting raft")?;
-    let sessions = Arc::new(UploadSessions::new(store.clone(), blobs.clone()));
+    let sessions = Arc::new(
+        UploadSessions::new(store.clone(), blobs.clone(), config.max_upload_sessions_per_identity)
+            .context("loading upload sessions")?,
+    );
     let replicator =
         replicas::Replicator::start(blobs.clone(), store.clone(), meta.clone(), config.replication_bandwidth_limit);
     let (store_for_auth, auth_store) = (store.clone(), store.clone());

@@ -649,3 +649,32 @@ async fn failed_logins_are_rate_limited_per_name_and_address() {
     assert_eq!(resp.status(), 429, "basic credentials on /v2/ while limited");
     assert_eq!(token("someone-else", "x").await.unwrap().status(), 429, "same address, other name");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_sessions_are_capped_per_identity() {
+    let c = Cluster::start_with(auth_opts().env("MERIDIAN_MAX_UPLOAD_SESSIONS_PER_IDENTITY", "3")).await;
+    c.wait_for_user(0, "admin").await;
+    let one = add_user(&c, "one", "writer").await;
+    let two = add_user(&c, "two", "writer").await;
+    let http = reqwest::Client::new();
+    let post = |user: &'static str, pw: String| {
+        let url = format!("{}/v2/{APP}/blobs/uploads/", c[0].base);
+        let http = http.clone();
+        async move { http.post(url).basic_auth(user, Some(pw)).send().await.expect("POST") }
+    };
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let resp = post("one", one.clone()).await;
+        assert_eq!(resp.status(), 202);
+        sessions.push(oci::require_header(&resp, "location"));
+    }
+    let resp = post("one", one.clone()).await;
+    assert_eq!(resp.status(), 429, "a fourth session for the same user");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "TOOMANYREQUESTS");
+    assert_eq!(post("two", two.clone()).await.status(), 202, "another user is not affected");
+    // Cancelling one frees a place.
+    let resp = http.delete(format!("{}{}", c[0].base, sessions[0])).basic_auth("one", Some(&one)).send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(post("one", one.clone()).await.status(), 202, "after a cancel");
+}

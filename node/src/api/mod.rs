@@ -102,8 +102,8 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let headers = &parts.headers;
     let registry = &state.registry;
     // Authorization comes first: a refused request reads no body and touches nothing.
-    let query = match authorize(&state.auth, &endpoint, &parts) {
-        Ok(query) => query,
+    let (query, owner) = match authorize(&state.auth, &endpoint, &parts) {
+        Ok(allowed) => allowed,
         Err(e) => return ApiError(e.into()).into_response(),
     };
     let linearizable = wants_linearizable(headers);
@@ -112,7 +112,7 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
             return ApiError(e.into()).into_response();
         }
     }
-    let result = serve(registry, &endpoint, &parts, query.as_deref(), body).await;
+    let result = serve(registry, &endpoint, &parts, query.as_deref(), &owner, body).await;
     // Promise 4: never MANIFEST_UNKNOWN / BLOB_UNKNOWN for acknowledged content. A pull
     // that misses here may have outrun this region's copy of the Raft log (the push was
     // acknowledged elsewhere moments ago), so catch up with the leader once and look again.
@@ -124,7 +124,7 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     );
     let missed = matches!(result, Err(ApiError(RegistryError::ManifestUnknown(_) | RegistryError::BlobUnknown(_))));
     let result = if pull && missed && !linearizable && registry.meta.catch_up(MISS_CATCH_UP).await.is_ok() {
-        serve(registry, &endpoint, &parts, query.as_deref(), Body::empty()).await
+        serve(registry, &endpoint, &parts, query.as_deref(), &owner, Body::empty()).await
     } else {
         result
     };
@@ -134,20 +134,24 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
 /// How long a pull that missed locally may wait to catch up with the leader.
 const MISS_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Checks the caller may do what `endpoint` asks; returns the query to serve with (a
+/// Checks the caller may do what `endpoint` asks. Returns the query to serve with (a
 /// cross-repository mount the caller may not read from is dropped, so the request
-/// becomes a plain upload, as the spec allows).
+/// becomes a plain upload, as the spec allows) and the caller's name for per-identity
+/// limits (`addr:<ip>` for callers without one).
 fn authorize(
     auth: &Auth,
     endpoint: &Endpoint<'_>,
     parts: &axum::http::request::Parts,
-) -> Result<Option<String>, AuthError> {
+) -> Result<(Option<String>, String), AuthError> {
     let query = parts.uri.query().map(str::to_string);
-    let Some(action) = required_action(endpoint, &parts.method) else { return Ok(query) };
+    let peer = parts.extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0 .0.ip());
+    let anonymous_owner = || peer.map(|ip| format!("addr:{ip}")).unwrap_or_default();
+    let Some(action) = required_action(endpoint, &parts.method) else { return Ok((query, anonymous_owner())) };
     let host = request_host(&parts.headers, &parts.uri);
     let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = auth.identify(authorization, host, parts.extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0 .0.ip()))?;
+    let caller = auth.identify(authorization, host, peer)?;
     auth.authorize(&caller, Need::Repo { name: endpoint.name(), action }, host)?;
+    let owner = caller.subject().map(str::to_string).unwrap_or_else(anonymous_owner);
     if let (Endpoint::UploadStart { .. }, Some(q)) = (endpoint, &query) {
         let from = Query::parse(Some(q)).get("from").map(str::to_string);
         if let Some(from) = from {
@@ -157,11 +161,11 @@ fn authorize(
                     .map(|(k, v)| (k.into_owned(), v.into_owned()))
                     .collect();
                 let rebuilt = form_urlencoded::Serializer::new(String::new()).extend_pairs(kept).finish();
-                return Ok(Some(rebuilt));
+                return Ok((Some(rebuilt), owner));
             }
         }
     }
-    Ok(query)
+    Ok((query, owner))
 }
 
 /// The action a route needs on its repository (`None`: not a registry operation).
@@ -182,6 +186,7 @@ async fn serve(
     endpoint: &Endpoint<'_>,
     parts: &axum::http::request::Parts,
     query: Option<&str>,
+    owner: &str,
     body: Body,
 ) -> Result<Response, ApiError> {
     let headers = &parts.headers;
@@ -195,7 +200,7 @@ async fn serve(
         (Endpoint::Blob { name, digest }, &Method::GET) => blobs::get(registry, name, digest, headers, true).await,
         (Endpoint::Blob { name, digest }, &Method::HEAD) => blobs::get(registry, name, digest, headers, false).await,
         (Endpoint::Blob { name, digest }, &Method::DELETE) => blobs::delete(registry, name, digest).await,
-        (Endpoint::UploadStart { name }, &Method::POST) => uploads::start(registry, name, headers, query, body).await,
+        (Endpoint::UploadStart { name }, &Method::POST) => uploads::start(registry, name, headers, query, owner, body).await,
         (Endpoint::Upload { name, id }, &Method::GET) => uploads::status(registry, name, id).await,
         (Endpoint::Upload { name, id }, &Method::PATCH) => uploads::patch(registry, name, id, headers, body).await,
         (Endpoint::Upload { name, id }, &Method::PUT) => uploads::put(registry, name, id, headers, query, body).await,

@@ -66,7 +66,14 @@ fn created(name: &str, digest: &str) -> Response {
     resp
 }
 
-pub async fn start(registry: &Registry, name: &str, headers: &HeaderMap, query: Option<&str>, body: Body) -> ApiResult {
+pub async fn start(
+    registry: &Registry,
+    name: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    owner: &str,
+    body: Body,
+) -> ApiResult {
     let query = Query::parse(query);
     if let Some(mount) = query.get("mount") {
         let digest = parse_digest(mount)?;
@@ -92,7 +99,7 @@ pub async fn start(registry: &Registry, name: &str, headers: &HeaderMap, query: 
             .parse::<Algorithm>()
             .map_err(|_| RegistryError::DigestInvalid(format!("unsupported digest algorithm {a:?}")))?,
     };
-    let status = registry.start_upload(name, algorithm).await?;
+    let status = registry.start_upload(name, algorithm, owner).await?;
     Ok(session_response(StatusCode::ACCEPTED, name, &status))
 }
 

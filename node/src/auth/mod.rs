@@ -61,6 +61,16 @@ pub enum Caller {
     Token { identity: Identity, access: Vec<AccessEntry> },
 }
 
+impl Caller {
+    /// The identity's login name, when there is one.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            Caller::Identity(i) | Caller::Token { identity: i, .. } => Some(&i.subject),
+            Caller::Anonymous | Caller::Open => None,
+        }
+    }
+}
+
 /// A user or robot token and what it may do now (its role's or scope map's grants).
 #[derive(Debug, Clone)]
 pub struct Identity {

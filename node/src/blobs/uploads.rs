@@ -16,6 +16,9 @@ pub enum SessionError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Blob(#[from] BlobError),
+    /// The identity already has `limit` sessions open.
+    #[error("{owner:?} already has {limit} upload sessions open; finish or cancel some first")]
+    TooMany { owner: String, limit: usize },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -23,6 +26,9 @@ struct SessionRecord {
     repo: String,
     algorithm: String,
     created_unix: u64,
+    /// Who opened it (a user or robot, or `addr:<ip>` without auth), for the per-identity cap.
+    #[serde(default)]
+    owner: String,
 }
 
 /// The mutable state of one session; hold its lock for the whole of a PATCH or PUT so
@@ -44,6 +50,10 @@ pub struct UploadSessions {
     store: Store,
     blobs: FsBlobStore,
     live: Mutex<HashMap<String, SessionHandle>>,
+    /// Session id → owner, for every session on disk (rebuilt at start).
+    owners: Mutex<HashMap<String, String>>,
+    /// Sessions one owner may have open at once (0: no cap).
+    per_owner_limit: usize,
 }
 
 fn now_unix() -> u64 {
@@ -51,8 +61,17 @@ fn now_unix() -> u64 {
 }
 
 impl UploadSessions {
-    pub fn new(store: Store, blobs: FsBlobStore) -> UploadSessions {
-        UploadSessions { store, blobs, live: Mutex::new(HashMap::new()) }
+    pub fn new(store: Store, blobs: FsBlobStore, per_owner_limit: usize) -> Result<UploadSessions, SessionError> {
+        let mut owners = HashMap::new();
+        for (k, v) in store.scan_prefix(CF_LOCAL_UPLOADS, b"", None, usize::MAX)? {
+            let owner = serde_json::from_slice::<SessionRecord>(&v).map(|r| r.owner).unwrap_or_default();
+            owners.insert(String::from_utf8_lossy(&k).into_owned(), owner);
+        }
+        Ok(UploadSessions { store, blobs, live: Mutex::new(HashMap::new()), owners: Mutex::new(owners), per_owner_limit })
+    }
+
+    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.owners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn blobs(&self) -> &FsBlobStore {
@@ -65,10 +84,28 @@ impl UploadSessions {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub async fn create(&self, repo: &str, algorithm: Algorithm) -> Result<String, SessionError> {
+    /// Opens a session for `owner`, unless it has `per_owner_limit` open already.
+    pub async fn create(&self, repo: &str, algorithm: Algorithm, owner: &str) -> Result<String, SessionError> {
         let id = uuid::Uuid::new_v4().to_string();
-        tokio::fs::File::create(self.blobs.upload_path(&id)).await.map_err(BlobError::from)?;
-        let record = SessionRecord { repo: repo.to_string(), algorithm: algorithm.name().to_string(), created_unix: now_unix() };
+        {
+            // Counted and reserved under one lock, so concurrent POSTs cannot overshoot.
+            let mut owners = self.owners();
+            let open = owners.values().filter(|o| *o == owner).count();
+            if self.per_owner_limit > 0 && open >= self.per_owner_limit {
+                return Err(SessionError::TooMany { owner: owner.to_string(), limit: self.per_owner_limit });
+            }
+            owners.insert(id.clone(), owner.to_string());
+        }
+        if let Err(e) = tokio::fs::File::create(self.blobs.upload_path(&id)).await {
+            self.owners().remove(&id);
+            return Err(BlobError::from(e).into());
+        }
+        let record = SessionRecord {
+            repo: repo.to_string(),
+            algorithm: algorithm.name().to_string(),
+            created_unix: now_unix(),
+            owner: owner.to_string(),
+        };
         let mut batch = rocksdb::WriteBatch::default();
         batch.put_cf(self.store.cf(CF_LOCAL_UPLOADS)?, id.as_bytes(), serde_json::to_vec(&record).unwrap_or_default());
         self.store.write(batch)?;
@@ -124,6 +161,7 @@ impl UploadSessions {
     /// Forgets a session and deletes its bytes.
     pub async fn remove(&self, id: &str) -> Result<(), SessionError> {
         self.live().remove(id);
+        self.owners().remove(id);
         let mut batch = rocksdb::WriteBatch::default();
         batch.delete_cf(self.store.cf(CF_LOCAL_UPLOADS)?, id.as_bytes());
         self.store.write(batch)?;
@@ -134,6 +172,7 @@ impl UploadSessions {
     /// Forgets a session whose file was already moved into the blob store.
     pub fn forget(&self, id: &str) -> Result<(), SessionError> {
         self.live().remove(id);
+        self.owners().remove(id);
         let mut batch = rocksdb::WriteBatch::default();
         batch.delete_cf(self.store.cf(CF_LOCAL_UPLOADS)?, id.as_bytes());
         self.store.write(batch)?;

@@ -74,7 +74,11 @@ impl From<BlobError> for RegistryError {
 
 impl From<SessionError> for RegistryError {
     fn from(e: SessionError) -> Self {
-        RegistryError::Internal(e.to_string())
+        match e {
+            // Sessions end when finished, cancelled or idle: a hint, not a promise.
+            SessionError::TooMany { .. } => RegistryError::TooManyRequests { retry_after: 60, message: e.to_string() },
+            other => RegistryError::Internal(other.to_string()),
+        }
     }
 }
 

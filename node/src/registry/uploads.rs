@@ -23,8 +23,9 @@ pub struct UploadStatus {
 }
 
 impl Registry {
-    pub async fn start_upload(&self, repo: &str, algorithm: Algorithm) -> Result<UploadStatus> {
-        let id = self.sessions.create(repo, algorithm).await?;
+    /// Opens an upload session for `owner` (the identity the per-identity cap counts).
+    pub async fn start_upload(&self, repo: &str, algorithm: Algorithm, owner: &str) -> Result<UploadStatus> {
+        let id = self.sessions.create(repo, algorithm, owner).await?;
         Ok(UploadStatus { id, offset: 0 })
     }
 
