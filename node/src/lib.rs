@@ -34,11 +34,15 @@ const UPLOAD_SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = observability::init_metrics()?;
     let tls_files = config.tls_files()?;
+    let grpc_tls = match config.grpc_tls_files()? {
+        Some((cert, key, ca)) => Some(cluster::tls::GrpcTls::load(&cert, &key, &ca).context("loading gRPC TLS files")?),
+        None => None,
+    };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let store = Store::open(&config.data_dir.join("db")).context("opening RocksDB")?;
     let blobs = FsBlobStore::open(&config.data_dir).context("opening blob store")?;
-    let meta = Meta::start(&config, store.clone(), cluster::peers::Peers::new(config.dial_via.clone())).await.context("starting raft")?;
+    let meta = Meta::start(&config, store.clone(), cluster::peers::Peers::new(config.dial_via.clone(), grpc_tls.as_ref().map(|t| t.client()))).await.context("starting raft")?;
     let sessions = Arc::new(
         UploadSessions::new(store.clone(), blobs.clone(), config.max_upload_sessions_per_identity)
             .context("loading upload sessions")?,
@@ -69,7 +73,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let (config, meta, shutdown) = (config.clone(), meta.clone(), shutdown_rx.clone());
         let grpc_replicator = replicator.clone();
         tokio::spawn(async move {
-            if let Err(e) = cluster::serve_grpc(&config, grpc_listener, meta, grpc_replicator, shutdown).await {
+            if let Err(e) = cluster::serve_grpc(&config, grpc_listener, meta, grpc_replicator, grpc_tls, shutdown).await {
                 tracing::error!(error = %e, listen = %config.grpc_listen, "gRPC server failed");
             }
         })

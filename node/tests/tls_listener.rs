@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::certs::{make_ca, make_cert};
 use common::free_port;
 use common::skopeo::{build_layout, ensure_skopeo, read_layout_blobs, run_skopeo};
 use std::path::Path;
@@ -14,23 +15,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ADMIN_PW: &str = "tls-admin-password";
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl (install it: apt-get install openssl)");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A CA, and a server certificate for 127.0.0.1 named `cn`, as `<cn>.crt` / `<cn>.key`.
-fn make_ca(dir: &Path) {
-    openssl(dir, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=Meridian Test CA", "-days", "2"]);
-}
-
-fn make_server_cert(dir: &Path, cn: &str) {
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    let (key, csr, crt) = (format!("{cn}.key"), format!("{cn}.csr"), format!("{cn}.crt"));
-    openssl(dir, &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", &key, "-out", &csr, "-subj", &format!("/CN={cn}")]);
-    openssl(dir, &["x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", &crt, "-days", "2", "-extfile", "san.ext"]);
-}
 
 /// `curl` over HTTPS trusting only the test CA: (status, the served certificate's subject line).
 fn curl(ca: &Path, url: &str) -> (u16, String) {
@@ -59,9 +43,9 @@ async fn the_registry_serves_https_and_reloads_its_certificate_on_sighup() {
     let skopeo = ensure_skopeo();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    make_ca(d);
-    make_server_cert(d, "first");
-    make_server_cert(d, "second");
+    make_ca(d, "ca");
+    make_cert(d, "ca", "first");
+    make_cert(d, "ca", "second");
     std::fs::copy(d.join("first.crt"), d.join("server.crt")).unwrap();
     std::fs::copy(d.join("first.key"), d.join("server.key")).unwrap();
 

@@ -28,7 +28,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 
 /// The admin service's address when neither `--addr` nor `MERIDIAN_ADMIN_ADDR` is given.
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:6000";
@@ -55,6 +55,15 @@ pub struct AdminArgs {
     /// Print one JSON document instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The cluster CA (PEM), when the gRPC links use mutual TLS (`grpc_tls_ca_file`).
+    #[arg(long, env = "MERIDIAN_ADMIN_TLS_CA", global = true, requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// This client's certificate (PEM), signed by the cluster CA.
+    #[arg(long, env = "MERIDIAN_ADMIN_TLS_CERT", global = true, requires = "tls_ca")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, env = "MERIDIAN_ADMIN_TLS_KEY", global = true, requires = "tls_ca")]
+    pub tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: AdminCommand,
 }
@@ -313,10 +322,20 @@ struct Admin {
 }
 
 impl Admin {
-    async fn connect(url: &str, auth: MetadataValue<Ascii>) -> Result<Self, CliError> {
-        let endpoint = Endpoint::from_shared(url.to_string())
+    async fn connect(url: &str, auth: MetadataValue<Ascii>, tls: Option<ClientTlsConfig>) -> Result<Self, CliError> {
+        let url = match (&tls, url.strip_prefix("http://")) {
+            (Some(_), Some(rest)) => format!("https://{rest}"),
+            _ => url.to_string(),
+        };
+        let url = url.as_str();
+        let mut endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| CliError::Usage(format!("invalid admin address '{url}': {}", error_chain(&e))))?
             .connect_timeout(CONNECT_TIMEOUT);
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| CliError::Usage(format!("TLS settings for '{url}': {}", error_chain(&e))))?;
+        }
         let channel = match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
             Ok(Ok(channel)) => channel,
             Ok(Err(e)) => return Err(CliError::Connect { url: url.to_string(), detail: error_chain(&e) }),
@@ -373,7 +392,8 @@ async fn execute(args: AdminArgs) -> Result<String, CliError> {
         AdminCommand::Key(cmd) => Some(identities::prepare_key(cmd)),
         _ => None,
     };
-    let admin = Admin::connect(&url, auth).await?;
+    let tls = client_tls(&args)?;
+    let admin = Admin::connect(&url, auth, tls).await?;
     let mut client = admin.client.clone();
     let json = args.json;
     match args.command {
@@ -541,6 +561,19 @@ async fn run_user(admin: &Admin, prepared: UserCall, json: bool) -> Result<Strin
             Ok(if json { pretty(&users_json(&reply.users)) } else { render_users(&reply.users) })
         }
     }
+}
+
+/// The mutual-TLS client settings from `--tls-ca/--tls-cert/--tls-key`, if given.
+fn client_tls(args: &AdminArgs) -> Result<Option<ClientTlsConfig>, CliError> {
+    let (Some(ca), Some(cert), Some(key)) = (&args.tls_ca, &args.tls_cert, &args.tls_key) else { return Ok(None) };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", p.display())))
+    };
+    Ok(Some(
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(ca)?))
+            .identity(Identity::from_pem(read(cert)?, read(key)?)),
+    ))
 }
 
 /// Checks the shape of an image reference (`repo:tag` or `repo@algorithm:hex`) and

@@ -8,6 +8,7 @@ pub mod forward_service;
 pub mod network;
 pub mod peers;
 pub mod raft_service;
+pub mod tls;
 
 use crate::config::Config;
 use crate::meta::Meta;
@@ -26,6 +27,7 @@ pub async fn serve_grpc(
     listener: tokio::net::TcpListener,
     meta: Meta,
     replicator: std::sync::Arc<crate::replicas::Replicator>,
+    tls: Option<tls::GrpcTls>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let raft = RaftServiceServer::new(raft_service::RaftServiceImpl { raft: meta.raft().clone() })
@@ -45,7 +47,11 @@ pub async fn serve_grpc(
         membership_lock: tokio::sync::Mutex::new(()),
         users_lock: tokio::sync::Mutex::new(()),
     });
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls.server())?;
+    }
+    server
         .tcp_nodelay(true)
         .add_service(raft)
         .add_service(forward)

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// Largest gRPC message accepted or sent: a batch of Raft entries can carry several
 /// manifests of up to 4 MiB each.
@@ -27,6 +27,8 @@ pub struct Peers {
     channels: Arc<Mutex<HashMap<(String, Lane), Channel>>>,
     /// Advertised gRPC address → the address this node dials instead (`dial_via`).
     dial_via: Arc<BTreeMap<String, String>>,
+    /// Mutual TLS for every link, when configured.
+    tls: Option<ClientTlsConfig>,
 }
 
 /// `host:port` or a URL → a URL tonic can dial.
@@ -38,12 +40,20 @@ pub fn grpc_url(addr: &str) -> String {
     }
 }
 
+/// The URL with `https` when the links use TLS (addresses are often given without a scheme).
+fn with_scheme(url: String, tls: bool) -> String {
+    match (tls, url.strip_prefix("http://")) {
+        (true, Some(rest)) => format!("https://{rest}"),
+        _ => url,
+    }
+}
+
 impl Peers {
     /// `dial_via` maps advertised gRPC addresses (as `host:port` or URL) to the address
     /// to dial in their place.
-    pub fn new(dial_via: BTreeMap<String, String>) -> Peers {
+    pub fn new(dial_via: BTreeMap<String, String>, tls: Option<ClientTlsConfig>) -> Peers {
         let dial_via = dial_via.into_iter().map(|(from, to)| (grpc_url(&from), grpc_url(&to))).collect();
-        Peers { channels: Arc::default(), dial_via: Arc::new(dial_via) }
+        Peers { channels: Arc::default(), dial_via: Arc::new(dial_via), tls }
     }
 
     /// The channel for Raft, forwarding, admin and probes to the node advertising `addr`.
@@ -59,13 +69,19 @@ impl Peers {
     fn channel_on(&self, addr: &str, lane: Lane) -> Result<Channel, tonic::Status> {
         let advertised = grpc_url(addr);
         let url = self.dial_via.get(&advertised).cloned().unwrap_or(advertised);
-        let key = (url, lane);
+        let key = (with_scheme(url, self.tls.is_some()), lane);
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = map.get(&key) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(key.0.clone())
-            .map_err(|e| tonic::Status::invalid_argument(format!("bad gRPC address {addr:?}: {e}")))?
+        let mut endpoint = Endpoint::from_shared(key.0.clone())
+            .map_err(|e| tonic::Status::invalid_argument(format!("bad gRPC address {addr:?}: {e}")))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| tonic::Status::invalid_argument(format!("TLS for {addr:?}: {e}")))?;
+        }
+        let channel = endpoint
             // An HTTP/2 stream moves at most one window per round trip: hyper's default
             // 2 MiB is 11 MiB/s over 180 ms. Blob streams get windows sized for long fat
             // links from the first byte (BDP-adaptive windows take many round trips to grow).

@@ -30,6 +30,13 @@ pub struct Config {
     pub advertise_http_addr: Option<String>,
     /// gRPC address other regions use to reach this node (default: `grpc_listen`).
     pub advertise_grpc_addr: Option<String>,
+    /// Mutual TLS on the gRPC links: this node's certificate chain (PEM), with
+    /// `grpc_tls_key_file` and `grpc_tls_ca_file`; all three or none.
+    pub grpc_tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) for `grpc_tls_cert_file`.
+    pub grpc_tls_key_file: Option<PathBuf>,
+    /// The cluster CA (PEM): peers and admin clients must present a certificate it signed.
+    pub grpc_tls_ca_file: Option<PathBuf>,
     /// gRPC addresses of existing members. Empty: a node without Raft state starts a
     /// new cluster. Otherwise it asks these members to add it as a region.
     pub join: Vec<String>,
@@ -131,6 +138,9 @@ impl Default for Config {
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 6000)),
             advertise_http_addr: None,
             advertise_grpc_addr: None,
+            grpc_tls_cert_file: None,
+            grpc_tls_key_file: None,
+            grpc_tls_ca_file: None,
             join: Vec::new(),
             dial_via: BTreeMap::new(),
             admin_token: None,
@@ -195,6 +205,17 @@ impl Config {
         }
     }
 
+    /// The gRPC mutual-TLS files, when all three are set; an error when only some are.
+    pub fn grpc_tls_files(&self) -> Result<Option<(PathBuf, PathBuf, PathBuf)>, ConfigError> {
+        match (&self.grpc_tls_cert_file, &self.grpc_tls_key_file, &self.grpc_tls_ca_file) {
+            (Some(c), Some(k), Some(a)) => Ok(Some((c.clone(), k.clone(), a.clone()))),
+            (None, None, None) => Ok(None),
+            _ => Err(ConfigError::Invalid(
+                "set all of grpc_tls_cert_file, grpc_tls_key_file and grpc_tls_ca_file (mutual TLS) or none".into(),
+            )),
+        }
+    }
+
     /// The registry address advertised to the cluster.
     pub fn http_addr(&self) -> String {
         self.advertise_http_addr.clone().unwrap_or_else(|| self.listen.to_string())
@@ -252,6 +273,9 @@ impl Config {
                 "GRPC_LISTEN" => self.grpc_listen = num(&value).map_err(bad)?,
                 "ADVERTISE_HTTP_ADDR" => self.advertise_http_addr = Some(value.clone()).filter(|v| !v.is_empty()),
                 "ADVERTISE_GRPC_ADDR" => self.advertise_grpc_addr = Some(value.clone()).filter(|v| !v.is_empty()),
+                "GRPC_TLS_CERT_FILE" => self.grpc_tls_cert_file = Some(PathBuf::from(&value)).filter(|p| !p.as_os_str().is_empty()),
+                "GRPC_TLS_KEY_FILE" => self.grpc_tls_key_file = Some(PathBuf::from(&value)).filter(|p| !p.as_os_str().is_empty()),
+                "GRPC_TLS_CA_FILE" => self.grpc_tls_ca_file = Some(PathBuf::from(&value)).filter(|p| !p.as_os_str().is_empty()),
                 "JOIN" => {
                     self.join = value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
                 }
@@ -335,7 +359,7 @@ mod tests {
         let readme = include_str!("../../../README.md");
         let keys = [
             "listen", "tls_cert_file", "tls_key_file", "data_dir", "region", "node_id", "grpc_listen", "advertise_http_addr",
-            "advertise_grpc_addr", "join", "dial_via", "admin_token", "admin_allow_remote", "replication_bandwidth_limit", "log_format", "log_level", "otlp_endpoint",
+            "advertise_grpc_addr", "grpc_tls_cert_file", "grpc_tls_key_file", "grpc_tls_ca_file", "join", "dial_via", "admin_token", "admin_allow_remote", "replication_bandwidth_limit", "log_format", "log_level", "otlp_endpoint",
             "max_manifest_bytes", "upload_timeout_secs", "max_upload_sessions_per_identity", "body_idle_timeout_secs", "raft.heartbeat_ms",
             "raft.election_timeout_min_ms", "raft.election_timeout_max_ms", "raft.snapshot_every",
             "raft.max_logs_kept", "raft.write_timeout_ms", "auth.enabled", "auth.service", "auth.realm",

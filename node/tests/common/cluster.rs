@@ -40,6 +40,8 @@ pub struct ClusterOptions {
     pub ready_timeout: Duration,
     /// Put a fault proxy on every directed inter-member link.
     pub link_proxies: bool,
+    /// Extra arguments for every `meridian admin` call (e.g. `--tls-ca …` under mutual TLS).
+    pub admin_args: Vec<String>,
 }
 
 impl ClusterOptions {
@@ -50,7 +52,13 @@ impl ClusterOptions {
             env: Vec::new(),
             ready_timeout: Duration::from_secs(30),
             link_proxies: false,
+            admin_args: Vec::new(),
         }
+    }
+
+    pub fn admin_args(mut self, args: &[&str]) -> ClusterOptions {
+        self.admin_args = args.iter().map(|s| s.to_string()).collect();
+        self
     }
 
     pub fn link_proxies(mut self) -> ClusterOptions {
@@ -660,7 +668,9 @@ impl Cluster {
 
     /// `meridian admin` against member `i` with the cluster's token.
     pub async fn admin_at(&self, i: usize, args: &[&str]) -> CliOutput {
-        Cluster::admin_raw(&self.members[i].grpc_url(), ADMIN_TOKEN, args).await
+        let mut all: Vec<&str> = self.opts.admin_args.iter().map(String::as_str).collect();
+        all.extend_from_slice(args);
+        Cluster::admin_raw(&self.members[i].grpc_url(), ADMIN_TOKEN, &all).await
     }
 
     /// `meridian admin` against the first live member; prints the command and its output.

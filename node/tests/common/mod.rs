@@ -6,6 +6,7 @@
 //! suites exercise authentication and authorization.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod cluster;
 pub mod oci;
 pub mod skopeo;
