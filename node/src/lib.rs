@@ -103,9 +103,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tls,
         "meridian serving"
     );
-    axum::serve(listener, app.into_make_service_with_connect_info::<api::listener::PeerAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    api::server::serve(listener, app, Duration::from_secs(config.header_read_timeout_secs.max(1)), shutdown_signal()).await;
     let _ = shutdown_tx.send(true);
     let _ = sweeper.await;
     let _ = grpc.await;

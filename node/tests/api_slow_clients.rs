@@ -1,6 +1,8 @@
 //! Slow clients: a request body that stops delivering bytes is cut off after
 //! `body_idle_timeout_secs` (1 s here) with `400`, and nothing of it is kept — the upload
 //! session stays where it was and is still usable; a stalled manifest PUT creates no tag.
+//! A client that never finishes its headers is disconnected after
+//! `header_read_timeout_secs`.
 
 mod common;
 
@@ -74,4 +76,27 @@ async fn stalled_bodies_are_cut_off_and_leave_nothing() {
     let (status, _) = stall(&addr, &head, b"{\"schemaVersion\": 2,").await;
     assert_eq!(status, 400, "stalled manifest PUT");
     oci::assert_manifest_absent(&node, "slow/app", "stalled").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_finish_their_headers_are_disconnected() {
+    let node = Node::start_with_env(&[("MERIDIAN_HEADER_READ_TIMEOUT_SECS", "1")]).await;
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", node.port)).await.expect("connect");
+    conn.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.expect("partial headers");
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // a 408 before closing is fine too
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a slow-header client was still connected after 10 s");
+    assert!(started.elapsed() >= Duration::from_millis(900), "closed too early: {:?}", started.elapsed());
+    // Normal clients are unaffected.
+    let resp = oci::client().get(node.url("/v2/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
 }

@@ -4,6 +4,7 @@
 mod blobs;
 mod discovery;
 pub mod listener;
+pub mod server;
 mod token;
 pub mod errors;
 mod manifests;

@@ -62,6 +62,9 @@ pub struct Config {
     /// Upload sessions one identity (user, robot, or client address without auth) may have
     /// open at once; more get `429 TOOMANYREQUESTS` (0: no cap).
     pub max_upload_sessions_per_identity: usize,
+    /// A client must send a request's headers within this many seconds, or it is
+    /// disconnected (slow-header clients).
+    pub header_read_timeout_secs: u64,
     /// A request body (blob chunk, manifest) that delivers no bytes for this many seconds is
     /// cut off and nothing of it kept, so slow clients cannot hold sessions and tasks.
     pub body_idle_timeout_secs: u64,
@@ -152,6 +155,7 @@ impl Default for Config {
             max_manifest_bytes: 4 * 1024 * 1024,
             upload_timeout_secs: 24 * 3600,
             max_upload_sessions_per_identity: 256,
+            header_read_timeout_secs: 30,
             body_idle_timeout_secs: 60,
             raft: RaftConfig::default(),
             auth: AuthConfig::default(),
@@ -304,6 +308,7 @@ impl Config {
                 "MAX_MANIFEST_BYTES" => self.max_manifest_bytes = num(&value).map_err(bad)?,
                 "UPLOAD_TIMEOUT_SECS" => self.upload_timeout_secs = num(&value).map_err(bad)?,
                 "MAX_UPLOAD_SESSIONS_PER_IDENTITY" => self.max_upload_sessions_per_identity = num(&value).map_err(bad)?,
+                "HEADER_READ_TIMEOUT_SECS" => self.header_read_timeout_secs = num(&value).map_err(bad)?,
                 "BODY_IDLE_TIMEOUT_SECS" => self.body_idle_timeout_secs = num(&value).map_err(bad)?,
                 "RAFT_HEARTBEAT_MS" => self.raft.heartbeat_ms = num(&value).map_err(bad)?,
                 "RAFT_ELECTION_TIMEOUT_MIN_MS" => self.raft.election_timeout_min_ms = num(&value).map_err(bad)?,
@@ -360,7 +365,7 @@ mod tests {
         let keys = [
             "listen", "tls_cert_file", "tls_key_file", "data_dir", "region", "node_id", "grpc_listen", "advertise_http_addr",
             "advertise_grpc_addr", "grpc_tls_cert_file", "grpc_tls_key_file", "grpc_tls_ca_file", "join", "dial_via", "admin_token", "admin_allow_remote", "replication_bandwidth_limit", "log_format", "log_level", "otlp_endpoint",
-            "max_manifest_bytes", "upload_timeout_secs", "max_upload_sessions_per_identity", "body_idle_timeout_secs", "raft.heartbeat_ms",
+            "max_manifest_bytes", "upload_timeout_secs", "max_upload_sessions_per_identity", "header_read_timeout_secs", "body_idle_timeout_secs", "raft.heartbeat_ms",
             "raft.election_timeout_min_ms", "raft.election_timeout_max_ms", "raft.snapshot_every",
             "raft.max_logs_kept", "raft.write_timeout_ms", "auth.enabled", "auth.service", "auth.realm",
             "auth.token_ttl_secs", "auth.anonymous_pull", "auth.failed_login_limit",
