@@ -49,7 +49,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let replicator =
         replicas::Replicator::start(blobs.clone(), store.clone(), meta.clone(), config.replication_bandwidth_limit);
-    let (store_for_auth, auth_store) = (store.clone(), store.clone());
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let auth = auth::Auth::new(config.auth.clone(), store.clone(), tls_files.is_some());
+    let bootstrap = tokio::spawn(auth::bootstrap::ensure_identities(
+        meta.clone(),
+        store.clone(),
+        config.data_dir.clone(),
+        shutdown_rx.clone(),
+    ));
     let registry = Registry {
         store,
         meta: meta.clone(),
@@ -61,7 +68,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         body_idle_timeout: Duration::from_secs(config.body_idle_timeout_secs.max(1)),
     };
 
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let sweeper =
         tokio::spawn(sweep_idle_uploads(sessions, Duration::from_secs(config.upload_timeout_secs), shutdown_rx.clone()));
     // Bound before anything is served: a node that cannot take Raft traffic must not
@@ -82,13 +88,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let rtt_prober = tokio::spawn(replicas::measure_rtt(replicator.clone(), shutdown_rx.clone()));
     let joiner = (!config.join.is_empty()).then(|| tokio::spawn(cluster::join_cluster(config.clone(), meta.clone(), shutdown_rx.clone())));
 
-    let auth = auth::Auth::new(config.auth.clone(), store_for_auth, tls_files.is_some());
-    let bootstrap = tokio::spawn(auth::bootstrap::ensure_identities(
-        meta.clone(),
-        auth_store,
-        config.data_dir.clone(),
-        shutdown_rx.clone(),
-    ));
     let app = api::app(api::AppState { registry, auth, meta: meta.clone(), metrics });
     let tcp = tokio::net::TcpListener::bind(config.listen)
         .await
