@@ -489,6 +489,55 @@ fn rfc3339(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::meta::records::{encode_json, UserRecord};
+    use crate::meta::store::{auth_key, CF_SM_AUTH};
+
+    /// A store holding one signing key and one admin user, as the state machine writes them.
+    fn store_with_key() -> (tempfile::TempDir, Store, crate::meta::records::SigningKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let key = jwt::new_key("k1".into(), 1);
+        let user = UserRecord { name: "ops".into(), password_hash: "x".into(), role: Role::Admin, created_unix: 1 };
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(store.cf(CF_SM_AUTH).unwrap(), auth_key("key", "k1"), encode_json(&key));
+        batch.put_cf(store.cf(CF_SM_AUTH).unwrap(), auth_key("user", "ops"), encode_json(&user));
+        store.write_durable(batch).unwrap();
+        (dir, store, key)
+    }
+
+    /// Tokens signed with the cluster's own key are still refused when they name another
+    /// service as issuer or audience (the HTTP tests cannot mint such tokens: `/token`
+    /// refuses other services).
+    #[test]
+    fn tokens_for_another_service_are_refused() {
+        let (_dir, store, key) = store_with_key();
+        let auth = Auth::new(AuthConfig::default(), store, false);
+        let now = now_unix();
+        let claims = |aud: &str, iss: &str| jwt::Claims {
+            iss: iss.into(),
+            sub: "ops".into(),
+            aud: aud.into(),
+            exp: now + 60,
+            nbf: now,
+            iat: now,
+            jti: "j".into(),
+            sid: None,
+            access: vec![AccessEntry { kind: "repository".into(), name: "a/b".into(), actions: vec!["pull".into()] }],
+        };
+        let bearer = |c: jwt::Claims| format!("Bearer {}", jwt::sign(&c, &key).unwrap());
+        let need = Need::Repo { name: "a/b", action: Action::Pull };
+        let ok = auth.identify(Some(&bearer(claims("meridian", "meridian"))), None, None).unwrap();
+        assert!(auth.allows(&ok, need), "a token for this service works");
+        for (aud, iss) in [("other-registry", "meridian"), ("meridian", "someone-else")] {
+            let refused = auth.identify(Some(&bearer(claims(aud, iss))), None, None);
+            assert!(matches!(refused, Err(AuthError::Unauthorized { .. })), "aud {aud} iss {iss}");
+        }
+        let mut expired = claims("meridian", "meridian");
+        expired.exp = now - 1;
+        assert!(matches!(auth.identify(Some(&bearer(expired)), None, None), Err(AuthError::Unauthorized { .. })));
+    }
+
     #[test]
     fn rfc3339_dates() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
