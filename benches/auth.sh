@@ -89,13 +89,7 @@ SECTION="$TMP/section.md"
   echo
   echo "A verified token is cached (per token, until it expires or any identity or key change is applied), so a request pays a cache lookup, not a signature check."
   echo
-  echo "<details><summary>Raw JSON</summary>"
-  echo
-  echo '```'
-  cat "$OUT"
-  echo '```'
-  echo
-  echo "</details>"
+  raw_json_details "$OUT"
   echo "<!-- auth:end -->"
 } >"$SECTION"
 write_section "$RESULTS_FILE" auth "$SECTION"

@@ -173,13 +173,8 @@ SECTION="$TMP/section.md"
   echo "one image push (3 layers + config + manifest, sequential), or one manifest GET."
   echo "When a client CPU figure approaches the server's, that row is partly client-bound: client and server share the same 2 cores."
   echo
-  echo "<details><summary>Raw JSON</summary>"
-  echo
-  echo '```'
-  for t in $TARGETS; do cat "$TMP/$t.jsonl"; done
-  echo '```'
-  echo
-  echo "</details>"
+  files=(); for t in $TARGETS; do files+=("$TMP/$t.jsonl"); done
+  raw_json_details "${files[@]}"
   echo "<!-- single:end -->"
 } >"$SECTION"
 write_section "$RESULTS_FILE" single "$SECTION"

@@ -78,6 +78,17 @@ git_rev() {
   echo "$rev"
 }
 
+# A collapsed "Raw JSON" block with the contents of the given files, for a results section.
+raw_json_details() { # file…
+  echo "<details><summary>Raw JSON</summary>"
+  echo
+  echo '```'
+  cat "$@"
+  echo '```'
+  echo
+  echo "</details>"
+}
+
 # Replaces the block between <!-- NAME:begin --> and <!-- NAME:end --> in FILE with the
 # contents of SECTION (which carries the markers itself), or appends it.
 write_section() { # file name section_file

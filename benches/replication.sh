@@ -207,13 +207,7 @@ SECTION="$TMP/section.md"
   echo
   echo "Visibility lag is how long after the pushing client got its \`201\` a client in another region, asking right away by digest (and again every 1 ms after a \`404\`), gets the manifest. A region that does not have a manifest or blob yet does not answer \`404\` at once: it first catches up with the leader's commit index (one round trip to the leader) and looks again, so a pull never sees \`MANIFEST_UNKNOWN\` for something acknowledged — the \`404\` row counts any that got through. The cold pull starts the moment the push is acknowledged; eu streams each layer to the client as it arrives from us (fetch-through, shared with the background replication of the same blob). \"Complete\" is when \`meridian admin replication image\` reports every blob present in all three regions, i.e. the replicas are landed, verified and recorded in Raft."
   echo
-  echo "<details><summary>Raw JSON</summary>"
-  echo
-  echo '```'
-  cat "$OUT"
-  echo '```'
-  echo
-  echo "</details>"
+  raw_json_details "$OUT"
   echo "<!-- replication:end -->"
 } >"$SECTION"
 write_section "$RESULTS_FILE" replication "$SECTION"
