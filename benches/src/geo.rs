@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use super::{
     check_reachable, err_status, http_client, parse_duration, parse_size, percentile, round3, sha256_digest, Ctx,
-    Opts, Scenario, WorkerState, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
+    Opts, Scenario, WorkerState, OCI_MANIFEST,
 };
 
 #[derive(Subcommand, Debug)]
@@ -212,17 +212,7 @@ async fn visibility(
 
 async fn pull_image(ctx: &Ctx, tag: &str, label: Option<String>) -> Result<ImageResult> {
     let start = Instant::now();
-    let resp = ctx
-        .client
-        .get(format!("{}/v2/{}/manifests/{tag}", ctx.base, ctx.repo))
-        .header(ACCEPT, format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"))
-        .send()
-        .await
-        .context("GET manifest")?;
-    if resp.status() != StatusCode::OK {
-        return Err(err_status("GET manifest", resp).await);
-    }
-    let body = resp.bytes().await.context("reading the manifest")?;
+    let body = ctx.fetch_manifest(tag).await?;
     let manifest_digest = sha256_digest(&body);
     let manifest: serde_json::Value = serde_json::from_slice(&body).context("manifest is not JSON")?;
     let mut blobs: Vec<(String, u64)> = Vec::new();

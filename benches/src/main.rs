@@ -538,13 +538,11 @@ impl Ctx {
         Ok(n)
     }
 
-    async fn get_manifest(&self) -> Result<u64> {
+    /// GET a manifest by tag or digest, accepting every manifest type; the body.
+    async fn fetch_manifest(&self, reference: &str) -> Result<Bytes> {
         let resp = self
             .client
-            .get(format!(
-                "{}/v2/{}/manifests/{}",
-                self.base, self.repo, self.manifest_tag
-            ))
+            .get(format!("{}/v2/{}/manifests/{reference}", self.base, self.repo))
             .header(
                 ACCEPT,
                 format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
@@ -555,7 +553,11 @@ impl Ctx {
         if resp.status() != StatusCode::OK {
             return Err(err_status("GET manifest", resp).await);
         }
-        let body = resp.bytes().await.context("reading manifest body")?;
+        resp.bytes().await.context("reading manifest body")
+    }
+
+    async fn get_manifest(&self) -> Result<u64> {
+        let body = self.fetch_manifest(&self.manifest_tag).await?;
         if self.verify {
             let got = sha256_digest(&body);
             if got != self.manifest_digest {
