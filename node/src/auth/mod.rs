@@ -472,7 +472,7 @@ pub fn decode_basic(encoded: &str) -> Option<(String, String)> {
 }
 
 /// RFC 3339 UTC for a Unix time (civil-from-days, no calendar crate needed).
-fn rfc3339(secs: u64) -> String {
+pub fn rfc3339(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let z = days + 719_468;
