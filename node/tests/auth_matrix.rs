@@ -419,13 +419,6 @@ fn kid_of(token: &str) -> String {
     serde_json::from_slice::<Value>(&raw).expect("header")["kid"].as_str().expect("kid").to_string()
 }
 
-async fn add_user(c: &Cluster, name: &str, role: &str) -> String {
-    let out = c.admin_at(0, &["--json", "user", "add", name, "--role", role]).await;
-    assert_eq!(out.code, 0, "user add {name}: {out}");
-    let v: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("user add output {e}: {out}"));
-    v["password"].as_str().expect("generated password in the output").to_string()
-}
-
 /// The `access` claim of a bearer token (the payload is not encrypted; clients may read it).
 fn access_of(token: &str) -> Value {
     let payload = token.split('.').nth(1).expect("JWT payload");
@@ -439,8 +432,8 @@ async fn every_route_answers_every_identity_as_granted() {
     let foreign = Cluster::start_with(auth_opts()).await;
     c.wait_for_user(0, "admin").await;
     foreign.wait_for_user(0, "admin").await;
-    let reader_pw = add_user(&c, "reader", "reader").await;
-    let writer_pw = add_user(&c, "writer", "writer").await;
+    let reader_pw = c.add_user(0, "reader", "reader").await;
+    let writer_pw = c.add_user(0, "writer", "writer").await;
     admin_json(&c, &["scope-map", "create", "team-rw", "--grant", "team/*:pull,push"]).await;
     admin_json(&c, &["scope-map", "create", "other-only", "--grant", "team/other:*"]).await;
     let robot = admin_json(&c, &["token", "create", "team", "--scope-map", "team-rw"]).await;
@@ -654,8 +647,8 @@ async fn failed_logins_are_rate_limited_per_name_and_address() {
 async fn upload_sessions_are_capped_per_identity() {
     let c = Cluster::start_with(auth_opts().env("MERIDIAN_MAX_UPLOAD_SESSIONS_PER_IDENTITY", "3")).await;
     c.wait_for_user(0, "admin").await;
-    let one = add_user(&c, "one", "writer").await;
-    let two = add_user(&c, "two", "writer").await;
+    let one = c.add_user(0, "one", "writer").await;
+    let two = c.add_user(0, "two", "writer").await;
     let http = reqwest::Client::new();
     let post = |user: &'static str, pw: String| {
         let url = format!("{}/v2/{APP}/blobs/uploads/", c[0].base);

@@ -46,9 +46,7 @@ async fn python_oras_logs_in_pushes_and_pulls() {
     )
     .await;
     c.wait_for_user(0, "admin").await;
-    let out = c.admin_at(0, &["--json", "user", "add", "ci", "--role", "writer"]).await;
-    assert_eq!(out.code, 0, "user add: {out}");
-    let pw = serde_json::from_str::<serde_json::Value>(&out.stdout).expect("json")["password"].as_str().expect("pw").to_string();
+    let pw = c.add_user(0, "ci", "writer").await;
     let host = c[0].http_addr();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().to_string_lossy().to_string();

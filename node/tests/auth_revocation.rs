@@ -42,9 +42,7 @@ async fn a_user_removed_in_one_region_is_refused_in_another_once_applied() {
     .await;
     let (a, cc) = (0, 2);
     c.wait_for_user(a, "admin").await;
-    let out = c.admin_at(a, &["--json", "user", "add", "dev", "--role", "reader"]).await;
-    assert_eq!(out.code, 0, "user add: {out}");
-    let pw = serde_json::from_str::<serde_json::Value>(&out.stdout).expect("json")["password"].as_str().expect("pw").to_string();
+    let pw = c.add_user(a, "dev", "reader").await;
 
     // The user exists in C; a token from A works in C and vice versa.
     c.wait_for_user(cc, "dev").await;

@@ -40,12 +40,7 @@ async fn skopeo_pushes_and_pulls_with_credentials_and_is_refused_without() {
     )
     .await;
     c.wait_for_user(0, "admin").await;
-    let out = c.admin_at(0, &["--json", "user", "add", "viewer", "--role", "reader"]).await;
-    assert_eq!(out.code, 0, "user add: {out}");
-    let viewer_pw = serde_json::from_str::<serde_json::Value>(&out.stdout).expect("json")["password"]
-        .as_str()
-        .expect("password")
-        .to_string();
+    let viewer_pw = c.add_user(0, "viewer", "reader").await;
 
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");

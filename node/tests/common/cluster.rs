@@ -666,6 +666,15 @@ impl Cluster {
         }
     }
 
+    /// `meridian admin user add NAME --role ROLE` through member `i`; returns the
+    /// generated password the CLI prints once.
+    pub async fn add_user(&self, i: usize, name: &str, role: &str) -> String {
+        let out = self.admin_at(i, &["--json", "user", "add", name, "--role", role]).await;
+        assert_eq!(out.code, 0, "user add {name}: {out}");
+        let v: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("user add output {e}: {out}"));
+        v["password"].as_str().expect("generated password in the output").to_string()
+    }
+
     /// `meridian admin` against member `i` with the cluster's token.
     pub async fn admin_at(&self, i: usize, args: &[&str]) -> CliOutput {
         let mut all: Vec<&str> = self.opts.admin_args.iter().map(String::as_str).collect();
