@@ -103,17 +103,18 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let headers = &parts.headers;
     let registry = &state.registry;
     // Authorization comes first: a refused request reads no body and touches nothing.
-    let (query, owner) = match authorize(&state.auth, &endpoint, &parts) {
+    let allowed = match authorize(&state.auth, &endpoint, &parts) {
         Ok(allowed) => allowed,
         Err(e) => return ApiError(e.into()).into_response(),
     };
+    let query = allowed.query.as_deref().or(parts.uri.query());
     let linearizable = wants_linearizable(headers);
     if linearizable && matches!(endpoint, Endpoint::Manifest { .. } | Endpoint::Tags { .. }) {
         if let Err(e) = registry.meta.read_barrier().await {
             return ApiError(e.into()).into_response();
         }
     }
-    let result = serve(registry, &endpoint, &parts, query.as_deref(), &owner, body).await;
+    let result = serve(registry, &endpoint, &parts, query, &allowed.owner, body).await;
     // Promise 4: never MANIFEST_UNKNOWN / BLOB_UNKNOWN for acknowledged content. A pull
     // that misses here may have outrun this region's copy of the Raft log (the push was
     // acknowledged elsewhere moments ago), so catch up with the leader once and look again.
@@ -125,7 +126,7 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     );
     let missed = matches!(result, Err(ApiError(RegistryError::ManifestUnknown(_) | RegistryError::BlobUnknown(_))));
     let result = if pull && missed && !linearizable && registry.meta.catch_up(MISS_CATCH_UP).await.is_ok() {
-        serve(registry, &endpoint, &parts, query.as_deref(), &owner, Body::empty()).await
+        serve(registry, &endpoint, &parts, query, &allowed.owner, Body::empty()).await
     } else {
         result
     };
@@ -135,38 +136,44 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
 /// How long a pull that missed locally may wait to catch up with the leader.
 const MISS_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Checks the caller may do what `endpoint` asks. Returns the query to serve with (a
-/// cross-repository mount the caller may not read from is dropped, so the request
-/// becomes a plain upload, as the spec allows) and the caller's name for per-identity
-/// limits (`addr:<ip>` for callers without one).
-fn authorize(
-    auth: &Auth,
-    endpoint: &Endpoint<'_>,
-    parts: &axum::http::request::Parts,
-) -> Result<(Option<String>, String), AuthError> {
-    let query = parts.uri.query().map(str::to_string);
+/// What an authorized request is served with. Only an upload start needs more than the
+/// request itself, so everything else pays nothing here.
+#[derive(Default)]
+struct Allowed {
+    /// The query without a cross-repository mount the caller may not read from (the
+    /// request becomes a plain upload, as the spec allows); `None`: the query as sent.
+    query: Option<String>,
+    /// The caller's name for per-identity limits (`addr:<ip>` for callers without one).
+    owner: String,
+}
+
+/// Checks the caller may do what `endpoint` asks.
+fn authorize(auth: &Auth, endpoint: &Endpoint<'_>, parts: &axum::http::request::Parts) -> Result<Allowed, AuthError> {
+    let Some(action) = required_action(endpoint, &parts.method) else { return Ok(Allowed::default()) };
     let peer = parts.extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0 .0.ip());
-    let anonymous_owner = || peer.map(|ip| format!("addr:{ip}")).unwrap_or_default();
-    let Some(action) = required_action(endpoint, &parts.method) else { return Ok((query, anonymous_owner())) };
     let host = request_host(&parts.headers, &parts.uri);
     let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = auth.identify(authorization, host, peer)?;
     auth.authorize(&caller, Need::Repo { name: endpoint.name(), action }, host)?;
-    let owner = caller.subject().map(str::to_string).unwrap_or_else(anonymous_owner);
-    if let (Endpoint::UploadStart { .. }, Some(q)) = (endpoint, &query) {
+    if !matches!(endpoint, Endpoint::UploadStart { .. }) {
+        return Ok(Allowed::default());
+    }
+    let owner = match caller.subject() {
+        Some(subject) => subject.to_string(),
+        None => peer.map(|ip| format!("addr:{ip}")).unwrap_or_default(),
+    };
+    let mut allowed = Allowed { query: None, owner };
+    if let Some(q) = parts.uri.query() {
         let from = Query::parse(Some(q)).get("from").map(str::to_string);
-        if let Some(from) = from {
-            if !auth.allows(&caller, Need::Repo { name: &from, action: Action::Pull }) {
-                let kept: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
-                    .filter(|(k, _)| k != "mount" && k != "from")
-                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                    .collect();
-                let rebuilt = form_urlencoded::Serializer::new(String::new()).extend_pairs(kept).finish();
-                return Ok((Some(rebuilt), owner));
-            }
+        if from.is_some_and(|from| !auth.allows(&caller, Need::Repo { name: &from, action: Action::Pull })) {
+            let kept: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
+                .filter(|(k, _)| k != "mount" && k != "from")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            allowed.query = Some(form_urlencoded::Serializer::new(String::new()).extend_pairs(kept).finish());
         }
     }
-    Ok((query, owner))
+    Ok(allowed)
 }
 
 /// The action a route needs on its repository (`None`: not a registry operation).
