@@ -51,7 +51,7 @@ async fn the_registry_serves_https_and_reloads_its_certificate_on_sighup() {
 
     let port = free_port();
     let log = std::fs::File::create(d.join("node.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+    let mut child = KillOnDrop(Command::new(env!("CARGO_BIN_EXE_meridian"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--grpc-listen", &format!("127.0.0.1:{}", free_port())])
         .arg("--data-dir")
         .arg(d.join("data"))
@@ -63,7 +63,7 @@ async fn the_registry_serves_https_and_reloads_its_certificate_on_sighup() {
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
-        .expect("spawn meridian");
+        .expect("spawn meridian"));
     let ca = d.join("ca.crt");
     let base = format!("https://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -105,7 +105,7 @@ async fn the_registry_serves_https_and_reloads_its_certificate_on_sighup() {
     std::fs::copy(d.join("second.crt"), d.join("server.crt")).unwrap();
     std::fs::copy(d.join("second.key"), d.join("server.key")).unwrap();
     // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGHUP) };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (status, subject) = curl(&ca, &format!("{base}/v2/"));
@@ -119,7 +119,7 @@ async fn the_registry_serves_https_and_reloads_its_certificate_on_sighup() {
 
     // A broken pair on reload is refused; the node keeps serving the previous certificate.
     std::fs::write(d.join("server.key"), "not a key").unwrap();
-    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGHUP) };
     let deadline = Instant::now() + Duration::from_secs(10);
     while !std::fs::read_to_string(d.join("node.log")).unwrap_or_default().contains("TLS reload failed") {
         assert!(Instant::now() < deadline, "the failed reload was not logged");
@@ -128,7 +128,15 @@ async fn the_registry_serves_https_and_reloads_its_certificate_on_sighup() {
     let (status, subject) = curl(&ca, &format!("{base}/v2/"));
     assert_eq!(status, 401);
     assert!(subject.contains("CN=second"), "after a failed reload: {subject}");
-    assert!(child.try_wait().unwrap().is_none(), "the node exited");
-    let _ = child.kill();
-    let _ = child.wait();
+    assert!(child.0.try_wait().unwrap().is_none(), "the node exited");
+}
+
+/// The node process, killed when the test ends — also when an assertion fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
