@@ -6,3 +6,4 @@
 //! cluster harness, failpoints, workload clients and history checkers build on it.
 
 pub mod proxy;
+pub mod harness;

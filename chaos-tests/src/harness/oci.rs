@@ -1,7 +1,6 @@
 //! OCI Distribution helpers shared by the HTTP API tests: digests, blob and
 //! manifest pushes, OCI error-body assertions, raw HTTP requests (for paths a
 //! URL library would normalise) and data-directory inspection.
-#![allow(dead_code)]
 
 use super::Node;
 use reqwest::{Client, Response, StatusCode};

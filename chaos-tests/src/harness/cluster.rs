@@ -14,10 +14,9 @@
 //!
 //! A [`Member`] derefs to [`Node`], so the `common::oci` helpers take `&cluster[i]`.
 //! When a test panics, the tail of every member's log is printed.
-#![allow(dead_code)]
 
 use super::Node;
-use chaos_tests::proxy::FaultProxy;
+use crate::proxy::FaultProxy;
 use serde_json::Value;
 use std::ops::{Deref, Index, IndexMut};
 use std::path::{Path, PathBuf};
@@ -25,7 +24,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
-const BIN: &str = env!("CARGO_BIN_EXE_meridian");
 
 /// How a cluster is started.
 #[derive(Clone, Debug)]
@@ -195,7 +193,7 @@ impl Member {
             let mut l = &log;
             let _ = writeln!(l, "\n===== harness: start #{} of {} =====", self.starts, self.name);
         }
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(super::meridian_bin());
         cmd.arg("serve").arg("--config").arg(&self.config_path);
         // The member's environment is the config file plus the test's extra variables only.
         for (k, _) in std::env::vars() {
@@ -624,7 +622,7 @@ impl Cluster {
 
     /// Runs `meridian admin --addr <addr> --token <token> ARGS…` (30 s limit).
     pub async fn admin_raw(addr: &str, token: &str, args: &[&str]) -> CliOutput {
-        let mut cmd = tokio::process::Command::new(BIN);
+        let mut cmd = tokio::process::Command::new(super::meridian_bin());
         cmd.arg("admin").arg("--addr").arg(addr).arg("--token").arg(token).args(args);
         for (k, _) in std::env::vars() {
             if k.starts_with("MERIDIAN_") {

@@ -1,0 +1,166 @@
+//! Multi-process harness: runs the real `meridian` binary as child processes on free
+//! loopback ports with their own data directories, and talks to them over HTTP and the
+//! admin CLI. Shared by the node's integration tests and the chaos scenarios.
+//!
+//! Which binary: [`use_binary`] if a test called it (the chaos scenarios run
+//! `meridian-chaos-node`, the node built with failpoints), else `MERIDIAN_BIN`, else the
+//! `meridian` next to the test executable's `deps/` directory (where cargo puts the
+//! package's binaries for its integration tests).
+//!
+//! Nodes start with `MERIDIAN_AUTH_ENABLED=false` unless the test passes
+//! `MERIDIAN_AUTH_ENABLED=true`: most suites exercise the API itself; the `auth_*`
+//! suites exercise authentication and authorization.
+
+pub mod certs;
+pub mod cluster;
+pub mod oci;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+static BINARY: OnceLock<PathBuf> = OnceLock::new();
+
+/// Runs every node this process starts from `path` (first call wins).
+pub fn use_binary(path: impl Into<PathBuf>) {
+    let _ = BINARY.set(path.into());
+}
+
+/// The `meridian` executable nodes are started from.
+pub fn meridian_bin() -> PathBuf {
+    BINARY
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("MERIDIAN_BIN") {
+                return PathBuf::from(p);
+            }
+            // target/<profile>/deps/<test>-<hash> → target/<profile>/meridian
+            let exe = std::env::current_exe().expect("current_exe");
+            let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("test executable in target/<profile>/deps");
+            profile_dir.join("meridian")
+        })
+        .clone()
+}
+
+pub struct Node {
+    child: Option<Child>,
+    pub port: u16,
+    pub base: String,
+    pub data_dir: PathBuf,
+    /// Keeps the temporary directory alive for the node's lifetime.
+    _tmp: Option<tempfile::TempDir>,
+    pub log_path: PathBuf,
+}
+
+/// A port the OS says is free right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+impl Node {
+    /// Starts a node with a fresh temporary data directory and waits until `/readyz` is 200.
+    pub async fn start() -> Node {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut node = Node::spawn_in(&dir, free_port(), &[]);
+        node._tmp = Some(tmp);
+        node.wait_ready().await;
+        node
+    }
+
+    /// Like `start`, with extra environment variables (e.g. `MERIDIAN_LOG_FORMAT`).
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Node {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut node = Node::spawn_in(&dir, free_port(), env);
+        node._tmp = Some(tmp);
+        node.wait_ready().await;
+        node
+    }
+
+    /// Starts a node on an existing data directory (restart after a crash).
+    pub async fn start_in(dir: &Path, port: u16) -> Node {
+        let node = Node::spawn_in(dir, port, &[]);
+        node.wait_ready().await;
+        node
+    }
+
+    fn spawn_in(dir: &Path, port: u16, env: &[(&str, &str)]) -> Node {
+        let log_path = dir.join(format!("node-{port}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("log file");
+        let child = Command::new(meridian_bin())
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--grpc-listen")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env("RUST_LOG", "info")
+            .env("MERIDIAN_AUTH_ENABLED", "false")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn meridian");
+        Node {
+            child: Some(child),
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            data_dir: dir.join("data"),
+            _tmp: None,
+            log_path,
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "node on port {} not ready in 30s; log:\n{}",
+                    self.port,
+                    std::fs::read_to_string(&self.log_path).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
