@@ -6,4 +6,8 @@
 //! cluster harness, failpoints, workload clients and history checkers build on it.
 
 pub mod proxy;
+pub mod check;
 pub mod harness;
+pub mod history;
+pub mod scenario;
+pub mod workload;

@@ -461,6 +461,11 @@ impl Cluster {
         }
     }
 
+    /// The proxy on link `from` → `to`, if the cluster has link proxies.
+    pub fn try_link(&self, from: usize, to: usize) -> Option<&FaultProxy> {
+        self.links.get(&(from, to))
+    }
+
     /// The proxy member `from` dials member `to` through (`ClusterOptions::link_proxies`).
     pub fn link(&self, from: usize, to: usize) -> &FaultProxy {
         self.links.get(&(from, to)).unwrap_or_else(|| panic!("no proxy on link {from} -> {to}"))

@@ -1,0 +1,243 @@
+//! The chaos scenarios: each starts a three-region cluster of real processes with a
+//! fault proxy on every link, runs the workload in every region, injects its faults,
+//! heals, and checks the six properties (see `chaos_tests::check`). Each prints its
+//! seed and fault schedule; `CHAOS_SEED` / `CHAOS_DURATION` replay or soak it.
+
+use chaos_tests::harness::cluster::ClusterOptions;
+use chaos_tests::scenario::Scenario;
+use rand::Rng;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_meridian-chaos-node");
+
+async fn start(name: &str, seed: u64, secs: u64) -> Scenario {
+    Scenario::start(name, seed, Duration::from_secs(secs), BIN, ClusterOptions::new(3)).await
+}
+
+/// The leader is killed (SIGKILL) every few seconds under load; it comes back on its data
+/// either at once or after the others elected a new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_repeatedly() {
+    let mut s = start("leader_killed_repeatedly", 1001, 20).await;
+    s.start_workload();
+    while s.running() {
+        s.pause_ms(1500, 3500).await;
+        let leader = s.cluster.leader_within(Duration::from_secs(15)).await;
+        let name = s.cluster[leader].name.clone();
+        s.fault(format!("kill -9 leader {name}"));
+        s.cluster.kill9(leader);
+        if s.rng.random_bool(0.5) {
+            let others: Vec<usize> = s.live.iter().copied().filter(|&i| i != leader).collect();
+            match s.leader_among(&others, Duration::from_secs(10)).await {
+                Some(l) => s.fault(format!("{} elected", s.cluster[l].name)),
+                None => s.fault("no new leader within 10 s"),
+            }
+        } else {
+            s.pause_ms(100, 1000).await;
+        }
+        s.cluster.restart(leader).await;
+        s.fault(format!("{name} restarted"));
+    }
+    s.finish().await;
+}
+
+/// The leader's region is cut off from the others (both directions) for a few seconds,
+/// repeatedly: the majority elects a new leader; the old one must not acknowledge anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_partitioned() {
+    let mut s = start("leader_partitioned", 1002, 20).await;
+    s.start_workload();
+    while s.running() {
+        s.pause_ms(1000, 2500).await;
+        let leader = s.cluster.leader_within(Duration::from_secs(15)).await;
+        let name = s.cluster[leader].name.clone();
+        s.fault(format!("partition leader {name} from the rest"));
+        s.isolate(leader, true);
+        s.pause_ms(3000, 6000).await;
+        s.isolate(leader, false);
+        s.fault(format!("{name} reconnected"));
+    }
+    s.finish().await;
+}
+
+/// A follower region is cut off: it keeps serving pulls of what it has, refuses pushes
+/// with 503 UNAVAILABLE, and loses nothing after the heal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minority_partitioned() {
+    let mut s = start("minority_partitioned", 1003, 20).await;
+    s.start_workload();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+    let mut probes = 0;
+    while s.running() {
+        s.pause_ms(1500, 3000).await;
+        let leader = s.cluster.leader_within(Duration::from_secs(15)).await;
+        let minority = *s.live.iter().find(|&&i| i != leader).unwrap();
+        let name = s.cluster[minority].name.clone();
+        // An image acknowledged before the cut, replicated by now.
+        let before = s.workload.as_ref().unwrap().acknowledged();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        s.fault(format!("partition follower {name} from the rest"));
+        s.isolate(minority, true);
+        s.pause_ms(2000, 3000).await;
+        if let Some(image) = before.last() {
+            let base = &s.cluster[minority].base;
+            let pull = http
+                .get(format!("{base}/v2/{}/manifests/{}", image.repo, image.digest))
+                .header("accept", "application/vnd.oci.image.manifest.v1+json")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(pull.status(), 200, "{name} (partitioned) must still serve {}", image.digest);
+            assert_eq!(pull.bytes().await.unwrap().as_ref(), image.manifest.as_slice());
+            for blob in &image.blobs {
+                let r = http.get(format!("{base}/v2/{}/blobs/{}", image.repo, blob.digest)).send().await.unwrap();
+                assert_eq!(r.status(), 200, "{name} (partitioned) must serve blob {}", blob.digest);
+                assert_eq!(r.bytes().await.unwrap().as_ref(), blob.bytes.as_slice());
+            }
+            let push = http
+                .put(format!("{base}/v2/{}/manifests/minority-probe-{probes}", image.repo))
+                .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+                .body(image.manifest.to_vec())
+                .send()
+                .await
+                .unwrap();
+            let status = push.status().as_u16();
+            let body = push.text().await.unwrap_or_default();
+            assert_eq!(status, 503, "a push in the partitioned region must get 503, got {status} {body}");
+            assert!(body.contains("UNAVAILABLE"), "503 body must carry UNAVAILABLE: {body}");
+            probes += 1;
+            s.fault(format!("{name}: pull of an earlier image 200, push 503 UNAVAILABLE"));
+        }
+        s.pause_ms(500, 2000).await;
+        s.isolate(minority, false);
+        s.fault(format!("{name} reconnected"));
+    }
+    assert!(probes > 0, "the scenario never probed the partitioned region");
+    s.finish().await;
+}
+
+/// The link between the leader and one follower flaps (cut and restored every
+/// 100–800 ms, sometimes one way only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flapping_link() {
+    let mut s = start("flapping_link", 1004, 20).await;
+    s.start_workload();
+    let leader = s.cluster.leader_within(Duration::from_secs(15)).await;
+    let other = *s.live.iter().find(|&&i| i != leader).unwrap();
+    let (a, b) = (s.cluster[leader].name.clone(), s.cluster[other].name.clone());
+    s.fault(format!("link {a} <-> {b} starts flapping"));
+    let mut flaps = 0;
+    while s.running() {
+        let (fwd, back) = match s.rng.random_range(0..3) {
+            0 => (true, false),
+            1 => (false, true),
+            _ => (true, true),
+        };
+        for (x, y) in [(leader, other), (other, leader)] {
+            s.cluster.link(x, y).partition(fwd, back);
+        }
+        s.pause_ms(100, 800).await;
+        for (x, y) in [(leader, other), (other, leader)] {
+            s.cluster.link(x, y).partition(false, false);
+        }
+        s.pause_ms(100, 800).await;
+        flaps += 1;
+    }
+    s.fault(format!("{flaps} flaps"));
+    s.finish().await;
+}
+
+/// A member is frozen (SIGSTOP) for longer than the election timeout, then resumes: a
+/// frozen leader must step down cleanly, a frozen follower catch up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_node_resumes() {
+    let mut s = start("frozen_node_resumes", 1005, 20).await;
+    s.start_workload();
+    while s.running() {
+        s.pause_ms(1000, 2500).await;
+        let leader = s.cluster.leader_within(Duration::from_secs(15)).await;
+        let victim = if s.rng.random_bool(0.5) { leader } else { *s.live.iter().find(|&&i| i != leader).unwrap() };
+        let name = s.cluster[victim].name.clone();
+        let role = if victim == leader { "leader" } else { "follower" };
+        s.fault(format!("SIGSTOP {role} {name}"));
+        s.cluster.pause(victim);
+        s.pause_ms(2000, 5000).await;
+        s.cluster.resume(victim);
+        s.fault(format!("SIGCONT {name}"));
+    }
+    s.finish().await;
+}
+
+/// Every region is killed at once and restarted, twice, under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_regions_restarted() {
+    let mut s = start("all_regions_restarted", 1006, 15).await;
+    s.start_workload();
+    while s.running() {
+        s.pause_ms(2000, 4000).await;
+        s.fault("kill -9 every region");
+        for i in s.live.clone() {
+            s.cluster.kill9(i);
+        }
+        s.pause_ms(200, 1000).await;
+        for i in s.live.clone() {
+            s.cluster[i].spawn();
+        }
+        for i in s.live.clone() {
+            s.cluster.wait_ready(i).await;
+        }
+        s.fault("every region restarted");
+    }
+    s.finish().await;
+}
+
+/// One region's links drop to 1 MB/s with 100 ms of delay each way: it lags, catches up
+/// on misses, and ends complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_region() {
+    let mut s = start("slow_region", 1007, 15).await;
+    let leader = s.cluster.leader_within(Duration::from_secs(15)).await;
+    let slow = *s.live.iter().find(|&&i| i != leader).unwrap();
+    let name = s.cluster[slow].name.clone();
+    for &j in s.live.iter().filter(|&&j| j != slow) {
+        for (a, b) in [(slow, j), (j, slow)] {
+            s.cluster.link(a, b).set_bandwidth(1_000_000);
+            s.cluster.link(a, b).set_delay(Duration::from_millis(100));
+        }
+    }
+    s.fault(format!("{name}: links at 1 MB/s, 100 ms each way"));
+    s.start_workload();
+    while s.running() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    s.finish().await;
+}
+
+/// Inter-region connections (Raft and blob streams) are reset at random moments while
+/// larger layers replicate over a 4 MB/s link, cutting transfers at random offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_cut_at_random_offsets() {
+    let mut s = start("transfers_cut_at_random_offsets", 1008, 15).await;
+    for a in s.live.clone() {
+        for b in s.live.clone() {
+            if a != b {
+                s.cluster.link(a, b).set_bandwidth(4_000_000);
+            }
+        }
+    }
+    let mut cfg = chaos_tests::workload::WorkloadConfig::new(s.seed);
+    cfg.layer_bytes = 64 * 1024..1024 * 1024;
+    s.start_workload_with(cfg);
+    let mut cuts = 0;
+    while s.running() {
+        s.pause_ms(100, 700).await;
+        let a = s.live[s.rng.random_range(0..s.live.len())];
+        let b = s.live[s.rng.random_range(0..s.live.len())];
+        if a != b {
+            s.cluster.link(a, b).reset_connections();
+            cuts += 1;
+        }
+    }
+    s.fault(format!("{cuts} connection resets on random links"));
+    s.finish().await;
+}
