@@ -15,6 +15,9 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::time::{Duration, Instant};
 
+/// How long the checkers may take after the heal before the scenario counts as hung.
+const CHECK_LIMIT: Duration = Duration::from_secs(300);
+
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// `90s`, `10m`, `1h` or plain seconds.
@@ -58,7 +61,7 @@ impl Scenario {
             "[chaos] scenario {name}: seed {seed}, faults for {duration:?} (replay: CHAOS_SEED={seed} cargo test --release -p chaos-tests --test scenarios {name})"
         );
         let live = (0..opts.names.len()).collect();
-        let cluster = Cluster::start_with(opts.link_proxies()).await;
+        let cluster = Cluster::start_with(opts.link_proxies().env("MERIDIAN_FAILPOINTS_API", "1")).await;
         Scenario {
             name: name.to_string(),
             seed,
@@ -123,6 +126,20 @@ impl Scenario {
         }
     }
 
+    /// Arms failpoint `name` on member `i` with `actions` (`fail` syntax; `off` clears it).
+    pub async fn failpoint(&mut self, i: usize, name: &str, actions: &str) {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
+        let url = self.cluster[i].url(&format!("/debug/failpoints/{name}"));
+        let resp = if actions == "off" { http.delete(url).send().await } else { http.put(url).body(actions.to_string()).send().await };
+        match resp {
+            Ok(r) if r.status() == 200 => {}
+            Ok(r) => panic!("arming failpoint {name}={actions} on {}: {}", self.cluster[i].name, r.status()),
+            Err(e) => panic!("arming failpoint {name}={actions} on {}: {e}", self.cluster[i].name),
+        }
+        let member = self.cluster[i].name.clone();
+        self.fault(format!("{member}: failpoint {name} = {actions}"));
+    }
+
     /// Cuts (or restores) every link between member `i` and the other live members, both ways.
     pub fn isolate(&self, i: usize, cut: bool) {
         for &j in self.live.iter().filter(|&&j| j != i) {
@@ -167,7 +184,11 @@ impl Scenario {
         };
         self.heal_all().await;
         let shared = WorkloadConfig::new(self.seed).shared_tags;
-        let report = check::run_all(&self.cluster, &self.live, &history, shared, Duration::from_secs(90)).await;
+        let checking = check::run_all(&self.cluster, &self.live, &history, shared, Duration::from_secs(90));
+        let report = match tokio::time::timeout(CHECK_LIMIT, checking).await {
+            Ok(report) => report,
+            Err(_) => panic!("{}: the checkers did not finish within {CHECK_LIMIT:?} (seed {})", self.name, self.seed),
+        };
         let mut text = format!(
             "\n===== chaos scenario {} (seed {}) =====\nfaults:\n{}\nhistory: {} ops — {}\ncheckers:\n{}\n",
             self.name,

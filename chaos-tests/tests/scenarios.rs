@@ -241,3 +241,54 @@ async fn transfers_cut_at_random_offsets() {
     s.fault(format!("{cuts} connection resets on random links"));
     s.finish().await;
 }
+
+/// A follower's fsyncs fail (half of them, then all) while replicas land there and
+/// clients push to it: nothing counts as stored without its fsync, and the follower
+/// ends with every blob once its disk behaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_fsync_on_follower() {
+    let mut s = start("failed_fsync_on_follower", 1009, 15).await;
+    s.start_workload();
+    while s.running() {
+        s.pause_ms(1000, 2000).await;
+        let leader = s.cluster.leader_within(Duration::from_secs(15)).await;
+        let follower = *s.live.iter().find(|&&i| i != leader).unwrap();
+        let actions = if s.rng.random_bool(0.5) { "50%return" } else { "return" };
+        s.failpoint(follower, "blob-fsync", actions).await;
+        s.pause_ms(2000, 4000).await;
+        s.failpoint(follower, "blob-fsync", "off").await;
+    }
+    s.finish().await;
+}
+
+/// A region's disk refuses writes (ENOSPC on blob writes and renames): its pushes fail
+/// with an error, it stays up and keeps serving pulls, and it recovers when space returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_refuses_writes() {
+    let mut s = start("disk_refuses_writes", 1010, 15).await;
+    s.start_workload();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    while s.running() {
+        s.pause_ms(1000, 2000).await;
+        let victim = s.live[s.rng.random_range(0..s.live.len())];
+        let name = s.cluster[victim].name.clone();
+        s.failpoint(victim, "blob-write", "return(enospc)").await;
+        s.failpoint(victim, "blob-rename", "return(enospc)").await;
+        // A push there is refused with an error (not a crash, not a 2xx).
+        let base = s.cluster[victim].base.clone();
+        let r = http
+            .post(format!("{base}/v2/chaos/full/blobs/uploads/?digest=sha256:{}", "0".repeat(64)))
+            .body(vec![7u8; 4096])
+            .send()
+            .await
+            .expect("the node must still answer while its disk is full");
+        assert!(r.status().is_client_error() || r.status().is_server_error(), "push to a full disk answered {}", r.status());
+        let health = http.get(format!("{base}/healthz")).send().await.expect("healthz while full");
+        assert_eq!(health.status(), 200, "{name} must stay up while its disk refuses writes");
+        s.fault(format!("{name}: push refused with {}, /healthz 200", r.status()));
+        s.pause_ms(2000, 4000).await;
+        s.failpoint(victim, "blob-write", "off").await;
+        s.failpoint(victim, "blob-rename", "off").await;
+    }
+    s.finish().await;
+}

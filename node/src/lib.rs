@@ -13,6 +13,7 @@ pub mod blobs;
 pub mod cluster;
 pub mod cli;
 pub mod config;
+pub mod failpoints;
 pub mod meta;
 pub mod observability;
 pub mod registry;

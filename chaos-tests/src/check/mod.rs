@@ -54,6 +54,7 @@ impl Report {
         let took = self.lap.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
         self.lap = Some(Instant::now());
         let what = format!("{what} ({took:.1}s)");
+        eprintln!("[check] {check}: {what}");
         let failed = self.findings.iter().filter(|f| f.check == check).count();
         let verdict = if failed == 0 { "ok".to_string() } else { format!("FAILED ({failed})") };
         self.lines.push(format!("{check:<28} {verdict:<12} {what}"));
@@ -210,22 +211,41 @@ async fn probe_image(http: &reqwest::Client, base: &str, image: &Image) -> Resul
     Ok(true)
 }
 
+/// Probes every (image, member) pair, a few at a time; returns each pair's answer.
+async fn probe_all<'a>(
+    cluster: &Cluster,
+    live: &[usize],
+    images: &[(&'a Op, &'a Image)],
+    http: &reqwest::Client,
+) -> Vec<(&'a Op, &'a Image, usize, Result<bool, String>)> {
+    use futures::StreamExt;
+    let jobs = images.iter().flat_map(|&(op, image)| live.iter().map(move |&i| (op, image, i)));
+    futures::stream::iter(jobs)
+        .map(|(op, image, i)| {
+            let base = cluster[i].base.clone();
+            async move { (op, image, i, probe_image(http, &base, image).await) }
+        })
+        .buffer_unordered(PROBE_CONCURRENCY)
+        .collect()
+        .await
+}
+
+/// Requests the checkers keep in flight at once.
+const PROBE_CONCURRENCY: usize = 16;
+
 async fn acknowledged_everywhere(cluster: &Cluster, live: &[usize], ops: &[Op], http: &reqwest::Client, findings: &mut Vec<Finding>) -> usize {
     let acked = acknowledged(ops);
-    for (op, image) in &acked {
-        for &i in live {
-            let result = probe_image(http, &cluster[i].base, image).await;
-            let problem = match result {
-                Ok(true) => continue,
-                Ok(false) => "MANIFEST_UNKNOWN".to_string(),
-                Err(e) => e,
-            };
-            findings.push(Finding {
-                check: "1 acknowledged everywhere",
-                detail: format!("{} does not serve acknowledged {}@{}: {problem}", cluster[i].name, image.repo, short(&image.digest)),
-                excerpt: vec![op.line()],
-            });
-        }
+    for (op, image, i, result) in probe_all(cluster, live, &acked, http).await {
+        let problem = match result {
+            Ok(true) => continue,
+            Ok(false) => "MANIFEST_UNKNOWN".to_string(),
+            Err(e) => e,
+        };
+        findings.push(Finding {
+            check: "1 acknowledged everywhere",
+            detail: format!("{} does not serve acknowledged {}@{}: {problem}", cluster[i].name, image.repo, short(&image.digest)),
+            excerpt: vec![op.line()],
+        });
     }
     acked.len()
 }
@@ -241,15 +261,13 @@ async fn no_half_existence(cluster: &Cluster, live: &[usize], ops: &[Op], http: 
             _ => None,
         })
         .collect();
-    for (op, image) in &unacked {
-        for &i in live {
-            if let Err(e) = probe_image(http, &cluster[i].base, image).await {
-                findings.push(Finding {
-                    check: "2 nothing half-exists",
-                    detail: format!("{} half-serves unacknowledged {}@{}: {e}", cluster[i].name, image.repo, short(&image.digest)),
-                    excerpt: vec![op.line()],
-                });
-            }
+    for (op, image, i, result) in probe_all(cluster, live, &unacked, http).await {
+        if let Err(e) = result {
+            findings.push(Finding {
+                check: "2 nothing half-exists",
+                detail: format!("{} half-serves unacknowledged {}@{}: {e}", cluster[i].name, image.repo, short(&image.digest)),
+                excerpt: vec![op.line()],
+            });
         }
     }
     // Every tag any region lists resolves to a manifest whose blobs it serves.
@@ -260,36 +278,39 @@ async fn no_half_existence(cluster: &Cluster, live: &[usize], ops: &[Op], http: 
             _ => None,
         })
         .collect();
-    let mut tagged = 0;
+    let mut served = Vec::new();
     for &i in live {
-        let base = &cluster[i].base;
-        for tag in list_tags(http, base).await.unwrap_or_default() {
-            tagged += 1;
-            let digest = match tag_digest(http, base, &tag).await {
-                Ok(Some(d)) => d,
-                Ok(None) => continue, // untagged between the listing and the read
-                Err(e) => {
-                    findings.push(Finding { check: "2 nothing half-exists", detail: format!("{} lists {tag} but: {e}", cluster[i].name), excerpt: Vec::new() });
-                    continue;
-                }
-            };
-            match by_digest.get(digest.as_str()) {
-                Some(image) => {
-                    if let Err(e) = probe_image(http, base, image).await {
-                        findings.push(Finding {
-                            check: "2 nothing half-exists",
-                            detail: format!("{} serves {tag} → {} without: {e}", cluster[i].name, short(&digest)),
-                            excerpt: Vec::new(),
-                        });
-                    }
-                }
-                None => findings.push(Finding {
-                    check: "2 nothing half-exists",
-                    detail: format!("{} serves {tag} → {digest}, which no client wrote", cluster[i].name),
-                    excerpt: Vec::new(),
-                }),
-            }
+        for tag in list_tags(http, &cluster[i].base).await.unwrap_or_default() {
+            served.push((i, tag));
         }
+    }
+    let tagged = served.len();
+    use futures::StreamExt;
+    let problems: Vec<String> = futures::stream::iter(served)
+        .map(|(i, tag)| {
+            let (base, name, by_digest) = (cluster[i].base.clone(), cluster[i].name.clone(), &by_digest);
+            async move {
+                let digest = match tag_digest(http, &base, &tag).await {
+                    Ok(Some(d)) => d,
+                    Ok(None) => return None, // untagged between the listing and the read
+                    Err(e) => return Some(format!("{name} lists {tag} but: {e}")),
+                };
+                match by_digest.get(digest.as_str()) {
+                    Some(image) => match probe_image(http, &base, image).await {
+                        Ok(true) => None,
+                        Ok(false) => Some(format!("{name} serves {tag} → {} but not the manifest by digest", short(&digest))),
+                        Err(e) => Some(format!("{name} serves {tag} → {} without: {e}", short(&digest))),
+                    },
+                    None => Some(format!("{name} serves {tag} → {digest}, which no client wrote")),
+                }
+            }
+        })
+        .buffer_unordered(PROBE_CONCURRENCY)
+        .filter_map(|p| async move { p })
+        .collect()
+        .await;
+    for detail in problems {
+        findings.push(Finding { check: "2 nothing half-exists", detail, excerpt: Vec::new() });
     }
     (unacked.len(), tagged)
 }

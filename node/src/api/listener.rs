@@ -89,6 +89,7 @@ impl Listener for RegistryListener {
         match self {
             RegistryListener::Plain(l) => {
                 let (io, addr) = Listener::accept(l).await;
+                no_delay(&io);
                 (Either::Left(io), addr)
             }
             RegistryListener::Tls { ready, .. } => match ready.recv().await {
@@ -104,6 +105,15 @@ impl Listener for RegistryListener {
             RegistryListener::Plain(l) => l.local_addr(),
             RegistryListener::Tls { local, .. } => Ok(*local),
         }
+    }
+}
+
+/// Responses go out as headers then body in separate writes; with Nagle's algorithm on,
+/// the body of a small response waits for the client's delayed ACK (measured: ~12 ms per
+/// sequential manifest or blob GET on one connection, against ~0.3 ms without).
+fn no_delay(tcp: &TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
     }
 }
 
@@ -127,6 +137,7 @@ async fn accept_tls(
         if ready.is_closed() {
             return;
         }
+        no_delay(&tcp);
         let acceptor = acceptor.read().unwrap_or_else(|p| p.into_inner()).clone();
         let ready = ready.clone();
         tokio::spawn(async move {

@@ -42,7 +42,7 @@ pub type ApiResult = Result<Response, ApiError>;
 
 /// The registry's HTTP application.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    crate::failpoints::routes(Router::new())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))

@@ -73,6 +73,7 @@ impl FsBlobStore {
                 std::fs::remove_file(&written)?;
                 return Ok(());
             }
+            crate::failpoints::io("blob-rename")?;
             std::fs::rename(&written, &target)?;
             std::fs::File::open(dir)?.sync_all()?;
             Ok(())

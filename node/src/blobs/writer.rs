@@ -132,6 +132,7 @@ impl FileSink {
     }
 
     fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        crate::failpoints::io("blob-write")?;
         match self {
             FileSink::Direct(d) => d.write_all(data),
             FileSink::Buffered(b) => b.write_all(data),
@@ -139,6 +140,9 @@ impl FileSink {
     }
 
     fn finish(self, sync: bool) -> std::io::Result<()> {
+        if sync {
+            crate::failpoints::io("blob-fsync")?;
+        }
         match self {
             FileSink::Direct(d) => d.finish(sync),
             FileSink::Buffered(b) => {

@@ -145,7 +145,11 @@ impl Replicator {
             Ok(report) => {
                 metrics::counter!("meridian_replication_resumes_total").increment(report.resumes as u64);
                 let file = sink.file.clone();
-                let synced = tokio::task::spawn_blocking(move || file.sync_data()).await;
+                let synced = tokio::task::spawn_blocking(move || {
+                    crate::failpoints::io("blob-fsync")?;
+                    file.sync_data()
+                })
+                .await;
                 match synced {
                     Ok(Ok(())) => match self.blobs.commit(&path, &digest).await {
                         Ok(()) => {

@@ -56,6 +56,7 @@ impl ChunkSink for FileSink {
         let file = self.file.clone();
         let at = self.written;
         let len = data.len() as u64;
+        crate::failpoints::io("blob-write")?;
         tokio::task::spawn_blocking(move || file.write_all_at(&data, at))
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))??;

@@ -1,0 +1,56 @@
+//! Fault injection points for the chaos tests (`chaos-tests`), compiled in only with the
+//! `failpoints` feature; without it every point is an inlined `Ok(())`.
+//!
+//! Points: `blob-write` (a chunk written to an upload or a replica file), `blob-fsync`
+//! (the fsync before a blob counts as stored), `blob-rename` (the rename into the store).
+//! Actions use the `fail` crate's syntax (`return`, `return(enospc)`, `50%return`,
+//! `sleep(200)`, `off`); `return(enospc)` fails like a full disk.
+//!
+//! They are switched at run time over HTTP (`PUT /debug/failpoints/<name>` with the
+//! actions as body, `DELETE` to clear) when the node runs with
+//! `MERIDIAN_FAILPOINTS_API=1` — the route does not exist otherwise, nor in a build
+//! without the feature.
+
+/// Fails with an I/O error when failpoint `name` is armed.
+#[cfg(feature = "failpoints")]
+pub fn io(name: &str) -> std::io::Result<()> {
+    fail::fail_point!(name, |arg: Option<String>| Err(match arg.as_deref() {
+        Some("enospc") => std::io::Error::from_raw_os_error(libc::ENOSPC),
+        _ => std::io::Error::other(format!("failpoint {name}")),
+    }));
+    Ok(())
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn io(_name: &str) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// The `/debug/failpoints/{name}` routes, when the build and the environment allow them.
+pub fn routes<S: Clone + Send + Sync + 'static>(router: axum::Router<S>) -> axum::Router<S> {
+    #[cfg(feature = "failpoints")]
+    if std::env::var("MERIDIAN_FAILPOINTS_API").is_ok_and(|v| v == "1") {
+        use axum::extract::Path;
+        use axum::http::StatusCode;
+        tracing::warn!("failpoint API enabled: this node is a test build");
+        return router.route(
+            "/debug/failpoints/{name}",
+            axum::routing::put(|Path(name): Path<String>, actions: String| async move {
+                match fail::cfg(name.clone(), actions.trim()) {
+                    Ok(()) => {
+                        tracing::warn!(failpoint = %name, actions = %actions.trim(), "failpoint armed");
+                        (StatusCode::OK, String::new())
+                    }
+                    Err(e) => (StatusCode::BAD_REQUEST, e),
+                }
+            })
+            .delete(|Path(name): Path<String>| async move {
+                fail::remove(&name);
+                tracing::warn!(failpoint = %name, "failpoint cleared");
+                StatusCode::OK
+            }),
+        );
+    }
+    router
+}
