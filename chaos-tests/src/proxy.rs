@@ -11,7 +11,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 /// Faults currently applied to the link. Delay and bandwidth changes apply to data read
-/// after the change; a partition also drops data already read but not yet sent.
+/// after the change. A partition stalls the link (as lost packets stall TCP): nothing
+/// crosses while it lasts, and what was sent meanwhile arrives, in order, after the heal.
 #[derive(Default)]
 pub struct Faults {
     /// One-way delay added to every chunk, in milliseconds.
@@ -19,9 +20,9 @@ pub struct Faults {
     /// Bandwidth cap per direction in bytes per second (0 = unlimited), shared by every
     /// connection through the proxy, as on one physical link.
     pub bytes_per_sec: AtomicU64,
-    /// Drop data from client to upstream (connections stay open, bytes vanish).
+    /// Stall data from client to upstream (connections stay open, nothing crosses).
     pub block_forward: AtomicBool,
-    /// Drop data from upstream back to the client.
+    /// Stall data from upstream back to the client.
     pub block_backward: AtomicBool,
     /// Connections accepted so far.
     pub accepted: AtomicU64,
@@ -124,6 +125,9 @@ impl Drop for FaultProxy {
     }
 }
 
+/// How often a stalled direction looks whether its partition has healed.
+const PARTITION_POLL: Duration = Duration::from_millis(10);
+
 async fn pipe_both(client: TcpStream, server: TcpStream, faults: Arc<Faults>, reset: watch::Receiver<u64>) {
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
@@ -163,13 +167,16 @@ async fn pipe(
         async move {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
+                // Partitioned: stop reading, so the sender's TCP stalls as it would when
+                // packets are lost (and resumes intact after the heal — TCP never delivers
+                // a stream with holes, so neither does the proxy).
+                while blocked(&faults) {
+                    tokio::time::sleep(PARTITION_POLL).await;
+                }
                 let n = match from.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
-                if blocked(&faults) {
-                    continue;
-                }
                 let now = Instant::now();
                 let mut due = now + Duration::from_millis(faults.delay_ms.load(Ordering::SeqCst));
                 let rate = faults.bytes_per_sec.load(Ordering::SeqCst);
@@ -200,9 +207,9 @@ async fn pipe(
     let writer = async move {
         while let Some((due, chunk)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
-            // A partition also drops data that was read before it began but not yet sent.
-            if blocked(&faults) {
-                continue;
+            // Data read before the partition began waits for the heal too.
+            while blocked(&faults) {
+                tokio::time::sleep(PARTITION_POLL).await;
             }
             if to.write_all(&chunk).await.is_err() {
                 return;

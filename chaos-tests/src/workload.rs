@@ -56,15 +56,20 @@ pub struct Workload {
     pub history: History,
     cfg: WorkloadConfig,
     acked: Arc<Mutex<Vec<Image>>>,
-    stop_tx: watch::Sender<bool>,
-    clients: Vec<JoinHandle<()>>,
+    clients: Vec<ClientHandle>,
+}
+
+/// A running client: its region, how to stop it, and its task.
+struct ClientHandle {
+    region: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
 }
 
 impl Workload {
     /// Starts `clients_per_region` clients against each `(region, base URL)`.
     pub fn start(regions: &[(String, String)], cfg: WorkloadConfig) -> Workload {
-        let (stop_tx, _) = watch::channel(false);
-        let mut w = Workload { history: History::new(), cfg, acked: Default::default(), stop_tx, clients: Vec::new() };
+        let mut w = Workload { history: History::new(), cfg, acked: Default::default(), clients: Vec::new() };
         for (region, base) in regions {
             w.add_clients(region, base);
         }
@@ -89,8 +94,9 @@ impl Workload {
                 layer_bytes: self.cfg.layer_bytes.clone(),
             };
             let think = self.cfg.think;
-            let stop = self.stop_tx.subscribe();
-            self.clients.push(tokio::spawn(client.run(think, stop)));
+            let (stop, stopped) = watch::channel(false);
+            let task = tokio::spawn(client.run(think, stopped));
+            self.clients.push(ClientHandle { region: region.to_string(), stop, task });
         }
     }
 
@@ -99,11 +105,24 @@ impl Workload {
         self.acked.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Stops the clients of `region` (e.g. before it is removed) after their current operation.
+    pub async fn stop_region(&mut self, region: &str) {
+        let (stopping, running): (Vec<ClientHandle>, Vec<ClientHandle>) =
+            std::mem::take(&mut self.clients).into_iter().partition(|c| c.region == region);
+        self.clients = running;
+        for c in stopping {
+            let _ = c.stop.send(true);
+            let _ = c.task.await;
+        }
+    }
+
     /// Stops every client after its current operation and returns the history.
     pub async fn stop(self) -> History {
-        let _ = self.stop_tx.send(true);
+        for c in &self.clients {
+            let _ = c.stop.send(true);
+        }
         for c in self.clients {
-            let _ = c.await;
+            let _ = c.task.await;
         }
         self.history
     }

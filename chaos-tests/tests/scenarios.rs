@@ -292,3 +292,34 @@ async fn disk_refuses_writes() {
     }
     s.finish().await;
 }
+
+/// Under load, a fourth region joins (learner, catch-up, voter) and takes clients, then
+/// a founding follower region is removed with `meridian admin region remove` (which must
+/// first copy what only it holds) and stopped. The checkers judge the three that remain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_added_and_removed_under_load() {
+    let mut s = start("region_added_and_removed_under_load", 1011, 10).await;
+    s.start_workload();
+    s.pause_ms(2000, 3000).await;
+    s.fault("join region r4");
+    let added = s.cluster.join_new_member("r4").await;
+    s.live.push(added);
+    let base = s.cluster[added].base.clone();
+    s.workload.as_mut().unwrap().add_clients("r4", &base);
+    s.fault("r4 is a voter and has clients");
+    s.pause_ms(2000, 3000).await;
+    let leader = s.cluster.leader_within(Duration::from_secs(15)).await;
+    let removed = *s.live.iter().find(|&&i| i != leader && i != added).unwrap();
+    let name = s.cluster[removed].name.clone();
+    s.workload.as_mut().unwrap().stop_region(&name).await;
+    s.fault(format!("remove region {name}"));
+    let out = s.cluster.admin(&["region", "remove", &name]).await;
+    assert_eq!(out.code, 0, "region remove {name} failed:\n{out}");
+    s.live.retain(|&i| i != removed);
+    s.cluster.stop(removed);
+    s.fault(format!("{name} removed and stopped"));
+    while s.running() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    s.finish().await;
+}

@@ -47,6 +47,12 @@ pub struct FetchReport {
     pub mismatches: u32,
 }
 
+/// A source that sends nothing for this long is given up on (the transfer resumes from
+/// the next holder at the same offset). HTTP/2 keepalive catches a dead connection, but
+/// not a live one whose stream stopped moving (a stuck disk on the source, a proxy or
+/// load balancer that lost the stream).
+const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Fetches `digest` (of `size` bytes) into `sink`, trying `holders` in order.
 pub async fn fetch_verified<S: ChunkSink>(
     channel: &(dyn Fn(&str) -> Result<Channel, tonic::Status> + Sync),
@@ -80,10 +86,14 @@ pub async fn fetch_verified<S: ChunkSink>(
             let Ok(ch) = channel(&holder.grpc_addr) else { continue };
             let mut client = BlobTransferClient::new(ch).max_decoding_message_size(16 << 20);
             let request = FetchBlobRequest { digest: digest.to_string(), offset: received };
-            let mut stream = match client.fetch_blob(request).await {
-                Ok(r) => r.into_inner(),
-                Err(s) => {
+            let mut stream = match tokio::time::timeout(STALL_TIMEOUT, client.fetch_blob(request)).await {
+                Ok(Ok(r)) => r.into_inner(),
+                Ok(Err(s)) => {
                     tracing::debug!(region = %holder.region, error = %s.message(), "source refused the fetch");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::info!(region = %holder.region, "source did not answer the fetch; trying another");
                     continue;
                 }
             };
@@ -92,7 +102,15 @@ pub async fn fetch_verified<S: ChunkSink>(
             }
             used.push(holder.region.clone());
             report.sources.push(holder.region.clone());
-            while let Some(item) = stream.next().await {
+            loop {
+                let item = match tokio::time::timeout(STALL_TIMEOUT, stream.next()).await {
+                    Ok(Some(item)) => item,
+                    Ok(None) => break,
+                    Err(_) => {
+                        tracing::info!(region = %holder.region, offset = received, "transfer stalled; resuming elsewhere");
+                        break;
+                    }
+                };
                 match item {
                     Ok(chunk) => {
                         if chunk.data.is_empty() {

@@ -830,11 +830,17 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        let failed = std::thread::panicking();
+        if failed {
             self.dump_logs(60);
         }
         for m in &mut self.members {
             m.kill9();
+        }
+        if failed {
+            // Keep the data directories and full logs of a failed run for inspection.
+            self.tmp.disable_cleanup(true);
+            eprintln!("[cluster] failed run kept in {}", self.tmp.path().display());
         }
     }
 }
