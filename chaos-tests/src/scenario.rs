@@ -128,14 +128,7 @@ impl Scenario {
 
     /// Arms failpoint `name` on member `i` with `actions` (`fail` syntax; `off` clears it).
     pub async fn failpoint(&mut self, i: usize, name: &str, actions: &str) {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
-        let url = self.cluster[i].url(&format!("/debug/failpoints/{name}"));
-        let resp = if actions == "off" { http.delete(url).send().await } else { http.put(url).body(actions.to_string()).send().await };
-        match resp {
-            Ok(r) if r.status() == 200 => {}
-            Ok(r) => panic!("arming failpoint {name}={actions} on {}: {}", self.cluster[i].name, r.status()),
-            Err(e) => panic!("arming failpoint {name}={actions} on {}: {e}", self.cluster[i].name),
-        }
+        self.cluster.failpoint(i, name, actions).await;
         let member = self.cluster[i].name.clone();
         self.fault(format!("{member}: failpoint {name} = {actions}"));
     }

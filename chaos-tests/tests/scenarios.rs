@@ -73,9 +73,15 @@ async fn minority_partitioned() {
         let leader = s.cluster.leader_within(Duration::from_secs(15)).await;
         let minority = *s.live.iter().find(|&&i| i != leader).unwrap();
         let name = s.cluster[minority].name.clone();
-        // An image acknowledged before the cut, replicated by now.
+        // An image acknowledged before the cut, whose blobs the region holds by then:
+        // the region must keep serving what it has.
         let before = s.workload.as_ref().unwrap().acknowledged();
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Some(image) = before.last() {
+            let digests: Vec<String> = image.blobs.iter().map(|b| b.digest.clone()).collect();
+            chaos_tests::harness::oci::wait_blob_files(&s.cluster[minority], &digests, Duration::from_secs(15))
+                .await
+                .expect("the region never got the blobs of an image acknowledged before the cut");
+        }
         s.fault(format!("partition follower {name} from the rest"));
         s.isolate(minority, true);
         s.pause_ms(2000, 3000).await;

@@ -461,6 +461,19 @@ impl Cluster {
         }
     }
 
+    /// Arms failpoint `name` on member `i` with `actions` (`fail` crate syntax; `off` clears
+    /// it). The member must run a failpoints build with `MERIDIAN_FAILPOINTS_API=1`.
+    pub async fn failpoint(&self, i: usize, name: &str, actions: &str) {
+        let http = http_client(Duration::from_secs(10));
+        let url = self[i].url(&format!("/debug/failpoints/{name}"));
+        let resp = if actions == "off" { http.delete(url).send().await } else { http.put(url).body(actions.to_string()).send().await };
+        match resp {
+            Ok(r) if r.status() == 200 => {}
+            Ok(r) => panic!("failpoint {name}={actions} on {}: {}", self[i].name, r.status()),
+            Err(e) => panic!("failpoint {name}={actions} on {}: {e}", self[i].name),
+        }
+    }
+
     /// The proxy on link `from` → `to`, if the cluster has link proxies.
     pub fn try_link(&self, from: usize, to: usize) -> Option<&FaultProxy> {
         self.links.get(&(from, to))

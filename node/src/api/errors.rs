@@ -24,7 +24,7 @@ fn classify(e: &RegistryError) -> (StatusCode, &'static str) {
         ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
         ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
         Unsupported(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
-        NoQuorum(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        NoQuorum(_) | SourceUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
         BodyFailed(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
         Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
         Denied { .. } => (StatusCode::FORBIDDEN, "DENIED"),

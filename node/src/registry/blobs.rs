@@ -6,6 +6,10 @@ use crate::meta::store::{repo_key, CF_LOCAL_BLOB_LINKS, CF_SM_BLOB_LINKS};
 use meridian_replication::Digest;
 use std::sync::Arc;
 
+/// How long a GET for a blob not yet in this region waits for the first bytes from
+/// another region before answering 503.
+const FIRST_BYTES_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Where a blob's bytes come from for one GET.
 pub enum BlobSource {
     Local(tokio::fs::File, u64),
@@ -37,7 +41,14 @@ impl Registry {
             .replicator
             .fetch(digest, linked_size, crate::replicas::Reason::ClientWaiting)
             .map_err(|e| RegistryError::Internal(e.to_string()))?;
-        Ok(BlobSource::Remote(transfer))
+        // A 200 is a promise the body will come: make it only once bytes flow. A region
+        // cut off from every holder answers 503 (clients retry) instead of a 200 whose
+        // body hangs; the transfer itself carries on in the background.
+        match tokio::time::timeout(FIRST_BYTES_WITHIN, transfer.started()).await {
+            Ok(true) => Ok(BlobSource::Remote(transfer)),
+            Ok(false) => Err(RegistryError::SourceUnavailable(format!("{digest}: the transfer failed"))),
+            Err(_) => Err(RegistryError::SourceUnavailable(format!("{digest}: no bytes within {FIRST_BYTES_WITHIN:?}"))),
+        }
     }
 
     /// Records that `repo` may serve `digest` (after an upload or a mount), durably.

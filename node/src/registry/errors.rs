@@ -43,6 +43,10 @@ pub enum RegistryError {
     /// The cluster cannot commit from this region right now.
     #[error("no quorum reachable from this region: {0}")]
     NoQuorum(String),
+    /// The blob is acknowledged but this region has no copy and no region holding one
+    /// sent bytes in time (cut off from them, or they are down).
+    #[error("blob not yet in this region and no region holding it answered: {0}")]
+    SourceUnavailable(String),
     /// The client went away or sent a broken body; nothing was kept.
     #[error("request body failed: {0}")]
     BodyFailed(String),

@@ -43,6 +43,24 @@ impl Transfer {
     }
 }
 
+impl Transfer {
+    /// Waits until bytes flow (or the transfer is done): `false` when it failed first.
+    pub async fn started(&self) -> bool {
+        let mut rx = self.progress.clone();
+        loop {
+            match *rx.borrow_and_update() {
+                Progress::Running(n) if n > 0 || self.size == 0 => return true,
+                Progress::Done(_) => return true,
+                Progress::Failed => return false,
+                Progress::Running(_) => {}
+            }
+            if rx.changed().await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
 /// Writes fetched bytes into the transfer's file and publishes progress.
 pub struct FileSink {
     pub file: Arc<std::fs::File>,
