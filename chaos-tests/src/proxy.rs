@@ -17,6 +17,9 @@ use tokio::time::Instant;
 pub struct Faults {
     /// One-way delay added to every chunk, in milliseconds.
     pub delay_ms: AtomicU64,
+    /// Up to this many more milliseconds, drawn per chunk (order is kept: a chunk never
+    /// overtakes the one before it, as on a single TCP connection).
+    pub jitter_ms: AtomicU64,
     /// Bandwidth cap per direction in bytes per second (0 = unlimited), shared by every
     /// connection through the proxy, as on one physical link.
     pub bytes_per_sec: AtomicU64,
@@ -91,6 +94,11 @@ impl FaultProxy {
         self.faults.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
     }
 
+    /// Random extra delay per chunk, uniformly in `[0, d]`.
+    pub fn set_jitter(&self, d: Duration) {
+        self.faults.jitter_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
     /// How many connections the proxy has accepted since it started.
     pub fn connections(&self) -> u64 {
         self.faults.accepted.load(Ordering::SeqCst)
@@ -109,6 +117,7 @@ impl FaultProxy {
     pub fn heal(&self) {
         self.partition(false, false);
         self.set_delay(Duration::ZERO);
+        self.set_jitter(Duration::ZERO);
         self.set_bandwidth(0);
     }
 
@@ -178,7 +187,11 @@ async fn pipe(
                     Ok(n) => n,
                 };
                 let now = Instant::now();
-                let mut due = now + Duration::from_millis(faults.delay_ms.load(Ordering::SeqCst));
+                let jitter = match faults.jitter_ms.load(Ordering::SeqCst) {
+                    0 => 0,
+                    j => rand::random_range(0..=j),
+                };
+                let mut due = now + Duration::from_millis(faults.delay_ms.load(Ordering::SeqCst) + jitter);
                 let rate = faults.bytes_per_sec.load(Ordering::SeqCst);
                 if rate > 0 {
                     // The chunk starts "transmitting" once the link has sent everything

@@ -42,6 +42,17 @@ async fn forwards_delays_limits_and_partitions() {
     roundtrip(proxy.listen_addr, b"x").await.unwrap();
     assert!(t.elapsed() >= Duration::from_millis(200), "two one-way delays: {:?}", t.elapsed());
 
+    // Jitter varies the delay per chunk: over a few round trips the times spread.
+    proxy.set_delay(Duration::ZERO);
+    proxy.set_jitter(Duration::from_millis(100));
+    let mut times = Vec::new();
+    for _ in 0..8 {
+        let t = Instant::now();
+        roundtrip(proxy.listen_addr, b"y").await.unwrap();
+        times.push(t.elapsed());
+    }
+    assert!(times.iter().any(|t| *t >= Duration::from_millis(20)), "no jitter seen: {times:?}");
+
     proxy.heal();
     proxy.set_bandwidth(100_000);
     let t = Instant::now();

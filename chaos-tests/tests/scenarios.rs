@@ -209,9 +209,10 @@ async fn slow_region() {
         for (a, b) in [(slow, j), (j, slow)] {
             s.cluster.link(a, b).set_bandwidth(1_000_000);
             s.cluster.link(a, b).set_delay(Duration::from_millis(100));
+            s.cluster.link(a, b).set_jitter(Duration::from_millis(50));
         }
     }
-    s.fault(format!("{name}: links at 1 MB/s, 100 ms each way"));
+    s.fault(format!("{name}: links at 1 MB/s, 100–150 ms each way (jitter)"));
     s.start_workload();
     while s.running() {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -326,6 +327,33 @@ async fn region_added_and_removed_under_load() {
     s.fault(format!("{name} removed and stopped"));
     while s.running() {
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    s.finish().await;
+}
+
+/// A region's RocksDB writes fail (Raft log, state machine): Raft cannot go on with a
+/// log it could not write, so the node must exit (crash-only) rather than linger as a
+/// zombie member; restarted on its data it catches up and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_storage_write_fails() {
+    let mut s = start("raft_storage_write_fails", 1012, 15).await;
+    s.start_workload();
+    while s.running() {
+        s.pause_ms(1500, 3000).await;
+        let leader = s.cluster.leader_within(Duration::from_secs(15)).await;
+        let victim = if s.rng.random_bool(0.3) { leader } else { *s.live.iter().find(|&&i| i != leader).unwrap() };
+        let name = s.cluster[victim].name.clone();
+        s.failpoint(victim, "rocksdb-write", "return").await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while s.cluster[victim].is_running() {
+            assert!(std::time::Instant::now() < deadline, "{name} kept running for 15 s with its Raft storage failing");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        s.fault(format!("{name} exited after its RocksDB write failed"));
+        assert!(s.cluster[victim].log_since_start().contains("Raft stopped"), "{name} exited without saying why");
+        s.pause_ms(200, 1000).await;
+        s.cluster.restart(victim).await;
+        s.fault(format!("{name} restarted on its data"));
     }
     s.finish().await;
 }

@@ -2,7 +2,8 @@
 //! `failpoints` feature; without it every point is an inlined `Ok(())`.
 //!
 //! Points: `blob-write` (a chunk written to an upload or a replica file), `blob-fsync`
-//! (the fsync before a blob counts as stored), `blob-rename` (the rename into the store).
+//! (the fsync before a blob counts as stored), `blob-rename` (the rename into the store),
+//! `rocksdb-write` (every durable RocksDB batch: Raft log, state machine, local records).
 //! Actions use the `fail` crate's syntax (`return`, `return(enospc)`, `50%return`,
 //! `sleep(200)`, `off`); `return(enospc)` fails like a full disk.
 //!

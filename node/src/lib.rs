@@ -103,7 +103,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tls,
         "meridian serving"
     );
-    api::server::serve(listener, app, Duration::from_secs(config.header_read_timeout_secs.max(1)), shutdown_signal()).await;
+    // Stop serving on SIGINT/SIGTERM, or when Raft has stopped on a storage error (then the
+    // process exits non-zero so a supervisor restarts it; a restart recovers from disk).
+    let raft_failure = Arc::new(std::sync::Mutex::new(None::<String>));
+    let stop = {
+        let (meta, raft_failure) = (meta.clone(), raft_failure.clone());
+        async move {
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                reason = meta.stopped() => {
+                    tracing::error!(%reason, "Raft stopped on a storage error; shutting down so the node restarts from disk");
+                    *raft_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                }
+            }
+        }
+    };
+    api::server::serve(listener, app, Duration::from_secs(config.header_read_timeout_secs.max(1)), stop).await;
     let _ = shutdown_tx.send(true);
     let _ = sweeper.await;
     let _ = grpc.await;
@@ -114,6 +129,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = j.await;
     }
     meta.shutdown().await;
+    if let Some(reason) = raft_failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        anyhow::bail!("Raft stopped: {reason}");
+    }
     tracing::info!("meridian stopped");
     Ok(())
 }

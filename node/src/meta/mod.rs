@@ -115,6 +115,23 @@ impl Meta {
         Ok(meta)
     }
 
+    /// Resolves when the Raft core has stopped for good (a storage error: the log or state
+    /// machine could not be written), with the reason. A node in that state can no longer
+    /// take part in the cluster, so the caller shuts it down and lets the supervisor restart
+    /// it on its data directory — crash-only, as after a failed fsync nothing written since
+    /// the last good one can be trusted to be in the page cache.
+    pub async fn stopped(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "the Raft core ended".to_string();
+            }
+        }
+    }
+
     pub fn raft(&self) -> &Raft {
         &self.raft
     }

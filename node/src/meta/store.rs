@@ -80,6 +80,9 @@ pub enum StoreError {
     MissingColumnFamily(&'static str),
     #[error("corrupt record in {cf}: {reason}")]
     Corrupt { cf: &'static str, reason: String },
+    /// A write refused before it reached RocksDB (today only by the `rocksdb-write` failpoint).
+    #[error("write refused: {0}")]
+    Refused(#[from] std::io::Error),
 }
 
 /// Shared handle to the node's database.
@@ -134,6 +137,7 @@ impl Store {
 
     /// Writes a batch and waits until it is on disk (WAL fsync).
     pub fn write_durable(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        crate::failpoints::io("rocksdb-write")?;
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
         Ok(self.db.write_opt(batch, &opts)?)
