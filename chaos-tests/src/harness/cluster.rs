@@ -613,6 +613,27 @@ impl Cluster {
         eprintln!("[cluster] {} ready again (pid {})", self.members[i].name, self.members[i].pid());
     }
 
+    /// Stops member `i` and deletes its data directory (its log stays, for the report).
+    pub fn wipe(&mut self, i: usize) {
+        self.stop(i);
+        let data = self.members[i].node.data_dir.clone();
+        eprintln!("[cluster] INJECT: wipe {} ({})", self.members[i].name, data.display());
+        std::fs::remove_dir_all(&data).unwrap_or_else(|e| panic!("wiping {}: {e}", data.display()));
+    }
+
+    /// Starts a fresh member for region `name` under a new node id, joining the members
+    /// in `via`, and waits until it is ready and `voters` (which should include it) are
+    /// exactly the cluster's voters. Returns its index.
+    pub async fn rejoin_as_new_member(&mut self, name: &str, node_id: u64, via: &[usize], voters: &[String]) -> usize {
+        let join: Vec<String> = via.iter().map(|&j| self.members[j].grpc_url()).collect();
+        let i = self.add_member_with(name, node_id, join.clone());
+        eprintln!("[cluster] INJECT: region {name} rejoins as node_id {node_id} via {join:?}");
+        self.members[i].spawn();
+        self.wait_ready(i).await;
+        self.wait_voters(voters, Duration::from_secs(60)).await;
+        i
+    }
+
     /// Adds region `name` as a new member joining every live member, starts it and waits
     /// until it is ready and every member is a voter; returns its index.
     pub async fn join_new_member(&mut self, name: &str) -> usize {
