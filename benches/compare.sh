@@ -111,6 +111,7 @@ fi
 # ---------------------------------------------------------------- scenarios
 SCENARIOS=(
   "blob-pull --size 64MiB --concurrency 4"
+  "blob-pull --size 16KiB --concurrency 1"
   "blob-push --size 256MiB --concurrency 1"
   "blob-push --size 1MiB --concurrency 8"
   "image-push --size 64KiB --layers 3 --concurrency 8"
