@@ -3,7 +3,9 @@
 //!
 //! Points: `blob-write` (a chunk written to an upload or a replica file), `blob-fsync`
 //! (the fsync before a blob counts as stored), `blob-rename` (the rename into the store),
-//! `rocksdb-write` (every durable RocksDB batch: Raft log, state machine, local records).
+//! `rocksdb-write` (every durable RocksDB batch: Raft log, state machine, local records),
+//! `blob-serve-stall` (a region serving a blob to another stops sending after the first
+//! chunk for `return(<ms>)` milliseconds, its connection healthy).
 //! Actions use the `fail` crate's syntax (`return`, `return(enospc)`, `50%return`,
 //! `sleep(200)`, `off`); `return(enospc)` fails like a full disk.
 //!
@@ -27,6 +29,23 @@ pub fn io(name: &str) -> std::io::Result<()> {
 pub fn io(_name: &str) -> std::io::Result<()> {
     Ok(())
 }
+
+/// Waits `n` milliseconds when failpoint `name` is armed as `return(n)` (an async pause:
+/// the runtime keeps serving everything else, as a stuck disk would let it).
+#[cfg(feature = "failpoints")]
+pub async fn stall(name: &str) {
+    let ms: Option<u64> = (|| {
+        fail::fail_point!(name, |arg: Option<String>| arg.and_then(|a| a.trim().parse().ok()));
+        None
+    })();
+    if let Some(ms) = ms {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub async fn stall(_name: &str) {}
 
 /// The `/debug/failpoints/{name}` routes, when the build and the environment allow them.
 pub fn routes<S: Clone + Send + Sync + 'static>(router: axum::Router<S>) -> axum::Router<S> {

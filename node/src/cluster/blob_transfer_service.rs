@@ -78,9 +78,12 @@ impl BlobTransfer for BlobTransferImpl {
                 }
                 metrics::counter!("meridian_replication_bytes_served_total").increment(n as u64);
                 let chunk = BlobChunk { data: buf, total_size: if first { size } else { 0 } };
-                first = false;
+                let was_first = std::mem::replace(&mut first, false);
                 if tx.send(Ok(chunk)).await.is_err() {
                     return; // the receiver went away
+                }
+                if was_first {
+                    crate::failpoints::stall("blob-serve-stall").await;
                 }
             }
         });
