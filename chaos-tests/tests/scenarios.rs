@@ -268,8 +268,9 @@ async fn failed_fsync_on_follower() {
     s.finish().await;
 }
 
-/// A region's disk refuses writes (ENOSPC on blob writes and renames): its pushes fail
-/// with an error, it stays up and keeps serving pulls, and it recovers when space returns.
+/// A region's disk is full (ENOSPC on blob writes, renames and RocksDB writes — the Raft
+/// log and state machine included): its pushes fail with an error, it stays up and keeps
+/// serving, and it recovers when space returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_refuses_writes() {
     let mut s = start("disk_refuses_writes", 1010, 15).await;
@@ -281,6 +282,7 @@ async fn disk_refuses_writes() {
         let name = s.cluster[victim].name.clone();
         s.failpoint(victim, "blob-write", "return(enospc)").await;
         s.failpoint(victim, "blob-rename", "return(enospc)").await;
+        s.failpoint(victim, "rocksdb-write", "return(enospc)").await;
         // A push there is refused with an error (not a crash, not a 2xx).
         let base = s.cluster[victim].base.clone();
         let r = http
@@ -294,8 +296,14 @@ async fn disk_refuses_writes() {
         assert_eq!(health.status(), 200, "{name} must stay up while its disk refuses writes");
         s.fault(format!("{name}: push refused with {}, /healthz 200", r.status()));
         s.pause_ms(2000, 4000).await;
+        assert!(s.cluster[victim].is_running(), "{name} exited while its disk was full");
+        assert!(
+            s.cluster[victim].log_since_start().contains("disk full: Raft storage waits for space"),
+            "{name}'s Raft storage never met the full disk (no write reached it?)"
+        );
         s.failpoint(victim, "blob-write", "off").await;
         s.failpoint(victim, "blob-rename", "off").await;
+        s.failpoint(victim, "rocksdb-write", "off").await;
     }
     s.finish().await;
 }

@@ -50,11 +50,22 @@ impl LogStore {
         }
     }
 
-    fn put_meta_durable<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
+    async fn put_meta_durable<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(value).map_err(write_err)?;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.store.cf(CF_RAFT_META).map_err(write_err)?, key, bytes);
-        self.store.write_durable(batch).map_err(write_err)
+        self.write_durable(batch).await
+    }
+
+    /// Every durable write of the log store (entries, vote, committed index, truncation,
+    /// purge): on a blocking thread, so the runtime keeps serving reads meanwhile, and
+    /// waiting for space on a full disk (openraft stops for good on any storage error).
+    async fn write_durable(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.write_durable_waiting_for_space(batch))
+            .await
+            .map_err(|e| write_err(std::io::Error::other(e.to_string())))?
+            .map_err(write_err)
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
@@ -112,7 +123,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.put_meta_durable(KEY_VOTE, vote)
+        self.put_meta_durable(KEY_VOTE, vote).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -120,7 +131,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.put_meta_durable(KEY_COMMITTED, &committed)
+        self.put_meta_durable(KEY_COMMITTED, &committed).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -140,9 +151,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 batch.put_cf(cf, index_key(entry.get_log_id().index), bytes);
             }
         }
-        // The fsync runs on a blocking thread so the runtime keeps serving reads meanwhile.
+        // As `write_durable`, but the flush callback wants the I/O result itself.
         let store = self.store.clone();
-        let result = tokio::task::spawn_blocking(move || store.write_durable(batch))
+        let result = tokio::task::spawn_blocking(move || store.write_durable_waiting_for_space(batch))
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))
             .and_then(|r| r.map_err(|e: StoreError| std::io::Error::other(e.to_string())));
@@ -155,17 +166,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let cf = self.store.cf(CF_RAFT_LOG).map_err(write_err)?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf, index_key(log_id.index), index_key(u64::MAX));
-        self.store.write_durable(batch).map_err(write_err)
+        self.write_durable(batch).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // Record the purge point first: a crash between the two writes leaves extra
         // entries, never a gap the state claims is not there.
-        self.put_meta_durable(KEY_LAST_PURGED, &log_id)?;
+        self.put_meta_durable(KEY_LAST_PURGED, &log_id).await?;
         let cf = self.store.cf(CF_RAFT_LOG).map_err(write_err)?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf, index_key(0), index_key(log_id.index + 1));
-        self.store.write_durable(batch).map_err(write_err)
+        self.write_durable(batch).await
     }
 }
 

@@ -146,8 +146,26 @@ impl Store {
     /// Writes a batch without waiting for fsync; the next durable write (or the Raft log,
     /// which can replay it) covers it.
     pub fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        crate::failpoints::io("rocksdb-write")?;
         Ok(self.db.write(batch)?)
     }
+
+    /// `write_durable` for the Raft log: a full disk waits for space (on this blocking
+    /// thread) instead of failing, because openraft stops for good on a storage error and
+    /// a log cannot skip an entry. Any other error still fails.
+    pub fn write_durable_waiting_for_space(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let data = batch.data().to_vec();
+        let mut batch = batch;
+        let mut wait = SpaceWait::default();
+        loop {
+            match self.write_durable(batch) {
+                Ok(()) => return Ok(wait.done()),
+                Err(e) => std::thread::sleep(wait.next(e)?),
+            }
+            batch = WriteBatch::from_data(&data);
+        }
+    }
+
 
     /// Key/value pairs whose key starts with `prefix`, beginning after `start_after`
     /// (exclusive) when given, at most `limit` of them.
@@ -194,4 +212,46 @@ pub fn repo_key(repo: &str, rest: &str) -> Vec<u8> {
 /// The prefix of all `repo\0…` keys of one repository.
 pub fn repo_prefix(repo: &str) -> Vec<u8> {
     repo_key(repo, "")
+}
+
+/// Backoff and logging while the disk is full; see [`Store::write_durable_waiting_for_space`].
+#[derive(Default)]
+pub struct SpaceWait {
+    waits: u32,
+}
+
+impl SpaceWait {
+    /// How long to wait before trying again, or the error when it is not a full disk.
+    pub fn next(&mut self, e: StoreError) -> Result<std::time::Duration, StoreError> {
+        if !e.is_out_of_space() {
+            return Err(e);
+        }
+        if self.waits == 0 {
+            tracing::error!(error = %e, "disk full: Raft storage waits for space; reads are still served");
+            metrics::counter!("meridian_storage_full_waits_total").increment(1);
+        }
+        self.waits += 1;
+        Ok(std::time::Duration::from_millis((50u64 << self.waits.min(5)).min(1000)))
+    }
+
+    /// Called once the write went through.
+    pub fn done(&self) {
+        if self.waits > 0 {
+            tracing::warn!(retries = self.waits, "disk accepts writes again");
+        }
+    }
+}
+
+impl StoreError {
+    /// The disk (or quota) is full: a condition that passes when space is freed.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            StoreError::Refused(io) => matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)),
+            StoreError::Rocks(e) => {
+                let text = e.to_string();
+                text.contains("No space left on device") || text.contains("Disk quota exceeded")
+            }
+            _ => false,
+        }
+    }
 }
