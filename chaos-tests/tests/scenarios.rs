@@ -309,8 +309,8 @@ async fn disk_refuses_writes() {
 }
 
 /// Under load, a fourth region joins (learner, catch-up, voter) and takes clients, then
-/// a founding follower region is removed with `meridian admin region remove` (which must
-/// first copy what only it holds) and stopped. The checkers judge the three that remain.
+/// a founding follower region is drained (`meridian admin region drain`: what only it
+/// holds is copied elsewhere) and removed with `meridian admin region remove`, then stopped. The checkers judge the three that remain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn region_added_and_removed_under_load() {
     let mut s = start("region_added_and_removed_under_load", 1011, 10).await;
@@ -328,6 +328,10 @@ async fn region_added_and_removed_under_load() {
     let name = s.cluster[removed].name.clone();
     s.workload.as_mut().unwrap().stop_region(&name).await;
     s.fault(format!("remove region {name}"));
+    // Removal refuses while the region holds the only copy of a referenced blob (promise
+    // 6): copy those elsewhere first, as an operator would.
+    let out = s.cluster.admin(&["region", "drain", &name]).await;
+    assert_eq!(out.code, 0, "region drain {name} failed:\n{out}");
     let out = s.cluster.admin(&["region", "remove", &name]).await;
     assert_eq!(out.code, 0, "region remove {name} failed:\n{out}");
     s.live.retain(|&i| i != removed);
@@ -378,6 +382,10 @@ async fn region_wiped_and_rejoined() {
     let victim = *s.live.iter().find(|&&i| i != leader).unwrap();
     let name = s.cluster[victim].name.clone();
     s.workload.as_mut().unwrap().stop_region(&name).await;
+    // Removal refuses while the region holds the only copy of a referenced blob (promise
+    // 6): copy those elsewhere first, as an operator would.
+    let out = s.cluster.admin(&["region", "drain", &name]).await;
+    assert_eq!(out.code, 0, "region drain {name} failed:\n{out}");
     let out = s.cluster.admin(&["region", "remove", &name]).await;
     assert_eq!(out.code, 0, "region remove {name} failed:\n{out}");
     s.live.retain(|&i| i != victim);
