@@ -57,15 +57,13 @@ impl LogStore {
         self.write_durable(batch).await
     }
 
-    /// Every durable write of the log store (entries, vote, committed index, truncation,
-    /// purge): on a blocking thread, so the runtime keeps serving reads meanwhile, and
-    /// waiting for space on a full disk (openraft stops for good on any storage error).
+    /// The log store's small durable writes (vote, committed index, truncation, purge),
+    /// inline as before, waiting for space on a full disk (openraft stops for good on any
+    /// storage error). Moving them to a blocking thread cost 40–60 % of unpaced manifest
+    /// PUT throughput in `benches/cluster.sh`; on a full disk the inline wait holds one
+    /// runtime worker, and Raft is stalled anyway.
     async fn write_durable(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.write_durable_waiting_for_space(batch))
-            .await
-            .map_err(|e| write_err(std::io::Error::other(e.to_string())))?
-            .map_err(write_err)
+        self.store.write_durable_waiting_for_space(batch).map_err(write_err)
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
