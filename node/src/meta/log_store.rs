@@ -57,13 +57,12 @@ impl LogStore {
         self.write_durable(batch).await
     }
 
-    /// The log store's small durable writes (vote, committed index, truncation, purge),
-    /// inline as before, waiting for space on a full disk (openraft stops for good on any
-    /// storage error). Moving them to a blocking thread cost 40–60 % of unpaced manifest
-    /// PUT throughput in `benches/cluster.sh`; on a full disk the inline wait holds one
-    /// runtime worker, and Raft is stalled anyway.
+    /// The log store's small durable writes (vote, committed index, truncation, purge):
+    /// inline as always (moving them to a blocking thread cost 40–60 % of unpaced manifest
+    /// PUT throughput in `benches/cluster.sh`), waiting for space on a full disk without
+    /// holding a runtime thread (openraft stops for good on any storage error).
     async fn write_durable(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        self.store.write_durable_waiting_for_space(batch).map_err(write_err)
+        self.store.write_waiting_for_space(batch, true).await.map_err(write_err)
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {

@@ -358,17 +358,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             let applied = serde_json::to_vec(&Some(log_id)).map_err(sm_write_err)?;
             batch.put_cf(self.store.cf(CF_SM_META).map_err(sm_write_err)?, KEY_LAST_APPLIED, applied);
-            // A full disk waits for space, like the log append (openraft cannot skip an apply).
-            let data = batch.data().to_vec();
-            let mut batch = batch;
-            let mut wait = crate::meta::store::SpaceWait::default();
-            loop {
-                match self.store.write(batch) {
-                    Ok(()) => break wait.done(),
-                    Err(e) => tokio::time::sleep(wait.next(e).map_err(sm_write_err)?).await,
-                }
-                batch = WriteBatch::from_data(&data);
-            }
+            // A full disk waits for space, like the log (openraft cannot skip an apply).
+            self.store.write_waiting_for_space(batch, false).await.map_err(sm_write_err)?;
             if matches!(&entry.payload, EntryPayload::Normal(cmd) if cmd.is_auth()) {
                 self.store.bump_auth_epoch();
             }

@@ -214,6 +214,26 @@ pub fn repo_prefix(repo: &str) -> Vec<u8> {
     repo_key(repo, "")
 }
 
+impl Store {
+    /// A write (durable or not) from async code that waits for space on a full disk
+    /// without holding a runtime thread: the write itself runs inline as always, only the
+    /// waits between attempts yield. For the Raft log store and the state machine, which
+    /// openraft cannot let fail. Other errors fail at once.
+    pub async fn write_waiting_for_space(&self, batch: WriteBatch, durable: bool) -> Result<(), StoreError> {
+        let data = batch.data().to_vec();
+        let mut batch = batch;
+        let mut wait = SpaceWait::default();
+        loop {
+            let result = if durable { self.write_durable(batch) } else { self.write(batch) };
+            match result {
+                Ok(()) => return Ok(wait.done()),
+                Err(e) => tokio::time::sleep(wait.next(e)?).await,
+            }
+            batch = WriteBatch::from_data(&data);
+        }
+    }
+}
+
 /// Backoff and logging while the disk is full; see [`Store::write_durable_waiting_for_space`].
 #[derive(Default)]
 pub struct SpaceWait {
