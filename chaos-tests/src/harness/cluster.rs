@@ -448,11 +448,20 @@ impl Cluster {
     /// One proxy per ordered pair of members; each member's config dials its peers through them.
     async fn start_link_proxies(&mut self) {
         let n = self.members.len();
+        // The members' ports are chosen but not bound yet: a proxy's ephemeral port must
+        // not be one of them (a collision made a member fail to bind, "Address in use").
+        let taken: std::collections::HashSet<u16> =
+            self.members.iter().flat_map(|m| [m.node.port, m.grpc_port]).collect();
         for i in 0..n {
             let mut dial_via = Vec::new();
             for j in (0..n).filter(|&j| j != i) {
                 let upstream: std::net::SocketAddr = self.members[j].grpc_addr().parse().expect("grpc addr");
-                let proxy = FaultProxy::start(upstream).await.expect("start link proxy");
+                let proxy = loop {
+                    let p = FaultProxy::start(upstream).await.expect("start link proxy");
+                    if !taken.contains(&p.listen_addr.port()) {
+                        break p;
+                    }
+                };
                 dial_via.push((self.members[j].grpc_addr(), proxy.listen_addr.to_string()));
                 self.links.insert((i, j), proxy);
             }
