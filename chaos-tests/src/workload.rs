@@ -18,7 +18,8 @@ use tokio::task::JoinHandle;
 /// The repository every client writes to (so tag moves can reuse any client's blobs).
 pub const REPO: &str = "chaos/app";
 
-const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
+/// The manifest types the workload and the checkers accept.
+pub const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
 
 #[derive(Clone, Debug)]
 pub struct WorkloadConfig {
@@ -151,6 +152,43 @@ enum Answer {
     Lost(String),
 }
 
+/// Sends a request and reads the whole body; `Lost` on a transport error or timeout.
+async fn exchange(req: reqwest::RequestBuilder) -> Answer {
+    match req.send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            match resp.bytes().await {
+                Ok(b) => Answer::Status(status, headers, b.to_vec()),
+                Err(e) => Answer::Lost(format!("body: {e}")),
+            }
+        }
+        Err(e) => Answer::Lost(if e.is_timeout() { "timeout".to_string() } else { format!("transport: {e}") }),
+    }
+}
+
+/// `GET /v2/<REPO>/manifests/<tag>` (optionally linearizable), as the tag register sees
+/// it: the digest served (checked against the body), `None` for an unknown tag.
+pub async fn read_tag(http: &reqwest::Client, base: &str, tag: &str, linearizable: bool) -> Outcome {
+    let mut req = http.get(format!("{base}/v2/{REPO}/manifests/{tag}")).header("accept", ACCEPT);
+    if linearizable {
+        req = req.header("meridian-consistency", "linearizable");
+    }
+    match &exchange(req).await {
+        Answer::Status(200, headers, body) => {
+            let served = headers.get("docker-content-digest").and_then(|v| v.to_str().ok()).unwrap_or("");
+            let actual = sha256_digest(body);
+            if served != actual {
+                Outcome::BadBytes(format!("manifest body hashes to {actual}, served as {served:?}"))
+            } else {
+                Outcome::Ok(Some(actual))
+            }
+        }
+        Answer::Status(404, _, body) if error_code(body) == "MANIFEST_UNKNOWN" => Outcome::Ok(None),
+        other => write_outcome(other, None),
+    }
+}
+
 /// The OCI error code of a JSON error body (`?` when there is none).
 fn error_code(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
@@ -191,20 +229,6 @@ impl Client {
         }
     }
 
-    async fn exchange(&self, req: reqwest::RequestBuilder) -> Answer {
-        match req.send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let headers = resp.headers().clone();
-                match resp.bytes().await {
-                    Ok(b) => Answer::Status(status, headers, b.to_vec()),
-                    Err(e) => Answer::Lost(format!("body: {e}")),
-                }
-            }
-            Err(e) => Answer::Lost(if e.is_timeout() { "timeout".to_string() } else { format!("transport: {e}") }),
-        }
-    }
-
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -217,7 +241,7 @@ impl Client {
             .post(self.url(&format!("/v2/{REPO}/blobs/uploads/?digest={digest}")))
             .header("content-type", "application/octet-stream")
             .body(bytes.to_vec());
-        match self.exchange(req).await {
+        match exchange(req).await {
             Answer::Status(201, _, _) => Ok(Blob { digest, bytes: Arc::new(bytes.to_vec()) }),
             other => Err(write_outcome(&other, None)),
         }
@@ -240,7 +264,7 @@ impl Client {
             .put(self.url(&format!("/v2/{REPO}/manifests/{tag}")))
             .header("content-type", OCI_MANIFEST)
             .body(manifest.to_vec());
-        self.exchange(req).await
+        exchange(req).await
     }
 
     /// A unique image: config and layer blobs, then its manifest under a tag of its own.
@@ -300,7 +324,7 @@ impl Client {
     async fn delete_tag(&mut self) {
         let tag = shared_tag(self.rng.random_range(0..self.shared_tags));
         let invoke = self.history.now();
-        let answer = self.exchange(self.http.delete(self.url(&format!("/v2/{REPO}/manifests/{tag}")))).await;
+        let answer = exchange(self.http.delete(self.url(&format!("/v2/{REPO}/manifests/{tag}")))).await;
         match &answer {
             // The delete went through Raft and found no such tag: a read of "absent".
             Answer::Status(404, _, body) if error_code(body) == "MANIFEST_UNKNOWN" => {
@@ -318,24 +342,7 @@ impl Client {
         let tag = shared_tag(self.rng.random_range(0..self.shared_tags));
         let linearizable = self.rng.random_bool(0.5);
         let invoke = self.history.now();
-        let mut req = self.http.get(self.url(&format!("/v2/{REPO}/manifests/{tag}"))).header("accept", ACCEPT);
-        if linearizable {
-            req = req.header("meridian-consistency", "linearizable");
-        }
-        let answer = self.exchange(req).await;
-        let outcome = match &answer {
-            Answer::Status(200, headers, body) => {
-                let served = headers.get("docker-content-digest").and_then(|v| v.to_str().ok()).unwrap_or("");
-                let actual = sha256_digest(body);
-                if served != actual {
-                    Outcome::BadBytes(format!("manifest body hashes to {actual}, served as {served:?}"))
-                } else {
-                    Outcome::Ok(Some(actual))
-                }
-            }
-            Answer::Status(404, _, body) if error_code(body) == "MANIFEST_UNKNOWN" => Outcome::Ok(None),
-            other => write_outcome(other, None),
-        };
+        let outcome = read_tag(&self.http, &self.base, &tag, linearizable).await;
         self.history.record(self.id, &self.region, invoke, OpKind::ReadTag { repo: REPO.into(), tag, linearizable }, outcome);
     }
 
@@ -355,7 +362,7 @@ impl Client {
 
     async fn pull(&self, image: &Image) -> Outcome {
         let req = self.http.get(self.url(&format!("/v2/{}/manifests/{}", image.repo, image.digest))).header("accept", ACCEPT);
-        match self.exchange(req).await {
+        match exchange(req).await {
             Answer::Status(200, _, body) if body == *image.manifest => {}
             Answer::Status(200, _, body) => {
                 return Outcome::BadBytes(format!("manifest {} served {} bytes hashing to {}", image.digest, body.len(), sha256_digest(&body)))
@@ -364,7 +371,7 @@ impl Client {
             other => return write_outcome(&other, None),
         }
         for blob in &image.blobs {
-            match self.exchange(self.http.get(self.url(&format!("/v2/{}/blobs/{}", image.repo, blob.digest)))).await {
+            match exchange(self.http.get(self.url(&format!("/v2/{}/blobs/{}", image.repo, blob.digest)))).await {
                 Answer::Status(200, _, body) if body == *blob.bytes => {}
                 Answer::Status(200, _, body) => {
                     return Outcome::BadBytes(format!("blob {} served {} bytes hashing to {}", blob.digest, body.len(), sha256_digest(&body)))

@@ -15,7 +15,7 @@ pub mod register;
 use crate::harness::cluster::Cluster;
 use crate::harness::oci::{blob_file_verified, blob_path, sha256_digest};
 use crate::history::{short, History, Image, Op, OpKind, Outcome};
-use crate::workload::{shared_tag, REPO};
+use crate::workload::{read_tag, shared_tag, ACCEPT, REPO};
 use register::{RegKind, RegOp};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -61,7 +61,6 @@ impl Report {
     }
 }
 
-const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
 
 /// Runs every checker against the members `live` (indices into `cluster`), after waiting
 /// for them to converge. Final tag reads are added to `history` before it is judged.
@@ -138,25 +137,7 @@ async fn final_reads(cluster: &Cluster, live: &[usize], history: &History, http:
             let tag = shared_tag(t);
             for linearizable in [true, false] {
                 let invoke = history.now();
-                let mut req = http.get(cluster[i].url(&format!("/v2/{REPO}/manifests/{tag}"))).header("accept", ACCEPT);
-                if linearizable {
-                    req = req.header("meridian-consistency", "linearizable");
-                }
-                let outcome = match req.send().await {
-                    Ok(r) if r.status() == 200 => {
-                        let served = r.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(String::from);
-                        let body = r.bytes().await.unwrap_or_default();
-                        let actual = sha256_digest(&body);
-                        if served.as_deref() == Some(actual.as_str()) {
-                            Outcome::Ok(Some(actual))
-                        } else {
-                            Outcome::BadBytes(format!("manifest body hashes to {actual}, served as {served:?}"))
-                        }
-                    }
-                    Ok(r) if r.status() == 404 => Outcome::Ok(None),
-                    Ok(r) => Outcome::Unknown(format!("{}", r.status())),
-                    Err(e) => Outcome::Unknown(e.to_string()),
-                };
+                let outcome = read_tag(http, &cluster[i].base, &tag, linearizable).await;
                 let kind = OpKind::ReadTag { repo: REPO.into(), tag: tag.clone(), linearizable };
                 history.record(1000 + i, &cluster[i].name, invoke, kind, outcome);
             }
