@@ -15,7 +15,7 @@
 //! A [`Member`] derefs to [`Node`], so the `common::oci` helpers take `&cluster[i]`.
 //! When a test panics, the tail of every member's log is printed.
 
-use super::Node;
+use super::{free_ports, Node};
 use crate::proxy::FaultProxy;
 use serde_json::Value;
 use std::ops::{Deref, Index, IndexMut};
@@ -397,12 +397,6 @@ impl IndexMut<usize> for Cluster {
     }
 }
 
-/// Distinct free ports (held open together so two calls cannot hand out the same one).
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
-    listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect()
-}
-
 impl Cluster {
     /// `n` members r1..rn, started one after the other (r1 bootstraps, the rest join
     /// it), waiting until each answers `/readyz` and all are voters.
@@ -448,20 +442,13 @@ impl Cluster {
     /// One proxy per ordered pair of members; each member's config dials its peers through them.
     async fn start_link_proxies(&mut self) {
         let n = self.members.len();
-        // The members' ports are chosen but not bound yet: a proxy's ephemeral port must
-        // not be one of them (a collision made a member fail to bind, "Address in use").
-        let taken: std::collections::HashSet<u16> =
-            self.members.iter().flat_map(|m| [m.node.port, m.grpc_port]).collect();
         for i in 0..n {
             let mut dial_via = Vec::new();
             for j in (0..n).filter(|&j| j != i) {
                 let upstream: std::net::SocketAddr = self.members[j].grpc_addr().parse().expect("grpc addr");
-                let proxy = loop {
-                    let p = FaultProxy::start(upstream).await.expect("start link proxy");
-                    if !taken.contains(&p.listen_addr.port()) {
-                        break p;
-                    }
-                };
+                // The proxy's own port is an ephemeral one; members' ports are chosen
+                // below that range (`free_ports`), so the two never collide.
+                let proxy = FaultProxy::start(upstream).await.expect("start link proxy");
                 dial_via.push((self.members[j].grpc_addr(), proxy.listen_addr.to_string()));
                 self.links.insert((i, j), proxy);
             }

@@ -53,12 +53,68 @@ pub struct Node {
     pub log_path: PathBuf,
 }
 
-/// A port the OS says is free right now.
+/// A loopback port that is free now and that no other caller in this process was given.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    free_ports(1)[0]
+}
+
+/// `n` distinct loopback ports for members to bind later.
+///
+/// Why not `bind(":0")`: the kernel hands those out from its ephemeral range, the same
+/// range every outgoing connection takes its local port from. Between choosing a port
+/// and the member binding it, a client's or a proxy's connection could take it, and the
+/// member died with "Address already in use" (two CI runs failed that way). So ports come
+/// from below the ephemeral range, which the kernel never assigns implicitly, are checked
+/// free by binding once, and are never handed out twice by this process.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<PortPool>> = Mutex::new(None);
+    let mut guard = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let pool = guard.get_or_insert_with(PortPool::new);
+    (0..n).map(|_| pool.take()).collect()
+}
+
+/// Walks the ports below the ephemeral range from a per-process offset (so two test
+/// processes running at once start far apart), skipping ports given out or bound.
+struct PortPool {
+    low: u16,
+    high: u16,
+    next: u16,
+    given: std::collections::HashSet<u16>,
+}
+
+impl PortPool {
+    fn new() -> PortPool {
+        const LOW: u16 = 10_000;
+        let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<u16>().ok()))
+            .unwrap_or(32_768);
+        // Without room below the ephemeral range, fall back to the kernel's choice.
+        let high = if ephemeral_low > LOW + 1_000 { ephemeral_low } else { LOW };
+        let span = u32::from(high - LOW).max(1);
+        let next = LOW + ((std::process::id().wrapping_mul(7_919)) % span) as u16;
+        PortPool { low: LOW, high, next, given: Default::default() }
+    }
+
+    fn take(&mut self) -> u16 {
+        if self.high > self.low {
+            for _ in 0..(self.high - self.low) {
+                let port = self.next;
+                self.next = if self.next + 1 >= self.high { self.low } else { self.next + 1 };
+                if !self.given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                    self.given.insert(port);
+                    return port;
+                }
+            }
+        }
+        loop {
+            let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port");
+            if self.given.insert(port) {
+                return port;
+            }
+        }
+    }
 }
 
 impl Node {
