@@ -8,8 +8,14 @@
 //!   digest, HEAD, tags list;
 //! * a manifest PUT there answers 503 with an OCI error body `UNAVAILABLE` whose message
 //!   says no quorum is reachable, and a `Retry-After` header, within ~10 s;
+//! * a pull of a digest the region never heard of answers 503 `UNAVAILABLE`, not 404:
+//!   cut off, it cannot tell "absent" from "pushed elsewhere meanwhile";
 //! * after SIGCONT, pushes in that region succeed again (within ~15 s), and the value is
 //!   then served in every region.
+//!
+//! And a leader cut off by a two-way partition while the others elect a new leader and
+//! take a push: the deposed leader still believes it leads, yet never answers 404 for
+//! that acknowledged image; after the heal it serves it.
 
 mod common;
 
@@ -63,6 +69,16 @@ async fn isolated_region_serves_reads_refuses_writes(c: &mut Cluster, alone: usi
     // Pulls still work after the refused write; the tag is unchanged.
     oci::assert_manifest_content(&c[alone], REPO, round, OCI_MANIFEST, &body).await;
 
+    // Something the region never heard of: it cannot tell "absent" from "pushed elsewhere
+    // while I was cut off", so it says 503 UNAVAILABLE rather than a 404 it cannot stand behind.
+    let unheard = oci::sha256_digest(format!("{round}: pushed nowhere").as_bytes());
+    let r = cluster::try_get_manifest(&client, &c[alone], REPO, &unheard, false).await.expect("GET while isolated");
+    assert_eq!(r.status, 503, "{round}: GET of an unknown digest while isolated: {} {}", r.status, r.text());
+    assert!(cluster::is_unavailable_error(&r), "{round}: not an OCI UNAVAILABLE error: {}", r.text());
+    assert!(r.header("retry-after").is_some(), "{round}: 503 without Retry-After");
+    let r = client.get(c[alone].url(&format!("/v2/{REPO}/blobs/{unheard}"))).send().await.expect("blob GET while isolated");
+    assert_eq!(r.status().as_u16(), 503, "{round}: blob GET of an unknown digest while isolated");
+
     for &i in &others {
         c.resume(i);
     }
@@ -100,4 +116,81 @@ async fn region_without_quorum_serves_pulls_and_refuses_pushes() {
     let leader = c.leader().await;
     let follower = (0..3).find(|&i| i != leader).unwrap();
     isolated_region_serves_reads_refuses_writes(&mut c, follower, "follower-alone").await;
+}
+
+/// The first of `candidates` that reports itself leader (polled until one does).
+async fn leader_among(c: &Cluster, candidates: &[usize], timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        for &i in candidates {
+            if let Ok(regions) = c.regions_at(i).await {
+                if regions.iter().any(|r| r.role == "leader" && r.name == c[i].name) {
+                    return i;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader among {candidates:?} within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deposed_leader_never_reports_acknowledged_content_missing() {
+    let mut c = Cluster::start_with(cluster::ClusterOptions::new(3).link_proxies()).await;
+    let old = c.leader().await;
+    let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    let client = http_client(Duration::from_secs(15));
+
+    for &j in &others {
+        c.link(old, j).partition(true, true);
+        c.link(j, old).partition(true, true);
+    }
+    let new = leader_among(&c, &others, Duration::from_secs(15)).await;
+    // The old leader hears nothing: it still believes it leads, at a stale commit index.
+    let regions = c.regions_at(old).await.expect("old leader's region list");
+    assert!(
+        regions.iter().any(|r| r.role == "leader" && r.name == c[old].name),
+        "{} was expected to still believe it leads: {regions:?}",
+        c[old].name
+    );
+
+    let (config, layer) = cluster::seed_blobs(&[&c[new]], REPO, "deposed").await;
+    let body = cluster::numbered_manifest(&config, &layer, "pushed-while-the-old-leader-was-cut-off");
+    let digest = oci::push_manifest(&c[new], REPO, "deposed", OCI_MANIFEST, &body).await;
+
+    // Acknowledged by the cluster; the deposed leader has not heard of it and cannot
+    // confirm with anyone: "cannot tell" (503), never MANIFEST_UNKNOWN / BLOB_UNKNOWN.
+    for reference in [digest.as_str(), "deposed"] {
+        let r = cluster::try_get_manifest(&client, &c[old], REPO, reference, false).await.expect("GET at the deposed leader");
+        assert_eq!(r.status, 503, "deposed leader, manifest {reference}: {} {}", r.status, r.text());
+        assert!(cluster::is_unavailable_error(&r), "not an OCI UNAVAILABLE error: {}", r.text());
+    }
+    let r = client.get(c[old].url(&format!("/v2/{REPO}/blobs/{}", layer.digest))).send().await.expect("blob GET");
+    assert_eq!(r.status().as_u16(), 503, "deposed leader, blob {}", layer.digest);
+
+    for &j in &others {
+        c.link(old, j).heal();
+        c.link(j, old).heal();
+    }
+    // After the heal: never a 404 on the way, and the image is served.
+    let t0 = Instant::now();
+    let mut answers = Vec::new();
+    loop {
+        let r = cluster::try_get_manifest(&client, &c[old], REPO, &digest, false).await;
+        match &r {
+            Ok(r) if r.status == 200 => {
+                assert_eq!(r.body, body, "served bytes differ from what was pushed");
+                break;
+            }
+            Ok(r) => {
+                assert_ne!(r.status, 404, "{} answered 404 for an acknowledged manifest after the heal: {}", c[old].name, r.text());
+                answers.push(r.status.to_string());
+            }
+            Err(e) => answers.push(e.clone()),
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "not served 15 s after the heal: {answers:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("served {:?} after the heal (answers before: {answers:?})", t0.elapsed());
+    oci::assert_blob_content(&c[old], REPO, &layer.digest, &oci::test_bytes("layer-deposed", 512)).await;
 }

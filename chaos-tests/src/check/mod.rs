@@ -9,6 +9,8 @@
 //!    acknowledged write strictly follows.
 //! 6. The cluster converges: every region applied the same log, serves the same tags, and
 //!    holds a verified copy of every referenced blob.
+//! 7. No region answered 404 for an image acknowledged before the pull began (promise 4:
+//!    a region that cannot tell answers 503).
 
 pub mod register;
 
@@ -100,6 +102,19 @@ pub async fn run_all(cluster: &Cluster, live: &[usize], history: &History, share
     } else {
         report.note("6 convergence", "did not converge".into());
     }
+
+    // Promise 4: a pull picks only images acknowledged before it started, so a 404 for
+    // one is a region claiming acknowledged content does not exist. A region that cannot
+    // tell (cut off, mid-election) must say 503, which the history counts as unknown.
+    let pulls = ops.iter().filter(|o| matches!(o.kind, OpKind::PullDigest { .. })).count();
+    for op in ops.iter().filter(|o| matches!(o.outcome, Outcome::NotFound(_))) {
+        report.findings.push(Finding {
+            check: "7 no 404 for acknowledged",
+            detail: format!("region {} answered 404 for content acknowledged before the pull began", op.region),
+            excerpt: vec![op.line()],
+        });
+    }
+    report.note("7 no 404 for acknowledged", format!("{pulls} pulls by digest"));
     report
 }
 

@@ -117,24 +117,59 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let result = serve(registry, &endpoint, &parts, query, &allowed.owner, body).await;
     // Promise 4: never MANIFEST_UNKNOWN / BLOB_UNKNOWN for acknowledged content. A pull
     // that misses here may have outrun this region's copy of the Raft log (the push was
-    // acknowledged elsewhere moments ago), so catch up with the leader once and look again.
-    // Bounded: a region cut off from the leader answers from what it has.
-    // Blob HEAD is left out: pushers probe with it, and a stale "no" costs them nothing.
+    // acknowledged elsewhere moments ago): catch up and look again, see `look_again`.
+    // Blob HEAD is left out: pushers probe with it, and a stale "no" costs them one upload.
     let pull = matches!(
         (&endpoint, &parts.method),
         (Endpoint::Manifest { .. }, &Method::GET | &Method::HEAD) | (Endpoint::Blob { .. }, &Method::GET)
     );
-    let missed = matches!(result, Err(ApiError(RegistryError::ManifestUnknown(_) | RegistryError::BlobUnknown(_))));
-    let result = if pull && missed && !linearizable && registry.meta.catch_up(MISS_CATCH_UP).await.is_ok() {
-        serve(registry, &endpoint, &parts, query, &allowed.owner, Body::empty()).await
+    let result = if pull && is_miss(&result) && !linearizable {
+        look_again(registry, &endpoint, &parts, query, &allowed.owner).await
     } else {
         result
     };
     result.unwrap_or_else(|e| e.into_response())
 }
 
-/// How long a pull that missed locally may wait to catch up with the leader.
+fn is_miss(result: &ApiResult) -> bool {
+    matches!(result, Err(ApiError(RegistryError::ManifestUnknown(_) | RegistryError::BlobUnknown(_))))
+}
+
+/// A pull that missed locally, served again once this region has caught up.
+///
+/// First the cheap catch-up (the leader's commit index, one round trip): it finds what
+/// a lagging region had not applied yet, which is nearly every miss of acknowledged
+/// content, at no extra cost to the visibility lag. Only if the pull still misses does
+/// the node catch up with a leader that confirms it still leads (one more quorum round):
+/// the leader it asked may be a deposed one, frozen or cut off, answering from a stale
+/// commit index. Only then is "unknown" an answer it can stand behind. A region that
+/// gets no confirmed answer in time (cut off, mid-election) cannot tell "absent" from
+/// "not heard of yet" and says 503 UNAVAILABLE instead of a 404.
+async fn look_again(
+    registry: &Registry,
+    endpoint: &Endpoint<'_>,
+    parts: &axum::http::request::Parts,
+    query: Option<&str>,
+    owner: &str,
+) -> ApiResult {
+    if registry.meta.catch_up(MISS_CATCH_UP).await.is_ok() {
+        let result = serve(registry, endpoint, parts, query, owner, Body::empty()).await;
+        if !is_miss(&result) {
+            return result;
+        }
+    }
+    match registry.meta.catch_up_confirmed(MISS_CONFIRM).await {
+        Ok(()) => serve(registry, endpoint, parts, query, owner, Body::empty()).await,
+        Err(e) => Err(ApiError(RegistryError::NoQuorum(format!(
+            "not found in this region, which cannot confirm with the leader that nothing was pushed: {e}"
+        )))),
+    }
+}
+
+/// How long a pull that missed locally may wait for the cheap catch-up.
 const MISS_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long it may then wait for a leader that confirms its leadership.
+const MISS_CONFIRM: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What an authorized request is served with. Only an upload start needs more than the
 /// request itself, so everything else pays nothing here.
@@ -196,7 +231,7 @@ async fn serve(
     query: Option<&str>,
     owner: &str,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> ApiResult {
     let headers = &parts.headers;
     match (endpoint, &parts.method) {
         (Endpoint::Manifest { name, reference }, &Method::GET) => manifests::get(registry, name, reference, headers, true),

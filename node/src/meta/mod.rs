@@ -38,6 +38,9 @@ pub enum MetaError {
     NoQuorum(String),
 }
 
+/// Pause between attempts of `catch_up_confirmed` while leadership is moving.
+const CONFIRM_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// The node's handle on the Raft group.
 #[derive(Clone)]
 pub struct Meta {
@@ -242,12 +245,40 @@ impl Meta {
         self.barrier(true, self.inner.write_timeout).await
     }
 
-    /// Catches up with every write the leader has committed (so every acknowledged write),
-    /// giving up after `timeout`. Unlike `read_barrier` the leader does not first confirm
-    /// its leadership with a quorum: a follower pays one round trip to the leader, the
-    /// leader nothing. Used before answering that something does not exist.
+    /// Catches up with every write the node it believes leads has committed, giving up
+    /// after `timeout`. Unlike `read_barrier` the leader does not first confirm its
+    /// leadership with a quorum: a follower pays one round trip to the leader, the leader
+    /// nothing. Cheap and nearly always enough, but a deposed leader that has not heard of
+    /// its successor answers from a stale index: before saying something does not exist,
+    /// use `catch_up_confirmed`.
     pub async fn catch_up(&self, timeout: Duration) -> Result<(), MetaError> {
         self.barrier(false, timeout.min(self.inner.write_timeout)).await
+    }
+
+    /// Before this node answers "does not exist": waits until it has applied every write
+    /// a leader that has just confirmed its leadership with a quorum had committed,
+    /// following leadership as it moves, for up to `timeout`.
+    ///
+    /// Why confirmed, unlike `catch_up`: a node frozen or cut off while it led still
+    /// believes it leads when it resumes, and its own commit index is stale until it hears
+    /// the new term; asking it (or answering as it) can report acknowledged content
+    /// missing. A node that cannot get a confirmed answer in time
+    /// returns the error, so the caller can say "cannot tell" instead of "absent".
+    pub async fn catch_up_confirmed(&self, timeout: Duration) -> Result<(), MetaError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let err = match self.barrier(true, left).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            // Leadership may be moving (an election, a deposed leader stepping down):
+            // look again once this node may have heard of the new leader.
+            if deadline.saturating_duration_since(Instant::now()) < CONFIRM_RETRY_PAUSE * 2 {
+                return Err(err);
+            }
+            tokio::time::sleep(CONFIRM_RETRY_PAUSE).await;
+        }
     }
 
     async fn barrier(&self, confirm_leadership: bool, timeout: Duration) -> Result<(), MetaError> {
