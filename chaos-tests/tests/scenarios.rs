@@ -73,14 +73,19 @@ async fn minority_partitioned() {
         let leader = s.cluster.leader_within(Duration::from_secs(15)).await;
         let minority = *s.live.iter().find(|&&i| i != leader).unwrap();
         let name = s.cluster[minority].name.clone();
-        // An image acknowledged before the cut, whose blobs the region holds by then:
-        // the region must keep serving what it has.
+        // An image acknowledged before the cut, whose manifest the region has applied and
+        // whose blobs it holds by then: the region must keep serving what it has. (Blobs
+        // can land before the manifest's entry is applied: an acknowledgement needs only
+        // a majority, which this region may not be part of.)
         let before = s.workload.as_ref().unwrap().acknowledged();
         if let Some(image) = before.last() {
             let digests: Vec<String> = image.blobs.iter().map(|b| b.digest.clone()).collect();
             chaos_tests::harness::oci::wait_blob_files(&s.cluster[minority], &digests, Duration::from_secs(15))
                 .await
                 .expect("the region never got the blobs of an image acknowledged before the cut");
+            chaos_tests::harness::cluster::wait_manifest(&s.cluster[minority], &image.repo, &image.digest, &image.manifest, Duration::from_secs(15))
+                .await
+                .expect("the region never applied an image acknowledged before the cut");
         }
         s.fault(format!("partition follower {name} from the rest"));
         s.isolate(minority, true);

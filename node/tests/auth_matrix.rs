@@ -671,3 +671,60 @@ async fn upload_sessions_are_capped_per_identity() {
     assert_eq!(resp.status(), 204);
     assert_eq!(post("one", one.clone()).await.status(), 202, "after a cancel");
 }
+
+/// With Meridian's own crates and openraft logging at `trace` (the levels where Raft
+/// state and messages get debug-printed), over two regions so user and token changes travel
+/// through replication: no password, token secret, issued token or stored hash of
+/// either appears in any region's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_out_of_trace_level_logs() {
+    let trace = "info,meridian_node=trace,meridian_replication=trace,openraft=trace";
+    let c = Cluster::start_with(
+        ClusterOptions::new(2)
+            .env("MERIDIAN_AUTH_ENABLED", "true")
+            .env("MERIDIAN_ADMIN_PASSWORD", ADMIN_PW)
+            .env("RUST_LOG", trace),
+    )
+    .await;
+    c.wait_for_user(0, "admin").await;
+    let user_pw = c.add_user(0, "dev", "writer").await;
+    // A password change through the other region (forwarded to the leader).
+    let out = c.admin_at(1, &["--json", "user", "passwd", "dev"]).await;
+    assert_eq!(out.code, 0, "user passwd: {out}");
+    let changed: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("user passwd output {e}: {out}"));
+    let changed_pw = changed["password"].as_str().unwrap_or_else(|| panic!("no password in {changed}")).to_string();
+    let changed_pw = changed_pw.as_str();
+    admin_json(&c, &["scope-map", "create", "ci-push", "--grant", "team/*:pull,push"]).await;
+    let robot = admin_json(&c, &["token", "create", "ci", "--scope-map", "ci-push"]).await;
+    let robot_secret = robot["secret"].as_str().expect("secret").to_string();
+    c.wait_for_user(1, "dev").await;
+
+    // Log in with each identity in each region (the token endpoint takes Basic credentials).
+    let http = oci::client();
+    let mut issued = Vec::new();
+    for i in 0..2 {
+        for (user, pw) in [("admin", ADMIN_PW), ("dev", changed_pw), ("robot$ci", robot_secret.as_str())] {
+            let resp = http
+                .get(c[i].url("/token?service=meridian&scope=repository:team/app:pull"))
+                .header("authorization", basic(user, pw))
+                .send()
+                .await
+                .expect("GET /token");
+            assert_eq!(resp.status(), 200, "{user} logging in at {}", c[i].name);
+            let body: Value = resp.json().await.expect("token body");
+            issued.push(body["token"].as_str().expect("token").to_string());
+        }
+    }
+    let hex = |s: &str| oci::sha256_digest(s.as_bytes()).trim_start_matches("sha256:").to_string();
+    let mut secrets = vec![ADMIN_PW.to_string(), user_pw.clone(), changed_pw.to_string(), robot_secret.clone(), hex(&robot_secret)];
+    secrets.push(basic("dev", changed_pw).trim_start_matches("Basic ").to_string());
+    secrets.extend(issued);
+    for i in 0..2 {
+        let log = c[i].log();
+        assert!(log.contains("DEBUG"), "{} did not log at the verbose levels asked for", c[i].name);
+        for s in &secrets {
+            assert!(!log.contains(s.as_str()), "{}: a secret ({}…) appears in the log", c[i].name, &s[..6.min(s.len())]);
+        }
+        assert!(!log.contains("$argon2"), "{}: a password hash appears in the log", c[i].name);
+    }
+}

@@ -104,12 +104,24 @@ impl Role {
 }
 
 /// A user: the password only as an argon2 PHC string.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserRecord {
     pub name: String,
     pub password_hash: String,
     pub role: Role,
     pub created_unix: u64,
+}
+
+impl std::fmt::Debug for UserRecord {
+    // Not even the hash reaches a log line (a debug print of a Raft entry would carry it):
+    // an offline guess against it needs nothing else.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("created_unix", &self.created_unix)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One grant of a scope map: actions (`pull`, `push`, `delete`, or `*` for all three) on
@@ -130,13 +142,24 @@ pub struct ScopeMap {
 
 /// One secret of a robot token: only its SHA-256 is kept (secrets are 32 random
 /// characters, so a fast hash is enough).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct RobotSecret {
     pub id: String,
     pub sha256: String,
     pub created_unix: u64,
     /// No login with this secret (nor use of tokens issued for it) from this time on.
     pub expires_unix: Option<u64>,
+}
+
+impl std::fmt::Debug for RobotSecret {
+    // The hash stays out of debug output, like the secret itself.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RobotSecret")
+            .field("id", &self.id)
+            .field("created_unix", &self.created_unix)
+            .field("expires_unix", &self.expires_unix)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A robot token (ACR-style): logs in as `robot$<name>` with any of its secrets and may
