@@ -66,6 +66,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         sessions: sessions.clone(),
         region: config.region.clone(),
         max_manifest_bytes: config.max_manifest_bytes,
+        max_blob_bytes: config.max_blob_bytes,
         body_idle_timeout: Duration::from_secs(config.body_idle_timeout_secs.max(1)),
     };
 

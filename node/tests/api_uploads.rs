@@ -507,3 +507,50 @@ async fn out_of_order_final_chunk_in_put_is_416() {
     assert_eq!(blob_status(&node, "fo", &digest).await, 404);
     assert_no_blob_file(&node, &digest);
 }
+
+/// `max_blob_bytes`: an upload that would make a blob larger gets `413 SIZE_INVALID`,
+/// whether announced up front (Content-Length) or only found while streaming; what was
+/// refused leaves nothing behind, and a session keeps what it had before the chunk.
+#[tokio::test]
+async fn blobs_over_max_blob_bytes_are_refused_and_leave_nothing() {
+    let node = Node::start_with_env(&[("MERIDIAN_MAX_BLOB_BYTES", "1000")]).await;
+    let too_big = test_bytes("over-cap", 1001);
+    let just_fits = test_bytes("at-cap", 1000);
+
+    // Single request, announced length over the cap: refused before the body is read.
+    let resp = post_blob(&node, "capped", &too_big, &sha256_digest(&too_big)).await;
+    let err = assert_oci_error(resp, 413, "SIZE_INVALID").await;
+    assert!(err.to_string().contains("1000"), "the error should name the cap: {err}");
+    assert_eq!(blob_status(&node, "capped", &sha256_digest(&too_big)).await, 404);
+    // Exactly at the cap: accepted.
+    expect_status(post_blob(&node, "capped", &just_fits, &sha256_digest(&just_fits)).await, 201).await;
+    assert_blob_content(&node, "capped", &sha256_digest(&just_fits), &just_fits).await;
+
+    // A session: 600 bytes, then a 500-byte chunk that would pass the cap.
+    let data = test_bytes("session-cap", 1000);
+    let (url, _) = start_upload(&node, "capped").await;
+    let resp = expect_status(patch_chunk(&url, &data[..600], Some((0, 599))).await, 202).await;
+    let url = next_location(&node, &resp);
+    let over = test_bytes("session-over", 500);
+    assert_oci_error(patch_chunk(&url, &over, Some((600, 1099))).await, 413, "SIZE_INVALID").await;
+    // Streamed without a length, so only counting can catch it.
+    let streamed = futures::stream::iter(over.chunks(100).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>());
+    let resp = client()
+        .patch(&url)
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(streamed))
+        .send()
+        .await
+        .unwrap();
+    assert_oci_error(resp, 413, "SIZE_INVALID").await;
+    // The session is where it was, and finishes within the cap.
+    let (status, range) = upload_status(&url).await;
+    assert_eq!((status, range.as_deref()), (204, Some("0-599")), "the refused chunks must leave the session as it was");
+    let resp = expect_status(patch_chunk(&url, &data[600..], Some((600, 999))).await, 202).await;
+    let url = next_location(&node, &resp);
+    let digest = sha256_digest(&data);
+    let resp = client().put(with_query(&url, &format!("digest={digest}"))).send().await.unwrap();
+    expect_status(resp, 201).await;
+    assert_blob_content(&node, "capped", &digest, &data).await;
+    assert_no_upload_files(&node);
+}

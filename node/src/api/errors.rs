@@ -21,6 +21,7 @@ fn classify(e: &RegistryError) -> (StatusCode, &'static str) {
         SizeInvalid(_) => (StatusCode::BAD_REQUEST, "SIZE_INVALID"),
         ManifestInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
         ManifestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID"),
+        BlobTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID"),
         ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
         ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
         Unsupported(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),

@@ -10,7 +10,7 @@ pub mod uploads;
 mod writer;
 
 pub use fs_store::FsBlobStore;
-pub use writer::{stream_to_file, WriteError, WriteOutcome};
+pub use writer::{stream_to_file, BlobCap, WriteError, WriteOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {

@@ -23,6 +23,9 @@ pub enum WriteError {
     Body(String),
     #[error("body exceeds the {limit} bytes announced")]
     TooLong { limit: u64 },
+    /// The blob would grow past the configured cap on client uploads.
+    #[error("blob larger than the {max} bytes this registry accepts")]
+    OverCap { max: u64 },
     #[error("disk: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -33,13 +36,25 @@ pub struct WriteOutcome {
     pub written: u64,
 }
 
+/// The cap on a blob's size (`max_blob_bytes`) as it applies to one body.
+#[derive(Debug, Clone, Copy)]
+pub struct BlobCap {
+    /// Bytes this body may add: the cap minus what the blob already holds.
+    pub room: u64,
+    /// The cap itself, for the error.
+    pub max: u64,
+}
+
 /// Appends `body` to `path` (creating it), feeding every byte to `hasher`. With `limit`,
-/// a body longer than that is refused. With `sync`, the file is fsynced before returning.
+/// a body longer than that is refused; with `cap`, a body longer than its room. Either
+/// way the caller discards or truncates what was written. With `sync`, the file is
+/// fsynced before returning.
 pub async fn stream_to_file<S, E>(
     path: PathBuf,
     mut hasher: DigestHasher,
     body: S,
     limit: Option<u64>,
+    cap: Option<BlobCap>,
     sync: bool,
 ) -> Result<WriteOutcome, WriteError>
 where
@@ -69,6 +84,12 @@ where
                 if let Some(limit) = limit {
                     if received > limit {
                         failure = Some(WriteError::TooLong { limit });
+                        break;
+                    }
+                }
+                if let Some(cap) = cap {
+                    if received > cap.room {
+                        failure = Some(WriteError::OverCap { max: cap.max });
                         break;
                     }
                 }

@@ -57,6 +57,10 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
     /// Largest manifest body accepted, in bytes (larger ones get 413).
     pub max_manifest_bytes: usize,
+    /// Largest blob a client may upload, in bytes (0: no cap). An upload that would pass
+    /// it gets `413 SIZE_INVALID` and keeps nothing of the refused bytes. Copies from
+    /// other regions are not capped: they are blobs the cluster already acknowledged.
+    pub max_blob_bytes: u64,
     /// Upload sessions untouched for this many seconds are removed with their bytes.
     pub upload_timeout_secs: u64,
     /// Upload sessions one identity (user, robot, or client address without auth) may have
@@ -153,6 +157,7 @@ impl Default for Config {
             log_level: "info".to_string(),
             otlp_endpoint: None,
             max_manifest_bytes: 4 * 1024 * 1024,
+            max_blob_bytes: 0,
             upload_timeout_secs: 24 * 3600,
             max_upload_sessions_per_identity: 256,
             header_read_timeout_secs: 30,
@@ -306,6 +311,7 @@ impl Config {
                     self.otlp_endpoint = if value.is_empty() { None } else { Some(value.clone()) }
                 }
                 "MAX_MANIFEST_BYTES" => self.max_manifest_bytes = num(&value).map_err(bad)?,
+                "MAX_BLOB_BYTES" => self.max_blob_bytes = num(&value).map_err(bad)?,
                 "UPLOAD_TIMEOUT_SECS" => self.upload_timeout_secs = num(&value).map_err(bad)?,
                 "MAX_UPLOAD_SESSIONS_PER_IDENTITY" => self.max_upload_sessions_per_identity = num(&value).map_err(bad)?,
                 "HEADER_READ_TIMEOUT_SECS" => self.header_read_timeout_secs = num(&value).map_err(bad)?,
@@ -365,7 +371,7 @@ mod tests {
         let keys = [
             "listen", "tls_cert_file", "tls_key_file", "data_dir", "region", "node_id", "grpc_listen", "advertise_http_addr",
             "advertise_grpc_addr", "grpc_tls_cert_file", "grpc_tls_key_file", "grpc_tls_ca_file", "join", "dial_via", "admin_token", "admin_allow_remote", "replication_bandwidth_limit", "log_format", "log_level", "otlp_endpoint",
-            "max_manifest_bytes", "upload_timeout_secs", "max_upload_sessions_per_identity", "header_read_timeout_secs", "body_idle_timeout_secs", "raft.heartbeat_ms",
+            "max_manifest_bytes", "max_blob_bytes", "upload_timeout_secs", "max_upload_sessions_per_identity", "header_read_timeout_secs", "body_idle_timeout_secs", "raft.heartbeat_ms",
             "raft.election_timeout_min_ms", "raft.election_timeout_max_ms", "raft.snapshot_every",
             "raft.max_logs_kept", "raft.write_timeout_ms", "auth.enabled", "auth.service", "auth.realm",
             "auth.token_ttl_secs", "auth.anonymous_pull", "auth.failed_login_limit",

@@ -34,6 +34,9 @@ pub enum RegistryError {
     ManifestInvalid(String),
     #[error("manifest larger than the {limit} bytes accepted")]
     ManifestTooLarge { limit: usize },
+    /// A client upload that would make a blob larger than `max_blob_bytes`.
+    #[error("blob larger than the {limit} bytes this registry accepts (max_blob_bytes)")]
+    BlobTooLarge { limit: u64 },
     #[error("manifest {0} is not known in this repository")]
     ManifestUnknown(String),
     #[error("manifest references {0}, which is not known in this repository")]
@@ -93,6 +96,7 @@ impl From<WriteError> for RegistryError {
             WriteError::TooLong { limit } => {
                 RegistryError::SizeInvalid(format!("body longer than the {limit} bytes announced"))
             }
+            WriteError::OverCap { max } => RegistryError::BlobTooLarge { limit: max },
             WriteError::Io(io) => RegistryError::Internal(io.to_string()),
         }
     }

@@ -31,6 +31,8 @@ pub struct Registry {
     pub replicator: Arc<crate::replicas::Replicator>,
     pub region: String,
     pub max_manifest_bytes: usize,
+    /// Largest blob a client may upload (0: no cap).
+    pub max_blob_bytes: u64,
     /// A request body that delivers nothing for this long is cut off (slow clients).
     pub body_idle_timeout: std::time::Duration,
 }

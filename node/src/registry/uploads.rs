@@ -1,7 +1,7 @@
 //! Blob uploads: sessions, chunks, single-request pushes and the closing PUT.
 
 use super::{Registry, RegistryError, Result};
-use crate::blobs::stream_to_file;
+use crate::blobs::{stream_to_file, BlobCap};
 use crate::blobs::uploads::SessionState;
 use bytes::Bytes;
 use futures::Stream;
@@ -48,8 +48,9 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: Display,
     {
+        let cap = self.blob_cap(0, length)?;
         let path = self.blobs.upload_path(&format!("direct-{}", uuid::Uuid::new_v4()));
-        let outcome = stream_to_file(path.clone(), digest.algorithm().hasher(), body, length, true).await;
+        let outcome = stream_to_file(path.clone(), digest.algorithm().hasher(), body, length, cap, true).await;
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
@@ -112,6 +113,19 @@ impl Registry {
         self.link_local(repo, digest, state.offset)
     }
 
+    /// How much more a client may add to a blob that holds `offset` bytes, under
+    /// `max_blob_bytes`. A body that announces more is refused before any of it is read.
+    fn blob_cap(&self, offset: u64, announced: Option<u64>) -> Result<Option<BlobCap>> {
+        if self.max_blob_bytes == 0 {
+            return Ok(None);
+        }
+        let room = self.max_blob_bytes.saturating_sub(offset);
+        if announced.is_some_and(|len| len > room) {
+            return Err(RegistryError::BlobTooLarge { limit: self.max_blob_bytes });
+        }
+        Ok(Some(BlobCap { room, max: self.max_blob_bytes }))
+    }
+
     /// Checks a chunk's placement, streams it onto the session file and advances the
     /// session; on failure truncates the file back so the session is as it was. Returns
     /// the hash of everything received so far.
@@ -128,10 +142,11 @@ impl Registry {
         E: Display,
     {
         let limit = check_chunk(&state.id, repo, state.offset, chunk)?;
+        let cap = self.blob_cap(state.offset, limit)?;
         let hasher = state.hasher(&self.blobs).await?;
         let (id, offset) = (state.id.as_str(), state.offset);
         let path = self.blobs.upload_path(id);
-        let result = stream_to_file(path.clone(), hasher, body, limit, sync).await;
+        let result = stream_to_file(path.clone(), hasher, body, limit, cap, sync).await;
         let short = match (&result, limit) {
             (Ok(o), Some(l)) if o.written != l => Some(o.written),
             _ => None,
