@@ -8,6 +8,7 @@
 //!   digest, HEAD, tags list;
 //! * a manifest PUT there answers 503 with an OCI error body `UNAVAILABLE` whose message
 //!   says no quorum is reachable, and a `Retry-After` header, within ~10 s;
+//! * `region list` there answers within seconds and shows the frozen regions unreachable;
 //! * a pull of a digest the region never heard of answers 503 `UNAVAILABLE`, not 404:
 //!   cut off, it cannot tell "absent" from "pushed elsewhere meanwhile";
 //! * after SIGCONT, pushes in that region succeed again (within ~15 s), and the value is
@@ -41,6 +42,16 @@ async fn isolated_region_serves_reads_refuses_writes(c: &mut Cluster, alone: usi
         c.pause(i);
     }
     eprintln!("{}: {} is alone", round, c[alone].name);
+
+    // The operator can still ask the region what it sees, promptly: the frozen regions
+    // are unreachable (a follower does not wait on its frozen leader).
+    let t0 = Instant::now();
+    let regions = c.regions_at(alone).await.unwrap_or_else(|e| panic!("{round}: region list while isolated: {e}"));
+    assert!(t0.elapsed() < Duration::from_secs(10), "{round}: region list took {:?}", t0.elapsed());
+    for &i in &others {
+        let entry = regions.iter().find(|r| r.name == c[i].name).unwrap_or_else(|| panic!("{round}: {} not listed", c[i].name));
+        assert!(!entry.reachable, "{round}: frozen {} listed as reachable: {regions:?}", c[i].name);
+    }
 
     // Pulls keep working from local state.
     let t0 = Instant::now();
@@ -123,10 +134,10 @@ async fn leader_among(c: &Cluster, candidates: &[usize], timeout: Duration) -> u
     let deadline = Instant::now() + timeout;
     loop {
         for &i in candidates {
-            if let Ok(regions) = c.regions_at(i).await {
-                if regions.iter().any(|r| r.role == "leader" && r.name == c[i].name) {
-                    return i;
-                }
+            match c.regions_at(i).await {
+                Ok(regions) if regions.iter().any(|r| r.role == "leader" && r.name == c[i].name) => return i,
+                Ok(regions) => eprintln!("{}: {regions:?}", c[i].name),
+                Err(e) => eprintln!("{}: {e}", c[i].name),
             }
         }
         assert!(Instant::now() < deadline, "no leader among {candidates:?} within {timeout:?}");

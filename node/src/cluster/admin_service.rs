@@ -29,6 +29,9 @@ use tonic::{Request, Response, Status};
 /// How long a region may take to catch up before `add_region` gives up waiting.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
 const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `region list` and `status` wait for the leader's view before giving their own.
+/// The leader probes every member (up to `IDENTIFY_TIMEOUT`), so this leaves it room.
+const LEADER_VIEW_TIMEOUT: Duration = Duration::from_secs(3);
 /// A membership change that cannot commit in this time is reported as failed.
 const MEMBERSHIP_CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a user change waits for this node to catch up with the leader before it
@@ -193,7 +196,23 @@ impl AdminServiceImpl {
             .map_err(|s| Status::unavailable(format!("cannot reach the node at {grpc_addr}: {}", s.message())))
     }
 
-    /// Regions as the leader (or, without one, this node) sees them, probing each member.
+    /// Regions as the leader sees them, asked with a short deadline; at the leader, or
+    /// when the leader does not answer in time, this node's own view. Operators run
+    /// `region list` and `status` most when something is cut off: a follower whose leader
+    /// is unreachable (or deposed and stalled) must still answer, not wait out a
+    /// forwarding deadline meant for membership changes.
+    async fn leader_view(&self, request: &Request<Empty>) -> Vec<RegionInfo> {
+        if let Ok(Some(mut leader)) = self.leader_admin() {
+            let mut fwd = self.pass_on(request, Empty {});
+            fwd.set_timeout(LEADER_VIEW_TIMEOUT);
+            if let Ok(Ok(reply)) = tokio::time::timeout(LEADER_VIEW_TIMEOUT, leader.list_regions(fwd)).await {
+                return reply.into_inner().regions;
+            }
+        }
+        self.regions().await
+    }
+
+    /// Regions as this node sees them, probing each member.
     async fn regions(&self) -> Vec<RegionInfo> {
         let members = self.meta.members();
         let leader_last = self.meta.raft().metrics().borrow().last_log_index.unwrap_or(0);
@@ -503,14 +522,7 @@ impl AdminService for AdminServiceImpl {
 
     async fn list_regions(&self, request: Request<Empty>) -> Result<Response<ListRegionsReply>, Status> {
         self.authorize(&request)?;
-        if let Ok(Some(mut leader)) = self.leader_admin() {
-            let fwd = self.pass_on(&request, Empty {});
-            if let Ok(reply) = leader.list_regions(fwd).await {
-                return Ok(reply);
-            }
-        }
-        // At the leader, or without a reachable one: this node's own view.
-        Ok(Response::new(ListRegionsReply { regions: self.regions().await }))
+        Ok(Response::new(ListRegionsReply { regions: self.leader_view(&request).await }))
     }
 
     async fn transfer_leader(&self, request: Request<TransferLeaderRequest>) -> Result<Response<TransferLeaderReply>, Status> {
@@ -579,13 +591,7 @@ impl AdminService for AdminServiceImpl {
         self.authorize(&request)?;
         let m = self.meta.raft().metrics().borrow().clone();
         let leader = self.meta.leader().map(|(_, info)| info.region).unwrap_or_default();
-        let regions = match self.leader_admin() {
-            Ok(Some(mut l)) => match l.list_regions(self.pass_on(&request, Empty {})).await {
-                Ok(r) => r.into_inner().regions,
-                Err(_) => self.regions().await,
-            },
-            _ => self.regions().await,
-        };
+        let regions = self.leader_view(&request).await;
         Ok(Response::new(StatusReply {
             cluster: "meridian".into(),
             node_id: self.meta.node_id(),
