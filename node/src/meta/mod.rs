@@ -262,8 +262,8 @@ impl Meta {
     /// Why confirmed, unlike `catch_up`: a node frozen or cut off while it led still
     /// believes it leads when it resumes, and its own commit index is stale until it hears
     /// the new term; asking it (or answering as it) can report acknowledged content
-    /// missing. A node that cannot get a confirmed answer in time
-    /// returns the error, so the caller can say "cannot tell" instead of "absent".
+    /// missing. A node that cannot get a confirmed answer in time returns the error, so
+    /// the caller can say "cannot tell" instead of "absent".
     pub async fn catch_up_confirmed(&self, timeout: Duration) -> Result<(), MetaError> {
         let deadline = Instant::now() + timeout;
         loop {
