@@ -4,6 +4,7 @@
 //! Points: `blob-write` (a chunk written to an upload or a replica file), `blob-fsync`
 //! (the fsync before a blob counts as stored), `blob-rename` (the rename into the store),
 //! `rocksdb-write` (every durable RocksDB batch: Raft log, state machine, local records),
+//! `snapshot-write` (writing a Raft snapshot file, built here or installed from the leader),
 //! `blob-serve-stall` (a region serving a blob to another stops sending after the first
 //! chunk for `return(<ms>)` milliseconds, its connection healthy).
 //! Actions use the `fail` crate's syntax (`return`, `return(enospc)`, `50%return`,

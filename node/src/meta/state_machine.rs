@@ -8,7 +8,7 @@
 use super::command::{BlobRef, Command, CommandResult, PutManifest};
 use super::records::{encode_json, BlobLocation, ReferrerDescriptor, StoredManifest};
 use super::store::{
-    auth_key, queue_key, repo_key, repo_prefix, Store, StoreError, CF_LOCAL_REPLICATION_QUEUE, CF_SM_AUTH, QUEUE_BACKFILL, QUEUE_RECENT, CF_SM_BLOBS, CF_SM_BLOB_LINKS, CF_SM_MANIFESTS, CF_SM_META,
+    auth_key, queue_key, repo_key, repo_prefix, SpaceWait, Store, StoreError, CF_LOCAL_REPLICATION_QUEUE, CF_SM_AUTH, QUEUE_BACKFILL, QUEUE_RECENT, CF_SM_BLOBS, CF_SM_BLOB_LINKS, CF_SM_MANIFESTS, CF_SM_META,
     CF_SM_REFERRERS, CF_SM_REPOS, CF_SM_TAGS, STATE_MACHINE_CFS,
 };
 use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
@@ -243,8 +243,8 @@ impl StateMachine {
         Ok(out)
     }
 
-    /// Replaces the whole state machine with a dump, in one atomic batch.
-    fn restore(&self, data: &[u8]) -> Result<(), StoreError> {
+    /// The batch that replaces the whole state machine with a dump (atomically, once written).
+    fn restore_batch(&self, data: &[u8]) -> Result<WriteBatch, StoreError> {
         let corrupt = |reason: &str| StoreError::Corrupt { cf: CF_SM_META, reason: format!("snapshot: {reason}") };
         let mut batch = WriteBatch::default();
         for name in STATE_MACHINE_CFS {
@@ -271,7 +271,7 @@ impl StateMachine {
             let value = take(&mut pos, vlen)?;
             batch.put_cf(self.store.cf(name)?, key, value);
         }
-        self.store.write_durable(batch)
+        Ok(batch)
     }
 }
 
@@ -288,7 +288,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             None => format!("empty-{}", rand::random::<u32>()),
         };
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
-        save_snapshot(&self.snapshot_path, &meta, &data).map_err(snapshot_err)?;
+        save_snapshot_waiting_for_space(&self.snapshot_path, &meta, &data).await.map_err(snapshot_err)?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
@@ -297,6 +297,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 /// fsynced and renamed, so a crash leaves the old snapshot or the new one.
 fn save_snapshot(path: &PathBuf, meta: &SnapshotMeta, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    crate::failpoints::io("snapshot-write")?;
     let meta_json = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
     let tmp = path.with_extension("tmp");
     {
@@ -311,6 +312,19 @@ fn save_snapshot(path: &PathBuf, meta: &SnapshotMeta, data: &[u8]) -> std::io::R
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// `save_snapshot`, waiting while the disk is full like every other Raft storage write:
+/// openraft stops for good on a snapshot error, and a follower too far behind for the
+/// log has no other way to catch up.
+async fn save_snapshot_waiting_for_space(path: &PathBuf, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StoreError> {
+    let mut wait = SpaceWait::default();
+    loop {
+        match save_snapshot(path, meta, data) {
+            Ok(()) => return Ok(wait.done()),
+            Err(e) => tokio::time::sleep(wait.next(StoreError::Refused(e))?).await,
+        }
+    }
 }
 
 fn load_snapshot(path: &PathBuf) -> std::io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
@@ -379,15 +393,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        self.restore(&data).map_err(snapshot_err)?;
-        // The dump carries sm_meta, but the snapshot's own meta is authoritative.
-        let mut batch = WriteBatch::default();
+        let mut batch = self.restore_batch(&data).map_err(snapshot_err)?;
+        // The dump carries sm_meta, but the snapshot's own meta is authoritative. One
+        // batch: a crash leaves the old state machine or the new one with its meta.
         let cf = self.store.cf(CF_SM_META).map_err(snapshot_err)?;
         batch.put_cf(cf, KEY_LAST_APPLIED, serde_json::to_vec(&meta.last_log_id).map_err(snapshot_err)?);
         batch.put_cf(cf, KEY_MEMBERSHIP, serde_json::to_vec(&meta.last_membership).map_err(snapshot_err)?);
-        self.store.write_durable(batch).map_err(snapshot_err)?;
+        // A full disk waits for space here, as appends and applies do.
+        self.store.write_waiting_for_space(batch, true).await.map_err(snapshot_err)?;
         self.store.bump_auth_epoch();
-        save_snapshot(&self.snapshot_path, meta, &data).map_err(snapshot_err)?;
+        save_snapshot_waiting_for_space(&self.snapshot_path, meta, &data).await.map_err(snapshot_err)?;
         Ok(())
     }
 
