@@ -318,13 +318,7 @@ fn save_snapshot(path: &PathBuf, meta: &SnapshotMeta, data: &[u8]) -> std::io::R
 /// openraft stops for good on a snapshot error, and a follower too far behind for the
 /// log has no other way to catch up.
 async fn save_snapshot_waiting_for_space(path: &PathBuf, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StoreError> {
-    let mut wait = SpaceWait::default();
-    loop {
-        match save_snapshot(path, meta, data) {
-            Ok(()) => return Ok(wait.done()),
-            Err(e) => tokio::time::sleep(wait.next(StoreError::Refused(e))?).await,
-        }
-    }
+    SpaceWait::retry(|| save_snapshot(path, meta, data).map_err(StoreError::Refused)).await
 }
 
 fn load_snapshot(path: &PathBuf) -> std::io::Result<Option<(SnapshotMeta, Vec<u8>)>> {

@@ -80,7 +80,8 @@ pub enum StoreError {
     MissingColumnFamily(&'static str),
     #[error("corrupt record in {cf}: {reason}")]
     Corrupt { cf: &'static str, reason: String },
-    /// A write refused before it reached RocksDB (today only by the `rocksdb-write` failpoint).
+    /// A write that failed outside RocksDB: the snapshot file, or a failpoint refusing
+    /// a batch before it reached RocksDB.
     #[error("write refused: {0}")]
     Refused(#[from] std::io::Error),
 }
@@ -154,16 +155,8 @@ impl Store {
     /// thread) instead of failing, because openraft stops for good on a storage error and
     /// a log cannot skip an entry. Any other error still fails.
     pub fn write_durable_waiting_for_space(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        let data = batch.data().to_vec();
-        let mut batch = batch;
-        let mut wait = SpaceWait::default();
-        loop {
-            match self.write_durable(batch) {
-                Ok(()) => return Ok(wait.done()),
-                Err(e) => std::thread::sleep(wait.next(e)?),
-            }
-            batch = WriteBatch::from_data(&data);
-        }
+        let mut batches = Rewritable::new(batch);
+        SpaceWait::retry_blocking(|| self.write_durable(batches.next()))
     }
 
 
@@ -220,29 +213,69 @@ impl Store {
     /// waits between attempts yield. For the Raft log store and the state machine, which
     /// openraft cannot let fail. Other errors fail at once.
     pub async fn write_waiting_for_space(&self, batch: WriteBatch, durable: bool) -> Result<(), StoreError> {
-        let data = batch.data().to_vec();
-        let mut batch = batch;
-        let mut wait = SpaceWait::default();
-        loop {
-            let result = if durable { self.write_durable(batch) } else { self.write(batch) };
-            match result {
-                Ok(()) => return Ok(wait.done()),
-                Err(e) => tokio::time::sleep(wait.next(e)?).await,
+        let mut batches = Rewritable::new(batch);
+        SpaceWait::retry(|| {
+            let batch = batches.next();
+            if durable {
+                self.write_durable(batch)
+            } else {
+                self.write(batch)
             }
-            batch = WriteBatch::from_data(&data);
-        }
+        })
+        .await
     }
 }
 
-/// Backoff and logging while the disk is full; see [`Store::write_durable_waiting_for_space`].
+/// A batch to write, and again after a failed attempt: RocksDB consumes a batch it
+/// writes, so its bytes are kept to rebuild it.
+struct Rewritable {
+    first: Option<WriteBatch>,
+    data: Vec<u8>,
+}
+
+impl Rewritable {
+    fn new(batch: WriteBatch) -> Rewritable {
+        Rewritable { data: batch.data().to_vec(), first: Some(batch) }
+    }
+
+    fn next(&mut self) -> WriteBatch {
+        self.first.take().unwrap_or_else(|| WriteBatch::from_data(&self.data))
+    }
+}
+
+/// Backoff and logging while the disk is full: `retry` (async code, yielding between
+/// attempts) and `retry_blocking` (a blocking thread) run a write until it goes through,
+/// waiting on ENOSPC/EDQUOT; any other error fails at once.
 #[derive(Default)]
 pub struct SpaceWait {
     waits: u32,
 }
 
 impl SpaceWait {
+    /// Runs `attempt` until it succeeds, yielding while the disk is full.
+    pub async fn retry<T>(mut attempt: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut wait = SpaceWait::default();
+        loop {
+            match attempt() {
+                Ok(v) => return Ok(wait.done(v)),
+                Err(e) => tokio::time::sleep(wait.next(e)?).await,
+            }
+        }
+    }
+
+    /// `retry` on a blocking thread, which it holds while it waits.
+    pub fn retry_blocking<T>(mut attempt: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut wait = SpaceWait::default();
+        loop {
+            match attempt() {
+                Ok(v) => return Ok(wait.done(v)),
+                Err(e) => std::thread::sleep(wait.next(e)?),
+            }
+        }
+    }
+
     /// How long to wait before trying again, or the error when it is not a full disk.
-    pub fn next(&mut self, e: StoreError) -> Result<std::time::Duration, StoreError> {
+    fn next(&mut self, e: StoreError) -> Result<std::time::Duration, StoreError> {
         if !e.is_out_of_space() {
             return Err(e);
         }
@@ -254,11 +287,12 @@ impl SpaceWait {
         Ok(std::time::Duration::from_millis((50u64 << self.waits.min(5)).min(1000)))
     }
 
-    /// Called once the write went through.
-    pub fn done(&self) {
+    /// Called once the write went through; passes its result on.
+    fn done<T>(&self, value: T) -> T {
         if self.waits > 0 {
             tracing::warn!(retries = self.waits, "disk accepts writes again");
         }
+        value
     }
 }
 
