@@ -1,23 +1,54 @@
 #!/usr/bin/env bash
-# Installs the system packages Meridian needs on a fresh Debian machine with only Rust:
-# clang/libclang for RocksDB's bindings; with --test also skopeo, openssl, curl and
-# Python (venv) for the real-client and TLS tests, and the Python `oras` client in target/test-tools/oras-venv.
-# Packages already present are not touched; apt-get update runs only when something is
-# missing.
+# Installs the system packages Meridian needs on a fresh Debian machine with only Rust.
+#
+#   deploy/install-deps.sh           clang and libclang-dev (RocksDB's bindings need both)
+#   deploy/install-deps.sh --test    also the real clients and tools the tests run: skopeo,
+#                                    podman, containerd (ctr), openssl, curl, python3-venv,
+#                                    and the Python `oras` client in target/test-tools/oras-venv
+#   deploy/install-deps.sh --bench   also docker-registry (CNCF Distribution, the reference)
+#   --print                          say which packages would be installed, one line, and
+#                                    install nothing (node/tests/install_deps.rs runs it
+#                                    against the package set of a fresh machine)
+#
+# What is present is decided from dpkg's package status (`dpkg-query -W`), never from a file
+# pattern: a fresh machine has libclang-cpp14's libclang-cpp.so.14, which matches
+# `libclang*.so*` but is not the libclang.so that clang-sys loads, and once made this script
+# skip libclang-dev. Packages already installed are not touched; apt-get update runs only
+# when something is missing.
 set -euo pipefail
 
+mode=build
+print_only=false
+for arg in "$@"; do
+  case "$arg" in
+    --test) mode=test ;;
+    --bench) mode=bench ;;
+    --print) print_only=true ;;
+    *) echo "install-deps.sh: unknown argument '$arg' (--test, --bench, --print)" >&2; exit 2 ;;
+  esac
+done
+
+# Debian packages, by what needs them.
+packages=(clang libclang-dev)
+case "$mode" in
+  test) packages+=(skopeo podman containerd openssl curl python3 python3-venv) ;;
+  bench) packages+=(docker-registry curl) ;;
+esac
+
+installed() {
+  # `dpkg-query -W -f '${Status}'` prints "install ok installed" for an installed package,
+  # something else (or fails) for one that is absent, removed or half-configured.
+  [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" == "install ok installed" ]]
+}
+
 need=()
-command -v clang >/dev/null 2>&1 || need+=(clang)
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
-if [[ "${1:-}" == "--test" ]]; then
-  command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
-  command -v openssl >/dev/null 2>&1 || need+=(openssl)
-  command -v curl >/dev/null 2>&1 || need+=(curl)
-  command -v python3 >/dev/null 2>&1 || need+=(python3)
-  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
-fi
-if [[ "${1:-}" == "--bench" ]]; then
-  command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+for pkg in "${packages[@]}"; do
+  installed "$pkg" || need+=("$pkg")
+done
+
+if $print_only; then
+  echo "${need[*]}"
+  exit 0
 fi
 
 if ((${#need[@]})); then
@@ -28,14 +59,16 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-if [[ "${1:-}" == "--test" ]]; then
-  # The Python oras client for the auth tests, in a venv under target/ (reused).
+if [[ "$mode" == "test" ]]; then
+  # The Python oras client for the auth tests, in a venv under target/ (reused). Debian's
+  # python3 makes the venv: python3-venv above is what gives it ensurepip, whatever other
+  # python3 comes first on PATH.
   ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
   VENV="$ROOT/target/test-tools/oras-venv"
   if ! "$VENV/bin/python" -c 'import oras.client' >/dev/null 2>&1; then
     echo "installing the Python oras client into $VENV" >&2
     rm -rf "$VENV"
-    python3 -m venv "$VENV"
+    /usr/bin/python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check 'oras==0.2.43'
   fi
 fi

@@ -123,6 +123,7 @@ cmd_up() {
     if [[ ${SKIP_BUILD:-0} == 1 && -x $BIN ]]; then
         echo "SKIP_BUILD=1: using the existing $BIN"
     else
+        deploy/install-deps.sh
         echo "Building meridian (release)…"
         cargo build --release -p meridian-node
     fi
