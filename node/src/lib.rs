@@ -58,6 +58,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.data_dir.clone(),
         shutdown_rx.clone(),
     ));
+    let (started_tx, started) = tokio::sync::watch::channel(false);
+    let startup = tokio::spawn(meta::readiness::track_startup(meta.clone(), store.clone(), started_tx, shutdown_rx.clone()));
     let registry = Registry {
         store,
         meta: meta.clone(),
@@ -90,7 +92,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let rtt_prober = tokio::spawn(replicas::measure_rtt(replicator.clone(), shutdown_rx.clone()));
     let joiner = (!config.join.is_empty()).then(|| tokio::spawn(cluster::join_cluster(config.clone(), meta.clone(), shutdown_rx.clone())));
 
-    let app = api::app(api::AppState { registry, auth, meta: meta.clone(), metrics });
+    let app = api::app(api::AppState { registry, auth, meta: meta.clone(), metrics, started });
     let tcp = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -126,6 +128,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = replication.await;
     let _ = rtt_prober.await;
     let _ = bootstrap.await;
+    let _ = startup.await;
     if let Some(j) = joiner {
         let _ = j.await;
     }

@@ -75,8 +75,9 @@ enum Expect {
     Allowed,
     /// 401 UNAUTHORIZED with a Bearer challenge.
     Unauthorized,
-    /// 403 DENIED with a challenge carrying `error="insufficient_scope"`: the identity
-    /// could get a token for it (RFC 6750 §3.1).
+    /// 401 UNAUTHORIZED with a challenge carrying `error="insufficient_scope"` and the
+    /// scope: the identity could get a token for it (Docker token flow, as CNCF
+    /// Distribution answers).
     InsufficientScope,
     /// 403 DENIED without a challenge.
     Denied,
@@ -297,7 +298,7 @@ async fn check(resp: reqwest::Response, want: Expect, ok_status: u16, what: &str
     let code = serde_json::from_str::<Value>(&body).ok().and_then(|v| v["errors"][0]["code"].as_str().map(String::from));
     match want {
         Expect::Allowed => assert_eq!(status, ok_status, "{what}: expected {ok_status}, got {status}: {body}"),
-        Expect::Unauthorized => {
+        Expect::Unauthorized | Expect::InsufficientScope => {
             assert_eq!(status, 401, "{what}: expected 401, got {status}: {body}");
             // (HEAD answers carry no body.)
             if !body.is_empty() {
@@ -305,20 +306,18 @@ async fn check(resp: reqwest::Response, want: Expect, ok_status: u16, what: &str
             }
             let challenge = challenge.unwrap_or_else(|| panic!("{what}: 401 without WWW-Authenticate"));
             check_challenge(&challenge, &what);
-            assert!(!challenge.contains("insufficient_scope"), "{what}: challenge {challenge}");
+            let insufficient = challenge.contains("error=\"insufficient_scope\"");
+            assert_eq!(insufficient, want == Expect::InsufficientScope, "{what}: challenge {challenge}");
+            if insufficient {
+                assert!(challenge.contains(&format!("scope=\"repository:{APP}:")), "{what}: no scope in {challenge}");
+            }
         }
-        Expect::InsufficientScope | Expect::Denied => {
+        Expect::Denied => {
             assert_eq!(status, 403, "{what}: expected 403, got {status}: {body}");
             if !body.is_empty() {
                 assert_eq!(code.as_deref(), Some("DENIED"), "{what}: {body}");
             }
-            if want == Expect::InsufficientScope {
-                let challenge = challenge.unwrap_or_else(|| panic!("{what}: insufficient scope without a challenge"));
-                check_challenge(&challenge, &what);
-                assert!(challenge.contains("error=\"insufficient_scope\""), "{what}: challenge {challenge}");
-            } else {
-                assert!(challenge.is_none(), "{what}: a plain denial carries a challenge: {challenge:?}");
-            }
+            assert!(challenge.is_none(), "{what}: a plain denial carries a challenge: {challenge:?}");
         }
     }
 }

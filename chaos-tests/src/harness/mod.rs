@@ -138,6 +138,16 @@ impl Node {
         node
     }
 
+    /// Starts a node with a fresh temporary data directory and returns at once, before it
+    /// listens (for tests of what a client sees while a node starts).
+    pub fn spawn_with_env(env: &[(&str, &str)]) -> Node {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut node = Node::spawn_in(&dir, free_port(), env);
+        node._tmp = Some(tmp);
+        node
+    }
+
     /// Starts a node on an existing data directory (restart after a crash).
     pub async fn start_in(dir: &Path, port: u16) -> Node {
         let node = Node::spawn_in(dir, port, &[]);

@@ -40,13 +40,16 @@ pub fn tags(registry: &Registry, name: &str, query: Option<&str>) -> ApiResult {
 /// `GET /v2/_catalog`: any identified caller, listing only what it may pull.
 pub async fn catalog(State(state): State<AppState>, req: Request) -> Response {
     crate::observability::http::label_request("catalog", "");
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        state.auth.wait_for_identities(super::IDENTITIES_WAIT).await;
+    }
     let result = (|| -> ApiResult {
         let headers = req.headers();
         let host = super::request_host(headers, req.uri());
         let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let caller = state.auth.identify(authorization, host, super::peer_ip(&req)).map_err(RegistryError::from)?;
         if matches!(caller, Caller::Anonymous) {
-            state.auth.authorize(&caller, Need::Catalog, host).map_err(RegistryError::from)?;
+            state.auth.authorize(&caller, Need::Catalog, host, "GET", "/v2/_catalog").map_err(RegistryError::from)?;
         }
         let (n, last) = pagination(&Query::parse(req.uri().query()))?;
         if let Some(l) = &last {

@@ -11,7 +11,9 @@ fn classify(e: &RegistryError) -> (StatusCode, &'static str) {
     match e {
         NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
         NameUnknown(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
-        TagInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
+        // Distribution's code for a manifest PUT under a tag the grammar refuses (the spec
+        // keeps it among the legacy codes clients may meet).
+        TagInvalid(_) => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
         DigestInvalid(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
         BlobUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
         BlobUploadUnknown => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
@@ -22,7 +24,7 @@ fn classify(e: &RegistryError) -> (StatusCode, &'static str) {
         ManifestInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
         ManifestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID"),
         BlobTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID"),
-        ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+        ManifestUnknown(_) | ReferenceUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
         ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
         Unsupported(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
         NoQuorum(_) | SourceUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),

@@ -29,7 +29,7 @@ fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
 }
 
 pub fn get(registry: &Registry, name: &str, reference: &str, headers: &HeaderMap, with_body: bool) -> ApiResult {
-    let reference = Reference::parse(reference)?;
+    let reference = existing_reference(reference)?;
     let read = registry.get_manifest(name, &reference)?;
     if !accepts(headers, &read.manifest.media_type) {
         return Err(RegistryError::ManifestUnknown(format!(
@@ -77,9 +77,15 @@ pub async fn put(
 }
 
 pub async fn delete(registry: &Registry, name: &str, reference: &str) -> ApiResult {
-    let reference = Reference::parse(reference)?;
+    let reference = existing_reference(reference)?;
     registry.delete_manifest(name, &reference).await?;
     Ok(empty(StatusCode::ACCEPTED))
+}
+
+/// The reference of a manifest to read or delete: one that cannot name anything is
+/// simply not there.
+fn existing_reference(reference: &str) -> Result<Reference, RegistryError> {
+    Reference::parse(reference).map_err(|_| RegistryError::ReferenceUnknown(reference.chars().take(200).collect()))
 }
 
 /// Bytes of an oversized body we still read (and drop) before answering 413, so that

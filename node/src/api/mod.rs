@@ -36,9 +36,17 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub meta: Meta,
     pub metrics: PrometheusHandle,
+    /// Set once this node has caught up with the cluster after starting
+    /// (`meta::readiness::track_startup`).
+    pub started: tokio::sync::watch::Receiver<bool>,
 }
 
 pub type ApiResult = Result<Response, ApiError>;
+
+/// How long a request with credentials waits, on a cluster's first start, for the
+/// bootstrap signing key and `admin` user to be applied here (see
+/// `Auth::wait_for_identities`). An election and one commit take well under this.
+const IDENTITIES_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The registry's HTTP application.
 pub fn app(state: AppState) -> Router {
@@ -57,11 +65,14 @@ pub fn app(state: AppState) -> Router {
 
 /// `GET /v2/`: the API version check, and where clients learn how to authenticate.
 async fn api_version(State(state): State<AppState>, req: Request) -> Response {
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        state.auth.wait_for_identities(IDENTITIES_WAIT).await;
+    }
     let headers = req.headers();
     let host = request_host(headers, req.uri());
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let checked =
-        state.auth.identify(authorization, host, peer_ip(&req)).and_then(|c| state.auth.authorize(&c, Need::Base, host));
+        state.auth.identify(authorization, host, peer_ip(&req)).and_then(|c| state.auth.authorize(&c, Need::Base, host, "GET", "/v2/"));
     let mut resp = match checked {
         Ok(()) => axum::Json(serde_json::json!({})).into_response(),
         Err(e) => ApiError(e.into()).into_response(),
@@ -72,10 +83,9 @@ async fn api_version(State(state): State<AppState>, req: Request) -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.meta.is_ready() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no raft leader yet").into_response()
+    match crate::meta::readiness::not_ready_reason(&state.meta, *state.started.borrow()) {
+        None => (StatusCode::OK, "ready").into_response(),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
     }
 }
 
@@ -103,6 +113,9 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let headers = &parts.headers;
     let registry = &state.registry;
     // Authorization comes first: a refused request reads no body and touches nothing.
+    if headers.contains_key(header::AUTHORIZATION) {
+        state.auth.wait_for_identities(IDENTITIES_WAIT).await;
+    }
     let allowed = match authorize(&state.auth, &endpoint, &parts) {
         Ok(allowed) => allowed,
         Err(e) => return ApiError(e.into()).into_response(),
@@ -184,12 +197,12 @@ struct Allowed {
 
 /// Checks the caller may do what `endpoint` asks.
 fn authorize(auth: &Auth, endpoint: &Endpoint<'_>, parts: &axum::http::request::Parts) -> Result<Allowed, AuthError> {
-    let Some(action) = required_action(endpoint, &parts.method) else { return Ok(Allowed::default()) };
+    let Some(actions) = required_actions(endpoint, &parts.method) else { return Ok(Allowed::default()) };
     let peer = parts.extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0 .0.ip());
     let host = request_host(&parts.headers, &parts.uri);
     let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = auth.identify(authorization, host, peer)?;
-    auth.authorize(&caller, Need::Repo { name: endpoint.name(), action }, host)?;
+    auth.authorize(&caller, Need::Repo { name: endpoint.name(), actions }, host, parts.method.as_str(), parts.uri.path())?;
     if !matches!(endpoint, Endpoint::UploadStart { .. }) {
         return Ok(Allowed::default());
     }
@@ -200,7 +213,7 @@ fn authorize(auth: &Auth, endpoint: &Endpoint<'_>, parts: &axum::http::request::
     let mut allowed = Allowed { query: None, owner };
     if let Some(q) = parts.uri.query() {
         let from = Query::parse(Some(q)).get("from").map(str::to_string);
-        if from.is_some_and(|from| !auth.allows(&caller, Need::Repo { name: &from, action: Action::Pull })) {
+        if from.is_some_and(|from| !auth.allows(&caller, Need::Repo { name: &from, actions: &[Action::Pull] })) {
             let kept: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
                 .filter(|(k, _)| k != "mount" && k != "from")
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -211,14 +224,23 @@ fn authorize(auth: &Auth, endpoint: &Endpoint<'_>, parts: &axum::http::request::
     Ok(allowed)
 }
 
-/// The action a route needs on its repository (`None`: not a registry operation).
-fn required_action(endpoint: &Endpoint<'_>, method: &Method) -> Option<Action> {
+/// The actions a route needs on its repository (`None`: not a registry operation). As in
+/// CNCF Distribution, whose behaviour the Go clients are built against, the method decides:
+/// reading needs `pull`; writing needs `pull` and `push` (a push reads back what it
+/// wrote); deleting a manifest or blob needs `delete`; cancelling an upload needs `push`.
+fn required_actions(endpoint: &Endpoint<'_>, method: &Method) -> Option<&'static [Action]> {
+    const PULL: &[Action] = &[Action::Pull];
+    const PULL_PUSH: &[Action] = &[Action::Pull, Action::Push];
     match (endpoint, method) {
-        (Endpoint::Manifest { .. } | Endpoint::Blob { .. }, &Method::GET | &Method::HEAD) => Some(Action::Pull),
-        (Endpoint::Tags { .. } | Endpoint::Referrers { .. }, &Method::GET) => Some(Action::Pull),
-        (Endpoint::Manifest { .. } | Endpoint::Blob { .. }, &Method::DELETE) => Some(Action::Delete),
-        (Endpoint::Manifest { .. }, &Method::PUT) | (Endpoint::UploadStart { .. }, &Method::POST) => Some(Action::Push),
-        (Endpoint::Upload { .. }, &Method::GET | &Method::PATCH | &Method::PUT | &Method::DELETE) => Some(Action::Push),
+        (
+            Endpoint::Manifest { .. } | Endpoint::Blob { .. } | Endpoint::Upload { .. },
+            &Method::GET | &Method::HEAD,
+        ) => Some(PULL),
+        (Endpoint::Tags { .. } | Endpoint::Referrers { .. }, &Method::GET) => Some(PULL),
+        (Endpoint::Manifest { .. } | Endpoint::Blob { .. }, &Method::DELETE) => Some(&[Action::Delete]),
+        (Endpoint::Manifest { .. }, &Method::PUT) | (Endpoint::UploadStart { .. }, &Method::POST) => Some(PULL_PUSH),
+        (Endpoint::Upload { .. }, &Method::PATCH | &Method::PUT) => Some(PULL_PUSH),
+        (Endpoint::Upload { .. }, &Method::DELETE) => Some(&[Action::Push]),
         _ => None,
     }
 }

@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod limits;
 pub mod password;
 pub mod scope;
+mod scope_refusals;
 
 use crate::config::AuthConfig;
 use crate::meta::records::{Grant, Role};
@@ -46,7 +47,8 @@ pub enum Need<'a> {
     Base,
     /// `/v2/_catalog`.
     Catalog,
-    Repo { name: &'a str, action: Action },
+    /// Every one of `actions` on repository `name` (an upload needs `pull` and `push`).
+    Repo { name: &'a str, actions: &'a [Action] },
 }
 
 /// Who is calling, with what it may do right now.
@@ -58,7 +60,8 @@ pub enum Caller {
     /// Basic credentials of a user or robot token: its grants apply directly.
     Identity(Identity),
     /// A bearer token: its access entries, cut down to what its subject may still do.
-    Token { identity: Identity, access: Vec<AccessEntry> },
+    /// `token_id` is its `jti`.
+    Token { identity: Identity, access: Vec<AccessEntry>, token_id: String },
 }
 
 impl Caller {
@@ -86,7 +89,7 @@ impl Identity {
         match need {
             Need::Base => true,
             Need::Catalog => self.is_admin(),
-            Need::Repo { name, action } => grants_allow(&self.grants, name, action),
+            Need::Repo { name, actions } => actions.iter().all(|&a| grants_allow(&self.grants, name, a)),
         }
     }
 
@@ -109,11 +112,18 @@ pub enum AuthError {
     /// No usable credentials: a `401` with a challenge naming `/token`.
     #[error("authentication required")]
     Unauthorized { challenge: String },
-    /// Valid credentials whose token lacks the scope (the identity could get it): `403`
-    /// with a challenge carrying `error="insufficient_scope"` (RFC 6750 §3.1), so clients
-    /// fetch a token for it.
-    #[error("the token does not cover this request")]
+    /// A token that lacks the scope while its identity could get it: `401` with a
+    /// challenge carrying `error="insufficient_scope"` and the scope, as CNCF Distribution
+    /// answers (the Go clients of docker, containerd and podman fetch a new token only on
+    /// a 401).
+    #[error("the token does not cover this request; fetch a token for the scope in the challenge")]
     InsufficientScope { challenge: String },
+    /// The same token presented again for the same scope right after that 401: `403` with
+    /// the same challenge (RFC 6750 §3.1's status for insufficient scope). A client that
+    /// repeats a token it was told is insufficient did not take the 401 as "fetch a new
+    /// token"; the Python oras client takes a 403 that way.
+    #[error("the token still does not cover this request; fetch a token for the scope in the challenge")]
+    InsufficientScopeRepeated { challenge: String },
     /// The identity may not do this: `403 DENIED`.
     #[error("requested access to the resource is denied")]
     Denied,
@@ -137,7 +147,8 @@ impl From<AuthError> for crate::registry::RegistryError {
         let message = e.to_string();
         match e {
             AuthError::Unauthorized { challenge } => R::Unauthorized { challenge, message },
-            AuthError::InsufficientScope { challenge } => R::Denied { challenge: Some(challenge) },
+            AuthError::InsufficientScope { challenge } => R::Unauthorized { challenge, message },
+            AuthError::InsufficientScopeRepeated { challenge } => R::Denied { challenge: Some(challenge) },
             AuthError::BadCredentials => {
                 R::Unauthorized { challenge: "Basic realm=\"meridian\"".to_string(), message }
             }
@@ -171,6 +182,10 @@ pub struct Auth {
     tokens: Mutex<HashMap<String, Cached>>,
     /// sha256("user\0password") → the user, so a password is hashed with argon2 once per epoch.
     basics: Mutex<HashMap<[u8; 32], Cached>>,
+    /// Tokens recently answered `401 insufficient_scope`, per scope.
+    scope_refusals: scope_refusals::ScopeRefusals,
+    /// Set once this node has applied a signing key and a user: logins can succeed.
+    identities_seen: std::sync::atomic::AtomicBool,
 }
 
 /// A token issued by `/token`.
@@ -185,11 +200,48 @@ pub struct IssuedToken {
 impl Auth {
     pub fn new(cfg: AuthConfig, store: Store, tls: bool) -> Arc<Auth> {
         let logins = limits::LoginGuard::new(cfg.failed_login_limit);
-        Arc::new(Auth { cfg, tls, store, logins, tokens: Mutex::default(), basics: Mutex::default() })
+        Arc::new(Auth {
+            cfg,
+            tls,
+            store,
+            logins,
+            tokens: Mutex::default(),
+            basics: Mutex::default(),
+            scope_refusals: scope_refusals::ScopeRefusals::default(),
+            identities_seen: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     pub fn enabled(&self) -> bool {
         self.cfg.enabled
+    }
+
+    /// Whether this node has applied the cluster's token-signing key and a user, i.e. can
+    /// check a login. Latched: once true it stays true (only the first start waits).
+    pub fn identities_present(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.identities_seen.load(Ordering::Acquire) {
+            return true;
+        }
+        let present = self.store.has_identities().unwrap_or(false);
+        if present {
+            self.identities_seen.store(true, Ordering::Release);
+        }
+        present
+    }
+
+    /// On a cluster's first start the leader creates the signing key and the `admin` user
+    /// just after the first election; a client that logs in the moment the port opens must
+    /// not get a 401 for a correct password. Requests that need identities wait for them
+    /// here, up to `wait` (no wait at all once they have been seen, or with auth off).
+    pub async fn wait_for_identities(&self, wait: std::time::Duration) {
+        if !self.cfg.enabled {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        while !self.identities_present() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     pub fn service(&self) -> &str {
@@ -240,20 +292,28 @@ impl Auth {
         Err(unauthorized())
     }
 
-    /// Whether `caller` may do `need`; the error says how to answer otherwise.
-    pub fn authorize(&self, caller: &Caller, need: Need<'_>, host: Option<&str>) -> Result<(), AuthError> {
+    /// Whether `caller` may do `need`; the error says how to answer otherwise. `method`
+    /// and `path` name the request: a token refused for a scope is answered differently
+    /// when it comes back with the very same request (`scope_refusals`).
+    pub fn authorize(&self, caller: &Caller, need: Need<'_>, host: Option<&str>, method: &str, path: &str) -> Result<(), AuthError> {
         if self.allows(caller, need) {
             return Ok(());
         }
         let scope = match need {
             Need::Base => None,
             Need::Catalog => Some("registry:catalog:*".to_string()),
-            Need::Repo { name, action } => Some(challenge_scope(name, action)),
+            Need::Repo { name, actions } => Some(challenge_scope(name, actions)),
         };
         match caller {
             Caller::Anonymous => Err(AuthError::Unauthorized { challenge: self.challenge(host, scope.as_deref(), false) }),
-            Caller::Token { identity, .. } if identity.allows(need) => {
-                Err(AuthError::InsufficientScope { challenge: self.challenge(host, scope.as_deref(), true) })
+            Caller::Token { identity, token_id, .. } if identity.allows(need) => {
+                let challenge = self.challenge(host, scope.as_deref(), true);
+                let refused = format!("{} {method} {path}", scope.as_deref().unwrap_or_default());
+                if self.scope_refusals.refused_before(token_id, &refused) {
+                    Err(AuthError::InsufficientScopeRepeated { challenge })
+                } else {
+                    Err(AuthError::InsufficientScope { challenge })
+                }
             }
             _ => Err(AuthError::Denied),
         }
@@ -261,29 +321,37 @@ impl Auth {
 
     /// Whether `caller` may do `need` (no error detail).
     pub fn allows(&self, caller: &Caller, need: Need<'_>) -> bool {
-        if let Need::Repo { name, action: Action::Pull } = need {
-            if self.anonymous_may_pull(name) {
-                return true;
-            }
+        match need {
+            Need::Repo { name, actions } => actions.iter().all(|&action| self.allows_action(caller, name, action)),
+            Need::Base => !matches!(caller, Caller::Anonymous),
+            Need::Catalog => match caller {
+                Caller::Open => true,
+                Caller::Anonymous => false,
+                Caller::Identity(identity) => identity.allows(need),
+                Caller::Token { access, .. } => access.iter().any(|a| a.kind == "registry" && a.name == "catalog"),
+            },
+        }
+    }
+
+    /// Whether `caller` may do one `action` on `repo`.
+    fn allows_action(&self, caller: &Caller, repo: &str, action: Action) -> bool {
+        if action == Action::Pull && self.anonymous_may_pull(repo) {
+            return true;
         }
         match caller {
             Caller::Open => true,
             Caller::Anonymous => false,
-            Caller::Identity(identity) => identity.allows(need),
-            Caller::Token { access, .. } => match need {
-                Need::Base => true,
-                Need::Catalog => access.iter().any(|a| a.kind == "registry" && a.name == "catalog"),
-                Need::Repo { name, action } => access
-                    .iter()
-                    .any(|a| a.kind == "repository" && a.name == name && a.actions.iter().any(|x| x == action.as_str())),
-            },
+            Caller::Identity(identity) => grants_allow(&identity.grants, repo, action),
+            Caller::Token { access, .. } => access
+                .iter()
+                .any(|a| a.kind == "repository" && a.name == repo && a.actions.iter().any(|x| x == action.as_str())),
         }
     }
 
     /// Whether `caller` may pull `repo` (catalog and tag-list filtering): by its identity,
     /// not only by what its token holds, since listing needs no per-repository token.
     pub fn may_list(&self, caller: &Caller, repo: &str) -> bool {
-        let need = Need::Repo { name: repo, action: Action::Pull };
+        let need = Need::Repo { name: repo, actions: &[Action::Pull] };
         match caller {
             Caller::Token { identity, .. } => identity.allows(need) || self.allows(caller, need),
             _ => self.allows(caller, need),
@@ -316,7 +384,7 @@ impl Auth {
             .filter(|a| !a.actions.is_empty())
             .collect();
         let until = claims.exp.min(valid_until);
-        let caller = Caller::Token { identity, access };
+        let caller = Caller::Token { identity, access, token_id: claims.jti };
         let mut cache = lock(&self.tokens);
         if cache.len() >= CACHE_LIMIT {
             cache.clear();
@@ -420,7 +488,7 @@ impl Auth {
                 .actions
                 .iter()
                 .filter(|a| match (s.kind.as_str(), Action::parse(a)) {
-                    ("repository", Some(action)) => self.allows(caller, Need::Repo { name: &s.name, action }),
+                    ("repository", Some(action)) => self.allows_action(caller, &s.name, action),
                     ("registry", None) if s.name == "catalog" && a.as_str() == "*" => {
                         matches!(caller, Caller::Identity(i) if i.is_admin())
                     }
@@ -526,7 +594,7 @@ mod tests {
             access: vec![AccessEntry { kind: "repository".into(), name: "a/b".into(), actions: vec!["pull".into()] }],
         };
         let bearer = |c: jwt::Claims| format!("Bearer {}", jwt::sign(&c, &key).unwrap());
-        let need = Need::Repo { name: "a/b", action: Action::Pull };
+        let need = Need::Repo { name: "a/b", actions: &[Action::Pull] };
         let ok = auth.identify(Some(&bearer(claims("meridian", "meridian"))), None, None).unwrap();
         assert!(auth.allows(&ok, need), "a token for this service works");
         for (aud, iss) in [("other-registry", "meridian"), ("meridian", "someone-else")] {

@@ -113,14 +113,12 @@ pub fn role_grants(role: Role) -> Vec<Grant> {
     vec![Grant { pattern: "*".into(), actions: actions.iter().map(|a| a.to_string()).collect() }]
 }
 
-/// The `scope` a challenge names for `action` on `repo`: pushing clients ask for pull
-/// too, as docker does.
-pub fn challenge_scope(repo: &str, action: Action) -> String {
-    match action {
-        Action::Pull => format!("repository:{repo}:pull"),
-        Action::Push => format!("repository:{repo}:pull,push"),
-        Action::Delete => format!("repository:{repo}:delete"),
-    }
+/// The `scope` a challenge names for a request that needs `actions` on `repo`: every
+/// action the request needs, so one token covers it (`pull,push` for an upload, as CNCF
+/// Distribution asks).
+pub fn challenge_scope(repo: &str, actions: &[Action]) -> String {
+    let actions: Vec<&str> = actions.iter().map(|a| a.as_str()).collect();
+    format!("repository:{repo}:{}", actions.join(","))
 }
 
 #[cfg(test)]
@@ -150,6 +148,13 @@ mod tests {
         assert!(parse_grant("Team/*:pull").is_err());
         assert!(grants_allow(&role_grants(Role::Writer), "a", Action::Push));
         assert!(!grants_allow(&role_grants(Role::Reader), "a", Action::Push));
+    }
+
+    #[test]
+    fn challenges_name_every_needed_action() {
+        assert_eq!(challenge_scope("a/b", &[Action::Pull]), "repository:a/b:pull");
+        assert_eq!(challenge_scope("a/b", &[Action::Pull, Action::Push]), "repository:a/b:pull,push");
+        assert_eq!(challenge_scope("a/b", &[Action::Delete]), "repository:a/b:delete");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod command;
 mod log_store;
+pub mod readiness;
 pub mod reads;
 pub mod records;
 mod state_machine;

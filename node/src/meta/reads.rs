@@ -124,6 +124,13 @@ impl Store {
         Ok(keys)
     }
 
+    /// Whether the applied state holds a token-signing key and at least one user: what
+    /// a node needs before it can check a login.
+    pub fn has_identities(&self) -> Result<bool, StoreError> {
+        let any = |prefix: &str| self.scan_prefix(CF_SM_AUTH, prefix.as_bytes(), None, 1).map(|found| !found.is_empty());
+        Ok(any("key/")? && any("user/")?)
+    }
+
     fn auth_records<T: serde::de::DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
         self.scan_prefix(CF_SM_AUTH, prefix.as_bytes(), None, usize::MAX)?
             .into_iter()

@@ -39,6 +39,11 @@ pub enum RegistryError {
     BlobTooLarge { limit: u64 },
     #[error("manifest {0} is not known in this repository")]
     ManifestUnknown(String),
+    /// A manifest reference that is neither a tag nor a digest: nothing can be stored
+    /// under it, so reading or deleting it finds nothing (404 `MANIFEST_UNKNOWN`, as CNCF
+    /// Distribution and zot answer). Writing under it is `TagInvalid`/`DigestInvalid`.
+    #[error("manifest {0:?} is not known: the reference is neither a tag nor a digest")]
+    ReferenceUnknown(String),
     #[error("manifest references {0}, which is not known in this repository")]
     ManifestBlobUnknown(String),
     #[error("unsupported: {0}")]
