@@ -1,6 +1,9 @@
 //! The Python `oras` client (oras-py, installed by `deploy/install-deps.sh --test` into
-//! `target/test-tools/oras-venv`) logs in, pushes an artifact and pulls it back through the
-//! token flow; without credentials its push is refused and nothing is stored.
+//! `target/test-tools/oras-venv`) logs in, pushes an artifact in one region and pulls it
+//! back from another through the token flow; without credentials its push is refused and
+//! nothing is stored. Its push goes through Meridian's answer for a repeated insufficient
+//! token (`auth_token_flow.rs`): it asks with a pull token first, and fetches a push token
+//! only after a 403.
 
 mod common;
 
@@ -42,11 +45,12 @@ async fn run_script(python: &PathBuf, args: &[&str]) -> serde_json::Value {
 async fn python_oras_logs_in_pushes_and_pulls() {
     let python = python();
     let c = Cluster::start_with(
-        ClusterOptions::new(1).env("MERIDIAN_AUTH_ENABLED", "true").env("MERIDIAN_ADMIN_PASSWORD", ADMIN_PW),
+        ClusterOptions::new(2).env("MERIDIAN_AUTH_ENABLED", "true").env("MERIDIAN_ADMIN_PASSWORD", ADMIN_PW),
     )
     .await;
     c.wait_for_user(0, "admin").await;
     let pw = c.add_user(0, "ci", "writer").await;
+    c.wait_for_user(1, "ci").await;
     let host = c[0].http_addr();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().to_string_lossy().to_string();
@@ -62,8 +66,9 @@ async fn python_oras_logs_in_pushes_and_pulls() {
         .unwrap();
     assert_eq!(probe.status(), 404, "a refused push created the repository");
 
-    // Logged in: pushed (201) and pulled back with the same content.
-    let v = run_script(&python, &[&host, "team/artifact", "ci", &pw, &dir]).await;
+    // Logged in: pushed (201) and pulled back from the other region with the same content.
+    let elsewhere = c[1].http_addr();
+    let v = run_script(&python, &[&host, "team/artifact", "ci", &pw, &dir, &elsewhere]).await;
     assert_eq!(v["pushed"], 201, "{v}");
     assert_eq!(v["pulled"], serde_json::json!(["hello.txt"]), "{v}");
     assert_eq!(v["content"], "hello from the python oras client\n", "{v}");

@@ -1,5 +1,6 @@
 //! A real client through the token flow: skopeo with `--creds` pushes a multi-arch image
-//! into a registry with auth on and pulls it back byte-identical (skopeo reads the
+//! into one region of a two-region cluster with auth on and pulls it back byte-identical
+//! from the other (skopeo reads the
 //! `WWW-Authenticate` challenge, gets a bearer token from `/token` with basic
 //! credentials, retries). Without credentials, or with a wrong password, or as a reader
 //! pushing, skopeo is refused and nothing is stored.
@@ -36,7 +37,7 @@ async fn skopeo_pushes_and_pulls_with_credentials_and_is_refused_without() {
     let skopeo = ensure_skopeo();
     check_skopeo_capabilities(&skopeo);
     let c = Cluster::start_with(
-        ClusterOptions::new(1).env("MERIDIAN_AUTH_ENABLED", "true").env("MERIDIAN_ADMIN_PASSWORD", ADMIN_PW),
+        ClusterOptions::new(2).env("MERIDIAN_AUTH_ENABLED", "true").env("MERIDIAN_ADMIN_PASSWORD", ADMIN_PW),
     )
     .await;
     c.wait_for_user(0, "admin").await;
@@ -49,6 +50,8 @@ async fn skopeo_pushes_and_pulls_with_credentials_and_is_refused_without() {
     let index_digest = oci::sha256_digest(&layout.index);
     let host = c[0].http_addr();
     let remote = format!("docker://{host}/team/app:v1");
+    // Pulls go to the other region.
+    let remote_elsewhere = format!("docker://{}/team/app:v1", c[1].http_addr());
     let src_ref = format!("oci:{}:v1", src.display());
     let dst_ref = format!("oci:{}:v1", dst.display());
     let admin_creds = format!("admin:{ADMIN_PW}");
@@ -82,11 +85,22 @@ async fn skopeo_pushes_and_pulls_with_credentials_and_is_refused_without() {
     let raw = run_skopeo(&skopeo, &["inspect", "--raw", "--tls-verify=false", "--creds", &viewer_creds, &remote]).await;
     assert!(raw == layout.index, "inspect --raw: index bytes differ");
 
-    // Pulled back by the reader, digests preserved; anonymous pulls are refused.
-    skopeo_fails(&skopeo, &["--insecure-policy", "copy", "--all", "--src-tls-verify=false", &remote, &dst_ref]).await;
+    // Pulled back by the reader in the other region, digests preserved; anonymous pulls
+    // are refused.
+    skopeo_fails(&skopeo, &["--insecure-policy", "copy", "--all", "--src-tls-verify=false", &remote_elsewhere, &dst_ref]).await;
     run_skopeo(
         &skopeo,
-        &["--insecure-policy", "copy", "--all", "--preserve-digests", "--src-tls-verify=false", "--src-creds", &viewer_creds, &remote, &dst_ref],
+        &[
+            "--insecure-policy",
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            "--src-creds",
+            &viewer_creds,
+            &remote_elsewhere,
+            &dst_ref,
+        ],
     )
     .await;
     let pulled = read_layout_blobs(&dst);

@@ -3,4 +3,6 @@
 #![allow(dead_code, unused_imports)]
 
 pub use chaos_tests::harness::*;
+pub mod containerd;
+pub mod podman;
 pub mod skopeo;
