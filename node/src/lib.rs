@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod cli;
 pub mod config;
 pub mod failpoints;
+pub mod lifecycle;
 pub mod meta;
 pub mod observability;
 pub mod registry;
@@ -61,7 +62,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (started_tx, started) = tokio::sync::watch::channel(false);
     let startup = tokio::spawn(meta::readiness::track_startup(meta.clone(), store.clone(), started_tx, shutdown_rx.clone()));
     let registry = Registry {
-        store,
+        store: store.clone(),
         meta: meta.clone(),
         blobs: blobs.clone(),
         replicator: replicator.clone(),
@@ -79,11 +80,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
         .await
         .with_context(|| format!("binding gRPC {}", config.grpc_listen))?;
+    let lifecycle =
+        lifecycle::Lifecycle::new(meta.clone(), store.clone(), blobs.clone(), config.region.clone(), config.gc.clone());
+    let gc_schedule = tokio::spawn(lifecycle::run_gc_schedule(lifecycle.clone(), shutdown_rx.clone()));
     let grpc = {
         let (config, meta, shutdown) = (config.clone(), meta.clone(), shutdown_rx.clone());
         let grpc_replicator = replicator.clone();
         tokio::spawn(async move {
-            if let Err(e) = cluster::serve_grpc(&config, grpc_listener, meta, grpc_replicator, grpc_tls, shutdown).await {
+            if let Err(e) =
+                cluster::serve_grpc(&config, grpc_listener, meta, grpc_replicator, lifecycle, grpc_tls, shutdown).await
+            {
                 tracing::error!(error = %e, listen = %config.grpc_listen, "gRPC server failed");
             }
         })
@@ -129,6 +135,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = rtt_prober.await;
     let _ = bootstrap.await;
     let _ = startup.await;
+    let _ = gc_schedule.await;
     if let Some(j) = joiner {
         let _ = j.await;
     }

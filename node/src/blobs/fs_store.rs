@@ -1,13 +1,44 @@
 //! Content-addressed filesystem blob store.
 
+use super::pins::{BlobPins, Pin};
 use super::BlobError;
 use meridian_replication::Digest;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct FsBlobStore {
     blobs_dir: PathBuf,
     uploads_dir: PathBuf,
+    pins: Arc<BlobPins>,
+}
+
+/// A blob file as garbage collection sees it.
+#[derive(Debug, Clone)]
+pub struct StoredBlob {
+    pub digest: Digest,
+    pub size: u64,
+    /// Last modification (Unix seconds): when it was written here.
+    pub modified_unix: u64,
+}
+
+/// A file outside the blob store proper: an upload's bytes or a quarantined copy.
+#[derive(Debug, Clone)]
+pub struct Leftover {
+    pub path: PathBuf,
+    /// The file name: an upload session's id, `direct-…`, `fetch-…`, or a quarantined copy.
+    pub name: String,
+    pub size: u64,
+    pub modified_unix: u64,
+    pub quarantined: bool,
+}
+
+fn modified_unix(meta: &std::fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl FsBlobStore {
@@ -26,7 +57,91 @@ impl FsBlobStore {
                 std::fs::remove_file(entry.path())?;
             }
         }
-        Ok(FsBlobStore { blobs_dir, uploads_dir })
+        Ok(FsBlobStore { blobs_dir, uploads_dir, pins: Arc::default() })
+    }
+
+    /// Keeps garbage collection off `digests` until the returned pin is dropped.
+    pub fn pin(&self, digests: impl IntoIterator<Item = String>) -> Pin {
+        self.pins.pin(digests)
+    }
+
+    /// Marks the blob as used here now (its modification time): a blob linked into a
+    /// repository is kept by garbage collection for the upload grace from then, whether
+    /// its bytes were just written or were here already (blocking, small).
+    pub fn touch(&self, digest: &Digest) -> std::io::Result<()> {
+        match std::fs::File::options().write(true).open(self.blob_path(digest)) {
+            Ok(f) => f.set_modified(std::time::SystemTime::now()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every stored blob (blocking: walks the directory tree). Files whose names are not
+    /// a digest are left out.
+    pub fn stored_blobs(&self) -> std::io::Result<Vec<StoredBlob>> {
+        let mut out = Vec::new();
+        for alg in read_dir_if_exists(&self.blobs_dir)? {
+            let alg = alg?;
+            for prefix in read_dir_if_exists(&alg.path())? {
+                let prefix = prefix?;
+                for file in read_dir_if_exists(&prefix.path())? {
+                    let file = file?;
+                    let name = format!("{}:{}", alg.file_name().to_string_lossy(), file.file_name().to_string_lossy());
+                    let Ok(digest) = Digest::parse(&name) else { continue };
+                    let meta = file.metadata()?;
+                    out.push(StoredBlob { digest, size: meta.len(), modified_unix: modified_unix(&meta) });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the blob file unless the digest is pinned or `unneeded` (run under the pin
+    /// lock, after the caller's checks) says it is needed after all. Returns the bytes
+    /// freed; `None` when it stayed (blocking).
+    pub fn remove_unneeded(&self, digest: &Digest, unneeded: impl FnOnce() -> bool) -> std::io::Result<Option<u64>> {
+        let path = self.blob_path(digest);
+        self.pins
+            .unless_pinned(&digest.to_string(), || -> std::io::Result<Option<u64>> {
+                if !unneeded() {
+                    return Ok(None);
+                }
+                let size = match std::fs::metadata(&path) {
+                    Ok(m) => m.len(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                // A reader that already opened the file keeps reading it (POSIX unlink).
+                std::fs::remove_file(&path)?;
+                Ok(Some(size))
+            })
+            .unwrap_or(Ok(None))
+    }
+
+    /// Files under `uploads/` and `quarantine/` (blocking).
+    pub fn leftovers(&self) -> std::io::Result<Vec<Leftover>> {
+        let mut out = Vec::new();
+        for (dir, quarantined) in [(self.uploads_dir.clone(), false), (self.quarantine_dir(), true)] {
+            for entry in read_dir_if_exists(&dir)? {
+                let entry = entry?;
+                let meta = entry.metadata()?;
+                if !meta.is_file() {
+                    continue;
+                }
+                out.push(Leftover {
+                    path: entry.path(),
+                    name: entry.file_name().to_string_lossy().to_string(),
+                    size: meta.len(),
+                    modified_unix: modified_unix(&meta),
+                    quarantined,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn quarantine_dir(&self) -> PathBuf {
+        self.blobs_dir.with_file_name("quarantine")
     }
 
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
@@ -86,7 +201,7 @@ impl FsBlobStore {
     /// `quarantine/`, kept for inspection), so this region stops serving it and fetches
     /// a good copy when it is next needed.
     pub async fn quarantine(&self, digest: &Digest) -> Result<(), BlobError> {
-        let dir = self.blobs_dir.with_file_name("quarantine");
+        let dir = self.quarantine_dir();
         tokio::fs::create_dir_all(&dir).await?;
         let target = dir.join(format!("{}-{}-{}", digest.algorithm().name(), digest.hex(), uuid::Uuid::new_v4()));
         tokio::fs::rename(self.blob_path(digest), target).await?;
@@ -100,5 +215,14 @@ impl FsBlobStore {
                 tracing::warn!(path = %path.display(), error = %e, "could not remove upload file");
             }
         }
+    }
+}
+
+/// The entries of `dir`, none when it does not exist.
+fn read_dir_if_exists(dir: &Path) -> std::io::Result<Box<dyn Iterator<Item = std::io::Result<std::fs::DirEntry>>>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => Ok(Box::new(entries)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Box::new(std::iter::empty())),
+        Err(e) => Err(e),
     }
 }

@@ -6,10 +6,11 @@
 //! hash-checked file, so a reader never sees a partial blob.
 
 mod fs_store;
+pub mod pins;
 pub mod uploads;
 mod writer;
 
-pub use fs_store::FsBlobStore;
+pub use fs_store::{FsBlobStore, Leftover, StoredBlob};
 pub use writer::{stream_to_file, BlobCap, WriteError, WriteOutcome};
 
 #[derive(Debug, thiserror::Error)]

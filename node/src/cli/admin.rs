@@ -7,10 +7,13 @@
 //! address, malformed image reference, unknown role, no password on stdin, malformed grant
 //! or duration).
 //!
-//! Scope maps, robot tokens and signing keys live in [`identities`].
+//! Scope maps, robot tokens and signing keys live in [`identities`]; garbage collection in
+//! [`lifecycle`].
 
 mod identities;
+mod lifecycle;
 pub use identities::{KeyCommand, ScopeMapCommand, TokenCommand};
+pub use lifecycle::GcCommand;
 
 use crate::auth::password::random_secret;
 use crate::cli::table::{key_values, Align, Table};
@@ -98,6 +101,9 @@ pub enum AdminCommand {
     /// Rotate, retire or list the token-signing keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Garbage collection: run it now, or see each region's last sweep.
+    #[command(subcommand)]
+    Gc(GcCommand),
 }
 
 /// `meridian admin user …`
@@ -463,6 +469,7 @@ async fn execute(args: AdminArgs) -> Result<String, CliError> {
             let prepared = identity_call.take().ok_or_else(|| CliError::Usage("no identity command".to_string()))?;
             identities::run_identity(&admin, prepared, json).await
         }
+        AdminCommand::Gc(cmd) => lifecycle::run_gc(&admin, cmd, json).await,
     }
 }
 

@@ -5,6 +5,7 @@
 //! contacted node (Meta forwards them to the leader) and identities are listed from its store.
 
 use super::admin_identities as identities;
+use super::admin_lifecycle as lifecycle;
 use super::peers::grpc_url;
 use crate::auth::{now_unix, password};
 use crate::meta::command::{Command, CommandResult};
@@ -44,6 +45,7 @@ const MIN_PASSWORD_CHARS: usize = 8;
 
 pub struct AdminServiceImpl {
     pub meta: Meta,
+    pub lifecycle: std::sync::Arc<crate::lifecycle::Lifecycle>,
     pub replicator: std::sync::Arc<crate::replicas::Replicator>,
     pub token: Option<String>,
     pub allow_remote: bool,
@@ -819,5 +821,15 @@ impl AdminService for AdminServiceImpl {
     async fn list_keys(&self, request: Request<Empty>) -> Result<Response<ListKeysReply>, Status> {
         self.authorize(&request)?;
         identities::list_keys(self).map(Response::new)
+    }
+
+    async fn gc_run(&self, request: Request<GcRunRequest>) -> Result<Response<GcRunReply>, Status> {
+        self.authorize(&request)?;
+        lifecycle::gc_run(self, request.into_inner().dry_run).await.map(Response::new)
+    }
+
+    async fn gc_status(&self, request: Request<Empty>) -> Result<Response<GcStatusReply>, Status> {
+        self.authorize(&request)?;
+        lifecycle::gc_status(self).map(Response::new)
     }
 }

@@ -2,6 +2,7 @@
 //! the Raft network client, and joining a cluster.
 
 pub mod admin_identities;
+pub mod admin_lifecycle;
 pub mod admin_service;
 pub mod blob_transfer_service;
 pub mod forward_service;
@@ -27,6 +28,7 @@ pub async fn serve_grpc(
     listener: tokio::net::TcpListener,
     meta: Meta,
     replicator: std::sync::Arc<crate::replicas::Replicator>,
+    lifecycle: std::sync::Arc<crate::lifecycle::Lifecycle>,
     tls: Option<tls::GrpcTls>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
@@ -40,6 +42,7 @@ pub async fn serve_grpc(
     let meta_for_blobs = meta.clone();
     let admin = AdminServiceServer::new(admin_service::AdminServiceImpl {
         meta,
+        lifecycle,
         replicator: replicator.clone(),
         token: config.admin_token.clone(),
         allow_remote: config.admin_allow_remote,

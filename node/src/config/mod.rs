@@ -76,6 +76,25 @@ pub struct Config {
     pub raft: RaftConfig,
     /// Authentication and authorization of the registry API.
     pub auth: AuthConfig,
+    /// Garbage collection of blobs nothing references.
+    pub gc: GcConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcConfig {
+    /// Seconds between scheduled collections (the leader decides, every region sweeps);
+    /// 0 turns the schedule off (`meridian admin gc run` still works).
+    pub interval_secs: u64,
+    /// A blob uploaded, mounted or left unreferenced within this many seconds is never
+    /// collected, so a push that reuses it cannot race the collector.
+    pub upload_grace_secs: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig { interval_secs: 3600, upload_grace_secs: 3600 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -164,6 +183,7 @@ impl Default for Config {
             body_idle_timeout_secs: 60,
             raft: RaftConfig::default(),
             auth: AuthConfig::default(),
+            gc: GcConfig::default(),
         }
     }
 }
@@ -260,8 +280,8 @@ impl Config {
         toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })
     }
 
-    /// `MERIDIAN_<KEY>` for top-level keys, `MERIDIAN_RAFT_<KEY>` / `MERIDIAN_AUTH_<KEY>` for
-    /// `[raft]` / `[auth]` keys.
+    /// `MERIDIAN_<KEY>` for top-level keys, `MERIDIAN_RAFT_<KEY>` / `MERIDIAN_AUTH_<KEY>` /
+    /// `MERIDIAN_GC_<KEY>` for `[raft]` / `[auth]` / `[gc]` keys.
     pub fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
         for (var, value) in vars {
             let Some(key) = var.strip_prefix("MERIDIAN_") else { continue };
@@ -321,6 +341,8 @@ impl Config {
                 "RAFT_ELECTION_TIMEOUT_MAX_MS" => self.raft.election_timeout_max_ms = num(&value).map_err(bad)?,
                 "RAFT_SNAPSHOT_EVERY" => self.raft.snapshot_every = num(&value).map_err(bad)?,
                 "RAFT_MAX_LOGS_KEPT" => self.raft.max_logs_kept = num(&value).map_err(bad)?,
+                "GC_INTERVAL_SECS" => self.gc.interval_secs = num(&value).map_err(bad)?,
+                "GC_UPLOAD_GRACE_SECS" => self.gc.upload_grace_secs = num(&value).map_err(bad)?,
                 "AUTH_ENABLED" => self.auth.enabled = num(&value).map_err(bad)?,
                 "AUTH_SERVICE" => self.auth.service = value.clone(),
                 "AUTH_REALM" => self.auth.realm = Some(value.clone()).filter(|v| !v.is_empty()),
@@ -374,14 +396,15 @@ mod tests {
             "max_manifest_bytes", "max_blob_bytes", "upload_timeout_secs", "max_upload_sessions_per_identity", "header_read_timeout_secs", "body_idle_timeout_secs", "raft.heartbeat_ms",
             "raft.election_timeout_min_ms", "raft.election_timeout_max_ms", "raft.snapshot_every",
             "raft.max_logs_kept", "raft.write_timeout_ms", "auth.enabled", "auth.service", "auth.realm",
-            "auth.token_ttl_secs", "auth.anonymous_pull", "auth.failed_login_limit",
+            "auth.token_ttl_secs", "auth.anonymous_pull", "auth.failed_login_limit", "gc.interval_secs",
+            "gc.upload_grace_secs",
         ];
         for key in keys {
             assert!(readme.contains(&format!("`{key}`")), "README lacks config key {key}");
         }
         // The list above must itself be complete: serialize defaults and count fields.
         let defaults = format!("{:?}", Config::default());
-        // + 2: the `raft` and `auth` tables themselves.
-        assert_eq!(defaults.matches(": ").count(), keys.len() + 2, "a config field is missing from the README check");
+        // + 3: the `raft`, `auth` and `gc` tables themselves.
+        assert_eq!(defaults.matches(": ").count(), keys.len() + 3, "a config field is missing from the README check");
     }
 }

@@ -1,7 +1,7 @@
 //! The entries of Meridian's one history: every repository, manifest and tag change is
 //! one of these commands, applied in log order on every node.
 
-use super::records::{RobotRecord, ScopeMap, SigningKey, UserRecord};
+use super::records::{GcSweepReport, RobotRecord, ScopeMap, SigningKey, UserRecord};
 use meridian_replication::Digest;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -11,12 +11,31 @@ pub enum Command {
     /// One manifest PUT: its bytes, tags and everything it references (one entry, not one
     /// per blob — blobs stay region-local until a manifest references them).
     PutManifest(PutManifest),
-    /// Deletes a manifest, every tag pointing at it in the repository, and its referrer entry.
-    DeleteManifest { repo: String, digest: Digest },
+    /// Deletes a manifest, every tag pointing at it in the repository, and its referrer
+    /// entry, and gives back its references on blobs. `at_unix` is the proposer's clock:
+    /// a blob left unreferenced is so from then (0 in entries from before it was sent).
+    DeleteManifest {
+        repo: String,
+        digest: Digest,
+        #[serde(default)]
+        at_unix: u64,
+    },
     /// Removes one tag; the manifest stays.
     DeleteTag { repo: String, tag: String },
     /// Removes a blob from a repository (the bytes stay until garbage collection).
-    UnlinkBlob { repo: String, digest: Digest },
+    UnlinkBlob {
+        repo: String,
+        digest: Digest,
+        #[serde(default)]
+        at_unix: u64,
+    },
+    /// Garbage collection's decision: forget these blobs in every region. Applying it
+    /// re-checks each one — still referenced by nothing, and so since `grace_secs` before
+    /// `at_unix` (the proposer's clock) — so a push or mount ordered before it keeps the
+    /// blob. Each region then removes its copy (`lifecycle::sweep`).
+    CollectBlobs { digests: Vec<Digest>, at_unix: u64, grace_secs: u64 },
+    /// What a region's garbage-collection sweep did (for `meridian admin gc status`).
+    RecordGcSweep { report: GcSweepReport },
     /// Verified copies of these blobs have landed in `region` (batched).
     AddReplicas { region: String, digests: Vec<Digest> },
     /// `region`'s copy of a blob turned out corrupt and was quarantined.
@@ -35,6 +54,12 @@ pub enum Command {
     /// Creates or replaces a robot token (its secrets included).
     PutRobot { robot: RobotRecord },
     RemoveRobot { name: String },
+}
+
+/// The proposer's clock (Unix seconds) for entries that carry one: applying must not read
+/// a clock of its own, or regions would disagree.
+pub fn proposer_clock() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl Command {
@@ -106,4 +131,6 @@ pub enum CommandResult {
     AlreadyExists,
     /// The user (or robot, scope map, key) to change or remove does not exist.
     UserUnknown,
+    /// `CollectBlobs` forgot this many blobs of this many bytes.
+    Collected { blobs: u64, bytes: u64 },
 }

@@ -2,7 +2,8 @@
 //! answers from what this node has applied.
 
 use super::records::{
-    decode_auth, BlobLocation, ReferrerDescriptor, RobotRecord, ScopeMap, SigningKey, StoredManifest, UserRecord,
+    decode_auth, BlobLink, BlobLocation, GcSweepReport, LocalLink, ReferrerDescriptor, RobotRecord, ScopeMap, SigningKey,
+    StoredManifest, UserRecord,
 };
 use super::store::{
     auth_key, repo_key, repo_prefix, Store, StoreError, CF_SM_AUTH, CF_LOCAL_BLOB_LINKS, CF_SM_BLOBS, CF_SM_BLOB_LINKS,
@@ -74,14 +75,11 @@ impl Store {
     /// (cluster-wide) or pushed/mounted into it on this node.
     pub fn linked_blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, StoreError> {
         let key = repo_key(repo, &digest.to_string());
-        for cf in [CF_SM_BLOB_LINKS, CF_LOCAL_BLOB_LINKS] {
-            if let Some(raw) = self.get(cf, &key)? {
-                let bytes: [u8; 8] = raw
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt { cf, reason: "blob size".into() })?;
-                return Ok(Some(u64::from_be_bytes(bytes)));
-            }
+        if let Some(raw) = self.get(CF_SM_BLOB_LINKS, &key)? {
+            return Ok(Some(BlobLink::decode(&raw)?.size));
+        }
+        if let Some(raw) = self.get(CF_LOCAL_BLOB_LINKS, &key)? {
+            return Ok(Some(LocalLink::decode(&raw)?.size));
         }
         Ok(None)
     }
@@ -129,6 +127,31 @@ impl Store {
     pub fn has_identities(&self) -> Result<bool, StoreError> {
         let any = |prefix: &str| self.scan_prefix(CF_SM_AUTH, prefix.as_bytes(), None, 1).map(|found| !found.is_empty());
         Ok(any("key/")? && any("user/")?)
+    }
+
+    /// Blobs no manifest has referenced for `grace_secs` before `now`, with their sizes:
+    /// garbage collection's candidates (one pass over `sm_blobs`, nothing kept but them).
+    pub fn collectable_blobs(&self, now: u64, grace_secs: u64) -> Result<Vec<(Digest, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db().iterator_cf(self.cf(CF_SM_BLOBS)?, rocksdb::IteratorMode::Start) {
+            let (key, raw) = item?;
+            let location = BlobLocation::decode(&raw)?;
+            if !location.collectable(now, grace_secs) {
+                continue;
+            }
+            let text = std::str::from_utf8(&key).map_err(|e| StoreError::Corrupt { cf: CF_SM_BLOBS, reason: e.to_string() })?;
+            let digest = Digest::parse(text).map_err(|e| StoreError::Corrupt { cf: CF_SM_BLOBS, reason: e.to_string() })?;
+            out.push((digest, location.size));
+        }
+        Ok(out)
+    }
+
+    /// The last garbage-collection sweep of every region that reported one.
+    pub fn gc_sweep_reports(&self) -> Result<Vec<GcSweepReport>, StoreError> {
+        self.scan_prefix(super::store::CF_SM_META, b"gc/", None, usize::MAX)?
+            .into_iter()
+            .map(|(_, raw)| serde_json::from_slice(&raw).map_err(|e| StoreError::Corrupt { cf: super::store::CF_SM_META, reason: e.to_string() }))
+            .collect()
     }
 
     fn auth_records<T: serde::de::DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, StoreError> {

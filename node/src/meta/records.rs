@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 pub struct StoredManifest {
     pub media_type: String,
     pub subject: Option<String>,
+    /// The distinct blobs (config, layers) it references: deleting it gives back one
+    /// reference on each (garbage collection counts references, never parses manifests).
+    pub blobs: Vec<String>,
     pub body: Vec<u8>,
 }
 
@@ -17,11 +20,17 @@ pub struct StoredManifest {
 struct ManifestHeader {
     media_type: String,
     subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    blobs: Vec<String>,
 }
 
 impl StoredManifest {
     pub fn encode(&self) -> Vec<u8> {
-        let header = ManifestHeader { media_type: self.media_type.clone(), subject: self.subject.clone() };
+        let header = ManifestHeader {
+            media_type: self.media_type.clone(),
+            subject: self.subject.clone(),
+            blobs: self.blobs.clone(),
+        };
         // Serializing a struct of strings cannot fail.
         let header = serde_json::to_vec(&header).unwrap_or_default();
         let mut out = Vec::with_capacity(4 + header.len() + self.body.len());
@@ -37,18 +46,115 @@ impl StoredManifest {
         let len = u32::from_be_bytes(len_bytes) as usize;
         let header_bytes = raw.get(4..4 + len).ok_or_else(|| corrupt("short header"))?;
         let header: ManifestHeader = serde_json::from_slice(header_bytes).map_err(|e| corrupt(&e.to_string()))?;
-        Ok(StoredManifest { media_type: header.media_type, subject: header.subject, body: raw[4 + len..].to_vec() })
+        Ok(StoredManifest {
+            media_type: header.media_type,
+            subject: header.subject,
+            blobs: header.blobs,
+            body: raw[4 + len..].to_vec(),
+        })
     }
 }
 
-/// Where a blob's verified copies are, cluster-wide.
+/// Where a blob's verified copies are, cluster-wide, and whether anything still needs it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BlobLocation {
     pub size: u64,
     pub regions: Vec<String>,
+    /// Repositories whose manifests reference the blob (rows of `sm_blob_links`). `None`
+    /// for a record written before references were counted: never collected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<u64>,
+    /// When `links` last fell to zero (Unix seconds, the clock of the entry that did it);
+    /// the blob may be collected once it has stayed unreferenced for the grace period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreferenced_since: Option<u64>,
+}
+
+/// A repository's link to a blob in `sm_blob_links`: the blob's size and how many of the
+/// repository's manifests reference it. Encoded as two u64 BE; a record from before
+/// references were counted is the size alone (counted as one reference).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLink {
+    pub size: u64,
+    pub refs: u64,
+}
+
+impl BlobLink {
+    pub fn encode(&self) -> [u8; 16] {
+        two_words(self.size, self.refs)
+    }
+
+    pub fn decode(raw: &[u8]) -> Result<BlobLink, StoreError> {
+        match read_words(raw) {
+            Some((size, None)) => Ok(BlobLink { size, refs: 1 }),
+            Some((size, Some(refs))) => Ok(BlobLink { size, refs }),
+            None => Err(StoreError::Corrupt { cf: super::store::CF_SM_BLOB_LINKS, reason: "blob link".into() }),
+        }
+    }
+}
+
+/// Two u64 BE.
+fn two_words(a: u64, b: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&a.to_be_bytes());
+    out[8..].copy_from_slice(&b.to_be_bytes());
+    out
+}
+
+/// One u64 BE, or two; `None` for any other length.
+fn read_words(raw: &[u8]) -> Option<(u64, Option<u64>)> {
+    let word = |b: &[u8]| -> Option<u64> { Some(u64::from_be_bytes(b.try_into().ok()?)) };
+    match raw.len() {
+        8 => Some((word(raw)?, None)),
+        16 => Some((word(&raw[..8])?, Some(word(&raw[8..])?))),
+        _ => None,
+    }
+}
+
+/// A blob pushed or mounted into a repository on this node (`local_blob_links`): its size
+/// and when it was linked, which keeps it from garbage collection for the upload grace.
+/// Two u64 BE; a record from before link times were kept is the size alone (linked at 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalLink {
+    pub size: u64,
+    pub linked_unix: u64,
+}
+
+impl LocalLink {
+    pub fn encode(&self) -> [u8; 16] {
+        two_words(self.size, self.linked_unix)
+    }
+
+    pub fn decode(raw: &[u8]) -> Result<LocalLink, StoreError> {
+        let (size, linked_unix) = read_words(raw)
+            .ok_or_else(|| StoreError::Corrupt { cf: super::store::CF_LOCAL_BLOB_LINKS, reason: "local blob link".into() })?;
+        Ok(LocalLink { size, linked_unix: linked_unix.unwrap_or(0) })
+    }
+}
+
+/// What one region's garbage-collection sweep did (kept in the state machine under
+/// `sm_meta` `gc/<region>`, so `meridian admin gc status` answers from any region).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct GcSweepReport {
+    pub region: String,
+    pub finished_unix: u64,
+    pub duration_ms: u64,
+    pub dry_run: bool,
+    /// Blob files found that nothing needs (no cluster record, no link within the grace).
+    pub candidates: u64,
+    pub blobs_removed: u64,
+    pub bytes_freed: u64,
+    /// Leftover upload and quarantine files removed.
+    pub leftovers_removed: u64,
+    pub errors: Vec<String>,
 }
 
 impl BlobLocation {
+    /// Whether garbage collection may take the blob at `now` (entry clock).
+    pub fn collectable(&self, now: u64, grace_secs: u64) -> bool {
+        self.links == Some(0) && self.unreferenced_since.is_some_and(|since| since.saturating_add(grace_secs) <= now)
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }

@@ -6,7 +6,7 @@
 //! whatever the state machine had not yet persisted.
 
 use super::command::{BlobRef, Command, CommandResult, PutManifest};
-use super::records::{encode_json, BlobLocation, ReferrerDescriptor, StoredManifest};
+use super::records::{encode_json, BlobLink, BlobLocation, ReferrerDescriptor, StoredManifest};
 use super::store::{
     auth_key, queue_key, repo_key, repo_prefix, SpaceWait, Store, StoreError, CF_LOCAL_REPLICATION_QUEUE, CF_SM_AUTH, QUEUE_BACKFILL, QUEUE_RECENT, CF_SM_BLOBS, CF_SM_BLOB_LINKS, CF_SM_MANIFESTS, CF_SM_META,
     CF_SM_REFERRERS, CF_SM_REPOS, CF_SM_TAGS, STATE_MACHINE_CFS,
@@ -14,12 +14,18 @@ use super::store::{
 use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftLogId, StorageIOError};
+use meridian_replication::Digest;
 use rocksdb::WriteBatch;
 use std::io::Cursor;
 use std::path::PathBuf;
 
 const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
+
+/// `sm_meta` key of a region's last garbage-collection sweep.
+pub fn gc_report_key(region: &str) -> Vec<u8> {
+    format!("gc/{region}").into_bytes()
+}
 
 #[derive(Clone)]
 pub struct StateMachine {
@@ -59,7 +65,7 @@ impl StateMachine {
     fn apply_command(&self, batch: &mut WriteBatch, cmd: &Command) -> Result<CommandResult, StoreError> {
         match cmd {
             Command::PutManifest(put) => self.apply_put_manifest(batch, put),
-            Command::DeleteManifest { repo, digest } => {
+            Command::DeleteManifest { repo, digest, at_unix } => {
                 let key = repo_key(repo, &digest.to_string());
                 let Some(raw) = self.store.get(CF_SM_MANIFESTS, &key)? else {
                     return Ok(CommandResult::ManifestUnknown);
@@ -75,6 +81,9 @@ impl StateMachine {
                 if let Some(subject) = &stored.subject {
                     let rkey = repo_key(repo, &format!("{subject}\0{digest_str}"));
                     batch.delete_cf(self.store.cf(CF_SM_REFERRERS)?, rkey);
+                }
+                for blob in &stored.blobs {
+                    self.release_link(batch, repo, blob, *at_unix)?;
                 }
                 Ok(CommandResult::Applied)
             }
@@ -150,15 +159,72 @@ impl StateMachine {
                 Ok(CommandResult::Applied)
             }
             Command::RemoveRobot { name } => self.remove_auth(batch, "robot", name),
-            Command::UnlinkBlob { repo, digest } => {
+            Command::UnlinkBlob { repo, digest, at_unix } => {
                 let key = repo_key(repo, &digest.to_string());
                 if !self.store.exists(CF_SM_BLOB_LINKS, &key)? {
                     return Ok(CommandResult::BlobUnknown);
                 }
                 batch.delete_cf(self.store.cf(CF_SM_BLOB_LINKS)?, key);
+                self.drop_repo_reference(batch, &digest.to_string(), *at_unix)?;
+                Ok(CommandResult::Applied)
+            }
+            Command::CollectBlobs { digests, at_unix, grace_secs } => self.apply_collect(batch, digests, *at_unix, *grace_secs),
+            Command::RecordGcSweep { report } => {
+                batch.put_cf(self.store.cf(CF_SM_META)?, gc_report_key(&report.region), encode_json(report));
                 Ok(CommandResult::Applied)
             }
         }
+    }
+
+    /// A manifest of `repo` that referenced `blob` is gone: one reference less on the
+    /// repository's link, and when that was the last, one repository less on the blob.
+    fn release_link(&self, batch: &mut WriteBatch, repo: &str, blob: &str, at_unix: u64) -> Result<(), StoreError> {
+        let key = repo_key(repo, blob);
+        let Some(raw) = self.store.get(CF_SM_BLOB_LINKS, &key)? else { return Ok(()) };
+        let link = BlobLink::decode(&raw)?;
+        if link.refs > 1 {
+            batch.put_cf(self.store.cf(CF_SM_BLOB_LINKS)?, &key, BlobLink { refs: link.refs - 1, ..link }.encode());
+            return Ok(());
+        }
+        batch.delete_cf(self.store.cf(CF_SM_BLOB_LINKS)?, &key);
+        self.drop_repo_reference(batch, blob, at_unix)
+    }
+
+    /// One repository less links `blob`; the last one makes it unreferenced from `at_unix`.
+    fn drop_repo_reference(&self, batch: &mut WriteBatch, blob: &str, at_unix: u64) -> Result<(), StoreError> {
+        let Some(raw) = self.store.get(CF_SM_BLOBS, blob.as_bytes())? else { return Ok(()) };
+        let mut location = BlobLocation::decode(&raw)?;
+        if let Some(links) = location.links {
+            let links = links.saturating_sub(1);
+            location.links = Some(links);
+            if links == 0 {
+                location.unreferenced_since = Some(at_unix);
+            }
+            batch.put_cf(self.store.cf(CF_SM_BLOBS)?, blob.as_bytes(), location.encode());
+        }
+        Ok(())
+    }
+
+    /// Forgets every listed blob that is still unreferenced and has been for the grace:
+    /// its record and this region's queued fetch of it go in this entry, its bytes in
+    /// each region's sweep. Anything a manifest or link took back meanwhile stays.
+    fn apply_collect(&self, batch: &mut WriteBatch, digests: &[Digest], at_unix: u64, grace_secs: u64) -> Result<CommandResult, StoreError> {
+        let (mut blobs, mut bytes) = (0u64, 0u64);
+        for digest in digests {
+            let key = digest.to_string();
+            let Some(raw) = self.store.get(CF_SM_BLOBS, key.as_bytes())? else { continue };
+            let location = BlobLocation::decode(&raw)?;
+            if !location.collectable(at_unix, grace_secs) {
+                continue;
+            }
+            batch.delete_cf(self.store.cf(CF_SM_BLOBS)?, key.as_bytes());
+            for priority in [QUEUE_RECENT, QUEUE_BACKFILL] {
+                batch.delete_cf(self.store.cf(CF_LOCAL_REPLICATION_QUEUE)?, queue_key(priority, &key));
+            }
+            blobs += 1;
+            bytes += location.size;
+        }
+        Ok(CommandResult::Collected { blobs, bytes })
     }
 
     /// Deletes an `sm_auth` record; `UserUnknown` when there is none.
@@ -177,12 +243,48 @@ impl StateMachine {
                 return Ok(CommandResult::ManifestBlobUnknown(child.clone()));
             }
         }
+        // Each blob once, however often the manifest names it.
+        let mut seen = std::collections::BTreeSet::new();
+        let blobs: Vec<&BlobRef> = put.blobs.iter().filter(|b| seen.insert(b.digest.to_string())).collect();
+        // No dangling reference: a blob the pushing region does not hold must be held
+        // somewhere. Garbage collection may have forgotten it since the push checked its
+        // link (the collection was ordered first): the client gets MANIFEST_BLOB_UNKNOWN
+        // and uploads it again.
+        for b in &blobs {
+            if b.held_here {
+                continue;
+            }
+            let held = match self.store.get(CF_SM_BLOBS, b.digest.to_string().as_bytes())? {
+                Some(raw) => !BlobLocation::decode(&raw)?.regions.is_empty(),
+                None => false,
+            };
+            if !held {
+                return Ok(CommandResult::ManifestBlobUnknown(b.digest.clone()));
+            }
+        }
         let digest = put.digest.to_string();
-        for BlobRef { digest: blob, size, held_here } in &put.blobs {
+        // Pushing the same manifest again changes tags only: its references are counted once.
+        let is_new = !self.store.exists(CF_SM_MANIFESTS, &repo_key(&put.repo, &digest))?;
+        for BlobRef { digest: blob, size, held_here } in blobs.iter().copied() {
             let blob_key = blob.to_string();
+            let link_key = repo_key(&put.repo, &blob_key);
+            let link = match self.store.get(CF_SM_BLOB_LINKS, &link_key)? {
+                Some(raw) => Some(BlobLink::decode(&raw)?),
+                None => None,
+            };
             let mut location = match self.store.get(CF_SM_BLOBS, blob_key.as_bytes())? {
                 Some(raw) => BlobLocation::decode(&raw)?,
-                None => BlobLocation { size: *size, regions: Vec::new() },
+                None => BlobLocation { size: *size, regions: Vec::new(), links: Some(0), unreferenced_since: None },
+            };
+            if link.is_none() {
+                // A new repository references the blob.
+                location.links = location.links.map(|n| n + 1);
+                location.unreferenced_since = None;
+            }
+            let refs = match (link, is_new) {
+                (Some(l), true) => l.refs + 1,
+                (Some(l), false) => l.refs,
+                (None, _) => 1,
             };
             if *held_here && !location.regions.contains(&put.region) {
                 location.regions.push(put.region.clone());
@@ -198,11 +300,12 @@ impl StateMachine {
                 );
             }
             batch.put_cf(self.store.cf(CF_SM_BLOBS)?, blob_key.as_bytes(), location.encode());
-            batch.put_cf(self.store.cf(CF_SM_BLOB_LINKS)?, repo_key(&put.repo, &blob_key), size.to_be_bytes());
+            batch.put_cf(self.store.cf(CF_SM_BLOB_LINKS)?, link_key, BlobLink { size: *size, refs }.encode());
         }
         let stored = StoredManifest {
             media_type: put.media_type.clone(),
             subject: put.referrer.as_ref().map(|r| r.subject.to_string()),
+            blobs: blobs.iter().map(|b| b.digest.to_string()).collect(),
             body: put.body.as_bytes().to_vec(),
         };
         batch.put_cf(self.store.cf(CF_SM_MANIFESTS)?, repo_key(&put.repo, &digest), stored.encode());
@@ -371,6 +474,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             if matches!(&entry.payload, EntryPayload::Normal(cmd) if cmd.is_auth()) {
                 self.store.bump_auth_epoch();
             }
+            if matches!(&result, CommandResult::Collected { blobs, .. } if *blobs > 0) {
+                self.store.notify_collected();
+            }
             crate::observability::record_raft_applied(log_id.index);
             results.push(result);
         }
@@ -396,6 +502,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // A full disk waits for space here, as appends and applies do.
         self.store.write_waiting_for_space(batch, true).await.map_err(snapshot_err)?;
         self.store.bump_auth_epoch();
+        // The snapshot may have forgotten blobs this region still stores.
+        self.store.notify_collected();
         save_snapshot_waiting_for_space(&self.snapshot_path, meta, &data).await.map_err(snapshot_err)?;
         Ok(())
     }
@@ -404,5 +512,95 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(load_snapshot(&self.snapshot_path)
             .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, &e)))?
             .map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Reference counting and collection at apply time: what every region decides alike.
+    use super::*;
+    use meridian_replication::Algorithm;
+
+    fn machine() -> (tempfile::TempDir, StateMachine) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let sm = StateMachine::new(store, "us".into(), dir.path().join("snapshot"));
+        (dir, sm)
+    }
+
+    fn apply(sm: &StateMachine, cmd: Command) -> CommandResult {
+        let mut batch = WriteBatch::default();
+        let result = sm.apply_command(&mut batch, &cmd).unwrap();
+        sm.store.write(batch).unwrap();
+        result
+    }
+
+    fn digest(seed: &str) -> Digest {
+        Digest::of_bytes(Algorithm::Sha256, seed.as_bytes())
+    }
+
+    fn put(repo: &str, manifest: &str, blobs: &[(&Digest, bool)]) -> Command {
+        Command::PutManifest(PutManifest {
+            repo: repo.into(),
+            digest: digest(manifest),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            body: manifest.into(),
+            tags: vec![],
+            blobs: blobs.iter().map(|(d, held)| BlobRef { digest: (*d).clone(), size: 10, held_here: *held }).collect(),
+            children: vec![],
+            referrer: None,
+            region: "us".into(),
+        })
+    }
+
+    fn location(sm: &StateMachine, d: &Digest) -> Option<BlobLocation> {
+        sm.store.blob_location(d).unwrap()
+    }
+
+    #[test]
+    fn references_are_counted_and_only_unreferenced_blobs_past_the_grace_are_collected() {
+        let (_dir, sm) = machine();
+        let (x, y) = (digest("x"), digest("y"));
+        // Two manifests of one repository share x; y is a's alone (named twice: counted once).
+        assert_eq!(apply(&sm, put("r", "a", &[(&x, true), (&y, true), (&y, true)])), CommandResult::Applied);
+        assert_eq!(apply(&sm, put("r", "b", &[(&x, true)])), CommandResult::Applied);
+        // Pushing a again changes nothing.
+        assert_eq!(apply(&sm, put("r", "a", &[(&x, true), (&y, true)])), CommandResult::Applied);
+        assert_eq!(location(&sm, &x).unwrap().links, Some(1));
+        apply(&sm, Command::DeleteManifest { repo: "r".into(), digest: digest("a"), at_unix: 1000 });
+        let lx = location(&sm, &x).unwrap();
+        let ly = location(&sm, &y).unwrap();
+        assert_eq!((lx.links, lx.unreferenced_since), (Some(1), None), "b still references x");
+        assert_eq!((ly.links, ly.unreferenced_since), (Some(0), Some(1000)));
+        assert_eq!(sm.store.collectable_blobs(1000 + 59, 60).unwrap(), vec![], "within the grace");
+        assert_eq!(sm.store.collectable_blobs(1000 + 60, 60).unwrap(), vec![(y.clone(), 10)]);
+
+        // A collection re-checks at apply: x is referenced, y goes (and from the queue).
+        let collect = |at| Command::CollectBlobs { digests: vec![x.clone(), y.clone()], at_unix: at, grace_secs: 60 };
+        assert_eq!(apply(&sm, collect(1030)), CommandResult::Collected { blobs: 0, bytes: 0 }, "too early");
+        assert_eq!(apply(&sm, collect(1060)), CommandResult::Collected { blobs: 1, bytes: 10 });
+        assert!(location(&sm, &y).is_none());
+        assert!(location(&sm, &x).is_some());
+
+        // A push ordered after the collection that names y: refused unless it brings y.
+        assert_eq!(apply(&sm, put("r", "c", &[(&y, false)])), CommandResult::ManifestBlobUnknown(y.clone()));
+        assert_eq!(sm.store.manifest("r", &digest("c")).unwrap(), None, "nothing half-written");
+        assert_eq!(apply(&sm, put("r", "c", &[(&y, true)])), CommandResult::Applied);
+        assert_eq!(location(&sm, &y).unwrap().links, Some(1));
+    }
+
+    #[test]
+    fn a_blob_referenced_again_within_the_grace_is_not_collected() {
+        let (_dir, sm) = machine();
+        let x = digest("x");
+        apply(&sm, put("r", "a", &[(&x, true)]));
+        apply(&sm, Command::DeleteManifest { repo: "r".into(), digest: digest("a"), at_unix: 1000 });
+        // Another repository references x before the collection is applied.
+        apply(&sm, put("s", "b", &[(&x, false)]));
+        let collect = Command::CollectBlobs { digests: vec![x.clone()], at_unix: 5000, grace_secs: 60 };
+        assert_eq!(apply(&sm, collect), CommandResult::Collected { blobs: 0, bytes: 0 });
+        // Unlinking the last repository's link makes it unreferenced again.
+        apply(&sm, Command::UnlinkBlob { repo: "s".into(), digest: x.clone(), at_unix: 6000 });
+        assert_eq!(location(&sm, &x).unwrap().unreferenced_since, Some(6000));
     }
 }

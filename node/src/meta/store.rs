@@ -21,9 +21,9 @@ pub const CF_SM_REPOS: &str = "sm_repos";
 pub const CF_SM_MANIFESTS: &str = "sm_manifests";
 /// `repo\0tag` → digest string.
 pub const CF_SM_TAGS: &str = "sm_tags";
-/// `repo\0digest` → blob size (u64 BE): blobs a manifest of the repository references.
+/// `repo\0digest` → `BlobLink` (size, how many of the repository's manifests reference it).
 pub const CF_SM_BLOB_LINKS: &str = "sm_blob_links";
-/// `digest` → blob location record (size, regions holding a verified copy).
+/// `digest` → `BlobLocation` (size, regions holding a verified copy, references).
 pub const CF_SM_BLOBS: &str = "sm_blobs";
 /// `repo\0subject\0referrer` → descriptor JSON for the referrers API.
 pub const CF_SM_REFERRERS: &str = "sm_referrers";
@@ -31,7 +31,8 @@ pub const CF_SM_REFERRERS: &str = "sm_referrers";
 pub const CF_SM_AUTH: &str = "sm_auth";
 /// Upload sessions in progress on this node: `uuid` → session record.
 pub const CF_LOCAL_UPLOADS: &str = "local_uploads";
-/// `repo\0digest` → size: blobs pushed to this node and not yet referenced by a manifest.
+/// `repo\0digest` → `LocalLink` (size, when): blobs pushed or mounted into the repository on
+/// this node.
 pub const CF_LOCAL_BLOB_LINKS: &str = "local_blob_links";
 /// `priority byte, digest` → size: referenced blobs this region lacks, waiting to be
 /// fetched; keys sort by priority, so a scan takes recently pushed blobs first.
@@ -93,6 +94,9 @@ pub struct Store {
     /// Bumped whenever identities or keys change (an auth entry applied, a snapshot
     /// installed), so caches of verified credentials know to look again.
     auth_epoch: Arc<std::sync::atomic::AtomicU64>,
+    /// Woken when a `CollectBlobs` entry is applied (or a snapshot installed), so this
+    /// region's garbage-collection sweep removes the copies it no longer needs.
+    collected: Arc<tokio::sync::Notify>,
 }
 
 impl Store {
@@ -109,7 +113,7 @@ impl Store {
             .chain(LOCAL_CFS.iter())
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Store { db: Arc::new(db), auth_epoch: Arc::default() })
+        Ok(Store { db: Arc::new(db), auth_epoch: Arc::default(), collected: Arc::default() })
     }
 
     pub fn auth_epoch(&self) -> u64 {
@@ -118,6 +122,16 @@ impl Store {
 
     pub fn bump_auth_epoch(&self) {
         self.auth_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Tells this region's sweeper that blobs were forgotten.
+    pub fn notify_collected(&self) {
+        self.collected.notify_one();
+    }
+
+    /// Resolves after the next `notify_collected` (or at once if one is pending).
+    pub async fn collected(&self) {
+        self.collected.notified().await
     }
 
     pub fn db(&self) -> &DB {

@@ -1,7 +1,8 @@
 //! Blob reads, deletes and cross-repository mounts.
 
 use super::{Registry, RegistryError, Result};
-use crate::meta::command::{Command, CommandResult};
+use crate::meta::command::{proposer_clock, Command, CommandResult};
+use crate::meta::records::LocalLink;
 use crate::meta::store::{repo_key, CF_LOCAL_BLOB_LINKS, CF_SM_BLOB_LINKS};
 use meridian_replication::Digest;
 use std::sync::Arc;
@@ -51,10 +52,14 @@ impl Registry {
         }
     }
 
-    /// Records that `repo` may serve `digest` (after an upload or a mount), durably.
+    /// Records that `repo` may serve `digest` (after an upload or a mount), durably. The
+    /// link's time keeps the blob from garbage collection for the upload grace.
     pub(super) fn link_local(&self, repo: &str, digest: &Digest, size: u64) -> Result<()> {
         let mut batch = rocksdb::WriteBatch::default();
-        batch.put_cf(self.store.cf(CF_LOCAL_BLOB_LINKS)?, repo_key(repo, &digest.to_string()), size.to_be_bytes());
+        let link = LocalLink { size, linked_unix: proposer_clock() };
+        batch.put_cf(self.store.cf(CF_LOCAL_BLOB_LINKS)?, repo_key(repo, &digest.to_string()), link.encode());
+        // Garbage collection reads the link's time from the file (one stat, no index).
+        self.blobs.touch(digest).map_err(crate::blobs::BlobError::from)?;
         self.store.write_durable(batch)?;
         Ok(())
     }
@@ -70,7 +75,10 @@ impl Registry {
         }
         // Only a blob a manifest referenced has a cluster link; don't spend a Raft entry otherwise.
         let cluster = self.store.exists(CF_SM_BLOB_LINKS, &key)?
-            && self.meta.propose(Command::UnlinkBlob { repo: repo.to_string(), digest: digest.clone() }).await?
+            && self
+                .meta
+                .propose(Command::UnlinkBlob { repo: repo.to_string(), digest: digest.clone(), at_unix: proposer_clock() })
+                .await?
                 == CommandResult::Applied;
         if local || cluster {
             Ok(())
@@ -90,6 +98,7 @@ impl Registry {
         if !available {
             return Ok(false);
         }
+        let _pin = self.blobs.pin([digest.to_string()]);
         match self.blobs.size(digest).await? {
             Some(size) => {
                 self.link_local(repo, digest, size)?;

@@ -4,7 +4,7 @@
 use super::manifest_parse::parse_manifest;
 use super::names::{validate_tag, Reference};
 use super::{Registry, RegistryError, Result};
-use crate::meta::command::{BlobRef, Command, CommandResult, PutManifest, Referrer};
+use crate::meta::command::{proposer_clock, BlobRef, Command, CommandResult, PutManifest, Referrer};
 use crate::meta::records::StoredManifest;
 use bytes::Bytes;
 use meridian_replication::{Algorithm, Digest};
@@ -50,6 +50,9 @@ impl Registry {
         let text = String::from_utf8(body.to_vec())
             .map_err(|_| RegistryError::ManifestInvalid("manifest is not UTF-8".into()))?;
 
+        // Garbage collection keeps off these blobs until the entry is applied, so a blob
+        // this region says it holds is still here when every region learns that.
+        let _pin = self.blobs.pin(parsed.blobs.iter().map(|d| d.digest.to_string()));
         let mut blobs = Vec::with_capacity(parsed.blobs.len());
         for d in &parsed.blobs {
             let size = self
@@ -112,7 +115,9 @@ impl Registry {
     /// removes only the tag.
     pub async fn delete_manifest(&self, repo: &str, reference: &Reference) -> Result<()> {
         let cmd = match reference {
-            Reference::Digest(d) => Command::DeleteManifest { repo: repo.to_string(), digest: d.clone() },
+            Reference::Digest(d) => {
+                Command::DeleteManifest { repo: repo.to_string(), digest: d.clone(), at_unix: proposer_clock() }
+            }
             Reference::Tag(t) => Command::DeleteTag { repo: repo.to_string(), tag: t.clone() },
         };
         match self.meta.propose(cmd).await? {

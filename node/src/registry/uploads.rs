@@ -69,6 +69,9 @@ impl Registry {
             self.blobs.discard(&path).await;
             return Err(RegistryError::DigestInvalid(format!("content hashes to {actual}, not {digest}")));
         }
+        // Pinned from before the commit (which keeps an existing copy) until the link is
+        // durable: garbage collection cannot take the blob in between.
+        let _pin = self.blobs.pin([digest.to_string()]);
         self.blobs.commit(&path, digest).await?;
         self.link_local(repo, digest, outcome.written)
     }
@@ -108,6 +111,7 @@ impl Registry {
             self.sessions.remove(&state.id).await?;
             return Err(RegistryError::DigestInvalid(format!("content hashes to {actual}, not {digest}")));
         }
+        let _pin = self.blobs.pin([digest.to_string()]);
         self.blobs.commit(&path, digest).await?;
         self.sessions.forget(&state.id)?;
         self.link_local(repo, digest, state.offset)

@@ -1,0 +1,182 @@
+//! One region's half of garbage collection: remove what this region stores and nothing
+//! needs. Runs on a blocking thread.
+//!
+//! A blob file stays while the cluster state knows the blob (referenced, or unreferenced
+//! but within the grace and not yet collected), while a push in flight here pins it, and
+//! while it was written or linked here within the grace (linking touches the file, so the
+//! file's time is the newest of both). Everything is re-checked under the pin lock just
+//! before the file goes, together with the removal of the repositories' local links to
+//! it, so an upload or mount that raced the sweep either came first (and keeps the blob)
+//! or comes after (and writes it anew).
+
+use crate::blobs::FsBlobStore;
+use crate::meta::records::{GcSweepReport, LocalLink};
+use crate::meta::store::{Store, CF_LOCAL_BLOB_LINKS, CF_LOCAL_UPLOADS, CF_SM_BLOBS};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// Errors listed in a report at most (the count of the rest is added).
+const MAX_ERRORS: usize = 20;
+
+pub fn sweep_region(store: &Store, blobs: &FsBlobStore, region: &str, grace_secs: u64, now: u64, dry_run: bool) -> GcSweepReport {
+    let started = Instant::now();
+    let mut report = GcSweepReport { region: region.to_string(), dry_run, ..Default::default() };
+    let mut errors = Vec::new();
+    let recent = |modified: u64| modified.saturating_add(grace_secs) > now;
+
+    // Local links by digest, to drop with the blob (and to drop when the blob is gone).
+    let mut links: HashMap<String, Vec<(Vec<u8>, LocalLink)>> = HashMap::new();
+    match local_links(store) {
+        Ok(all) => {
+            for (key, digest, link) in all {
+                links.entry(digest).or_default().push((key, link));
+            }
+        }
+        Err(e) => errors.push(format!("reading local links: {e}")),
+    }
+
+    let stored = match blobs.stored_blobs() {
+        Ok(s) => s,
+        Err(e) => {
+            errors.push(format!("listing blobs: {e}"));
+            Vec::new()
+        }
+    };
+    let mut present = std::collections::HashSet::new();
+    for blob in stored {
+        let digest = blob.digest.to_string();
+        present.insert(digest.clone());
+        let known = |store: &Store| store.exists(CF_SM_BLOBS, digest.as_bytes());
+        match known(store) {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                errors.push(format!("{digest}: {e}"));
+                continue;
+            }
+        }
+        if recent(blob.modified_unix) {
+            continue;
+        }
+        report.candidates += 1;
+        if dry_run {
+            continue;
+        }
+        let keys: Vec<Vec<u8>> = links.get(&digest).map(|l| l.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
+        let removed = blobs.remove_unneeded(&blob.digest, || {
+            // Under the pin lock: nothing may have taken the blob back since the look above.
+            let still_old = std::fs::metadata(blobs.blob_path(&blob.digest))
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .is_some_and(|d| !recent(d.as_secs()));
+            if !still_old || !matches!(known(store), Ok(false)) {
+                return false;
+            }
+            // The links go first: a link must never outlive its bytes (a HEAD would say
+            // the blob is there). Unsynced: a crash that loses the deletes leaves links to
+            // nothing, which the next sweep drops below.
+            delete_keys(store, &keys).is_ok()
+        });
+        match removed {
+            Ok(Some(bytes)) => {
+                report.blobs_removed += 1;
+                report.bytes_freed += bytes;
+                links.remove(&digest);
+                present.remove(&digest);
+            }
+            Ok(None) => {}
+            Err(e) => errors.push(format!("removing {digest}: {e}")),
+        }
+    }
+
+    if !dry_run {
+        // Links to blobs neither stored here nor known to the cluster, past the grace:
+        // what a crash between the two steps above, or a lost upload, left behind.
+        let stale: Vec<Vec<u8>> = links
+            .iter()
+            .filter(|(digest, _)| !present.contains(*digest) && matches!(store.exists(CF_SM_BLOBS, digest.as_bytes()), Ok(false)))
+            .flat_map(|(_, l)| l.iter().filter(|(_, link)| !recent(link.linked_unix)).map(|(k, _)| k.clone()))
+            .collect();
+        if let Err(e) = delete_keys(store, &stale) {
+            errors.push(format!("dropping stale links: {e}"));
+        }
+    }
+
+    sweep_leftovers(store, blobs, &recent, dry_run, &mut report, &mut errors);
+
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    report.finished_unix = now;
+    if errors.len() > MAX_ERRORS {
+        let more = errors.len() - MAX_ERRORS;
+        errors.truncate(MAX_ERRORS);
+        errors.push(format!("… and {more} more"));
+    }
+    report.errors = errors;
+    report
+}
+
+/// Upload files without a session (a crash, a refused request), single-request uploads
+/// and fetches that stopped long ago, and quarantined copies, once past the grace. Live
+/// sessions are the upload sweeper's (`upload_timeout_secs`).
+fn sweep_leftovers(
+    store: &Store,
+    blobs: &FsBlobStore,
+    recent: &dyn Fn(u64) -> bool,
+    dry_run: bool,
+    report: &mut GcSweepReport,
+    errors: &mut Vec<String>,
+) {
+    let leftovers = match blobs.leftovers() {
+        Ok(l) => l,
+        Err(e) => {
+            errors.push(format!("listing uploads and quarantine: {e}"));
+            return;
+        }
+    };
+    for file in leftovers {
+        if recent(file.modified_unix) {
+            continue;
+        }
+        let is_session = !file.quarantined && !file.name.starts_with("direct-") && !file.name.starts_with("fetch-");
+        if is_session && !matches!(store.exists(CF_LOCAL_UPLOADS, file.name.as_bytes()), Ok(false)) {
+            continue;
+        }
+        if dry_run {
+            continue;
+        }
+        match std::fs::remove_file(&file.path) {
+            Ok(()) => {
+                report.leftovers_removed += 1;
+                report.bytes_freed += file.size;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => errors.push(format!("removing {}: {e}", file.path.display())),
+        }
+    }
+}
+
+/// Every local link: (key, digest, link).
+fn local_links(store: &Store) -> Result<Vec<(Vec<u8>, String, LocalLink)>, crate::meta::store::StoreError> {
+    let mut out = Vec::new();
+    for item in store.db().iterator_cf(store.cf(CF_LOCAL_BLOB_LINKS)?, rocksdb::IteratorMode::Start) {
+        let (key, raw) = item?;
+        // `repo\0digest`
+        let Some(pos) = key.iter().position(|b| *b == 0) else { continue };
+        let digest = String::from_utf8_lossy(&key[pos + 1..]).to_string();
+        out.push((key.to_vec(), digest, LocalLink::decode(&raw)?));
+    }
+    Ok(out)
+}
+
+fn delete_keys(store: &Store, keys: &[Vec<u8>]) -> Result<(), crate::meta::store::StoreError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut batch = rocksdb::WriteBatch::default();
+    let cf = store.cf(CF_LOCAL_BLOB_LINKS)?;
+    for k in keys {
+        batch.delete_cf(cf, k);
+    }
+    store.write(batch)
+}
