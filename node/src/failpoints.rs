@@ -6,7 +6,8 @@
 //! `rocksdb-write` (every durable RocksDB batch: Raft log, state machine, local records),
 //! `snapshot-write` (writing a Raft snapshot file, built here or installed from the leader),
 //! `blob-serve-stall` (a region serving a blob to another stops sending after the first
-//! chunk for `return(<ms>)` milliseconds, its connection healthy).
+//! chunk for `return(<ms>)` milliseconds, its connection healthy), `gc-sweep-remove` (each
+//! blob file a garbage-collection sweep is about to remove; `sleep(ms)` slows the sweep).
 //! Actions use the `fail` crate's syntax (`return`, `return(enospc)`, `50%return`,
 //! `sleep(200)`, `off`); `return(enospc)` fails like a full disk.
 //!
