@@ -18,8 +18,8 @@ pub struct FsBlobStore {
 pub struct StoredBlob {
     pub digest: Digest,
     pub size: u64,
-    /// Last modification (Unix seconds): when it was written here.
-    pub modified_unix: u64,
+    /// Last modification (Unix milliseconds): when it was written or linked here.
+    pub modified_ms: u64,
 }
 
 /// A file outside the blob store proper: an upload's bytes or a quarantined copy.
@@ -29,15 +29,16 @@ pub struct Leftover {
     /// The file name: an upload session's id, `direct-…`, `fetch-…`, or a quarantined copy.
     pub name: String,
     pub size: u64,
-    pub modified_unix: u64,
+    pub modified_ms: u64,
     pub quarantined: bool,
 }
 
-fn modified_unix(meta: &std::fs::Metadata) -> u64 {
+/// A file's modification time in Unix milliseconds (0 when unknown: counts as old).
+pub fn modified_ms(meta: &std::fs::Metadata) -> u64 {
     meta.modified()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
@@ -89,7 +90,7 @@ impl FsBlobStore {
                     let name = format!("{}:{}", alg.file_name().to_string_lossy(), file.file_name().to_string_lossy());
                     let Ok(digest) = Digest::parse(&name) else { continue };
                     let meta = file.metadata()?;
-                    out.push(StoredBlob { digest, size: meta.len(), modified_unix: modified_unix(&meta) });
+                    out.push(StoredBlob { digest, size: meta.len(), modified_ms: modified_ms(&meta) });
                 }
             }
         }
@@ -132,7 +133,7 @@ impl FsBlobStore {
                     path: entry.path(),
                     name: entry.file_name().to_string_lossy().to_string(),
                     size: meta.len(),
-                    modified_unix: modified_unix(&meta),
+                    modified_ms: modified_ms(&meta),
                     quarantined,
                 });
             }

@@ -10,7 +10,7 @@ pub mod pins;
 pub mod uploads;
 mod writer;
 
-pub use fs_store::{FsBlobStore, Leftover, StoredBlob};
+pub use fs_store::{modified_ms, FsBlobStore, Leftover, StoredBlob};
 pub use writer::{stream_to_file, BlobCap, WriteError, WriteOutcome};
 
 #[derive(Debug, thiserror::Error)]

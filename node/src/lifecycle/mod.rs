@@ -22,7 +22,7 @@ pub use collect::Collection;
 
 use crate::blobs::FsBlobStore;
 use crate::config::GcConfig;
-use crate::meta::command::{proposer_clock, Command};
+use crate::meta::command::Command;
 use crate::meta::records::GcSweepReport;
 use crate::meta::{Meta, MetaError, Store};
 use std::sync::Arc;
@@ -77,7 +77,11 @@ impl Lifecycle {
     pub async fn sweep(&self, dry_run: bool) -> Result<GcSweepReport, LifecycleError> {
         let _one = self.sweeping.lock().await;
         let (store, blobs, region, grace) = (self.store.clone(), self.blobs.clone(), self.region.clone(), self.cfg.upload_grace_secs);
-        let report = tokio::task::spawn_blocking(move || sweep::sweep_region(&store, &blobs, &region, grace, proposer_clock(), dry_run))
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let report = tokio::task::spawn_blocking(move || sweep::sweep_region(&store, &blobs, &region, grace, now_ms, dry_run))
             .await
             .map_err(|e| LifecycleError::Sweep(e.to_string()))?;
         metrics::counter!("meridian_gc_blobs_removed_total").increment(report.blobs_removed);

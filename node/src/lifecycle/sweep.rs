@@ -18,11 +18,17 @@ use std::time::Instant;
 /// Errors listed in a report at most (the count of the rest is added).
 const MAX_ERRORS: usize = 20;
 
-pub fn sweep_region(store: &Store, blobs: &FsBlobStore, region: &str, grace_secs: u64, now: u64, dry_run: bool) -> GcSweepReport {
+/// `now_ms`: the clock at the start, Unix milliseconds. Times are compared in
+/// milliseconds: with whole seconds a file written 0.1 s ago could look a second old, and
+/// a one-second grace would not protect it.
+pub fn sweep_region(store: &Store, blobs: &FsBlobStore, region: &str, grace_secs: u64, now_ms: u64, dry_run: bool) -> GcSweepReport {
     let started = Instant::now();
     let mut report = GcSweepReport { region: region.to_string(), dry_run, ..Default::default() };
     let mut errors = Vec::new();
-    let recent = |modified: u64| modified.saturating_add(grace_secs) > now;
+    let grace_ms = grace_secs.saturating_mul(1000);
+    let recent = |modified_ms: u64| modified_ms.saturating_add(grace_ms) > now_ms;
+    // Link times are whole seconds: count them from the end of their second.
+    let recent_link = |linked_unix: u64| recent(linked_unix.saturating_mul(1000).saturating_add(999));
 
     // Local links by digest, to drop with the blob (and to drop when the blob is gone).
     let mut links: HashMap<String, Vec<(Vec<u8>, LocalLink)>> = HashMap::new();
@@ -55,7 +61,7 @@ pub fn sweep_region(store: &Store, blobs: &FsBlobStore, region: &str, grace_secs
                 continue;
             }
         }
-        if recent(blob.modified_unix) {
+        if recent(blob.modified_ms) {
             continue;
         }
         report.candidates += 1;
@@ -70,11 +76,8 @@ pub fn sweep_region(store: &Store, blobs: &FsBlobStore, region: &str, grace_secs
         let keys: Vec<Vec<u8>> = links.get(&digest).map(|l| l.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
         let removed = blobs.remove_unneeded(&blob.digest, || {
             // Under the pin lock: nothing may have taken the blob back since the look above.
-            let still_old = std::fs::metadata(blobs.blob_path(&blob.digest))
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .is_some_and(|d| !recent(d.as_secs()));
+            let still_old =
+                std::fs::metadata(blobs.blob_path(&blob.digest)).is_ok_and(|m| !recent(crate::blobs::modified_ms(&m)));
             if !still_old || !matches!(known(store), Ok(false)) {
                 return false;
             }
@@ -101,7 +104,7 @@ pub fn sweep_region(store: &Store, blobs: &FsBlobStore, region: &str, grace_secs
         let stale: Vec<Vec<u8>> = links
             .iter()
             .filter(|(digest, _)| !present.contains(*digest) && matches!(store.exists(CF_SM_BLOBS, digest.as_bytes()), Ok(false)))
-            .flat_map(|(_, l)| l.iter().filter(|(_, link)| !recent(link.linked_unix)).map(|(k, _)| k.clone()))
+            .flat_map(|(_, l)| l.iter().filter(|(_, link)| !recent_link(link.linked_unix)).map(|(k, _)| k.clone()))
             .collect();
         if let Err(e) = delete_keys(store, &stale) {
             errors.push(format!("dropping stale links: {e}"));
@@ -111,7 +114,7 @@ pub fn sweep_region(store: &Store, blobs: &FsBlobStore, region: &str, grace_secs
     sweep_leftovers(store, blobs, &recent, dry_run, &mut report, &mut errors);
 
     report.duration_ms = started.elapsed().as_millis() as u64;
-    report.finished_unix = now;
+    report.finished_unix = now_ms / 1000;
     if errors.len() > MAX_ERRORS {
         let more = errors.len() - MAX_ERRORS;
         errors.truncate(MAX_ERRORS);
@@ -140,7 +143,7 @@ fn sweep_leftovers(
         }
     };
     for file in leftovers {
-        if recent(file.modified_unix) {
+        if recent(file.modified_ms) {
             continue;
         }
         let is_session = !file.quarantined && !file.name.starts_with("direct-") && !file.name.starts_with("fetch-");

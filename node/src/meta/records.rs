@@ -150,9 +150,11 @@ pub struct GcSweepReport {
 }
 
 impl BlobLocation {
-    /// Whether garbage collection may take the blob at `now` (entry clock).
+    /// Whether garbage collection may take the blob at `now` (entry clock). Strictly
+    /// later than the grace: both times are whole seconds, so this guarantees at least
+    /// `grace_secs` really passed.
     pub fn collectable(&self, now: u64, grace_secs: u64) -> bool {
-        self.links == Some(0) && self.unreferenced_since.is_some_and(|since| since.saturating_add(grace_secs) <= now)
+        self.links == Some(0) && self.unreferenced_since.is_some_and(|since| since.saturating_add(grace_secs) < now)
     }
 
     pub fn encode(&self) -> Vec<u8> {

@@ -572,13 +572,13 @@ mod tests {
         let ly = location(&sm, &y).unwrap();
         assert_eq!((lx.links, lx.unreferenced_since), (Some(1), None), "b still references x");
         assert_eq!((ly.links, ly.unreferenced_since), (Some(0), Some(1000)));
-        assert_eq!(sm.store.collectable_blobs(1000 + 59, 60).unwrap(), vec![], "within the grace");
-        assert_eq!(sm.store.collectable_blobs(1000 + 60, 60).unwrap(), vec![(y.clone(), 10)]);
+        assert_eq!(sm.store.collectable_blobs(1000 + 60, 60).unwrap(), vec![], "within the grace");
+        assert_eq!(sm.store.collectable_blobs(1000 + 61, 60).unwrap(), vec![(y.clone(), 10)]);
 
         // A collection re-checks at apply: x is referenced, y goes (and from the queue).
         let collect = |at| Command::CollectBlobs { digests: vec![x.clone(), y.clone()], at_unix: at, grace_secs: 60 };
         assert_eq!(apply(&sm, collect(1030)), CommandResult::Collected { blobs: 0, bytes: 0 }, "too early");
-        assert_eq!(apply(&sm, collect(1060)), CommandResult::Collected { blobs: 1, bytes: 10 });
+        assert_eq!(apply(&sm, collect(1061)), CommandResult::Collected { blobs: 1, bytes: 10 });
         assert!(location(&sm, &y).is_none());
         assert!(location(&sm, &x).is_some());
 
