@@ -402,15 +402,6 @@ async fn run_row(w: &World, route: Route, who: Who, row: usize) {
     }
 }
 
-/// Runs `meridian admin --json ARGS` against the node and returns the JSON it printed.
-async fn admin_json(c: &Cluster, args: &[&str]) -> Value {
-    let mut full = vec!["--json"];
-    full.extend_from_slice(args);
-    let out = c.admin_at(0, &full).await;
-    assert_eq!(out.code, 0, "meridian admin {args:?}: {out}");
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("meridian admin {args:?} output {e}: {out}"))
-}
-
 /// The `kid` in a bearer token's header.
 fn kid_of(token: &str) -> String {
     let header = token.trim_start_matches("Bearer ").split('.').next().expect("JWT header");
@@ -433,12 +424,12 @@ async fn every_route_answers_every_identity_as_granted() {
     foreign.wait_for_user(0, "admin").await;
     let reader_pw = c.add_user(0, "reader", "reader").await;
     let writer_pw = c.add_user(0, "writer", "writer").await;
-    admin_json(&c, &["scope-map", "create", "team-rw", "--grant", "team/*:pull,push"]).await;
-    admin_json(&c, &["scope-map", "create", "other-only", "--grant", "team/other:*"]).await;
-    let robot = admin_json(&c, &["token", "create", "team", "--scope-map", "team-rw"]).await;
+    c.admin_json_at(0, &["scope-map", "create", "team-rw", "--grant", "team/*:pull,push"]).await;
+    c.admin_json_at(0, &["scope-map", "create", "other-only", "--grant", "team/other:*"]).await;
+    let robot = c.admin_json_at(0, &["token", "create", "team", "--scope-map", "team-rw"]).await;
     assert_eq!(robot["username"], "robot$team");
     let robot_team = robot["secret"].as_str().expect("secret").to_string();
-    let robot = admin_json(&c, &["token", "create", "other", "--scope-map", "other-only"]).await;
+    let robot = c.admin_json_at(0, &["token", "create", "other", "--scope-map", "other-only"]).await;
     let robot_other = robot["secret"].as_str().expect("secret").to_string();
     let w = World {
         c,
@@ -566,18 +557,18 @@ async fn every_route_answers_every_identity_as_granted() {
     assert_eq!(access_of(body["token"].as_str().unwrap()), json!([{"type": "repository", "name": OTHER, "actions": ["pull", "delete"]}]));
     let robot_token = w.bearer(&w.base(), ("robot$team", &w.robot_team), &["repository:team/app:pull"]).await;
     assert_eq!(w.send(Method::GET, &format!("/v2/{APP}/tags/list"), Some(&robot_token), None).await.status(), 200);
-    let listed = admin_json(&w.c, &["token", "list"]).await;
+    let listed = w.c.admin_json_at(0, &["token", "list"]).await;
     let secret_id = listed["tokens"].as_array().unwrap().iter().find(|t| t["name"] == "team").expect("robot team listed")["secrets"][0]["id"]
         .as_str()
         .unwrap()
         .to_string();
     assert!(!listed.to_string().contains(&w.robot_team), "token list shows a secret");
-    admin_json(&w.c, &["token", "revoke", "team", "--secret", &secret_id]).await;
+    w.c.admin_json_at(0, &["token", "revoke", "team", "--secret", &secret_id]).await;
     let resp = w.send(Method::GET, &format!("/v2/{APP}/tags/list"), Some(&robot_token), None).await;
     check(resp, Expect::Unauthorized, 200, "token of a revoked robot secret").await;
     let (status, _) = w.token_from(&w.base(), Some(("robot$team", &w.robot_team)), &[]).await;
     assert_eq!(status, 401, "login with a revoked robot secret");
-    let short = admin_json(&w.c, &["token", "create", "brief", "--scope-map", "reader", "--expires-in", "2s"]).await;
+    let short = w.c.admin_json_at(0, &["token", "create", "brief", "--scope-map", "reader", "--expires-in", "2s"]).await;
     let brief = short["secret"].as_str().unwrap().to_string();
     let (status, _) = w.token_from(&w.base(), Some(("robot$brief", &brief)), &[]).await;
     assert_eq!(status, 200, "login with a fresh robot secret");
@@ -588,14 +579,14 @@ async fn every_route_answers_every_identity_as_granted() {
     // Key rotation with overlap: tokens signed before a rotation stay valid; retiring the
     // old key refuses them.
     let old = w.bearer(&w.base(), ("admin", ADMIN_PW), &["repository:team/app:pull"]).await;
-    let rotated = admin_json(&w.c, &["key", "rotate"]).await;
+    let rotated = w.c.admin_json_at(0, &["key", "rotate"]).await;
     let new = w.bearer(&w.base(), ("admin", ADMIN_PW), &["repository:team/app:pull"]).await;
     assert_eq!(kid_of(&new), rotated["kid"].as_str().unwrap(), "new tokens are signed with the new key");
     assert_ne!(kid_of(&old), kid_of(&new));
     for t in [&old, &new] {
         assert_eq!(w.send(Method::GET, &format!("/v2/{APP}/tags/list"), Some(t), None).await.status(), 200);
     }
-    admin_json(&w.c, &["key", "retire", &kid_of(&old)]).await;
+    w.c.admin_json_at(0, &["key", "retire", &kid_of(&old)]).await;
     let resp = w.send(Method::GET, &format!("/v2/{APP}/tags/list"), Some(&old), None).await;
     check(resp, Expect::Unauthorized, 200, "token signed by a retired key").await;
     assert_eq!(w.send(Method::GET, &format!("/v2/{APP}/tags/list"), Some(&new), None).await.status(), 200);
@@ -693,8 +684,8 @@ async fn secrets_stay_out_of_trace_level_logs() {
     let changed: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("user passwd output {e}: {out}"));
     let changed_pw = changed["password"].as_str().unwrap_or_else(|| panic!("no password in {changed}")).to_string();
     let changed_pw = changed_pw.as_str();
-    admin_json(&c, &["scope-map", "create", "ci-push", "--grant", "team/*:pull,push"]).await;
-    let robot = admin_json(&c, &["token", "create", "ci", "--scope-map", "ci-push"]).await;
+    c.admin_json_at(0, &["scope-map", "create", "ci-push", "--grant", "team/*:pull,push"]).await;
+    let robot = c.admin_json_at(0, &["token", "create", "ci", "--scope-map", "ci-push"]).await;
     let robot_secret = robot["secret"].as_str().expect("secret").to_string();
     c.wait_for_user(1, "dev").await;
 

@@ -23,14 +23,6 @@ async fn three_regions() -> Cluster {
     .await
 }
 
-async fn admin_json(c: &Cluster, args: &[&str]) -> Value {
-    let mut full = vec!["--json"];
-    full.extend_from_slice(args);
-    let out = c.admin_at(0, &full).await;
-    assert_eq!(out.code, 0, "meridian admin {args:?}: {out}");
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("meridian admin {args:?} output {e}: {out}"))
-}
-
 /// GET a manifest as admin (basic credentials) from `host`; returns (status, content type, bytes).
 async fn manifest_at(host: &str, repo: &str, reference: &str) -> (u16, String, Vec<u8>) {
     let resp = oci::client()
@@ -113,8 +105,8 @@ async fn podman_pushes_in_one_region_and_pulls_in_another() {
 async fn podman_with_a_robot_token_pushes_within_its_scope_only() {
     let podman = Podman::new();
     let c = three_regions().await;
-    admin_json(&c, &["scope-map", "create", "ci-team", "--grant", "team/*:pull,push"]).await;
-    let robot = admin_json(&c, &["token", "create", "ci", "--scope-map", "ci-team"]).await;
+    c.admin_json_at(0, &["scope-map", "create", "ci-team", "--grant", "team/*:pull,push"]).await;
+    let robot = c.admin_json_at(0, &["token", "create", "ci", "--scope-map", "ci-team"]).await;
     let user = robot["username"].as_str().expect("username").to_string();
     let secret = robot["secret"].as_str().expect("secret").to_string();
     assert_eq!(user, "robot$ci");

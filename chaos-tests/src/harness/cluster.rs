@@ -708,6 +708,15 @@ impl Cluster {
         v["password"].as_str().expect("generated password in the output").to_string()
     }
 
+    /// `meridian admin --json ARGS` against member `i`, which must succeed; the JSON it printed.
+    pub async fn admin_json_at(&self, i: usize, args: &[&str]) -> Value {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        let out = self.admin_at(i, &full).await;
+        assert_eq!(out.code, 0, "meridian admin {args:?}: {out}");
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("meridian admin {args:?} output {e}: {out}"))
+    }
+
     /// `meridian admin` against member `i` with the cluster's token.
     pub async fn admin_at(&self, i: usize, args: &[&str]) -> CliOutput {
         let mut all: Vec<&str> = self.opts.admin_args.iter().map(String::as_str).collect();

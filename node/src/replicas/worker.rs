@@ -114,7 +114,7 @@ pub async fn run_replication_worker(rep: Arc<Replicator>, mut shutdown: tokio::s
     }
 }
 
-/// Queues every known blob that no copy in this region covers.
+/// Queues every referenced blob that no copy in this region covers.
 fn backfill(rep: &Replicator) -> Result<(), crate::meta::store::StoreError> {
     let me = rep.meta.me().region.clone();
     let mut batch = rocksdb::WriteBatch::default();
@@ -124,7 +124,9 @@ fn backfill(rep: &Replicator) -> Result<(), crate::meta::store::StoreError> {
         let digest = String::from_utf8_lossy(&key);
         let already = rep.store().exists(CF_LOCAL_REPLICATION_QUEUE, &queue_key(QUEUE_RECENT, &digest))?
             || rep.store().exists(CF_LOCAL_REPLICATION_QUEUE, &queue_key(QUEUE_BACKFILL, &digest))?;
-        if !location.regions.contains(&me) && !already {
+        // A blob nothing references is on its way out (garbage collection): not worth a copy.
+        let unreferenced = location.links == Some(0);
+        if !location.regions.contains(&me) && !already && !unreferenced {
             batch.put_cf(
                 rep.store().cf(CF_LOCAL_REPLICATION_QUEUE)?,
                 queue_key(QUEUE_BACKFILL, &digest),
