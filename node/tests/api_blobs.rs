@@ -163,3 +163,21 @@ async fn empty_blob_round_trips() {
     assert_eq!(require_header(&resp, "content-length"), "0");
     assert!(resp.bytes().await.unwrap().is_empty());
 }
+
+/// A blob the repository's manifests reference cannot be deleted on its own (the image
+/// would point at nothing): `405 UNSUPPORTED`, and it keeps serving. Once the last
+/// manifest that references it is gone, the delete works.
+#[tokio::test]
+async fn a_blob_a_manifest_references_is_not_deleted_on_its_own() {
+    let node = Node::start().await;
+    let image = push_image(&node, "ref", "v1", "referenced").await;
+    let layer = &image.layers[0].digest;
+    let resp = client().delete(node.url(&format!("/v2/ref/blobs/{layer}"))).send().await.unwrap();
+    assert_oci_error(resp, 405, "UNSUPPORTED").await;
+    assert_eq!(blob_status(&node, "ref", layer).await, 200);
+    let resp = client().delete(node.url(&format!("/v2/ref/manifests/{}", image.digest))).send().await.unwrap();
+    expect_status(resp, 202).await;
+    let resp = client().delete(node.url(&format!("/v2/ref/blobs/{layer}"))).send().await.unwrap();
+    expect_status(resp, 202).await;
+    assert_blob_absent(&node, "ref", layer).await;
+}

@@ -27,6 +27,8 @@ fn classify(e: &RegistryError) -> (StatusCode, &'static str) {
         ManifestUnknown(_) | ReferenceUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
         ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
         Unsupported(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
+        // The spec's answer for a blob delete the registry does not do.
+        BlobReferenced(_) => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
         NoQuorum(_) | SourceUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
         BodyFailed(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
         Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),

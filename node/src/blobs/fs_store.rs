@@ -89,7 +89,12 @@ impl FsBlobStore {
                     let file = file?;
                     let name = format!("{}:{}", alg.file_name().to_string_lossy(), file.file_name().to_string_lossy());
                     let Ok(digest) = Digest::parse(&name) else { continue };
-                    let meta = file.metadata()?;
+                    let meta = match file.metadata() {
+                        Ok(m) => m,
+                        // Removed meanwhile (another sweep, a quarantine): not ours to list.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    };
                     out.push(StoredBlob { digest, size: meta.len(), modified_ms: modified_ms(&meta) });
                 }
             }
@@ -99,11 +104,15 @@ impl FsBlobStore {
 
     /// Removes the blob file unless the digest is pinned or `unneeded` (run under the pin
     /// lock, after the caller's checks) says it is needed after all. Returns the bytes
-    /// freed; `None` when it stayed (blocking).
+    /// freed; `None` when it stayed (blocking). Under the lock the file is only renamed
+    /// out of the store (quick); freeing a large file's blocks happens after, so pins
+    /// taken on the async workers never wait for it.
     pub fn remove_unneeded(&self, digest: &Digest, unneeded: impl FnOnce() -> bool) -> std::io::Result<Option<u64>> {
         let path = self.blob_path(digest);
-        self.pins
-            .unless_pinned(&digest.to_string(), || -> std::io::Result<Option<u64>> {
+        let trash = self.trash_dir();
+        let moved = self
+            .pins
+            .unless_pinned(&digest.to_string(), || -> std::io::Result<Option<(PathBuf, u64)>> {
                 if !unneeded() {
                     return Ok(None);
                 }
@@ -112,17 +121,37 @@ impl FsBlobStore {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => return Err(e),
                 };
-                // A reader that already opened the file keeps reading it (POSIX unlink).
-                std::fs::remove_file(&path)?;
-                Ok(Some(size))
+                std::fs::create_dir_all(&trash)?;
+                let target = trash.join(format!("{}-{}", digest.hex(), uuid::Uuid::new_v4()));
+                std::fs::rename(&path, &target)?;
+                Ok(Some((target, size)))
             })
-            .unwrap_or(Ok(None))
+            .unwrap_or(Ok(None))?;
+        match moved {
+            Some((target, size)) => {
+                // A reader that already opened the file keeps reading it (POSIX unlink).
+                std::fs::remove_file(&target)?;
+                Ok(Some(size))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Runs `f` under the pin lock unless `digest` is pinned (`None` then).
+    pub fn unless_pinned<R>(&self, digest: &Digest, f: impl FnOnce() -> R) -> Option<R> {
+        self.pins.unless_pinned(&digest.to_string(), f)
+    }
+
+    /// Where the sweep puts files it is about to delete (a crash leaves them there; the
+    /// next sweep empties it).
+    fn trash_dir(&self) -> PathBuf {
+        self.blobs_dir.with_file_name("gc-trash")
     }
 
     /// Files under `uploads/` and `quarantine/` (blocking).
     pub fn leftovers(&self) -> std::io::Result<Vec<Leftover>> {
         let mut out = Vec::new();
-        for (dir, quarantined) in [(self.uploads_dir.clone(), false), (self.quarantine_dir(), true)] {
+        for (dir, quarantined) in [(self.uploads_dir.clone(), false), (self.quarantine_dir(), true), (self.trash_dir(), true)] {
             for entry in read_dir_if_exists(&dir)? {
                 let entry = entry?;
                 let meta = entry.metadata()?;
@@ -205,7 +234,12 @@ impl FsBlobStore {
         let dir = self.quarantine_dir();
         tokio::fs::create_dir_all(&dir).await?;
         let target = dir.join(format!("{}-{}-{}", digest.algorithm().name(), digest.hex(), uuid::Uuid::new_v4()));
-        tokio::fs::rename(self.blob_path(digest), target).await?;
+        tokio::fs::rename(self.blob_path(digest), &target).await?;
+        // Kept for inspection for the garbage-collection grace from now (a rename keeps
+        // the old modification time).
+        if let Ok(f) = std::fs::File::options().write(true).open(&target) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
         Ok(())
     }
 

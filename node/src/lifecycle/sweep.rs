@@ -11,7 +11,8 @@
 
 use crate::blobs::FsBlobStore;
 use crate::meta::records::{GcSweepReport, LocalLink};
-use crate::meta::store::{Store, CF_LOCAL_BLOB_LINKS, CF_LOCAL_UPLOADS, CF_SM_BLOBS};
+use crate::meta::store::{Store, StoreError, CF_LOCAL_BLOB_LINKS, CF_LOCAL_UPLOADS, CF_SM_BLOBS};
+use meridian_replication::Digest;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -100,14 +101,30 @@ pub fn sweep_region(store: &Store, blobs: &FsBlobStore, region: &str, grace_secs
 
     if !dry_run {
         // Links to blobs neither stored here nor known to the cluster, past the grace:
-        // what a crash between the two steps above, or a lost upload, left behind.
-        let stale: Vec<Vec<u8>> = links
-            .iter()
-            .filter(|(digest, _)| !present.contains(*digest) && matches!(store.exists(CF_SM_BLOBS, digest.as_bytes()), Ok(false)))
-            .flat_map(|(_, l)| l.iter().filter(|(_, link)| !recent_link(link.linked_unix)).map(|(k, _)| k.clone()))
-            .collect();
-        if let Err(e) = delete_keys(store, &stale) {
-            errors.push(format!("dropping stale links: {e}"));
+        // what a crash between the two steps above, or a lost upload, left behind. Each
+        // is re-read under the pin lock: an upload may have just written it anew.
+        for (digest, entries) in &links {
+            if present.contains(digest) || entries.iter().all(|(_, l)| recent_link(l.linked_unix)) {
+                continue;
+            }
+            let Ok(parsed) = Digest::parse(digest) else { continue };
+            let dropped = blobs.unless_pinned(&parsed, || -> Result<(), StoreError> {
+                if blobs.blob_path(&parsed).exists() || store.exists(CF_SM_BLOBS, digest.as_bytes())? {
+                    return Ok(());
+                }
+                let mut stale = Vec::new();
+                for (key, _) in entries {
+                    if let Some(raw) = store.get(CF_LOCAL_BLOB_LINKS, key)? {
+                        if !recent_link(LocalLink::decode(&raw)?.linked_unix) {
+                            stale.push(key.clone());
+                        }
+                    }
+                }
+                delete_keys(store, &stale)
+            });
+            if let Some(Err(e)) = dropped {
+                errors.push(format!("dropping stale links of {digest}: {e}"));
+            }
         }
     }
 
@@ -165,7 +182,7 @@ fn sweep_leftovers(
 }
 
 /// Every local link: (key, digest, link).
-fn local_links(store: &Store) -> Result<Vec<(Vec<u8>, String, LocalLink)>, crate::meta::store::StoreError> {
+fn local_links(store: &Store) -> Result<Vec<(Vec<u8>, String, LocalLink)>, StoreError> {
     let mut out = Vec::new();
     for item in store.db().iterator_cf(store.cf(CF_LOCAL_BLOB_LINKS)?, rocksdb::IteratorMode::Start) {
         let (key, raw) = item?;
@@ -177,7 +194,7 @@ fn local_links(store: &Store) -> Result<Vec<(Vec<u8>, String, LocalLink)>, crate
     Ok(out)
 }
 
-fn delete_keys(store: &Store, keys: &[Vec<u8>]) -> Result<(), crate::meta::store::StoreError> {
+fn delete_keys(store: &Store, keys: &[Vec<u8>]) -> Result<(), StoreError> {
     if keys.is_empty() {
         return Ok(());
     }

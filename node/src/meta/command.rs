@@ -22,7 +22,8 @@ pub enum Command {
     },
     /// Removes one tag; the manifest stays.
     DeleteTag { repo: String, tag: String },
-    /// Removes a blob from a repository (the bytes stay until garbage collection).
+    /// Removes a blob from a repository. No longer proposed (a blob manifests reference
+    /// cannot be deleted on its own); applied as before when found in an older log.
     UnlinkBlob {
         repo: String,
         digest: Digest,

@@ -1,7 +1,7 @@
 //! Blob reads, deletes and cross-repository mounts.
 
 use super::{Registry, RegistryError, Result};
-use crate::meta::command::{proposer_clock, Command, CommandResult};
+use crate::meta::command::proposer_clock;
 use crate::meta::records::LocalLink;
 use crate::meta::store::{repo_key, CF_LOCAL_BLOB_LINKS, CF_SM_BLOB_LINKS};
 use meridian_replication::Digest;
@@ -64,27 +64,22 @@ impl Registry {
         Ok(())
     }
 
-    /// Removes the blob from the repository (its bytes stay for other repositories).
+    /// Removes a blob pushed or mounted into the repository that no manifest of it
+    /// references (its bytes go with garbage collection). A blob manifests of the
+    /// repository reference is refused: removing it would leave them pointing at nothing
+    /// (promise 3); it goes when the last of them is deleted.
     pub async fn delete_blob(&self, repo: &str, digest: &Digest) -> Result<()> {
         let key = repo_key(repo, &digest.to_string());
-        let local = self.store.exists(CF_LOCAL_BLOB_LINKS, &key)?;
-        if local {
-            let mut batch = rocksdb::WriteBatch::default();
-            batch.delete_cf(self.store.cf(CF_LOCAL_BLOB_LINKS)?, &key);
-            self.store.write_durable(batch)?;
+        if self.store.exists(CF_SM_BLOB_LINKS, &key)? {
+            return Err(RegistryError::BlobReferenced(digest.to_string()));
         }
-        // Only a blob a manifest referenced has a cluster link; don't spend a Raft entry otherwise.
-        let cluster = self.store.exists(CF_SM_BLOB_LINKS, &key)?
-            && self
-                .meta
-                .propose(Command::UnlinkBlob { repo: repo.to_string(), digest: digest.clone(), at_unix: proposer_clock() })
-                .await?
-                == CommandResult::Applied;
-        if local || cluster {
-            Ok(())
-        } else {
-            Err(RegistryError::BlobUnknown(digest.to_string()))
+        if !self.store.exists(CF_LOCAL_BLOB_LINKS, &key)? {
+            return Err(RegistryError::BlobUnknown(digest.to_string()));
         }
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_cf(self.store.cf(CF_LOCAL_BLOB_LINKS)?, &key);
+        self.store.write_durable(batch)?;
+        Ok(())
     }
 
     /// Mounts `digest` into `repo` from `from` (or from anywhere when `from` is None).

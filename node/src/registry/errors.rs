@@ -39,6 +39,9 @@ pub enum RegistryError {
     BlobTooLarge { limit: u64 },
     #[error("manifest {0} is not known in this repository")]
     ManifestUnknown(String),
+    /// `DELETE` of a blob manifests of the repository still reference.
+    #[error("blob {0} is referenced by manifests of this repository; delete them first (the blob goes with the last)")]
+    BlobReferenced(String),
     /// A manifest reference that is neither a tag nor a digest: nothing can be stored
     /// under it, so reading or deleting it finds nothing (404 `MANIFEST_UNKNOWN`, as CNCF
     /// Distribution and zot answer). Writing under it is `TagInvalid`/`DigestInvalid`.

@@ -66,6 +66,12 @@ impl Registry {
                 )));
             }
             let held_here = self.blobs.size(&d.digest).await?.is_some();
+            if held_here {
+                // The pin ends with this request, but the entry may commit later (a
+                // timeout, a client gone): the touch keeps the sweep off the blob for the
+                // grace from now too.
+                self.blobs.touch(&d.digest).map_err(crate::blobs::BlobError::from)?;
+            }
             blobs.push(BlobRef { digest: d.digest.clone(), size, held_here });
         }
         for child in &parsed.children {

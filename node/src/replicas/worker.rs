@@ -56,6 +56,16 @@ pub async fn run_replication_worker(rep: Arc<Replicator>, mut shutdown: tokio::s
                     let Ok(digest) = Digest::parse(&String::from_utf8_lossy(digest_bytes)) else { continue };
                     let Ok(size_bytes) = <[u8; 8]>::try_from(value.as_slice()) else { continue };
                     let size = u64::from_be_bytes(size_bytes);
+                    // Garbage collection forgot it (a snapshot install can leave such
+                    // entries behind): nothing to fetch, ever.
+                    if let Ok(false) = rep.store().exists(CF_SM_BLOBS, digest.to_string().as_bytes()) {
+                        let mut batch = rocksdb::WriteBatch::default();
+                        if let Ok(cf) = rep.store().cf(CF_LOCAL_REPLICATION_QUEUE) {
+                            batch.delete_cf(cf, &key);
+                            let _ = rep.store().write(batch);
+                        }
+                        continue;
+                    }
                     if let Ok(Some(_)) = rep.blobs().size(&digest).await {
                         // Already here (fetched for a client, or pushed): record it, which
                         // also takes it off the queue when applied.
