@@ -40,9 +40,6 @@ pub fn tags(registry: &Registry, name: &str, query: Option<&str>) -> ApiResult {
 /// `GET /v2/_catalog`: any identified caller, listing only what it may pull.
 pub async fn catalog(State(state): State<AppState>, req: Request) -> Response {
     crate::observability::http::label_request("catalog", "");
-    if req.headers().contains_key(header::AUTHORIZATION) {
-        state.auth.wait_for_identities(super::IDENTITIES_WAIT).await;
-    }
     let result = (|| -> ApiResult {
         let headers = req.headers();
         let host = super::request_host(headers, req.uri());

@@ -59,15 +59,23 @@ pub fn app(state: AppState) -> Router {
         .route("/token", get(token::get).post(token::post))
         .route("/v2/_catalog", get(discovery::catalog))
         .fallback(dispatch)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), wait_for_identities))
         .layer(axum::middleware::from_fn(observability::http::track_request))
         .with_state(state)
 }
 
-/// `GET /v2/`: the API version check, and where clients learn how to authenticate.
-async fn api_version(State(state): State<AppState>, req: Request) -> Response {
-    if req.headers().contains_key(header::AUTHORIZATION) {
+/// A request that will need the cluster's identities — one with credentials, or any
+/// `/token` request — waits for them on a cluster's first start (`IDENTITIES_WAIT` at
+/// most; nothing once they have been seen, or with auth off).
+async fn wait_for_identities(State(state): State<AppState>, req: Request, next: axum::middleware::Next) -> Response {
+    if req.headers().contains_key(header::AUTHORIZATION) || req.uri().path() == "/token" {
         state.auth.wait_for_identities(IDENTITIES_WAIT).await;
     }
+    next.run(req).await
+}
+
+/// `GET /v2/`: the API version check, and where clients learn how to authenticate.
+async fn api_version(State(state): State<AppState>, req: Request) -> Response {
     let headers = req.headers();
     let host = request_host(headers, req.uri());
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -113,9 +121,6 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let headers = &parts.headers;
     let registry = &state.registry;
     // Authorization comes first: a refused request reads no body and touches nothing.
-    if headers.contains_key(header::AUTHORIZATION) {
-        state.auth.wait_for_identities(IDENTITIES_WAIT).await;
-    }
     let allowed = match authorize(&state.auth, &endpoint, &parts) {
         Ok(allowed) => allowed,
         Err(e) => return ApiError(e.into()).into_response(),

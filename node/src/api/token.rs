@@ -62,7 +62,6 @@ async fn respond(
     scopes: &[RequestedScope],
     oauth: bool,
 ) -> Response {
-    state.auth.wait_for_identities(super::IDENTITIES_WAIT).await;
     let caller = match credentials {
         None => Caller::Anonymous,
         Some((user, password)) => {

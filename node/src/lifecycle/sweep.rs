@@ -49,10 +49,10 @@ pub fn sweep_region(store: &Store, blobs: &FsBlobStore, region: &str, grace_secs
             Vec::new()
         }
     };
-    let mut present = std::collections::HashSet::new();
     for blob in stored {
         let digest = blob.digest.to_string();
-        present.insert(digest.clone());
+        // What is left in `links` after this loop belongs to blobs not stored here.
+        let keys: Vec<Vec<u8>> = links.remove(&digest).unwrap_or_default().into_iter().map(|(k, _)| k).collect();
         let known = |store: &Store| store.exists(CF_SM_BLOBS, digest.as_bytes());
         match known(store) {
             Ok(true) => continue,
@@ -74,7 +74,6 @@ pub fn sweep_region(store: &Store, blobs: &FsBlobStore, region: &str, grace_secs
             errors.push(format!("removing {digest}: {e}"));
             continue;
         }
-        let keys: Vec<Vec<u8>> = links.get(&digest).map(|l| l.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
         let removed = blobs.remove_unneeded(&blob.digest, || {
             // Under the pin lock: nothing may have taken the blob back since the look above.
             let still_old =
@@ -91,8 +90,6 @@ pub fn sweep_region(store: &Store, blobs: &FsBlobStore, region: &str, grace_secs
             Ok(Some(bytes)) => {
                 report.blobs_removed += 1;
                 report.bytes_freed += bytes;
-                links.remove(&digest);
-                present.remove(&digest);
             }
             Ok(None) => {}
             Err(e) => errors.push(format!("removing {digest}: {e}")),
@@ -104,7 +101,7 @@ pub fn sweep_region(store: &Store, blobs: &FsBlobStore, region: &str, grace_secs
         // what a crash between the two steps above, or a lost upload, left behind. Each
         // is re-read under the pin lock: an upload may have just written it anew.
         for (digest, entries) in &links {
-            if present.contains(digest) || entries.iter().all(|(_, l)| recent_link(l.linked_unix)) {
+            if entries.iter().all(|(_, l)| recent_link(l.linked_unix)) {
                 continue;
             }
             let Ok(parsed) = Digest::parse(digest) else { continue };

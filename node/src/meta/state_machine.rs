@@ -106,9 +106,7 @@ impl StateMachine {
                         batch.put_cf(self.store.cf(CF_SM_BLOBS)?, key.as_bytes(), location.encode());
                     }
                     if region == &self.region {
-                        for priority in [QUEUE_RECENT, QUEUE_BACKFILL] {
-                            batch.delete_cf(self.store.cf(CF_LOCAL_REPLICATION_QUEUE)?, queue_key(priority, &key));
-                        }
+                        self.dequeue(batch, &key)?;
                     }
                 }
                 Ok(CommandResult::Applied)
@@ -218,16 +216,22 @@ impl StateMachine {
                 continue;
             }
             batch.delete_cf(self.store.cf(CF_SM_BLOBS)?, key.as_bytes());
-            for priority in [QUEUE_RECENT, QUEUE_BACKFILL] {
-                batch.delete_cf(self.store.cf(CF_LOCAL_REPLICATION_QUEUE)?, queue_key(priority, &key));
-            }
+            self.dequeue(batch, &key)?;
             blobs += 1;
             bytes += location.size;
         }
         Ok(CommandResult::Collected { blobs, bytes })
     }
 
-    /// Deletes an `sm_auth` record; `UserUnknown` when there is none.
+    /// Takes `digest` off this region's replication queue, whatever its priority.
+    fn dequeue(&self, batch: &mut WriteBatch, digest: &str) -> Result<(), StoreError> {
+        for priority in [QUEUE_RECENT, QUEUE_BACKFILL] {
+            batch.delete_cf(self.store.cf(CF_LOCAL_REPLICATION_QUEUE)?, queue_key(priority, digest));
+        }
+        Ok(())
+    }
+
+        /// Deletes an `sm_auth` record; `UserUnknown` when there is none.
     fn remove_auth(&self, batch: &mut WriteBatch, kind: &str, name: &str) -> Result<CommandResult, StoreError> {
         let key = auth_key(kind, name);
         if !self.store.exists(CF_SM_AUTH, &key)? {
