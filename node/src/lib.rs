@@ -61,6 +61,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     let (started_tx, started) = tokio::sync::watch::channel(false);
     let startup = tokio::spawn(meta::readiness::track_startup(meta.clone(), store.clone(), started_tx, shutdown_rx.clone()));
+    let pulls = Arc::new(lifecycle::PullRecorder::default());
+    let pull_recorder = tokio::spawn(lifecycle::run_pull_recorder(
+        pulls.clone(),
+        meta.clone(),
+        Duration::from_secs(config.retention.pull_record_secs.max(1)),
+        shutdown_rx.clone(),
+    ));
     let registry = Registry {
         store: store.clone(),
         meta: meta.clone(),
@@ -71,6 +78,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_manifest_bytes: config.max_manifest_bytes,
         max_blob_bytes: config.max_blob_bytes,
         body_idle_timeout: Duration::from_secs(config.body_idle_timeout_secs.max(1)),
+        trash_for: config.retention.trash_for(),
+        pulls,
     };
 
     let sweeper =
@@ -81,7 +90,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding gRPC {}", config.grpc_listen))?;
     let lifecycle =
-        lifecycle::Lifecycle::new(meta.clone(), store.clone(), blobs.clone(), config.region.clone(), config.gc.clone());
+        lifecycle::Lifecycle::new(
+        meta.clone(),
+        store.clone(),
+        blobs.clone(),
+        config.region.clone(),
+        config.gc.clone(),
+        config.retention.clone(),
+    );
     let gc_schedule = tokio::spawn(lifecycle::run_gc_schedule(lifecycle.clone(), shutdown_rx.clone()));
     let grpc = {
         let (config, meta, shutdown) = (config.clone(), meta.clone(), shutdown_rx.clone());
@@ -136,6 +152,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = bootstrap.await;
     let _ = startup.await;
     let _ = gc_schedule.await;
+    let _ = pull_recorder.await;
     if let Some(j) = joiner {
         let _ = j.await;
     }

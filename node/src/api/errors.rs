@@ -32,7 +32,7 @@ fn classify(e: &RegistryError) -> (StatusCode, &'static str) {
         NoQuorum(_) | SourceUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
         BodyFailed(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
         Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
-        Denied { .. } => (StatusCode::FORBIDDEN, "DENIED"),
+        Denied { .. } | QuotaExceeded(_) => (StatusCode::FORBIDDEN, "DENIED"),
         TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
         Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
     }

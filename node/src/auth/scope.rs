@@ -66,15 +66,7 @@ pub fn parse_scope(value: &str) -> Vec<RequestedScope> {
         .collect()
 }
 
-/// Whether a repository pattern covers `name`: `*` everything, `team-a/*` everything
-/// below `team-a/` (at any depth), otherwise the exact name.
-pub fn pattern_matches(pattern: &str, name: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some("") => true,
-        Some(prefix) if prefix.ends_with('/') => name.starts_with(prefix) && name.len() > prefix.len(),
-        _ => pattern == name,
-    }
-}
+pub use crate::meta::patterns::pattern_matches;
 
 /// Names of the built-in scope maps: the roles. Custom scope maps may not take them.
 pub const BUILTIN_SCOPE_MAPS: [&str; 3] = ["reader", "writer", "admin"];
@@ -85,8 +77,7 @@ pub fn parse_grant(text: &str) -> Result<Grant, String> {
     let (pattern, actions) = text
         .rsplit_once(':')
         .ok_or_else(|| format!("grant {text:?}: expected PATTERN:ACTIONS, e.g. team-a/*:pull,push"))?;
-    let base = pattern.strip_suffix("/*").unwrap_or(pattern);
-    if pattern != "*" && crate::registry::names::validate_name(base).is_err() {
+    if !crate::registry::names::is_repository_pattern(pattern) {
         return Err(format!("grant {text:?}: {pattern:?} is not `*`, a repository name or NAME/*"));
     }
     let actions: Vec<String> = actions.split(',').filter(|a| !a.is_empty()).map(str::to_string).collect();

@@ -12,8 +12,13 @@
 
 mod identities;
 mod lifecycle;
+mod quotas;
+mod retention;
+mod units;
 pub use identities::{KeyCommand, ScopeMapCommand, TokenCommand};
 pub use lifecycle::GcCommand;
+pub use quotas::QuotaCommand;
+pub use retention::{RetentionCommand, TrashCommand};
 
 use crate::auth::password::random_secret;
 use crate::cli::table::{key_values, Align, Table};
@@ -104,6 +109,15 @@ pub enum AdminCommand {
     /// Garbage collection: run it now, or see each region's last sweep.
     #[command(subcommand)]
     Gc(GcCommand),
+    /// Storage quotas per namespace: set, list, remove.
+    #[command(subcommand)]
+    Quota(QuotaCommand),
+    /// Retention policies: which tags and manifests are kept, and running them.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+    /// Soft delete's trash: list, restore, purge.
+    #[command(subcommand)]
+    Trash(TrashCommand),
 }
 
 /// `meridian admin user …`
@@ -470,6 +484,9 @@ async fn execute(args: AdminArgs) -> Result<String, CliError> {
             identities::run_identity(&admin, prepared, json).await
         }
         AdminCommand::Gc(cmd) => lifecycle::run_gc(&admin, cmd, json).await,
+        AdminCommand::Quota(cmd) => quotas::run_quota(&admin, cmd, json).await,
+        AdminCommand::Retention(cmd) => retention::run_retention(&admin, cmd, json).await,
+        AdminCommand::Trash(cmd) => retention::run_trash(&admin, cmd, json).await,
     }
 }
 

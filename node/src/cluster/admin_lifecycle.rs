@@ -1,10 +1,13 @@
-//! The admin service's storage-lifecycle calls: garbage collection now, and what every
-//! region's last sweep did. The work is `crate::lifecycle`'s; this maps it onto the API.
+//! The admin service's storage-lifecycle calls: garbage collection now, what every
+//! region's last sweep did, and quotas. The work is `crate::lifecycle`'s and the state
+//! machine's; this maps it onto the API.
 
 use super::admin_service::{meta_status, AdminServiceImpl};
 use crate::lifecycle::LifecycleError;
 use crate::meta::records::GcSweepReport;
-use meridian_proto::admin::{GcCandidate, GcRunReply, GcStatusReply, GcSweep};
+use crate::meta::command::{Command, CommandResult};
+use crate::meta::quotas::Quota;
+use meridian_proto::admin::{GcCandidate, GcRunReply, GcStatusReply, GcSweep, ListQuotasReply, QuotaInfo};
 use tonic::Status;
 
 fn lifecycle_status(e: LifecycleError) -> Status {
@@ -48,4 +51,40 @@ pub fn gc_status(svc: &AdminServiceImpl) -> Result<GcStatusReply, Status> {
     let mut regions: Vec<GcSweep> = svc.lifecycle.status().map_err(lifecycle_status)?.into_iter().map(sweep_message).collect();
     regions.sort_by(|a, b| a.region.cmp(&b.region));
     Ok(GcStatusReply { regions })
+}
+
+fn quota_info(q: Quota) -> QuotaInfo {
+    QuotaInfo { pattern: q.pattern, limit_bytes: q.limit_bytes, used_bytes: q.used_bytes }
+}
+
+fn check_pattern(pattern: &str) -> Result<(), Status> {
+    if crate::registry::names::is_repository_pattern(pattern) {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!("{pattern:?} is not `*`, a repository name or NAME/*")))
+    }
+}
+
+pub async fn set_quota(svc: &AdminServiceImpl, pattern: String, limit_bytes: u64) -> Result<QuotaInfo, Status> {
+    check_pattern(&pattern)?;
+    match svc.meta.propose(Command::SetQuota { pattern: pattern.clone(), limit_bytes }).await.map_err(meta_status)? {
+        CommandResult::Applied => {}
+        other => return Err(Status::internal(format!("unexpected result of a quota change: {other:?}"))),
+    }
+    // Applied here before the proposal returned: the store has the counted usage.
+    let quota = svc.replicator.store().quotas().map_err(|e| Status::internal(e.to_string()))?.into_iter().find(|q| q.pattern == pattern);
+    quota.map(quota_info).ok_or_else(|| Status::internal("the quota vanished right after it was set"))
+}
+
+pub async fn remove_quota(svc: &AdminServiceImpl, pattern: String) -> Result<(), Status> {
+    match svc.meta.propose(Command::RemoveQuota { pattern: pattern.clone() }).await.map_err(meta_status)? {
+        CommandResult::Applied => Ok(()),
+        CommandResult::QuotaUnknown => Err(Status::not_found(format!("no quota for {pattern:?}"))),
+        other => Err(Status::internal(format!("unexpected result of a quota change: {other:?}"))),
+    }
+}
+
+pub fn list_quotas(svc: &AdminServiceImpl) -> Result<ListQuotasReply, Status> {
+    let quotas = svc.replicator.store().quotas().map_err(|e| Status::internal(e.to_string()))?;
+    Ok(ListQuotasReply { quotas: quotas.into_iter().map(quota_info).collect() })
 }

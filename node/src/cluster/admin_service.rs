@@ -6,6 +6,7 @@
 
 use super::admin_identities as identities;
 use super::admin_lifecycle as lifecycle;
+use super::admin_retention as retention;
 use super::peers::grpc_url;
 use crate::auth::{now_unix, password};
 use crate::meta::command::{Command, CommandResult};
@@ -831,5 +832,59 @@ impl AdminService for AdminServiceImpl {
     async fn gc_status(&self, request: Request<Empty>) -> Result<Response<GcStatusReply>, Status> {
         self.authorize(&request)?;
         lifecycle::gc_status(self).map(Response::new)
+    }
+
+    async fn set_quota(&self, request: Request<SetQuotaRequest>) -> Result<Response<QuotaInfo>, Status> {
+        self.authorize(&request)?;
+        let SetQuotaRequest { pattern, limit_bytes } = request.into_inner();
+        lifecycle::set_quota(self, pattern, limit_bytes).await.map(Response::new)
+    }
+
+    async fn remove_quota(&self, request: Request<Name>) -> Result<Response<Empty>, Status> {
+        self.authorize(&request)?;
+        lifecycle::remove_quota(self, request.into_inner().name).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn list_quotas(&self, request: Request<Empty>) -> Result<Response<ListQuotasReply>, Status> {
+        self.authorize(&request)?;
+        lifecycle::list_quotas(self).map(Response::new)
+    }
+
+    async fn put_retention_policy(&self, request: Request<RetentionPolicyInfo>) -> Result<Response<RetentionPolicyInfo>, Status> {
+        self.authorize(&request)?;
+        retention::put_policy(self, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn remove_retention_policy(&self, request: Request<Name>) -> Result<Response<Empty>, Status> {
+        self.authorize(&request)?;
+        retention::remove_policy(self, request.into_inner().name).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn list_retention_policies(&self, request: Request<Empty>) -> Result<Response<ListRetentionPoliciesReply>, Status> {
+        self.authorize(&request)?;
+        retention::list_policies(self).map(Response::new)
+    }
+
+    async fn run_retention(&self, request: Request<RetentionRunRequest>) -> Result<Response<RetentionRunReply>, Status> {
+        self.authorize(&request)?;
+        retention::run(self, request.into_inner().dry_run).await.map(Response::new)
+    }
+
+    async fn trash_list(&self, request: Request<TrashListRequest>) -> Result<Response<TrashListReply>, Status> {
+        self.authorize(&request)?;
+        retention::trash_list(self, request.into_inner().repo).map(Response::new)
+    }
+
+    async fn trash_restore(&self, request: Request<TrashRestoreRequest>) -> Result<Response<Empty>, Status> {
+        self.authorize(&request)?;
+        retention::trash_restore(self, request.into_inner()).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn trash_purge(&self, request: Request<TrashPurgeRequest>) -> Result<Response<TrashPurgeReply>, Status> {
+        self.authorize(&request)?;
+        retention::trash_purge(self, request.into_inner().repo).await.map(Response::new)
     }
 }

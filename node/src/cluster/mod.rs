@@ -3,6 +3,7 @@
 
 pub mod admin_identities;
 pub mod admin_lifecycle;
+pub mod admin_retention;
 pub mod admin_service;
 pub mod blob_transfer_service;
 pub mod forward_service;

@@ -78,6 +78,33 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Garbage collection of blobs nothing references.
     pub gc: GcConfig,
+    /// Soft delete and the pull times retention policies read.
+    pub retention: RetentionConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Above 0, a deleted manifest (by a client, an admin or a policy) goes to the trash
+    /// for this many days (fractions allowed), restorable, its blobs kept; 0 deletes at once.
+    pub soft_delete_days: f64,
+    /// Each region sends the manifests pulled since its last batch at most this often
+    /// (one Raft entry per region per interval, never one per pull).
+    pub pull_record_secs: u64,
+}
+
+impl RetentionConfig {
+    /// How long a deleted manifest stays in the trash; `None` without soft delete.
+    pub fn trash_for(&self) -> Option<std::time::Duration> {
+        (self.soft_delete_days.is_finite() && self.soft_delete_days > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(self.soft_delete_days * 86_400.0))
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { soft_delete_days: 0.0, pull_record_secs: 60 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -184,6 +211,7 @@ impl Default for Config {
             raft: RaftConfig::default(),
             auth: AuthConfig::default(),
             gc: GcConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -281,7 +309,8 @@ impl Config {
     }
 
     /// `MERIDIAN_<KEY>` for top-level keys, `MERIDIAN_RAFT_<KEY>` / `MERIDIAN_AUTH_<KEY>` /
-    /// `MERIDIAN_GC_<KEY>` for `[raft]` / `[auth]` / `[gc]` keys.
+    /// `MERIDIAN_GC_<KEY>` / `MERIDIAN_RETENTION_<KEY>` for `[raft]` / `[auth]` / `[gc]` /
+    /// `[retention]` keys.
     pub fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
         for (var, value) in vars {
             let Some(key) = var.strip_prefix("MERIDIAN_") else { continue };
@@ -343,6 +372,8 @@ impl Config {
                 "RAFT_MAX_LOGS_KEPT" => self.raft.max_logs_kept = num(&value).map_err(bad)?,
                 "GC_INTERVAL_SECS" => self.gc.interval_secs = num(&value).map_err(bad)?,
                 "GC_UPLOAD_GRACE_SECS" => self.gc.upload_grace_secs = num(&value).map_err(bad)?,
+                "RETENTION_SOFT_DELETE_DAYS" => self.retention.soft_delete_days = num(&value).map_err(bad)?,
+                "RETENTION_PULL_RECORD_SECS" => self.retention.pull_record_secs = num(&value).map_err(bad)?,
                 "AUTH_ENABLED" => self.auth.enabled = num(&value).map_err(bad)?,
                 "AUTH_SERVICE" => self.auth.service = value.clone(),
                 "AUTH_REALM" => self.auth.realm = Some(value.clone()).filter(|v| !v.is_empty()),
@@ -397,14 +428,14 @@ mod tests {
             "raft.election_timeout_min_ms", "raft.election_timeout_max_ms", "raft.snapshot_every",
             "raft.max_logs_kept", "raft.write_timeout_ms", "auth.enabled", "auth.service", "auth.realm",
             "auth.token_ttl_secs", "auth.anonymous_pull", "auth.failed_login_limit", "gc.interval_secs",
-            "gc.upload_grace_secs",
+            "gc.upload_grace_secs", "retention.soft_delete_days", "retention.pull_record_secs",
         ];
         for key in keys {
             assert!(readme.contains(&format!("`{key}`")), "README lacks config key {key}");
         }
         // The list above must itself be complete: serialize defaults and count fields.
         let defaults = format!("{:?}", Config::default());
-        // + 3: the `raft`, `auth` and `gc` tables themselves.
-        assert_eq!(defaults.matches(": ").count(), keys.len() + 3, "a config field is missing from the README check");
+        // + 4: the `raft`, `auth`, `gc` and `retention` tables themselves.
+        assert_eq!(defaults.matches(": ").count(), keys.len() + 4, "a config field is missing from the README check");
     }
 }

@@ -16,13 +16,17 @@
 //!    files the next sweep removes.
 
 mod collect;
+mod pulls;
+mod retention;
 mod sweep;
 
 pub use collect::Collection;
+pub use pulls::{run_pull_recorder, PullRecorder};
+pub use retention::{glob_matches, Deletion};
 
 use crate::blobs::FsBlobStore;
-use crate::config::GcConfig;
-use crate::meta::command::Command;
+use crate::config::{GcConfig, RetentionConfig};
+use crate::meta::command::{proposer_clock, Command, CommandResult};
 use crate::meta::records::GcSweepReport;
 use crate::meta::{Meta, MetaError, Store};
 use std::sync::Arc;
@@ -44,6 +48,7 @@ pub struct Lifecycle {
     blobs: FsBlobStore,
     region: String,
     cfg: GcConfig,
+    retention: RetentionConfig,
     /// One sweep at a time in this region (the schedule, a wake-up and an operator's run).
     sweeping: tokio::sync::Mutex<()>,
 }
@@ -57,8 +62,13 @@ pub struct GcRun {
 }
 
 impl Lifecycle {
-    pub fn new(meta: Meta, store: Store, blobs: FsBlobStore, region: String, cfg: GcConfig) -> Arc<Lifecycle> {
-        Arc::new(Lifecycle { meta, store, blobs, region, cfg, sweeping: tokio::sync::Mutex::new(()) })
+    pub fn new(meta: Meta, store: Store, blobs: FsBlobStore, region: String, cfg: GcConfig, retention: RetentionConfig) -> Arc<Lifecycle> {
+        Arc::new(Lifecycle { meta, store, blobs, region, cfg, retention, sweeping: tokio::sync::Mutex::new(()) })
+    }
+
+    /// Deleted manifests go to the trash.
+    pub fn soft_delete(&self) -> bool {
+        self.retention.trash_for().is_some()
     }
 
     pub fn grace(&self) -> Duration {
@@ -68,6 +78,11 @@ impl Lifecycle {
     /// A whole garbage collection from this node: the cluster-wide decision, then this
     /// region's sweep. A dry run proposes, removes and records nothing.
     pub async fn run_gc(&self, dry_run: bool) -> Result<GcRun, LifecycleError> {
+        if !dry_run {
+            // Expired trash is garbage too: its references go first, its blobs with the
+            // collection once unreferenced for the grace.
+            self.purge_trash(None, false).await?;
+        }
         let collection = collect::collect(&self.meta, &self.store, self.cfg.upload_grace_secs, dry_run).await?;
         let sweep = self.sweep(dry_run).await?;
         Ok(GcRun { collection, sweep })
@@ -103,14 +118,89 @@ impl Lifecycle {
         Ok(report)
     }
 
+    /// Applies the retention policies now: each deletion is proposed on its own,
+    /// conditionally (a tag still on the planned digest, a manifest still untagged), and
+    /// soft when soft delete is on. A dry run proposes nothing.
+    pub async fn run_retention(&self, dry_run: bool) -> Result<Vec<(Deletion, &'static str)>, LifecycleError> {
+        let _ = self.meta.catch_up(Duration::from_secs(5)).await;
+        let now = proposer_clock();
+        let plan = retention::plan(&self.store, now)?;
+        let mut done = Vec::with_capacity(plan.len());
+        for d in plan {
+            if dry_run {
+                done.push((d, "would delete"));
+                continue;
+            }
+            let digest = meridian_replication::Digest::parse(&d.digest).map_err(|e| LifecycleError::Sweep(e.to_string()))?;
+            let cmd = match &d.tag {
+                Some(tag) => Command::DeleteTag { repo: d.repo.clone(), tag: tag.clone(), if_digest: Some(digest) },
+                None => Command::DeleteManifest {
+                    repo: d.repo.clone(),
+                    digest,
+                    at_unix: proposer_clock(),
+                    trash_until: self.retention.trash_for().map(|t| proposer_clock() + t.as_secs()),
+                    only_if_untagged: true,
+                },
+            };
+            let outcome = match self.meta.propose(cmd).await? {
+                CommandResult::Applied => "deleted",
+                CommandResult::StillNeeded => "kept: changed since planned",
+                _ => "already gone",
+            };
+            tracing::info!(
+                policy = %d.policy,
+                repo = %d.repo,
+                tag = d.tag.as_deref().unwrap_or(""),
+                digest = %d.digest,
+                reason = %d.reason,
+                outcome,
+                "retention"
+            );
+            done.push((d, outcome));
+        }
+        Ok(done)
+    }
+
+    /// Deletes for good the trashed manifests whose time is up (all of them, or of one
+    /// repository, with `all`); returns how many went.
+    pub async fn purge_trash(&self, repo: Option<&str>, all: bool) -> Result<usize, LifecycleError> {
+        let now = proposer_clock();
+        let entries: Vec<(String, meridian_replication::Digest)> = self
+            .store
+            .trash(repo)?
+            .into_iter()
+            .filter(|e| all || e.header.expires_unix <= now)
+            .filter_map(|e| Some((e.repo, meridian_replication::Digest::parse(&e.digest).ok()?)))
+            .collect();
+        for chunk in entries.chunks(1000) {
+            self.meta.propose(Command::PurgeTrash { entries: chunk.to_vec(), at_unix: now, expired_only: !all }).await?;
+        }
+        Ok(entries.len())
+    }
+
+    /// Puts a trashed manifest back, with `tag` on it when given.
+    pub async fn restore(&self, repo: &str, digest: &meridian_replication::Digest, tag: Option<String>) -> Result<bool, LifecycleError> {
+        let cmd = Command::RestoreTrash { repo: repo.to_string(), digest: digest.clone(), tag, at_unix: proposer_clock() };
+        Ok(self.meta.propose(cmd).await? == CommandResult::Applied)
+    }
+
+    /// What the schedule runs on the leader: retention, then garbage collection (expired
+    /// trash, the collection, this region's sweep).
+    async fn run_scheduled(&self) -> Result<(), LifecycleError> {
+        if !self.store.retention_policies()?.is_empty() {
+            self.run_retention(false).await?;
+        }
+        self.run_gc(false).await.map(|_| ())
+    }
+
     /// The last sweep of every region, from this node's applied state.
     pub fn status(&self) -> Result<Vec<GcSweepReport>, LifecycleError> {
         Ok(self.store.gc_sweep_reports()?)
     }
 }
 
-/// Named background task: every `gc.interval_secs` (unless 0) the leader collects and
-/// every region sweeps; a region also sweeps whenever it applied a collection.
+/// Named background task: every `gc.interval_secs` (unless 0) the leader applies the
+/// retention policies, purges expired trash and collects, and every region sweeps; a region also sweeps whenever it applied a collection.
 pub async fn run_gc_schedule(lifecycle: Arc<Lifecycle>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let interval = (lifecycle.cfg.interval_secs > 0).then(|| Duration::from_secs(lifecycle.cfg.interval_secs));
     loop {
@@ -126,7 +216,7 @@ pub async fn run_gc_schedule(lifecycle: Arc<Lifecycle>, mut shutdown: tokio::syn
             _ = shutdown.changed() => return,
         };
         let result = if full_run && lifecycle.meta.is_leader() {
-            lifecycle.run_gc(false).await.map(|_| ())
+            lifecycle.run_scheduled().await
         } else {
             lifecycle.sweep(false).await.map(|_| ())
         };

@@ -1,6 +1,8 @@
 //! The entries of Meridian's one history: every repository, manifest and tag change is
 //! one of these commands, applied in log order on every node.
 
+use super::quotas::QuotaExceeded;
+use super::retention::RetentionPolicy;
 use super::records::{GcSweepReport, RobotRecord, ScopeMap, SigningKey, UserRecord};
 use meridian_replication::Digest;
 use serde::{Deserialize, Serialize};
@@ -19,9 +21,23 @@ pub enum Command {
         digest: Digest,
         #[serde(default)]
         at_unix: u64,
+        /// Soft delete: the manifest goes to the trash until then (Unix seconds), keeping
+        /// its blobs, instead of going for good.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trash_until: Option<u64>,
+        /// A retention policy's delete: refused (`StillNeeded`) when a tag points at the
+        /// manifest by the time it applies.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        only_if_untagged: bool,
     },
-    /// Removes one tag; the manifest stays.
-    DeleteTag { repo: String, tag: String },
+    /// Removes one tag; the manifest stays. With `if_digest` (a retention policy's
+    /// delete), only while the tag still points there.
+    DeleteTag {
+        repo: String,
+        tag: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_digest: Option<Digest>,
+    },
     /// Removes a blob from a repository. No longer proposed (a blob manifests reference
     /// cannot be deleted on its own); applied as before when found in an older log.
     UnlinkBlob {
@@ -35,6 +51,20 @@ pub enum Command {
     /// `at_unix` (the proposer's clock) — so a push or mount ordered before it keeps the
     /// blob. Each region then removes its copy (`lifecycle::sweep`).
     CollectBlobs { digests: Vec<Digest>, at_unix: u64, grace_secs: u64 },
+    /// Sets a namespace's storage quota (creating it counts what the namespace holds).
+    SetQuota { pattern: String, limit_bytes: u64 },
+    RemoveQuota { pattern: String },
+    /// Manifests a region served since its last batch (at most one entry per region per
+    /// `retention.pull_record_secs`): their last-pulled time becomes `at_unix`.
+    RecordPulls { at_unix: u64, pulls: Vec<(String, Digest)> },
+    /// Creates or replaces a retention policy.
+    PutRetentionPolicy { policy: RetentionPolicy },
+    RemoveRetentionPolicy { name: String },
+    /// Puts a trashed manifest back (with `tag` on it, when given).
+    RestoreTrash { repo: String, digest: Digest, tag: Option<String>, at_unix: u64 },
+    /// Deletes trashed manifests for good, giving back their references; with
+    /// `expired_only`, only those whose time is up at `at_unix`.
+    PurgeTrash { entries: Vec<(String, Digest)>, at_unix: u64, expired_only: bool },
     /// What a region's garbage-collection sweep did (for `meridian admin gc status`).
     RecordGcSweep { report: GcSweepReport },
     /// Verified copies of these blobs have landed in `region` (batched).
@@ -96,6 +126,10 @@ pub struct PutManifest {
     pub referrer: Option<Referrer>,
     /// Region whose blob store holds the referenced blobs.
     pub region: String,
+    /// The proposer's clock: when the manifest and its tags were pushed (0 in entries
+    /// from before it was sent).
+    #[serde(default)]
+    pub at_unix: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -132,6 +166,14 @@ pub enum CommandResult {
     AlreadyExists,
     /// The user (or robot, scope map, key) to change or remove does not exist.
     UserUnknown,
+    /// A manifest PUT would take a namespace past its quota; nothing was written.
+    QuotaExceeded(QuotaExceeded),
+    /// `RemoveQuota` named a namespace without a quota.
+    QuotaUnknown,
+    /// A conditional delete found the manifest tagged, or the tag moved: nothing changed.
+    StillNeeded,
+    /// No such retention policy, or no such manifest in the trash.
+    NotFound,
     /// `CollectBlobs` forgot this many blobs of this many bytes.
     Collected { blobs: u64, bytes: u64 },
 }

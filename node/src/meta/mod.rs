@@ -5,7 +5,11 @@
 
 pub mod command;
 mod log_store;
+pub mod patterns;
+pub mod quotas;
 pub mod readiness;
+pub mod retention;
+pub mod trash;
 pub mod reads;
 pub mod records;
 mod state_machine;

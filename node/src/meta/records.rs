@@ -40,6 +40,14 @@ impl StoredManifest {
         out
     }
 
+    /// The length of the client's bytes in an encoded manifest, without decoding it.
+    pub fn body_len(raw: &[u8]) -> Result<u64, StoreError> {
+        let corrupt = || StoreError::Corrupt { cf: CF_SM_MANIFESTS, reason: "short".into() };
+        let len_bytes: [u8; 4] = raw.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
+        let header = u32::from_be_bytes(len_bytes) as usize;
+        raw.len().checked_sub(4 + header).map(|n| n as u64).ok_or_else(corrupt)
+    }
+
     pub fn decode(raw: &[u8]) -> Result<StoredManifest, StoreError> {
         let corrupt = |reason: &str| StoreError::Corrupt { cf: CF_SM_MANIFESTS, reason: reason.to_string() };
         let len_bytes: [u8; 4] = raw.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt("short"))?;

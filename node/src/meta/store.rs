@@ -29,6 +29,14 @@ pub const CF_SM_BLOBS: &str = "sm_blobs";
 pub const CF_SM_REFERRERS: &str = "sm_referrers";
 /// Identities and token-signing keys: `user/<name>` → `UserRecord`, `key/<kid>` → `SigningKey`.
 pub const CF_SM_AUTH: &str = "sm_auth";
+/// Storage quotas per namespace and what each counts (see `meta::quotas`).
+pub const CF_SM_QUOTAS: &str = "sm_quotas";
+/// Retention policies: `policy/<name>` → `RetentionPolicy` (see `meta::retention`).
+pub const CF_SM_RETENTION: &str = "sm_retention";
+/// When manifests were pushed and pulled and tags set (see `meta::retention`).
+pub const CF_SM_ACTIVITY: &str = "sm_activity";
+/// Soft-deleted manifests: `repo\0digest` → trash entry (see `meta::trash`).
+pub const CF_SM_TRASH: &str = "sm_trash";
 /// Upload sessions in progress on this node: `uuid` → session record.
 pub const CF_LOCAL_UPLOADS: &str = "local_uploads";
 /// `repo\0digest` → `LocalLink` (size, when): blobs pushed or mounted into the repository on
@@ -57,7 +65,7 @@ pub fn queue_key(priority: u8, digest: &str) -> Vec<u8> {
 }
 
 /// The column families that make up the replicated state machine (what a snapshot holds).
-pub const STATE_MACHINE_CFS: [&str; 8] = [
+pub const STATE_MACHINE_CFS: [&str; 12] = [
     CF_SM_META,
     CF_SM_REPOS,
     CF_SM_MANIFESTS,
@@ -66,6 +74,11 @@ pub const STATE_MACHINE_CFS: [&str; 8] = [
     CF_SM_BLOBS,
     CF_SM_REFERRERS,
     CF_SM_AUTH,
+    // New families go last: a snapshot names each family by its index here.
+    CF_SM_QUOTAS,
+    CF_SM_RETENTION,
+    CF_SM_ACTIVITY,
+    CF_SM_TRASH,
 ];
 
 /// Raft's own column families.

@@ -3,6 +3,7 @@
 
 use crate::blobs::uploads::SessionError;
 use crate::blobs::{BlobError, WriteError};
+use crate::meta::quotas::{Quota, QuotaExceeded};
 use crate::meta::store::StoreError;
 use crate::meta::MetaError;
 
@@ -68,11 +69,39 @@ pub enum RegistryError {
     /// its identity could get (RFC 6750 `insufficient_scope`: clients fetch a new token).
     #[error("requested access to the resource is denied")]
     Denied { challenge: Option<String> },
+    /// A namespace's storage quota: a manifest PUT that would take it past the limit, or
+    /// an upload into a namespace already at it.
+    #[error("{0}")]
+    QuotaExceeded(QuotaRefusal),
     /// Too many failed logins from this name or address.
     #[error("{message}")]
     TooManyRequests { retry_after: u64, message: String },
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why a quota refused: the message names the quota, the usage and the limit.
+#[derive(Debug)]
+pub enum QuotaRefusal {
+    Push(QuotaExceeded),
+    Upload(Quota),
+}
+
+impl std::fmt::Display for QuotaRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QuotaRefusal::Push(q) => write!(
+                f,
+                "storage quota {:?} exceeded: the namespace uses {} of its {} bytes and this push adds {} bytes",
+                q.pattern, q.used_bytes, q.limit_bytes, q.adding_bytes
+            ),
+            QuotaRefusal::Upload(q) => write!(
+                f,
+                "storage quota {:?} is full: the namespace uses {} of its {} bytes; delete images to push again",
+                q.pattern, q.used_bytes, q.limit_bytes
+            ),
+        }
+    }
 }
 
 impl From<StoreError> for RegistryError {

@@ -3,6 +3,7 @@
 
 use super::manifest_parse::parse_manifest;
 use super::names::{validate_tag, Reference};
+use super::errors::QuotaRefusal;
 use super::{Registry, RegistryError, Result};
 use crate::meta::command::{proposer_clock, BlobRef, Command, CommandResult, PutManifest, Referrer};
 use crate::meta::records::StoredManifest;
@@ -99,10 +100,12 @@ impl Registry {
             children: parsed.children.into_iter().map(|c| c.digest).collect(),
             referrer,
             region: self.region.clone(),
+            at_unix: proposer_clock(),
         };
         match self.meta.propose(Command::PutManifest(put)).await? {
             CommandResult::Applied => Ok(PushedManifest { digest, subject, query_tags }),
             CommandResult::ManifestBlobUnknown(d) => Err(RegistryError::ManifestBlobUnknown(d.to_string())),
+            CommandResult::QuotaExceeded(q) => Err(RegistryError::QuotaExceeded(QuotaRefusal::Push(q))),
             other => Err(RegistryError::Internal(format!("unexpected apply result {other:?}"))),
         }
     }
@@ -114,6 +117,7 @@ impl Registry {
             Reference::Tag(t) => self.store.resolve_tag(repo, t)?.ok_or_else(unknown)?,
         };
         let manifest = self.store.manifest(repo, &digest)?.ok_or_else(unknown)?;
+        self.pulls.record(repo, &digest);
         Ok(ManifestRead { digest, manifest })
     }
 
@@ -122,9 +126,17 @@ impl Registry {
     pub async fn delete_manifest(&self, repo: &str, reference: &Reference) -> Result<()> {
         let cmd = match reference {
             Reference::Digest(d) => {
-                Command::DeleteManifest { repo: repo.to_string(), digest: d.clone(), at_unix: proposer_clock() }
+                let at_unix = proposer_clock();
+                let trash_until = self.trash_for.map(|keep| at_unix + keep.as_secs());
+                Command::DeleteManifest {
+                    repo: repo.to_string(),
+                    digest: d.clone(),
+                    at_unix,
+                    trash_until,
+                    only_if_untagged: false,
+                }
             }
-            Reference::Tag(t) => Command::DeleteTag { repo: repo.to_string(), tag: t.clone() },
+            Reference::Tag(t) => Command::DeleteTag { repo: repo.to_string(), tag: t.clone(), if_digest: None },
         };
         match self.meta.propose(cmd).await? {
             CommandResult::Applied => Ok(()),

@@ -35,4 +35,8 @@ pub struct Registry {
     pub max_blob_bytes: u64,
     /// A request body that delivers nothing for this long is cut off (slow clients).
     pub body_idle_timeout: std::time::Duration,
+    /// Soft delete: a deleted manifest stays in the trash this long (`None`: deleted at once).
+    pub trash_for: Option<std::time::Duration>,
+    /// Manifests served, sent in batches for retention's pull times.
+    pub pulls: Arc<crate::lifecycle::PullRecorder>,
 }

@@ -74,3 +74,10 @@ mod tests {
         assert!(validate_tag(&"a".repeat(129)).is_err());
     }
 }
+
+/// A repository pattern (`*`, `NAME/*` or a repository name), as grants, quotas and
+/// retention policies take them; `meta::patterns` says what each covers.
+pub fn is_repository_pattern(pattern: &str) -> bool {
+    let base = pattern.strip_suffix("/*").unwrap_or(pattern);
+    pattern == "*" || validate_name(base).is_ok()
+}

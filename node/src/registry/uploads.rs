@@ -1,5 +1,6 @@
 //! Blob uploads: sessions, chunks, single-request pushes and the closing PUT.
 
+use super::errors::QuotaRefusal;
 use super::{Registry, RegistryError, Result};
 use crate::blobs::{stream_to_file, BlobCap};
 use crate::blobs::uploads::SessionState;
@@ -25,8 +26,18 @@ pub struct UploadStatus {
 impl Registry {
     /// Opens an upload session for `owner` (the identity the per-identity cap counts).
     pub async fn start_upload(&self, repo: &str, algorithm: Algorithm, owner: &str) -> Result<UploadStatus> {
+        self.admit_upload(repo)?;
         let id = self.sessions.create(repo, algorithm, owner).await?;
         Ok(UploadStatus { id, offset: 0 })
+    }
+
+    /// Refuses an upload into a namespace whose quota is already full, before any of its
+    /// bytes are read (the manifest PUT enforces the quota exactly; this spares the bytes).
+    fn admit_upload(&self, repo: &str) -> Result<()> {
+        match self.store.full_quota(repo)? {
+            Some(quota) => Err(RegistryError::QuotaExceeded(QuotaRefusal::Upload(quota))),
+            None => Ok(()),
+        }
     }
 
     pub async fn upload_status(&self, repo: &str, id: &str) -> Result<UploadStatus> {
@@ -48,6 +59,7 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: Display,
     {
+        self.admit_upload(repo)?;
         let cap = self.blob_cap(0, length)?;
         let path = self.blobs.upload_path(&format!("direct-{}", uuid::Uuid::new_v4()));
         let outcome = stream_to_file(path.clone(), digest.algorithm().hasher(), body, length, cap, true).await;

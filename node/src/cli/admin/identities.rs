@@ -112,29 +112,11 @@ pub fn check_grants(grants: &[String]) -> Result<Vec<String>, String> {
 
 /// A duration for `--expires-in` in seconds: `30d`, `12h`, `90m`, `3600s` or `3600`.
 pub fn parse_duration(raw: &str) -> Result<u64, String> {
-    let bad = || {
-        format!("invalid --expires-in '{raw}': expected a duration like 30d, 12h, 90m, 3600s or a number of seconds")
-    };
-    let text = raw.trim();
-    let (digits, unit) = match text.chars().last() {
-        Some(c) if c.is_ascii_alphabetic() => (&text[..text.len() - 1], c),
-        _ => (text, 's'),
-    };
-    let scale: u64 = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3_600,
-        'd' => 86_400,
-        _ => return Err(bad()),
-    };
-    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
-        return Err(bad());
+    match super::units::duration_secs(raw) {
+        Ok(secs) => Ok(secs),
+        Err(e) if e.contains("more than 0") => Err(format!("invalid --expires-in '{raw}': {e} (leave it out for no expiry)")),
+        Err(e) => Err(format!("invalid --expires-in '{raw}': {e}")),
     }
-    let secs = digits.parse::<u64>().ok().and_then(|n| n.checked_mul(scale)).ok_or_else(bad)?;
-    if secs == 0 {
-        return Err(format!("invalid --expires-in '{raw}': must be more than 0 (leave it out for no expiry)"));
-    }
-    Ok(secs)
 }
 
 /// A name given as an option value must not be empty.

@@ -5,11 +5,15 @@
 //! are not synced on their own: the Raft log is, and shares the WAL, so a crash replays
 //! whatever the state machine had not yet persisted.
 
-use super::command::{BlobRef, Command, CommandResult, PutManifest};
-use super::records::{encode_json, BlobLink, BlobLocation, ReferrerDescriptor, StoredManifest};
+use super::command::{Command, CommandResult};
+mod manifests;
+
+use super::quotas::{self, Item, QuotaBook};
+use super::retention::ActivityBook;
+use super::records::{encode_json, BlobLocation};
 use super::store::{
-    auth_key, queue_key, repo_key, repo_prefix, SpaceWait, Store, StoreError, CF_LOCAL_REPLICATION_QUEUE, CF_SM_AUTH, QUEUE_BACKFILL, QUEUE_RECENT, CF_SM_BLOBS, CF_SM_BLOB_LINKS, CF_SM_MANIFESTS, CF_SM_META,
-    CF_SM_REFERRERS, CF_SM_REPOS, CF_SM_TAGS, STATE_MACHINE_CFS,
+    auth_key, queue_key, repo_key, SpaceWait, Store, StoreError, CF_LOCAL_REPLICATION_QUEUE, CF_SM_AUTH, CF_SM_BLOBS,
+    CF_SM_BLOB_LINKS, CF_SM_META, QUEUE_BACKFILL, QUEUE_RECENT, STATE_MACHINE_CFS,
 };
 use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
@@ -29,9 +33,9 @@ pub fn gc_report_key(region: &str) -> Vec<u8> {
 
 #[derive(Clone)]
 pub struct StateMachine {
-    store: Store,
+    pub(super) store: Store,
     /// This node's region: applying a manifest from elsewhere queues the blobs it lacks.
-    region: String,
+    pub(super) region: String,
     /// Where the current snapshot is kept (`<data_dir>/snapshot`).
     snapshot_path: PathBuf,
 }
@@ -65,36 +69,26 @@ impl StateMachine {
     fn apply_command(&self, batch: &mut WriteBatch, cmd: &Command) -> Result<CommandResult, StoreError> {
         match cmd {
             Command::PutManifest(put) => self.apply_put_manifest(batch, put),
-            Command::DeleteManifest { repo, digest, at_unix } => {
-                let key = repo_key(repo, &digest.to_string());
-                let Some(raw) = self.store.get(CF_SM_MANIFESTS, &key)? else {
-                    return Ok(CommandResult::ManifestUnknown);
-                };
-                batch.delete_cf(self.store.cf(CF_SM_MANIFESTS)?, &key);
-                let digest_str = digest.to_string();
-                for (tag_key, value) in self.store.scan_prefix(CF_SM_TAGS, &repo_prefix(repo), None, usize::MAX)? {
-                    if value == digest_str.as_bytes() {
-                        batch.delete_cf(self.store.cf(CF_SM_TAGS)?, tag_key);
-                    }
-                }
-                let stored = StoredManifest::decode(&raw)?;
-                if let Some(subject) = &stored.subject {
-                    let rkey = repo_key(repo, &format!("{subject}\0{digest_str}"));
-                    batch.delete_cf(self.store.cf(CF_SM_REFERRERS)?, rkey);
-                }
-                for blob in &stored.blobs {
-                    self.release_link(batch, repo, blob, *at_unix)?;
-                }
+            Command::DeleteManifest { repo, digest, at_unix, trash_until, only_if_untagged } => {
+                self.apply_delete_manifest(batch, repo, &digest.to_string(), *at_unix, *trash_until, *only_if_untagged)
+            }
+            Command::DeleteTag { repo, tag, if_digest } => self.apply_delete_tag(batch, repo, tag, if_digest.as_ref()),
+            Command::RecordPulls { at_unix, pulls } => {
+                ActivityBook { store: &self.store }.pulled(batch, pulls, *at_unix)?;
                 Ok(CommandResult::Applied)
             }
-            Command::DeleteTag { repo, tag } => {
-                let key = repo_key(repo, tag);
-                if !self.store.exists(CF_SM_TAGS, &key)? {
-                    return Ok(CommandResult::ManifestUnknown);
-                }
-                batch.delete_cf(self.store.cf(CF_SM_TAGS)?, key);
+            Command::PutRetentionPolicy { policy } => {
+                ActivityBook { store: &self.store }.put_policy(batch, policy)?;
                 Ok(CommandResult::Applied)
             }
+            Command::RemoveRetentionPolicy { name } => {
+                let removed = ActivityBook { store: &self.store }.remove_policy(batch, name)?;
+                Ok(if removed { CommandResult::Applied } else { CommandResult::NotFound })
+            }
+            Command::RestoreTrash { repo, digest, tag, at_unix } => {
+                self.apply_restore(batch, repo, &digest.to_string(), tag.as_deref(), *at_unix)
+            }
+            Command::PurgeTrash { entries, at_unix, expired_only } => self.apply_purge(batch, entries, *at_unix, *expired_only),
             Command::AddReplicas { region, digests } => {
                 for digest in digests {
                     let key = digest.to_string();
@@ -164,43 +158,24 @@ impl StateMachine {
                 }
                 batch.delete_cf(self.store.cf(CF_SM_BLOB_LINKS)?, key);
                 self.drop_repo_reference(batch, &digest.to_string(), *at_unix)?;
+                QuotaBook::for_repo(&self.store, repo)?.remove(batch, &[Item::Blob(digest.to_string())])?;
                 Ok(CommandResult::Applied)
             }
             Command::CollectBlobs { digests, at_unix, grace_secs } => self.apply_collect(batch, digests, *at_unix, *grace_secs),
+            Command::SetQuota { pattern, limit_bytes } => {
+                quotas::apply_set(&self.store, batch, pattern, *limit_bytes)?;
+                Ok(CommandResult::Applied)
+            }
+            Command::RemoveQuota { pattern } => Ok(if quotas::apply_remove(&self.store, batch, pattern)? {
+                CommandResult::Applied
+            } else {
+                CommandResult::QuotaUnknown
+            }),
             Command::RecordGcSweep { report } => {
                 batch.put_cf(self.store.cf(CF_SM_META)?, gc_report_key(&report.region), encode_json(report));
                 Ok(CommandResult::Applied)
             }
         }
-    }
-
-    /// A manifest of `repo` that referenced `blob` is gone: one reference less on the
-    /// repository's link, and when that was the last, one repository less on the blob.
-    fn release_link(&self, batch: &mut WriteBatch, repo: &str, blob: &str, at_unix: u64) -> Result<(), StoreError> {
-        let key = repo_key(repo, blob);
-        let Some(raw) = self.store.get(CF_SM_BLOB_LINKS, &key)? else { return Ok(()) };
-        let link = BlobLink::decode(&raw)?;
-        if link.refs > 1 {
-            batch.put_cf(self.store.cf(CF_SM_BLOB_LINKS)?, &key, BlobLink { refs: link.refs - 1, ..link }.encode());
-            return Ok(());
-        }
-        batch.delete_cf(self.store.cf(CF_SM_BLOB_LINKS)?, &key);
-        self.drop_repo_reference(batch, blob, at_unix)
-    }
-
-    /// One repository less links `blob`; the last one makes it unreferenced from `at_unix`.
-    fn drop_repo_reference(&self, batch: &mut WriteBatch, blob: &str, at_unix: u64) -> Result<(), StoreError> {
-        let Some(raw) = self.store.get(CF_SM_BLOBS, blob.as_bytes())? else { return Ok(()) };
-        let mut location = BlobLocation::decode(&raw)?;
-        if let Some(links) = location.links {
-            let links = links.saturating_sub(1);
-            location.links = Some(links);
-            if links == 0 {
-                location.unreferenced_since = Some(at_unix);
-            }
-            batch.put_cf(self.store.cf(CF_SM_BLOBS)?, blob.as_bytes(), location.encode());
-        }
-        Ok(())
     }
 
     /// Forgets every listed blob that is still unreferenced and has been for the grace:
@@ -224,7 +199,7 @@ impl StateMachine {
     }
 
     /// Takes `digest` off this region's replication queue, whatever its priority.
-    fn dequeue(&self, batch: &mut WriteBatch, digest: &str) -> Result<(), StoreError> {
+    pub(super) fn dequeue(&self, batch: &mut WriteBatch, digest: &str) -> Result<(), StoreError> {
         for priority in [QUEUE_RECENT, QUEUE_BACKFILL] {
             batch.delete_cf(self.store.cf(CF_LOCAL_REPLICATION_QUEUE)?, queue_key(priority, digest));
         }
@@ -238,98 +213,6 @@ impl StateMachine {
             return Ok(CommandResult::UserUnknown);
         }
         batch.delete_cf(self.store.cf(CF_SM_AUTH)?, key);
-        Ok(CommandResult::Applied)
-    }
-
-    fn apply_put_manifest(&self, batch: &mut WriteBatch, put: &PutManifest) -> Result<CommandResult, StoreError> {
-        for child in &put.children {
-            if !self.store.exists(CF_SM_MANIFESTS, &repo_key(&put.repo, &child.to_string()))? {
-                return Ok(CommandResult::ManifestBlobUnknown(child.clone()));
-            }
-        }
-        // Each blob once, however often the manifest names it.
-        let mut seen = std::collections::BTreeSet::new();
-        let blobs: Vec<&BlobRef> = put.blobs.iter().filter(|b| seen.insert(b.digest.to_string())).collect();
-        // No dangling reference: a blob the pushing region does not hold must be held
-        // somewhere. Garbage collection may have forgotten it since the push checked its
-        // link (the collection was ordered first): the client gets MANIFEST_BLOB_UNKNOWN
-        // and uploads it again.
-        for b in &blobs {
-            if b.held_here {
-                continue;
-            }
-            let held = match self.store.get(CF_SM_BLOBS, b.digest.to_string().as_bytes())? {
-                Some(raw) => !BlobLocation::decode(&raw)?.regions.is_empty(),
-                None => false,
-            };
-            if !held {
-                return Ok(CommandResult::ManifestBlobUnknown(b.digest.clone()));
-            }
-        }
-        let digest = put.digest.to_string();
-        // Pushing the same manifest again changes tags only: its references are counted once.
-        let is_new = !self.store.exists(CF_SM_MANIFESTS, &repo_key(&put.repo, &digest))?;
-        for BlobRef { digest: blob, size, held_here } in blobs.iter().copied() {
-            let blob_key = blob.to_string();
-            let link_key = repo_key(&put.repo, &blob_key);
-            let link = match self.store.get(CF_SM_BLOB_LINKS, &link_key)? {
-                Some(raw) => Some(BlobLink::decode(&raw)?),
-                None => None,
-            };
-            let mut location = match self.store.get(CF_SM_BLOBS, blob_key.as_bytes())? {
-                Some(raw) => BlobLocation::decode(&raw)?,
-                None => BlobLocation { size: *size, regions: Vec::new(), links: Some(0), unreferenced_since: None },
-            };
-            if link.is_none() {
-                // A new repository references the blob.
-                location.links = location.links.map(|n| n + 1);
-                location.unreferenced_since = None;
-            }
-            let refs = match (link, is_new) {
-                (Some(l), true) => l.refs + 1,
-                (Some(l), false) => l.refs,
-                (None, _) => 1,
-            };
-            if *held_here && !location.regions.contains(&put.region) {
-                location.regions.push(put.region.clone());
-                location.regions.sort();
-            }
-            if !location.regions.contains(&self.region) {
-                // Node-local: this region lacks a referenced blob, so it goes on the
-                // replication queue (size, u64 BE).
-                batch.put_cf(
-                    self.store.cf(CF_LOCAL_REPLICATION_QUEUE)?,
-                    queue_key(QUEUE_RECENT, &blob_key),
-                    size.to_be_bytes(),
-                );
-            }
-            batch.put_cf(self.store.cf(CF_SM_BLOBS)?, blob_key.as_bytes(), location.encode());
-            batch.put_cf(self.store.cf(CF_SM_BLOB_LINKS)?, link_key, BlobLink { size: *size, refs }.encode());
-        }
-        let stored = StoredManifest {
-            media_type: put.media_type.clone(),
-            subject: put.referrer.as_ref().map(|r| r.subject.to_string()),
-            blobs: blobs.iter().map(|b| b.digest.to_string()).collect(),
-            body: put.body.as_bytes().to_vec(),
-        };
-        batch.put_cf(self.store.cf(CF_SM_MANIFESTS)?, repo_key(&put.repo, &digest), stored.encode());
-        for tag in &put.tags {
-            batch.put_cf(self.store.cf(CF_SM_TAGS)?, repo_key(&put.repo, tag), digest.as_bytes());
-        }
-        batch.put_cf(self.store.cf(CF_SM_REPOS)?, put.repo.as_bytes(), b"");
-        if let Some(referrer) = &put.referrer {
-            let descriptor = ReferrerDescriptor {
-                media_type: put.media_type.clone(),
-                size: put.body.len() as u64,
-                digest: digest.clone(),
-                artifact_type: referrer.artifact_type.clone(),
-                annotations: referrer.annotations.clone(),
-            };
-            let key = repo_key(&put.repo, &format!("{}\0{}", referrer.subject, digest));
-            let value = serde_json::to_vec(&descriptor)
-                .map_err(|e| StoreError::Corrupt { cf: CF_SM_REFERRERS, reason: e.to_string() })?;
-            batch.put_cf(self.store.cf(CF_SM_REFERRERS)?, key, value);
-        }
         Ok(CommandResult::Applied)
     }
 
@@ -523,6 +406,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 mod tests {
     //! Reference counting and collection at apply time: what every region decides alike.
     use super::*;
+    use crate::meta::command::{BlobRef, PutManifest};
     use meridian_replication::Algorithm;
 
     fn machine() -> (tempfile::TempDir, StateMachine) {
@@ -554,6 +438,7 @@ mod tests {
             children: vec![],
             referrer: None,
             region: "us".into(),
+            at_unix: 0,
         })
     }
 
@@ -571,7 +456,7 @@ mod tests {
         // Pushing a again changes nothing.
         assert_eq!(apply(&sm, put("r", "a", &[(&x, true), (&y, true)])), CommandResult::Applied);
         assert_eq!(location(&sm, &x).unwrap().links, Some(1));
-        apply(&sm, Command::DeleteManifest { repo: "r".into(), digest: digest("a"), at_unix: 1000 });
+        apply(&sm, Command::DeleteManifest { repo: "r".into(), digest: digest("a"), at_unix: 1000, trash_until: None, only_if_untagged: false });
         let lx = location(&sm, &x).unwrap();
         let ly = location(&sm, &y).unwrap();
         assert_eq!((lx.links, lx.unreferenced_since), (Some(1), None), "b still references x");
@@ -598,7 +483,7 @@ mod tests {
         let (_dir, sm) = machine();
         let x = digest("x");
         apply(&sm, put("r", "a", &[(&x, true)]));
-        apply(&sm, Command::DeleteManifest { repo: "r".into(), digest: digest("a"), at_unix: 1000 });
+        apply(&sm, Command::DeleteManifest { repo: "r".into(), digest: digest("a"), at_unix: 1000, trash_until: None, only_if_untagged: false });
         // Another repository references x before the collection is applied.
         apply(&sm, put("s", "b", &[(&x, false)]));
         let collect = Command::CollectBlobs { digests: vec![x.clone()], at_unix: 5000, grace_secs: 60 };
