@@ -19,6 +19,7 @@ pub mod meta;
 pub mod observability;
 pub mod registry;
 pub mod replicas;
+pub mod usage;
 
 use crate::blobs::uploads::UploadSessions;
 use crate::blobs::FsBlobStore;
@@ -49,8 +50,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         UploadSessions::new(store.clone(), blobs.clone(), config.max_upload_sessions_per_identity)
             .context("loading upload sessions")?,
     );
-    let replicator =
-        replicas::Replicator::start(blobs.clone(), store.clone(), meta.clone(), config.replication_bandwidth_limit);
+    let usage = Arc::new(usage::UsageRecorder::new(
+        config.region.clone(),
+        Duration::from_secs(config.usage.keep_days.saturating_mul(86_400)),
+    ));
+    for (region, stored) in store.stored_by_region().context("reading usage")? {
+        observability::record_region_storage(&region, stored.bytes, stored.blobs);
+    }
+    let replicator = replicas::Replicator::start(
+        blobs.clone(),
+        store.clone(),
+        meta.clone(),
+        config.replication_bandwidth_limit,
+        usage.clone(),
+    );
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let auth = auth::Auth::new(config.auth.clone(), store.clone(), tls_files.is_some());
     let bootstrap = tokio::spawn(auth::bootstrap::ensure_identities(
@@ -61,6 +74,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     let (started_tx, started) = tokio::sync::watch::channel(false);
     let startup = tokio::spawn(meta::readiness::track_startup(meta.clone(), store.clone(), started_tx, shutdown_rx.clone()));
+    let usage_recorder = tokio::spawn(usage::run_usage_recorder(
+        usage.clone(),
+        meta.clone(),
+        Duration::from_secs(config.usage.record_secs.max(1)),
+        shutdown_rx.clone(),
+    ));
     let pulls = Arc::new(lifecycle::PullRecorder::default());
     let pull_recorder = tokio::spawn(lifecycle::run_pull_recorder(
         pulls.clone(),
@@ -80,6 +99,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         body_idle_timeout: Duration::from_secs(config.body_idle_timeout_secs.max(1)),
         trash_for: config.retention.trash_for(),
         pulls,
+        usage,
     };
 
     let sweeper =
@@ -153,6 +173,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = startup.await;
     let _ = gc_schedule.await;
     let _ = pull_recorder.await;
+    let _ = usage_recorder.await;
     if let Some(j) = joiner {
         let _ = j.await;
     }

@@ -65,6 +65,7 @@ pub async fn get(registry: &Registry, name: &str, digest: &str, headers: &Header
         Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
         None => (StatusCode::OK, 0, size),
     };
+    registry.usage.pulled(name, len, false);
     let body = match source {
         BlobSource::Local(file, _) => Body::from_stream(read_file_range(file.into_std().await, start, len)),
         BlobSource::Remote(transfer) => Body::from_stream(read_stream(transfer, start, len)),

@@ -39,6 +39,9 @@ pub fn get(registry: &Registry, name: &str, reference: &str, headers: &HeaderMap
         .into());
     }
     let len = read.manifest.body.len();
+    if with_body {
+        registry.usage.pulled(name, len as u64, true);
+    }
     let mut resp = if with_body { Response::new(Body::from(read.manifest.body)) } else { empty(StatusCode::OK) };
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, hv(&read.manifest.media_type));

@@ -15,6 +15,7 @@ mod lifecycle;
 mod quotas;
 mod retention;
 mod units;
+mod usage;
 pub use identities::{KeyCommand, ScopeMapCommand, TokenCommand};
 pub use lifecycle::GcCommand;
 pub use quotas::QuotaCommand;
@@ -118,6 +119,8 @@ pub enum AdminCommand {
     /// Soft delete's trash: list, restore, purge.
     #[command(subcommand)]
     Trash(TrashCommand),
+    /// Stored, pushed, pulled and replicated bytes per repository, region or day.
+    Usage(usage::UsageArgs),
 }
 
 /// `meridian admin user …`
@@ -487,6 +490,7 @@ async fn execute(args: AdminArgs) -> Result<String, CliError> {
         AdminCommand::Quota(cmd) => quotas::run_quota(&admin, cmd, json).await,
         AdminCommand::Retention(cmd) => retention::run_retention(&admin, cmd, json).await,
         AdminCommand::Trash(cmd) => retention::run_trash(&admin, cmd, json).await,
+        AdminCommand::Usage(args) => usage::run_usage(&admin, args, json).await,
     }
 }
 

@@ -7,7 +7,9 @@ use crate::lifecycle::LifecycleError;
 use crate::meta::records::GcSweepReport;
 use crate::meta::command::{Command, CommandResult};
 use crate::meta::quotas::Quota;
-use meridian_proto::admin::{GcCandidate, GcRunReply, GcStatusReply, GcSweep, ListQuotasReply, QuotaInfo};
+use meridian_proto::admin::{
+    GcCandidate, GcRunReply, GcStatusReply, GcSweep, ListQuotasReply, QuotaInfo, ReplicationUsage, UsageReply, UsageRequest, UsageRow,
+};
 use tonic::Status;
 
 fn lifecycle_status(e: LifecycleError) -> Status {
@@ -87,4 +89,40 @@ pub async fn remove_quota(svc: &AdminServiceImpl, pattern: String) -> Result<(),
 pub fn list_quotas(svc: &AdminServiceImpl) -> Result<ListQuotasReply, Status> {
     let quotas = svc.replicator.store().quotas().map_err(|e| Status::internal(e.to_string()))?;
     Ok(ListQuotasReply { quotas: quotas.into_iter().map(quota_info).collect() })
+}
+
+pub fn usage(svc: &AdminServiceImpl, req: UsageRequest) -> Result<UsageReply, Status> {
+    use crate::usage::report::{self, GroupBy, UsageQuery};
+    let by = GroupBy::parse(&req.by).ok_or_else(|| Status::invalid_argument(format!("--by {:?}: repo, region or day", req.by)))?;
+    let repo = Some(req.repo).filter(|r| !r.is_empty());
+    if let Some(p) = &repo {
+        check_pattern(p)?;
+    }
+    let since_unix = match req.since_secs {
+        0 => 0,
+        secs => crate::meta::command::proposer_clock().saturating_sub(secs),
+    };
+    let q = UsageQuery { repo, region: Some(req.region).filter(|r| !r.is_empty()), since_unix, by };
+    let r = report::usage(svc.replicator.store(), &q).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(UsageReply {
+        rows: r
+            .rows
+            .into_iter()
+            .map(|row| UsageRow {
+                key: row.key,
+                has_stored: row.stored.is_some(),
+                stored_bytes: row.stored.map(|s| s.0).unwrap_or(0),
+                stored_items: row.stored.map(|s| s.1).unwrap_or(0),
+                pushed_bytes: row.traffic.pushed_bytes,
+                pushed_count: row.traffic.pushed_count,
+                pulled_bytes: row.traffic.pulled_bytes,
+                pulled_count: row.traffic.pulled_count,
+            })
+            .collect(),
+        replication: r
+            .replication
+            .into_iter()
+            .map(|p| ReplicationUsage { from: p.from, to: p.to, bytes: p.bytes, blobs: p.blobs })
+            .collect(),
+    })
 }

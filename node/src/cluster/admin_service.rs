@@ -887,4 +887,9 @@ impl AdminService for AdminServiceImpl {
         self.authorize(&request)?;
         retention::trash_purge(self, request.into_inner().repo).await.map(Response::new)
     }
+
+    async fn usage(&self, request: Request<UsageRequest>) -> Result<Response<UsageReply>, Status> {
+        self.authorize(&request)?;
+        lifecycle::usage(self, request.into_inner()).map(Response::new)
+    }
 }

@@ -80,6 +80,23 @@ pub struct Config {
     pub gc: GcConfig,
     /// Soft delete and the pull times retention policies read.
     pub retention: RetentionConfig,
+    /// Usage metering.
+    pub usage: UsageConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct UsageConfig {
+    /// Hourly traffic buckets older than this many days are dropped.
+    pub keep_days: u64,
+    /// Each region sends its traffic figures at most this often (one Raft entry).
+    pub record_secs: u64,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig { keep_days: 90, record_secs: 60 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -212,6 +229,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             gc: GcConfig::default(),
             retention: RetentionConfig::default(),
+            usage: UsageConfig::default(),
         }
     }
 }
@@ -309,8 +327,8 @@ impl Config {
     }
 
     /// `MERIDIAN_<KEY>` for top-level keys, `MERIDIAN_RAFT_<KEY>` / `MERIDIAN_AUTH_<KEY>` /
-    /// `MERIDIAN_GC_<KEY>` / `MERIDIAN_RETENTION_<KEY>` for `[raft]` / `[auth]` / `[gc]` /
-    /// `[retention]` keys.
+    /// `MERIDIAN_GC_<KEY>` / `MERIDIAN_RETENTION_<KEY>` / `MERIDIAN_USAGE_<KEY>` for
+    /// `[raft]` / `[auth]` / `[gc]` / `[retention]` / `[usage]` keys.
     pub fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
         for (var, value) in vars {
             let Some(key) = var.strip_prefix("MERIDIAN_") else { continue };
@@ -374,6 +392,8 @@ impl Config {
                 "GC_UPLOAD_GRACE_SECS" => self.gc.upload_grace_secs = num(&value).map_err(bad)?,
                 "RETENTION_SOFT_DELETE_DAYS" => self.retention.soft_delete_days = num(&value).map_err(bad)?,
                 "RETENTION_PULL_RECORD_SECS" => self.retention.pull_record_secs = num(&value).map_err(bad)?,
+                "USAGE_KEEP_DAYS" => self.usage.keep_days = num(&value).map_err(bad)?,
+                "USAGE_RECORD_SECS" => self.usage.record_secs = num(&value).map_err(bad)?,
                 "AUTH_ENABLED" => self.auth.enabled = num(&value).map_err(bad)?,
                 "AUTH_SERVICE" => self.auth.service = value.clone(),
                 "AUTH_REALM" => self.auth.realm = Some(value.clone()).filter(|v| !v.is_empty()),
@@ -429,13 +449,14 @@ mod tests {
             "raft.max_logs_kept", "raft.write_timeout_ms", "auth.enabled", "auth.service", "auth.realm",
             "auth.token_ttl_secs", "auth.anonymous_pull", "auth.failed_login_limit", "gc.interval_secs",
             "gc.upload_grace_secs", "retention.soft_delete_days", "retention.pull_record_secs",
+            "usage.keep_days", "usage.record_secs",
         ];
         for key in keys {
             assert!(readme.contains(&format!("`{key}`")), "README lacks config key {key}");
         }
         // The list above must itself be complete: serialize defaults and count fields.
         let defaults = format!("{:?}", Config::default());
-        // + 4: the `raft`, `auth`, `gc` and `retention` tables themselves.
-        assert_eq!(defaults.matches(": ").count(), keys.len() + 4, "a config field is missing from the README check");
+        // + 5: the `raft`, `auth`, `gc`, `retention` and `usage` tables themselves.
+        assert_eq!(defaults.matches(": ").count(), keys.len() + 5, "a config field is missing from the README check");
     }
 }

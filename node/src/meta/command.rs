@@ -3,6 +3,7 @@
 
 use super::quotas::QuotaExceeded;
 use super::retention::RetentionPolicy;
+use super::usage::{Replicated, Traffic};
 use super::records::{GcSweepReport, RobotRecord, ScopeMap, SigningKey, UserRecord};
 use meridian_replication::Digest;
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,10 @@ pub enum Command {
     /// Manifests a region served since its last batch (at most one entry per region per
     /// `retention.pull_record_secs`): their last-pulled time becomes `at_unix`.
     RecordPulls { at_unix: u64, pulls: Vec<(String, Digest)> },
+    /// A region's traffic since its last batch (at most one entry per region per
+    /// `usage.record_secs`), counted into the hour of `at_unix`; buckets from before
+    /// `keep_from_unix` are dropped.
+    RecordUsage { region: String, at_unix: u64, keep_from_unix: u64, repos: Vec<(String, Traffic)>, replicated: Vec<Replicated> },
     /// Creates or replaces a retention policy.
     PutRetentionPolicy { policy: RetentionPolicy },
     RemoveRetentionPolicy { name: String },

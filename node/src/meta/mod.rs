@@ -10,6 +10,7 @@ pub mod quotas;
 pub mod readiness;
 pub mod retention;
 pub mod trash;
+pub mod usage;
 pub mod reads;
 pub mod records;
 mod state_machine;

@@ -37,6 +37,8 @@ pub const CF_SM_RETENTION: &str = "sm_retention";
 pub const CF_SM_ACTIVITY: &str = "sm_activity";
 /// Soft-deleted manifests: `repo\0digest` → trash entry (see `meta::trash`).
 pub const CF_SM_TRASH: &str = "sm_trash";
+/// Usage metering: traffic buckets and what each region stores (see `meta::usage`).
+pub const CF_SM_USAGE: &str = "sm_usage";
 /// Upload sessions in progress on this node: `uuid` → session record.
 pub const CF_LOCAL_UPLOADS: &str = "local_uploads";
 /// `repo\0digest` → `LocalLink` (size, when): blobs pushed or mounted into the repository on
@@ -65,7 +67,7 @@ pub fn queue_key(priority: u8, digest: &str) -> Vec<u8> {
 }
 
 /// The column families that make up the replicated state machine (what a snapshot holds).
-pub const STATE_MACHINE_CFS: [&str; 12] = [
+pub const STATE_MACHINE_CFS: [&str; 13] = [
     CF_SM_META,
     CF_SM_REPOS,
     CF_SM_MANIFESTS,
@@ -79,6 +81,7 @@ pub const STATE_MACHINE_CFS: [&str; 12] = [
     CF_SM_RETENTION,
     CF_SM_ACTIVITY,
     CF_SM_TRASH,
+    CF_SM_USAGE,
 ];
 
 /// Raft's own column families.

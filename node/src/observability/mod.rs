@@ -70,3 +70,11 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
 pub fn record_raft_applied(index: u64) {
     metrics::gauge!("meridian_raft_applied_index").set(index as f64);
 }
+
+/// What a region's verified copies take (every node reports every region: the figures
+/// are cluster state). Labelled by region only: a label per repository would grow without
+/// bound; `meridian admin usage` has the per-repository view.
+pub fn record_region_storage(region: &str, bytes: u64, blobs: u64) {
+    metrics::gauge!("meridian_storage_bytes", "region" => region.to_string()).set(bytes as f64);
+    metrics::gauge!("meridian_storage_blobs", "region" => region.to_string()).set(blobs as f64);
+}

@@ -48,6 +48,7 @@ impl Registry {
             Reference::Tag(_) => Digest::of_bytes(Algorithm::Sha256, &body),
         };
         let parsed = parse_manifest(content_type, &body)?;
+        let body_len = body.len() as u64;
         let text = String::from_utf8(body.to_vec())
             .map_err(|_| RegistryError::ManifestInvalid("manifest is not UTF-8".into()))?;
 
@@ -103,7 +104,10 @@ impl Registry {
             at_unix: proposer_clock(),
         };
         match self.meta.propose(Command::PutManifest(put)).await? {
-            CommandResult::Applied => Ok(PushedManifest { digest, subject, query_tags }),
+            CommandResult::Applied => {
+                self.usage.pushed(repo, body_len, true);
+                Ok(PushedManifest { digest, subject, query_tags })
+            }
             CommandResult::ManifestBlobUnknown(d) => Err(RegistryError::ManifestBlobUnknown(d.to_string())),
             CommandResult::QuotaExceeded(q) => Err(RegistryError::QuotaExceeded(QuotaRefusal::Push(q))),
             other => Err(RegistryError::Internal(format!("unexpected apply result {other:?}"))),

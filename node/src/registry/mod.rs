@@ -39,4 +39,6 @@ pub struct Registry {
     pub trash_for: Option<std::time::Duration>,
     /// Manifests served, sent in batches for retention's pull times.
     pub pulls: Arc<crate::lifecycle::PullRecorder>,
+    /// Pushed and pulled bytes per repository, sent in batches for usage metering.
+    pub usage: Arc<crate::usage::UsageRecorder>,
 }

@@ -85,7 +85,9 @@ impl Registry {
         // durable: garbage collection cannot take the blob in between.
         let _pin = self.blobs.pin([digest.to_string()]);
         self.blobs.commit(&path, digest).await?;
-        self.link_local(repo, digest, outcome.written)
+        self.link_local(repo, digest, outcome.written)?;
+        self.usage.pushed(repo, outcome.written, false);
+        Ok(())
     }
 
     /// Appends one chunk (`PATCH`). A chunk must start exactly where the session ends; a
@@ -126,7 +128,9 @@ impl Registry {
         let _pin = self.blobs.pin([digest.to_string()]);
         self.blobs.commit(&path, digest).await?;
         self.sessions.forget(&state.id)?;
-        self.link_local(repo, digest, state.offset)
+        self.link_local(repo, digest, state.offset)?;
+        self.usage.pushed(repo, state.offset, false);
+        Ok(())
     }
 
     /// How much more a client may add to a blob that holds `offset` bytes, under

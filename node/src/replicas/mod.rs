@@ -34,6 +34,8 @@ pub struct Replicator {
     /// Smoothed round-trip time to each region, measured continuously.
     rtt: Mutex<HashMap<String, Duration>>,
     pub stats: Arc<ReplicationCounters>,
+    /// Bytes landed here per source region, for usage metering.
+    usage: Arc<crate::usage::UsageRecorder>,
 }
 
 /// This node's replication figures since start (what `replication status` shows).
@@ -50,7 +52,13 @@ pub struct ReplicationCounters {
 
 impl Replicator {
     /// Creates the replicator and the task that records landed replicas in batches.
-    pub fn start(blobs: FsBlobStore, store: Store, meta: Meta, bandwidth_limit: u64) -> Arc<Replicator> {
+    pub fn start(
+        blobs: FsBlobStore,
+        store: Store,
+        meta: Meta,
+        bandwidth_limit: u64,
+        usage: Arc<crate::usage::UsageRecorder>,
+    ) -> Arc<Replicator> {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(record_replicas(meta.clone(), rx));
         Arc::new(Replicator {
@@ -62,6 +70,7 @@ impl Replicator {
             throttle: RegionThrottle::new(bandwidth_limit),
             rtt: Mutex::new(HashMap::new()),
             stats: Arc::new(ReplicationCounters::default()),
+            usage,
         })
     }
 
@@ -155,6 +164,11 @@ impl Replicator {
                         Ok(()) => {
                             tracing::info!(%digest, bytes = report.bytes, sources = ?report.sources, resumes = report.resumes, "replica landed");
                             let _ = self.recorder.send(digest.clone());
+                            // The copy came from the last region it was read from (a
+                            // transfer that resumed elsewhere is counted there in full).
+                            if let Some(from) = report.sources.last() {
+                                self.usage.replicated(from, size);
+                            }
                             Progress::Done(size)
                         }
                         Err(e) => {

@@ -11,11 +11,17 @@ use crate::meta::store::{
     CF_SM_REFERRERS, CF_SM_REPOS, CF_SM_TAGS, CF_SM_TRASH, QUEUE_RECENT,
 };
 use crate::meta::trash::{self, TrashHeader};
+use crate::meta::usage::StorageDeltas;
 use meridian_replication::Digest;
 use rocksdb::WriteBatch;
 
 impl StateMachine {
-    pub(super) fn apply_put_manifest(&self, batch: &mut WriteBatch, put: &PutManifest) -> Result<CommandResult, StoreError> {
+    pub(super) fn apply_put_manifest(
+        &self,
+        batch: &mut WriteBatch,
+        put: &PutManifest,
+        storage: &mut StorageDeltas,
+    ) -> Result<CommandResult, StoreError> {
         for child in &put.children {
             if !self.store.exists(CF_SM_MANIFESTS, &repo_key(&put.repo, &child.to_string()))? {
                 return Ok(CommandResult::ManifestBlobUnknown(child.clone()));
@@ -78,6 +84,7 @@ impl StateMachine {
                 (None, _) => 1,
             };
             if *held_here && !location.regions.contains(&put.region) {
+                storage.add(&put.region, location.size);
                 location.regions.push(put.region.clone());
                 location.regions.sort();
             }

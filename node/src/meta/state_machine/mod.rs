@@ -10,6 +10,7 @@ mod manifests;
 
 use super::quotas::{self, Item, QuotaBook};
 use super::retention::ActivityBook;
+use super::usage::{self, StorageDeltas};
 use super::records::{encode_json, BlobLocation};
 use super::store::{
     auth_key, queue_key, repo_key, SpaceWait, Store, StoreError, CF_LOCAL_REPLICATION_QUEUE, CF_SM_AUTH, CF_SM_BLOBS,
@@ -67,8 +68,18 @@ impl StateMachine {
     /// Adds one command's writes to `batch`; reads see the state before the batch, which
     /// is why `apply` writes each entry's batch before applying the next.
     fn apply_command(&self, batch: &mut WriteBatch, cmd: &Command) -> Result<CommandResult, StoreError> {
+        let mut storage = StorageDeltas::default();
+        let result = self.apply_command_counting(batch, cmd, &mut storage)?;
+        for (region, stored) in storage.write(&self.store, batch)? {
+            crate::observability::record_region_storage(&region, stored.bytes, stored.blobs);
+        }
+        Ok(result)
+    }
+
+    /// `apply_command`, summing the changes to what each region stores into `storage`.
+    fn apply_command_counting(&self, batch: &mut WriteBatch, cmd: &Command, storage: &mut StorageDeltas) -> Result<CommandResult, StoreError> {
         match cmd {
-            Command::PutManifest(put) => self.apply_put_manifest(batch, put),
+            Command::PutManifest(put) => self.apply_put_manifest(batch, put, storage),
             Command::DeleteManifest { repo, digest, at_unix, trash_until, only_if_untagged } => {
                 self.apply_delete_manifest(batch, repo, &digest.to_string(), *at_unix, *trash_until, *only_if_untagged)
             }
@@ -95,6 +106,7 @@ impl StateMachine {
                     let Some(raw) = self.store.get(CF_SM_BLOBS, key.as_bytes())? else { continue };
                     let mut location = BlobLocation::decode(&raw)?;
                     if !location.regions.contains(region) {
+                        storage.add(region, location.size);
                         location.regions.push(region.clone());
                         location.regions.sort();
                         batch.put_cf(self.store.cf(CF_SM_BLOBS)?, key.as_bytes(), location.encode());
@@ -111,6 +123,9 @@ impl StateMachine {
                     return Ok(CommandResult::BlobUnknown);
                 };
                 let mut location = BlobLocation::decode(&raw)?;
+                if location.regions.contains(region) {
+                    storage.remove(region, location.size);
+                }
                 location.regions.retain(|r| r != region);
                 batch.put_cf(self.store.cf(CF_SM_BLOBS)?, key.as_bytes(), location.encode());
                 if region == &self.region {
@@ -161,7 +176,13 @@ impl StateMachine {
                 QuotaBook::for_repo(&self.store, repo)?.remove(batch, &[Item::Blob(digest.to_string())])?;
                 Ok(CommandResult::Applied)
             }
-            Command::CollectBlobs { digests, at_unix, grace_secs } => self.apply_collect(batch, digests, *at_unix, *grace_secs),
+            Command::CollectBlobs { digests, at_unix, grace_secs } => {
+                self.apply_collect(batch, digests, *at_unix, *grace_secs, storage)
+            }
+            Command::RecordUsage { region, at_unix, keep_from_unix, repos, replicated } => {
+                usage::apply_record(&self.store, batch, region, *at_unix, *keep_from_unix, repos, replicated)?;
+                Ok(CommandResult::Applied)
+            }
             Command::SetQuota { pattern, limit_bytes } => {
                 quotas::apply_set(&self.store, batch, pattern, *limit_bytes)?;
                 Ok(CommandResult::Applied)
@@ -181,7 +202,14 @@ impl StateMachine {
     /// Forgets every listed blob that is still unreferenced and has been for the grace:
     /// its record and this region's queued fetch of it go in this entry, its bytes in
     /// each region's sweep. Anything a manifest or link took back meanwhile stays.
-    fn apply_collect(&self, batch: &mut WriteBatch, digests: &[Digest], at_unix: u64, grace_secs: u64) -> Result<CommandResult, StoreError> {
+    fn apply_collect(
+        &self,
+        batch: &mut WriteBatch,
+        digests: &[Digest],
+        at_unix: u64,
+        grace_secs: u64,
+        storage: &mut StorageDeltas,
+    ) -> Result<CommandResult, StoreError> {
         let (mut blobs, mut bytes) = (0u64, 0u64);
         for digest in digests {
             let key = digest.to_string();
@@ -192,6 +220,9 @@ impl StateMachine {
             }
             batch.delete_cf(self.store.cf(CF_SM_BLOBS)?, key.as_bytes());
             self.dequeue(batch, &key)?;
+            for region in &location.regions {
+                storage.remove(region, location.size);
+            }
             blobs += 1;
             bytes += location.size;
         }
