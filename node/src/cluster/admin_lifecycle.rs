@@ -12,7 +12,7 @@ use meridian_proto::admin::{
 };
 use tonic::Status;
 
-fn lifecycle_status(e: LifecycleError) -> Status {
+pub(super) fn lifecycle_status(e: LifecycleError) -> Status {
     match e {
         LifecycleError::Meta(m) => meta_status(m),
         other => Status::internal(other.to_string()),

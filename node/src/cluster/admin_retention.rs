@@ -1,21 +1,14 @@
 //! The admin service's retention calls: policies, running them, and soft delete's trash.
 //! The decisions are `crate::lifecycle`'s; this checks input and maps onto the API.
 
+use super::admin_lifecycle::lifecycle_status;
 use super::admin_service::{meta_status, AdminServiceImpl};
 use crate::auth::now_unix;
-use crate::lifecycle::LifecycleError;
 use crate::meta::command::{Command, CommandResult};
 use crate::meta::retention::RetentionPolicy;
 use meridian_proto::admin::*;
 use meridian_replication::Digest;
 use tonic::Status;
-
-fn lifecycle_status(e: LifecycleError) -> Status {
-    match e {
-        LifecycleError::Meta(m) => meta_status(m),
-        other => Status::internal(other.to_string()),
-    }
-}
 
 fn policy_info(p: RetentionPolicy) -> RetentionPolicyInfo {
     RetentionPolicyInfo {

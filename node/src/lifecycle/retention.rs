@@ -34,9 +34,6 @@ pub struct Deletion {
     pub reason: String,
 }
 
-/// Repositories scanned per page.
-const PAGE: usize = 1000;
-
 /// `*` any run of characters, `?` one; everything else literally.
 pub fn glob_matches(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
@@ -81,20 +78,14 @@ pub fn plan(store: &Store, now: u64) -> Result<Vec<Deletion>, StoreError> {
     if policies.is_empty() {
         return Ok(out);
     }
-    let mut last: Option<String> = None;
-    loop {
-        let page = store.repositories(last.as_deref(), PAGE)?;
-        for repo in &page {
-            let covering: Vec<&RetentionPolicy> = policies.iter().filter(|p| pattern_matches(&p.repos, repo)).collect();
-            if !covering.is_empty() {
-                out.extend(plan_repo(store, repo, &covering, now)?);
-            }
+    store.for_each_repository(|repo| {
+        let covering: Vec<&RetentionPolicy> = policies.iter().filter(|p| pattern_matches(&p.repos, repo)).collect();
+        if !covering.is_empty() {
+            out.extend(plan_repo(store, repo, &covering, now)?);
         }
-        match page.last() {
-            Some(l) if page.len() == PAGE => last = Some(l.clone()),
-            _ => return Ok(out),
-        }
-    }
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// Why a tag stays, if any covering policy keeps it.

@@ -52,6 +52,23 @@ impl Store {
             .collect())
     }
 
+    /// Calls `f` with every repository name in ASCII order, a page at a time (no listing
+    /// of all names held in memory).
+    pub fn for_each_repository(&self, mut f: impl FnMut(&str) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        const PAGE: usize = 1000;
+        let mut last: Option<String> = None;
+        loop {
+            let page = self.repositories(last.as_deref(), PAGE)?;
+            for repo in &page {
+                f(repo)?;
+            }
+            match page.last() {
+                Some(l) if page.len() == PAGE => last = Some(l.clone()),
+                _ => return Ok(()),
+            }
+        }
+    }
+
     /// Repository names in ASCII order, starting after `last`, at most `limit`.
     pub fn repositories(&self, last: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
         Ok(self

@@ -248,40 +248,40 @@ impl Store {
         }).collect()
     }
 
-    /// Traffic buckets from `since_hour` on.
-    pub fn traffic_since(&self, since_hour: u64) -> Result<Vec<TrafficRow>, StoreError> {
-        let mut start = vec![b't'];
+    /// Every `kind` bucket (`t` or `r`) from `since_hour` on: its hour, the two names
+    /// in its key, its counters.
+    fn buckets_since(&self, kind: u8, since_hour: u64) -> Result<Vec<(u64, String, String, Traffic)>, StoreError> {
+        let mut start = vec![kind];
         start.extend_from_slice(&since_hour.to_be_bytes());
         let mut out = Vec::new();
         let cf = self.cf(CF_SM_USAGE)?;
         for item in self.db().iterator_cf(cf, rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward)) {
             let (k, v) = item?;
-            if k.first() != Some(&b't') {
+            if k.first() != Some(&kind) {
                 break;
             }
             let Some((hour, rest)) = split_hour(&k) else { continue };
-            let Some((region, repo)) = split_names(rest) else { continue };
-            out.push(TrafficRow { hour, region, repo, traffic: Traffic::decode(&v)? });
+            let Some((a, b)) = split_names(rest) else { continue };
+            out.push((hour, a, b, Traffic::decode(&v)?));
         }
         Ok(out)
     }
 
+    /// Traffic buckets from `since_hour` on.
+    pub fn traffic_since(&self, since_hour: u64) -> Result<Vec<TrafficRow>, StoreError> {
+        Ok(self
+            .buckets_since(b't', since_hour)?
+            .into_iter()
+            .map(|(hour, region, repo, traffic)| TrafficRow { hour, region, repo, traffic })
+            .collect())
+    }
+
     /// Replication buckets from `since_hour` on.
     pub fn replication_since(&self, since_hour: u64) -> Result<Vec<ReplicationRow>, StoreError> {
-        let mut start = vec![b'r'];
-        start.extend_from_slice(&since_hour.to_be_bytes());
-        let mut out = Vec::new();
-        let cf = self.cf(CF_SM_USAGE)?;
-        for item in self.db().iterator_cf(cf, rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward)) {
-            let (k, v) = item?;
-            if k.first() != Some(&b'r') {
-                break;
-            }
-            let Some((hour, rest)) = split_hour(&k) else { continue };
-            let Some((from, to)) = split_names(rest) else { continue };
-            let t = Traffic::decode(&v)?;
-            out.push(ReplicationRow { hour, from, to, bytes: t.pushed_bytes, blobs: t.pushed_count });
-        }
-        Ok(out)
+        Ok(self
+            .buckets_since(b'r', since_hour)?
+            .into_iter()
+            .map(|(hour, from, to, t)| ReplicationRow { hour, from, to, bytes: t.pushed_bytes, blobs: t.pushed_count })
+            .collect())
     }
 }

@@ -58,20 +58,9 @@ pub struct UsageReport {
     pub replication: Vec<PairRow>,
 }
 
-/// `YYYY-MM-DD` of an hour since the epoch (UTC, proleptic Gregorian).
+/// `YYYY-MM-DD` (UTC) of an hour since the epoch.
 fn day_of_hour(hour: u64) -> String {
-    let days = (hour * SECS_PER_HOUR / 86_400) as i64;
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    crate::auth::rfc3339(hour * SECS_PER_HOUR)[..10].to_string()
 }
 
 pub fn usage(store: &Store, q: &UsageQuery) -> Result<UsageReport, StoreError> {
@@ -84,17 +73,12 @@ pub fn usage(store: &Store, q: &UsageQuery) -> Result<UsageReport, StoreError> {
     }
     match q.by {
         GroupBy::Repo => {
-            let mut last: Option<String> = None;
-            loop {
-                let page = store.repositories(last.as_deref(), 1000)?;
-                for repo in page.iter().filter(|r| repo_ok(r)) {
+            store.for_each_repository(|repo| {
+                if repo_ok(repo) {
                     row(&mut rows, repo).stored = Some(store.repo_stored(repo)?);
                 }
-                match page.last() {
-                    Some(l) if page.len() == 1000 => last = Some(l.clone()),
-                    _ => break,
-                }
-            }
+                Ok(())
+            })?;
         }
         GroupBy::Region => {
             for (region, stored) in store.stored_by_region()? {
