@@ -1,11 +1,15 @@
-//! Garbage collection racing pushes, in three regions, with a region killed and restarted
-//! in the middle. Collection and sweeps run every second with a one-second grace while
-//! pushers in every region push images that share a base layer — reused the way docker
-//! does it (HEAD, and upload only on a 404) or mounted from another repository — move
-//! their tag, and delete older images by digest or by tag.
+//! Garbage collection and retention racing pushes, in three regions, with a region killed
+//! and restarted in the middle. Retention, collection and sweeps run every second with a
+//! one-second grace while pushers in every region push images that share a base layer —
+//! reused the way docker does it (HEAD, and upload only on a 404) or mounted from another
+//! repository — move their tag, and delete older images by digest or by tag. Half the
+//! pushers push into `ret/`, where a policy keeps `latest` and deletes untagged images
+//! after 2 s.
 //!
 //! At the end, in every region:
-//! - every acknowledged image not deleted pulls byte-identical (manifest and blobs);
+//! - every acknowledged image not deleted (by its pusher, or in `ret/` by the policy)
+//!   pulls byte-identical (manifest and blobs); in `ret/` only what `latest` points at
+//!   is left once the policy has nothing more to do;
 //! - no push got `MANIFEST_BLOB_UNKNOWN` for a blob it had itself uploaded or mounted
 //!   moments before (the Harbor and Quay failures this design closes);
 //! - `blobs/` holds exactly the blobs of the images that exist (give or take those whose
@@ -97,8 +101,7 @@ async fn place_blob(
 
 async fn pusher(
     base: String,
-    region: String,
-    k: usize,
+    repo: String,
     base_layer: Vec<u8>,
     record: Arc<Mutex<Record>>,
     stop: Instant,
@@ -106,7 +109,6 @@ async fn pusher(
 ) {
     let h = http();
     let mut rng = StdRng::seed_from_u64(seed);
-    let repo = format!("team/{region}-{k}");
     let mut previous: Vec<String> = Vec::new();
     let mut n = 0u64;
     while Instant::now() < stop {
@@ -233,15 +235,22 @@ async fn collection_racing_pushes_mounts_and_deletes_loses_nothing_and_leaves_no
         .await
         .expect("base everywhere");
 
+    // Retention in `ret/`: `latest` stays, untagged images go after 2 s.
+    c.admin_json_at(0, &["retention", "set", "race", "--repos", "ret/*", "--keep-tags", "latest", "--untagged-after", "2s"]).await;
+
     let record = Arc::new(Mutex::new(Record::default()));
     let stop = Instant::now() + RUN_FOR;
     let mut tasks = Vec::new();
+    let mut retained: Vec<String> = Vec::new();
     for i in 0..3 {
         for k in 0..PUSHERS_PER_REGION {
+            let repo = if k % 2 == 1 { format!("ret/{}-{k}", c[i].name) } else { format!("team/{}-{k}", c[i].name) };
+            if repo.starts_with("ret/") {
+                retained.push(repo.clone());
+            }
             tasks.push(tokio::spawn(pusher(
                 c[i].base.clone(),
-                c[i].name.clone(),
-                k,
+                repo,
                 base_layer.clone(),
                 record.clone(),
                 stop,
@@ -258,7 +267,49 @@ async fn collection_racing_pushes_mounts_and_deletes_loses_nothing_and_leaves_no
         t.await.unwrap();
     }
 
-    let rec = record.lock().unwrap();
+    // Let the policy finish with what the pushers left: then `ret/` holds only what
+    // `latest` points at.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let dry = c.admin_json_at(0, &["retention", "run", "--dry-run"]).await;
+        if dry["deletions"].as_array().is_some_and(|d| d.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "retention never finished: {dry}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut latest: BTreeMap<String, String> = BTreeMap::new();
+    for repo in &retained {
+        let r = oci::get_manifest(&c[0], repo, "latest").await;
+        if r.status() == 200 {
+            latest.insert(repo.clone(), oci::require_header(&r, "docker-content-digest"));
+        }
+    }
+
+    let mut rec = record.lock().unwrap();
+    // In `ret/`, an image `latest` does not point at is gone (the policy's), whatever its
+    // pusher saw.
+    let in_ret = |repo: &str| repo.starts_with("ret/");
+    let policy_deleted: Vec<(String, String)> = rec
+        .acked
+        .keys()
+        .chain(rec.unknown.keys())
+        .filter(|(repo, digest)| in_ret(repo) && latest.get(repo) != Some(digest))
+        .cloned()
+        .collect();
+    for key in &policy_deleted {
+        rec.deleted.insert(key.clone());
+        rec.unknown.remove(key);
+    }
+    for (repo, digest) in &latest {
+        rec.deleted.remove(&(repo.clone(), digest.clone()));
+    }
+    eprintln!("[gc-race] the policy left {} image(s) in ret/ and took {}", latest.len(), policy_deleted.len());
+    for key in &policy_deleted {
+        for i in 0..3 {
+            assert_eq!(oci::manifest_status(&c[i], &key.0, &key.1).await, 404, "{}: {}@{} outlived the policy", c[i].name, key.0, key.1);
+        }
+    }
     eprintln!(
         "[gc-race] {} pushes, {} acknowledged, {} deleted, {} unknown, {} MANIFEST_BLOB_UNKNOWN after a HEAD",
         rec.pushes,
