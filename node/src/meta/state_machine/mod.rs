@@ -523,4 +523,42 @@ mod tests {
         apply(&sm, Command::UnlinkBlob { repo: "s".into(), digest: x.clone(), at_unix: 6000 });
         assert_eq!(location(&sm, &x).unwrap().unreferenced_since, Some(6000));
     }
+
+    fn quota_used(sm: &StateMachine, pattern: &str) -> u64 {
+        sm.store.quotas().unwrap().into_iter().find(|q| q.pattern == pattern).map(|q| q.used_bytes).unwrap()
+    }
+
+    #[test]
+    fn quotas_count_distinct_items_and_the_trash_keeps_them_until_purged() {
+        let (_dir, sm) = machine();
+        let (x, y) = (digest("x"), digest("y"));
+        assert_eq!(apply(&sm, put("ns/a", "a", &[(&x, true)])), CommandResult::Applied);
+        // A quota set afterwards counts what is there: blob x (10) and manifest a (1 byte).
+        apply(&sm, Command::SetQuota { pattern: "ns/*".into(), limit_bytes: 30 });
+        assert_eq!(quota_used(&sm, "ns/*"), 11);
+        // Another repository of the namespace sharing x adds only its manifest; y fits.
+        assert_eq!(apply(&sm, put("ns/b", "b", &[(&x, true), (&y, true)])), CommandResult::Applied);
+        assert_eq!(quota_used(&sm, "ns/*"), 11 + 1 + 10);
+        // 30 - 22 = 8 left: a new 10-byte blob does not fit, and nothing is written.
+        let z = digest("z");
+        match apply(&sm, put("ns/a", "c", &[(&z, true)])) {
+            CommandResult::QuotaExceeded(q) => assert_eq!((q.used_bytes, q.limit_bytes, q.adding_bytes), (22, 30, 11)),
+            other => panic!("{other:?}"),
+        }
+        assert!(location(&sm, &z).is_none(), "a refused push leaves no blob record");
+        // Into the trash: still counted; purged: b's own items go, x stays (a has it).
+        let trash = Command::DeleteManifest { repo: "ns/b".into(), digest: digest("b"), at_unix: 100, trash_until: Some(200), only_if_untagged: false };
+        assert_eq!(apply(&sm, trash), CommandResult::Applied);
+        assert_eq!(quota_used(&sm, "ns/*"), 22);
+        assert_eq!(location(&sm, &y).unwrap().links, Some(1), "a trashed manifest keeps its blobs referenced");
+        let early = Command::PurgeTrash { entries: vec![("ns/b".into(), digest("b"))], at_unix: 150, expired_only: true };
+        apply(&sm, early);
+        assert_eq!(sm.store.trash(None).unwrap().len(), 1, "not expired yet");
+        let due = Command::PurgeTrash { entries: vec![("ns/b".into(), digest("b"))], at_unix: 200, expired_only: true };
+        apply(&sm, due);
+        assert!(sm.store.trash(None).unwrap().is_empty());
+        assert_eq!(quota_used(&sm, "ns/*"), 11);
+        assert_eq!(location(&sm, &y).unwrap().unreferenced_since, Some(200));
+        assert_eq!(location(&sm, &x).unwrap().links, Some(1));
+    }
 }
