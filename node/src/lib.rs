@@ -134,7 +134,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let rtt_prober = tokio::spawn(replicas::measure_rtt(replicator.clone(), shutdown_rx.clone()));
     let joiner = (!config.join.is_empty()).then(|| tokio::spawn(cluster::join_cluster(config.clone(), meta.clone(), shutdown_rx.clone())));
 
-    let app = api::app(api::AppState { registry, auth, meta: meta.clone(), metrics, started });
+    let app = api::app(api::AppState { registry: Arc::new(registry), auth, meta: meta.clone(), metrics, started });
     let tcp = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

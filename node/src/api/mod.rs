@@ -32,7 +32,8 @@ use route::Endpoint;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub registry: Registry,
+    /// Shared: the state is cloned for every request, the registry is not.
+    pub registry: Arc<Registry>,
     pub auth: Arc<Auth>,
     pub meta: Meta,
     pub metrics: PrometheusHandle,

@@ -7,7 +7,7 @@ use crate::meta::command::{proposer_clock, Command};
 use crate::meta::Meta;
 use meridian_replication::Digest;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Notes kept between batches at most; past it, pulls of further manifests wait for the
@@ -18,32 +18,30 @@ const PER_ENTRY: usize = 5_000;
 
 #[derive(Default)]
 pub struct PullRecorder {
-    /// repository → digests pulled since the last batch.
-    pending: Mutex<HashMap<String, HashSet<String>>>,
+    /// repository → digests pulled since the last batch. A manifest pulled again in the
+    /// same interval (the common case) takes only the shared read lock, no allocation.
+    pending: RwLock<HashMap<String, HashSet<Digest>>>,
 }
 
 impl PullRecorder {
     /// Notes a manifest served to a client.
     pub fn record(&self, repo: &str, digest: &Digest) {
-        let digest = digest.to_string();
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(seen) = pending.get(repo) {
-            if seen.contains(&digest) {
+        {
+            let pending = self.pending.read().unwrap_or_else(|p| p.into_inner());
+            if pending.get(repo).is_some_and(|seen| seen.contains(digest)) {
                 return;
             }
         }
+        let mut pending = self.pending.write().unwrap_or_else(|p| p.into_inner());
         let total: usize = pending.values().map(HashSet::len).sum();
         if total < MAX_PENDING {
-            pending.entry(repo.to_string()).or_default().insert(digest);
+            pending.entry(repo.to_string()).or_default().insert(digest.clone());
         }
     }
 
     fn take(&self) -> Vec<(String, Digest)> {
-        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        pending
-            .into_iter()
-            .flat_map(|(repo, digests)| digests.into_iter().filter_map(move |d| Some((repo.clone(), Digest::parse(&d).ok()?))))
-            .collect()
+        let pending = std::mem::take(&mut *self.pending.write().unwrap_or_else(|p| p.into_inner()));
+        pending.into_iter().flat_map(|(repo, digests)| digests.into_iter().map(move |d| (repo.clone(), d))).collect()
     }
 
     /// Sends what was noted since the last batch; what cannot be sent is noted again.
