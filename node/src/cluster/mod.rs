@@ -3,8 +3,10 @@
 
 pub mod admin_identities;
 pub mod admin_lifecycle;
+pub mod admin_membership;
 pub mod admin_retention;
 pub mod admin_service;
+pub mod admin_users;
 pub mod blob_transfer_service;
 pub mod forward_service;
 pub mod network;
