@@ -172,8 +172,9 @@ impl Lifecycle {
             .filter(|e| all || e.header.expires_unix <= now)
             .filter_map(|e| Some((e.repo, meridian_replication::Digest::parse(&e.digest).ok()?)))
             .collect();
-        for chunk in entries.chunks(1000) {
-            self.meta.propose(Command::PurgeTrash { entries: chunk.to_vec(), at_unix: now, expired_only: !all }).await?;
+        for (repo, digest) in &entries {
+            let cmd = Command::PurgeTrash { repo: repo.clone(), digest: digest.clone(), at_unix: now, expired_only: !all };
+            self.meta.propose(cmd).await?;
         }
         Ok(entries.len())
     }

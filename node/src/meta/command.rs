@@ -67,9 +67,11 @@ pub enum Command {
     RemoveRetentionPolicy { name: String },
     /// Puts a trashed manifest back (with `tag` on it, when given).
     RestoreTrash { repo: String, digest: Digest, tag: Option<String>, at_unix: u64 },
-    /// Deletes trashed manifests for good, giving back their references; with
-    /// `expired_only`, only those whose time is up at `at_unix`.
-    PurgeTrash { entries: Vec<(String, Digest)>, at_unix: u64, expired_only: bool },
+    /// Deletes a trashed manifest for good, giving back its references; with
+    /// `expired_only`, only if its time is up at `at_unix`. One per entry: reads in an
+    /// apply see the state before the entry, so two manifests releasing a shared blob in
+    /// one entry would both count from the same figure.
+    PurgeTrash { repo: String, digest: Digest, at_unix: u64, expired_only: bool },
     /// What a region's garbage-collection sweep did (for `meridian admin gc status`).
     RecordGcSweep { report: GcSweepReport },
     /// Verified copies of these blobs have landed in `region` (batched).

@@ -60,7 +60,7 @@ pub struct UsageReport {
 
 /// `YYYY-MM-DD` (UTC) of an hour since the epoch.
 fn day_of_hour(hour: u64) -> String {
-    crate::auth::rfc3339(hour * SECS_PER_HOUR)[..10].to_string()
+    crate::auth::rfc3339(hour.saturating_mul(SECS_PER_HOUR)).chars().take(10).collect()
 }
 
 pub fn usage(store: &Store, q: &UsageQuery) -> Result<UsageReport, StoreError> {

@@ -166,20 +166,22 @@ impl StateMachine {
             referrer = self.store.get(CF_SM_REFERRERS, &rkey)?.map(|v| String::from_utf8_lossy(&v).into_owned());
             batch.delete_cf(self.store.cf(CF_SM_REFERRERS)?, rkey);
         }
-        let trash_key = trash::trash_key(repo, digest);
-        // A manifest deleted before (and pushed again since) may already be in the
-        // trash: that older copy's references go now, the newer copy takes its place.
-        if let Some(old) = self.store.get(CF_SM_TRASH, &trash_key)? {
-            let (_, record) = trash::decode(&old)?;
-            self.release_manifest(batch, repo, digest, &StoredManifest::decode(record)?, at_unix)?;
-            batch.delete_cf(self.store.cf(CF_SM_TRASH)?, &trash_key);
-        }
+        // At most one release per entry: reads see the state before it, so releasing two
+        // copies of one manifest here would count both from the same figures.
         match trash_until {
             Some(expires_unix) => {
+                // A manifest deleted before (and pushed again since) may already be in the
+                // trash: that older copy's references go now, the newer copy takes its place.
+                let trash_key = trash::trash_key(repo, digest);
+                if let Some(old) = self.store.get(CF_SM_TRASH, &trash_key)? {
+                    let (_, record) = trash::decode(&old)?;
+                    self.release_manifest(batch, repo, digest, &StoredManifest::decode(record)?, at_unix)?;
+                }
                 let tags = tags.into_iter().map(|(_, t)| t).collect();
                 let header = TrashHeader { deleted_unix: at_unix, expires_unix, tags, referrer };
                 batch.put_cf(self.store.cf(CF_SM_TRASH)?, &trash_key, trash::encode(&header, &raw));
             }
+            // An older trashed copy stays in the trash, to be restored or purged on its own.
             None => self.release_manifest(batch, repo, digest, &stored, at_unix)?,
         }
         Ok(CommandResult::Applied)
@@ -240,19 +242,18 @@ impl StateMachine {
         Ok(CommandResult::Applied)
     }
 
-    /// Deletes trashed manifests for good (with `expired_only`, those expired at `at_unix`).
-    pub(super) fn apply_purge(&self, batch: &mut WriteBatch, entries: &[(String, Digest)], at_unix: u64, expired_only: bool) -> Result<CommandResult, StoreError> {
-        for (repo, digest) in entries {
-            let digest = digest.to_string();
-            let trash_key = trash::trash_key(repo, &digest);
-            let Some(raw) = self.store.get(CF_SM_TRASH, &trash_key)? else { continue };
-            let (header, record) = trash::decode(&raw)?;
-            if expired_only && header.expires_unix > at_unix {
-                continue;
-            }
-            self.release_manifest(batch, repo, &digest, &StoredManifest::decode(record)?, at_unix)?;
-            batch.delete_cf(self.store.cf(CF_SM_TRASH)?, &trash_key);
+    /// Deletes a trashed manifest for good (with `expired_only`, if expired at `at_unix`).
+    pub(super) fn apply_purge(&self, batch: &mut WriteBatch, repo: &str, digest: &str, at_unix: u64, expired_only: bool) -> Result<CommandResult, StoreError> {
+        let trash_key = trash::trash_key(repo, digest);
+        let Some(raw) = self.store.get(CF_SM_TRASH, &trash_key)? else {
+            return Ok(CommandResult::NotFound);
+        };
+        let (header, record) = trash::decode(&raw)?;
+        if expired_only && header.expires_unix > at_unix {
+            return Ok(CommandResult::StillNeeded);
         }
+        self.release_manifest(batch, repo, digest, &StoredManifest::decode(record)?, at_unix)?;
+        batch.delete_cf(self.store.cf(CF_SM_TRASH)?, &trash_key);
         Ok(CommandResult::Applied)
     }
 

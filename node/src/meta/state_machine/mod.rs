@@ -99,7 +99,9 @@ impl StateMachine {
             Command::RestoreTrash { repo, digest, tag, at_unix } => {
                 self.apply_restore(batch, repo, &digest.to_string(), tag.as_deref(), *at_unix)
             }
-            Command::PurgeTrash { entries, at_unix, expired_only } => self.apply_purge(batch, entries, *at_unix, *expired_only),
+            Command::PurgeTrash { repo, digest, at_unix, expired_only } => {
+                self.apply_purge(batch, repo, &digest.to_string(), *at_unix, *expired_only)
+            }
             Command::AddReplicas { region, digests } => {
                 for digest in digests {
                     let key = digest.to_string();
@@ -551,14 +553,40 @@ mod tests {
         assert_eq!(apply(&sm, trash), CommandResult::Applied);
         assert_eq!(quota_used(&sm, "ns/*"), 22);
         assert_eq!(location(&sm, &y).unwrap().links, Some(1), "a trashed manifest keeps its blobs referenced");
-        let early = Command::PurgeTrash { entries: vec![("ns/b".into(), digest("b"))], at_unix: 150, expired_only: true };
+        let early = Command::PurgeTrash { repo: "ns/b".into(), digest: digest("b"), at_unix: 150, expired_only: true };
         apply(&sm, early);
         assert_eq!(sm.store.trash(None).unwrap().len(), 1, "not expired yet");
-        let due = Command::PurgeTrash { entries: vec![("ns/b".into(), digest("b"))], at_unix: 200, expired_only: true };
+        let due = Command::PurgeTrash { repo: "ns/b".into(), digest: digest("b"), at_unix: 200, expired_only: true };
         apply(&sm, due);
         assert!(sm.store.trash(None).unwrap().is_empty());
         assert_eq!(quota_used(&sm, "ns/*"), 11);
         assert_eq!(location(&sm, &y).unwrap().unreferenced_since, Some(200));
         assert_eq!(location(&sm, &x).unwrap().links, Some(1));
+    }
+
+    #[test]
+    fn a_manifest_deleted_for_good_while_an_older_copy_is_in_the_trash_releases_each_copy_once() {
+        let (_dir, sm) = machine();
+        let x = digest("x");
+        let delete = |trash_until| Command::DeleteManifest {
+            repo: "r".into(),
+            digest: digest("a"),
+            at_unix: 100,
+            trash_until,
+            only_if_untagged: false,
+        };
+        apply(&sm, put("r", "a", &[(&x, true)]));
+        assert_eq!(apply(&sm, delete(Some(500))), CommandResult::Applied);
+        // Pushed again, then deleted for good: only the live copy's reference goes.
+        apply(&sm, put("r", "a", &[(&x, true)]));
+        assert_eq!(apply(&sm, delete(None)), CommandResult::Applied);
+        assert_eq!(sm.store.trash(None).unwrap().len(), 1, "the older copy stays in the trash");
+        let lx = location(&sm, &x).unwrap();
+        assert_eq!((lx.links, lx.unreferenced_since), (Some(1), None), "the trashed copy still references x");
+        // Purged: the last reference goes, and x becomes collectable.
+        let purge = Command::PurgeTrash { repo: "r".into(), digest: digest("a"), at_unix: 600, expired_only: true };
+        assert_eq!(apply(&sm, purge), CommandResult::Applied);
+        let lx = location(&sm, &x).unwrap();
+        assert_eq!((lx.links, lx.unreferenced_since), (Some(0), Some(600)));
     }
 }
