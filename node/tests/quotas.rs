@@ -57,9 +57,41 @@ async fn quota_list(c: &Cluster, i: usize) -> Vec<Value> {
 }
 
 async fn used(c: &Cluster, i: usize, pattern: &str) -> u64 {
+    quota_field(c, i, pattern, "used_bytes").await
+}
+
+async fn quota_field(c: &Cluster, i: usize, pattern: &str, field: &str) -> u64 {
     let list = quota_list(c, i).await;
     let q = list.iter().find(|q| q["pattern"] == pattern).unwrap_or_else(|| panic!("no quota {pattern}: {list:?}"));
-    q["used_bytes"].as_u64().unwrap()
+    q[field].as_u64().unwrap()
+}
+
+/// Each region checks uploads against the quotas it has applied, so a test that changes a
+/// limit through one region and uploads through another waits until that region has the
+/// new limit (its Raft log catches up within milliseconds).
+async fn wait_for_limit(c: &Cluster, i: usize, pattern: &str, limit: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = quota_field(c, i, pattern, "limit_bytes").await;
+        if now == limit {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "region {i} still has limit {now} for {pattern}, not {limit}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The usage region `i` reports once it has applied everything up to `want`; fails after
+/// ten seconds with the last figure.
+async fn wait_for_used(c: &Cluster, i: usize, pattern: &str, want: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = used(c, i, pattern).await;
+        if now == want || std::time::Instant::now() >= deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,7 +113,7 @@ async fn a_quota_counts_exactly_refuses_what_would_not_fit_and_deleting_makes_ro
     let limit = a.size() + b_new + 10_000;
     c.admin_json_at(0, &["quota", "set", "team-a/*", &limit.to_string()]).await;
     oci::push_manifest(&c[1], "team-a/other", "v1", OCI_MANIFEST, &b.manifest).await;
-    assert_eq!(used(&c, 2, "team-a/*").await, a.size() + b_new, "b adds only what a did not have");
+    assert_eq!(wait_for_used(&c, 2, "team-a/*", a.size() + b_new).await, a.size() + b_new, "b adds only what a did not have");
 
     // c needs 25 kB more than the 10 kB left: refused, in full, with the figures.
     let big = oci::test_bytes("quota-big", 25_000);
@@ -97,11 +129,13 @@ async fn a_quota_counts_exactly_refuses_what_would_not_fit_and_deleting_makes_ro
         oci::assert_manifest_absent(&c[i], "team-a/app", &staged_c.digest()).await;
     }
     assert_eq!(oci::list_tags(&c[0], "team-a/app").await, Some(vec!["v1".to_string()]));
-    assert_eq!(used(&c, 0, "team-a/*").await, a.size() + b_new, "a refused push counts nothing");
+    assert_eq!(wait_for_used(&c, 0, "team-a/*", a.size() + b_new).await, a.size() + b_new, "a refused push counts nothing");
 
     // A limit at the usage: the namespace is full, so uploads are refused before any byte
     // is read, both as sessions and as single requests. Other namespaces are unaffected.
     c.admin_json_at(0, &["quota", "set", "team-a/*", &(a.size() + b_new).to_string()]).await;
+    wait_for_limit(&c, 1, "team-a/*", a.size() + b_new).await;
+    wait_for_limit(&c, 2, "team-a/*", a.size() + b_new).await;
     let resp = oci::client()
         .post(c[1].url("/v2/team-a/app/blobs/uploads/"))
         .header("content-length", "0")
@@ -121,9 +155,10 @@ async fn a_quota_counts_exactly_refuses_what_would_not_fit_and_deleting_makes_ro
     c.admin_json_at(0, &["quota", "set", "team-a/*", &limit.to_string()]).await;
     let resp = oci::client().delete(c[0].url(&format!("/v2/team-a/other/manifests/{}", b.digest()))).send().await.unwrap();
     assert_eq!(resp.status(), 202);
-    assert_eq!(used(&c, 1, "team-a/*").await, a.size());
+    assert_eq!(wait_for_used(&c, 1, "team-a/*", a.size()).await, a.size());
     oci::push_manifest(&c[2], "team-a/app", "v2", OCI_MANIFEST, &staged_c.manifest).await;
-    assert_eq!(used(&c, 1, "team-a/*").await, a.size() + staged_c.size());
+    let want = a.size() + staged_c.size();
+    assert_eq!(wait_for_used(&c, 1, "team-a/*", want).await, want);
     c.wait_image_complete(1, "team-a/app:v2", &REGIONS, Duration::from_secs(60)).await.expect("v2 replicated");
 
     // The table view, then removal.
@@ -131,7 +166,11 @@ async fn a_quota_counts_exactly_refuses_what_would_not_fit_and_deleting_makes_ro
     assert_eq!(table.code, 0, "{table}");
     assert!(table.stdout.contains("team-a/*") && table.stdout.contains("USED"), "{table}");
     c.admin_json_at(0, &["quota", "remove", "team-a/*"]).await;
-    assert!(quota_list(&c, 2).await.is_empty());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !quota_list(&c, 2).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "region 2 still lists the removed quota");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let again = c.admin_at(0, &["quota", "remove", "team-a/*"]).await;
     assert_ne!(again.code, 0, "removing a quota that is not there fails: {again}");
     let bad = c.admin_at(0, &["quota", "set", "Team A", "1GiB"]).await;
@@ -176,7 +215,7 @@ async fn two_regions_pushing_into_one_namespace_at_once_never_overshoot() {
     assert!(accepted <= limit, "accepted {accepted} bytes past the {limit} limit");
     assert!(accepted + one > limit, "refused pushes that would have fit: {accepted} of {limit}");
     for i in 0..3 {
-        assert_eq!(used(&c, i, "ci/*").await, accepted, "every region counts what was accepted");
+        assert_eq!(wait_for_used(&c, i, "ci/*", accepted).await, accepted, "every region counts what was accepted");
     }
     // Every accepted image is whole; every refused one left nothing.
     for (i, ((_, repo, image), (status, _))) in staged.iter().zip(&results).enumerate() {
