@@ -102,6 +102,7 @@ async fn unreferenced_blobs_leave_every_region_and_shared_ones_stay() {
     let mut only_a_blobs = vec![a_blobs[0].clone(), a_blobs[2].clone()];
     only_a_blobs.sort();
     assert_eq!(listed, only_a_blobs, "the dry run lists exactly a's own blobs: {dry}");
+    assert_eq!(dry["candidate_count"], 2, "{dry}");
     for i in 0..3 {
         assert!(only_a_blobs.iter().all(|d| blob_path(&c[i], d).exists()), "a dry run removed something in {}", c[i].name);
     }

@@ -77,10 +77,10 @@ impl FsBlobStore {
         }
     }
 
-    /// Every stored blob (blocking: walks the directory tree). Files whose names are not
-    /// a digest are left out.
-    pub fn stored_blobs(&self) -> std::io::Result<Vec<StoredBlob>> {
-        let mut out = Vec::new();
+    /// Calls `f` with every stored blob, one directory at a time (blocking: walks the
+    /// tree; nothing is collected, so memory stays flat however many blobs there are).
+    /// Files whose names are not a digest are left out.
+    pub fn for_each_stored_blob(&self, mut f: impl FnMut(StoredBlob)) -> std::io::Result<()> {
         for alg in read_dir_if_exists(&self.blobs_dir)? {
             let alg = alg?;
             for prefix in read_dir_if_exists(&alg.path())? {
@@ -95,11 +95,11 @@ impl FsBlobStore {
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                         Err(e) => return Err(e),
                     };
-                    out.push(StoredBlob { digest, size: meta.len(), modified_ms: modified_ms(&meta) });
+                    f(StoredBlob { digest, size: meta.len(), modified_ms: modified_ms(&meta) });
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Removes the blob file unless the digest is pinned or `unneeded` (run under the pin

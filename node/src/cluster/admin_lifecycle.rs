@@ -42,6 +42,8 @@ pub async fn gc_run(svc: &AdminServiceImpl, dry_run: bool) -> Result<GcRunReply,
             .into_iter()
             .map(|(digest, size)| GcCandidate { digest: digest.to_string(), size })
             .collect(),
+        candidate_count: run.collection.candidate_count,
+        candidate_bytes: run.collection.candidate_bytes,
         collected_blobs: run.collection.blobs,
         collected_bytes: run.collection.bytes,
         sweep: Some(sweep_message(run.sweep)),

@@ -12,10 +12,18 @@ const BATCH: usize = 1000;
 /// applied, so a stale view costs only a smaller collection).
 const CATCH_UP: Duration = Duration::from_secs(5);
 
+/// Candidates a run reports by name (all of them are counted): a dry run over a large
+/// store must not answer with a message of millions of digests.
+pub const LISTED: usize = 1000;
+
 #[derive(Debug, Default)]
 pub struct Collection {
-    /// Blobs unreferenced for longer than the grace when this node looked.
+    /// The first `LISTED` blobs unreferenced for longer than the grace when this node
+    /// looked, in digest order.
     pub candidates: Vec<(Digest, u64)>,
+    /// All of them, and their bytes.
+    pub candidate_count: u64,
+    pub candidate_bytes: u64,
     /// What the applied entries forgot (0 on a dry run).
     pub blobs: u64,
     pub bytes: u64,
@@ -25,18 +33,26 @@ pub async fn collect(meta: &Meta, store: &Store, grace_secs: u64, dry_run: bool)
     // Best effort: a node that cannot reach the leader decides on what it has.
     let _ = meta.catch_up(CATCH_UP).await;
     let now = proposer_clock();
-    let candidates = store.collectable_blobs(now, grace_secs)?;
-    let mut collection = Collection { candidates, blobs: 0, bytes: 0 };
-    if dry_run {
-        return Ok(collection);
-    }
-    for batch in collection.candidates.chunks(BATCH) {
-        let digests = batch.iter().map(|(d, _)| d.clone()).collect();
-        if let CommandResult::Collected { blobs, bytes } =
-            meta.propose(Command::CollectBlobs { digests, at_unix: now, grace_secs }).await?
-        {
-            collection.blobs += blobs;
-            collection.bytes += bytes;
+    let mut collection = Collection::default();
+    // One page of candidates at a time, each proposed before the next is read: memory
+    // holds one page, however many blobs the cluster knows.
+    let mut after: Option<Digest> = None;
+    loop {
+        let page = store.collectable_blobs(now, grace_secs, after.as_ref(), BATCH)?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        collection.candidate_count += page.len() as u64;
+        collection.candidate_bytes += page.iter().map(|(_, size)| size).sum::<u64>();
+        let room = LISTED.saturating_sub(collection.candidates.len());
+        collection.candidates.extend(page.iter().take(room).cloned());
+        if !dry_run {
+            let digests = page.into_iter().map(|(d, _)| d).collect();
+            if let CommandResult::Collected { blobs, bytes } =
+                meta.propose(Command::CollectBlobs { digests, at_unix: now, grace_secs }).await?
+            {
+                collection.blobs += blobs;
+                collection.bytes += bytes;
+            }
         }
     }
     Ok(collection)

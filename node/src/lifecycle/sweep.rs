@@ -9,66 +9,131 @@
 //! it, so an upload or mount that raced the sweep either came first (and keeps the blob)
 //! or comes after (and writes it anew).
 
-use crate::blobs::FsBlobStore;
+use crate::blobs::{FsBlobStore, StoredBlob};
 use crate::meta::records::{GcSweepReport, LocalLink};
 use crate::meta::store::{Store, StoreError, CF_LOCAL_BLOB_LINKS, CF_LOCAL_UPLOADS, CF_SM_BLOBS};
 use meridian_replication::Digest;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 /// Errors listed in a report at most (the count of the rest is added).
 const MAX_ERRORS: usize = 20;
+/// Blob files removed per round. A round reads the local links once to find the
+/// candidates' own, so memory holds one round and its links, never the whole store
+/// (a region of millions of blobs sweeps in tens of MiB).
+const ROUND: usize = 20_000;
 
-/// `now_ms`: the clock at the start, Unix milliseconds. Times are compared in
-/// milliseconds: with whole seconds a file written 0.1 s ago could look a second old, and
-/// a one-second grace would not protect it.
+/// What one sweep compares file times against, in Unix milliseconds: with whole seconds
+/// a file written 0.1 s ago could look a second old, and a one-second grace would not
+/// protect it.
+struct Clock {
+    now_ms: u64,
+    grace_ms: u64,
+}
+
+impl Clock {
+    fn recent(&self, modified_ms: u64) -> bool {
+        modified_ms.saturating_add(self.grace_ms) > self.now_ms
+    }
+
+    /// Link times are whole seconds: count them from the end of their second.
+    fn recent_link(&self, linked_unix: u64) -> bool {
+        self.recent(linked_unix.saturating_mul(1000).saturating_add(999))
+    }
+}
+
+/// `now_ms`: the clock at the start, Unix milliseconds.
 pub fn sweep_region(store: &Store, blobs: &FsBlobStore, region: &str, grace_secs: u64, now_ms: u64, dry_run: bool) -> GcSweepReport {
+    sweep_in_rounds(store, blobs, region, grace_secs, now_ms, dry_run, ROUND)
+}
+
+fn sweep_in_rounds(
+    store: &Store,
+    blobs: &FsBlobStore,
+    region: &str,
+    grace_secs: u64,
+    now_ms: u64,
+    dry_run: bool,
+    round_size: usize,
+) -> GcSweepReport {
     let started = Instant::now();
     let mut report = GcSweepReport { region: region.to_string(), dry_run, ..Default::default() };
     let mut errors = Vec::new();
-    let grace_ms = grace_secs.saturating_mul(1000);
-    let recent = |modified_ms: u64| modified_ms.saturating_add(grace_ms) > now_ms;
-    // Link times are whole seconds: count them from the end of their second.
-    let recent_link = |linked_unix: u64| recent(linked_unix.saturating_mul(1000).saturating_add(999));
+    let clock = Clock { now_ms, grace_ms: grace_secs.saturating_mul(1000) };
 
-    // Local links by digest, to drop with the blob (and to drop when the blob is gone).
-    let mut links: HashMap<String, Vec<(Vec<u8>, LocalLink)>> = HashMap::new();
-    match local_links(store) {
-        Ok(all) => {
-            for (key, digest, link) in all {
-                links.entry(digest).or_default().push((key, link));
-            }
-        }
-        Err(e) => errors.push(format!("reading local links: {e}")),
-    }
-
-    let stored = match blobs.stored_blobs() {
-        Ok(s) => s,
-        Err(e) => {
-            errors.push(format!("listing blobs: {e}"));
-            Vec::new()
-        }
-    };
-    for blob in stored {
-        let digest = blob.digest.to_string();
-        // What is left in `links` after this loop belongs to blobs not stored here.
-        let keys: Vec<Vec<u8>> = links.remove(&digest).unwrap_or_default().into_iter().map(|(k, _)| k).collect();
-        let known = |store: &Store| store.exists(CF_SM_BLOBS, digest.as_bytes());
-        match known(store) {
-            Ok(true) => continue,
+    // Files the cluster no longer knows, past the grace, removed a round at a time.
+    let mut round: Vec<StoredBlob> = Vec::new();
+    let listed = blobs.for_each_stored_blob(|blob| {
+        match store.exists(CF_SM_BLOBS, blob.digest.to_string().as_bytes()) {
+            Ok(true) => return,
             Ok(false) => {}
             Err(e) => {
-                errors.push(format!("{digest}: {e}"));
-                continue;
+                errors.push(format!("{}: {e}", blob.digest));
+                return;
             }
         }
-        if recent(blob.modified_ms) {
-            continue;
+        if clock.recent(blob.modified_ms) {
+            return;
         }
         report.candidates += 1;
         if dry_run {
-            continue;
+            return;
         }
+        round.push(blob);
+        if round.len() >= round_size {
+            remove_round(store, blobs, &clock, std::mem::take(&mut round), &mut report, &mut errors);
+        }
+    });
+    if let Err(e) = listed {
+        errors.push(format!("listing blobs: {e}"));
+    }
+    if !dry_run {
+        remove_round(store, blobs, &clock, round, &mut report, &mut errors);
+        drop_stale_links(store, blobs, &clock, &mut errors);
+    }
+
+    sweep_leftovers(store, blobs, &|ms| clock.recent(ms), dry_run, &mut report, &mut errors);
+
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    report.finished_unix = now_ms / 1000;
+    if errors.len() > MAX_ERRORS {
+        let more = errors.len() - MAX_ERRORS;
+        errors.truncate(MAX_ERRORS);
+        errors.push(format!("… and {more} more"));
+    }
+    report.errors = errors;
+    report
+}
+
+/// Removes one round of candidate files with the repositories' local links to them.
+fn remove_round(
+    store: &Store,
+    blobs: &FsBlobStore,
+    clock: &Clock,
+    round: Vec<StoredBlob>,
+    report: &mut GcSweepReport,
+    errors: &mut Vec<String>,
+) {
+    if round.is_empty() {
+        return;
+    }
+    let wanted: HashSet<String> = round.iter().map(|b| b.digest.to_string()).collect();
+    let mut links: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    let scanned = for_each_local_link(store, |key, digest, _| {
+        if wanted.contains(digest) {
+            links.entry(digest.to_string()).or_default().push(key.to_vec());
+        }
+        Ok(())
+    });
+    if let Err(e) = scanned {
+        // Without the links a removal would leave them pointing at nothing: keep the
+        // files for the next sweep.
+        errors.push(format!("reading local links: {e}"));
+        return;
+    }
+    for blob in round {
+        let digest = blob.digest.to_string();
+        let keys = links.remove(&digest).unwrap_or_default();
         // Test builds can slow or fail each removal (the crash-during-sweep test).
         if let Err(e) = crate::failpoints::io("gc-sweep-remove") {
             errors.push(format!("removing {digest}: {e}"));
@@ -77,13 +142,13 @@ pub fn sweep_region(store: &Store, blobs: &FsBlobStore, region: &str, grace_secs
         let removed = blobs.remove_unneeded(&blob.digest, || {
             // Under the pin lock: nothing may have taken the blob back since the look above.
             let still_old =
-                std::fs::metadata(blobs.blob_path(&blob.digest)).is_ok_and(|m| !recent(crate::blobs::modified_ms(&m)));
-            if !still_old || !matches!(known(store), Ok(false)) {
+                std::fs::metadata(blobs.blob_path(&blob.digest)).is_ok_and(|m| !clock.recent(crate::blobs::modified_ms(&m)));
+            if !still_old || !matches!(store.exists(CF_SM_BLOBS, digest.as_bytes()), Ok(false)) {
                 return false;
             }
             // The links go first: a link must never outlive its bytes (a HEAD would say
             // the blob is there). Unsynced: a crash that loses the deletes leaves links to
-            // nothing, which the next sweep drops below.
+            // nothing, which `drop_stale_links` drops on a later sweep.
             delete_keys(store, &keys).is_ok()
         });
         match removed {
@@ -95,47 +160,48 @@ pub fn sweep_region(store: &Store, blobs: &FsBlobStore, region: &str, grace_secs
             Err(e) => errors.push(format!("removing {digest}: {e}")),
         }
     }
+}
 
-    if !dry_run {
-        // Links to blobs neither stored here nor known to the cluster, past the grace:
-        // what a crash between the two steps above, or a lost upload, left behind. Each
-        // is re-read under the pin lock: an upload may have just written it anew.
-        for (digest, entries) in &links {
-            if entries.iter().all(|(_, l)| recent_link(l.linked_unix)) {
-                continue;
+/// Links to blobs neither stored here nor known to the cluster, past the grace: what a
+/// crash between a link's and its file's removal, or a lost upload, left behind. Each
+/// is re-read under the pin lock: an upload may have just written it anew.
+fn drop_stale_links(store: &Store, blobs: &FsBlobStore, clock: &Clock, errors: &mut Vec<String>) {
+    let mut stale: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    let scanned = for_each_local_link(store, |key, digest, raw| {
+        // Most links name a blob the cluster knows: one point read settles them.
+        if store.exists(CF_SM_BLOBS, digest.as_bytes())? {
+            return Ok(());
+        }
+        let old = !clock.recent_link(LocalLink::decode(raw)?.linked_unix);
+        if old && Digest::parse(digest).is_ok_and(|d| !blobs.blob_path(&d).exists()) {
+            stale.entry(digest.to_string()).or_default().push(key.to_vec());
+        }
+        Ok(())
+    });
+    if let Err(e) = scanned {
+        errors.push(format!("reading local links: {e}"));
+        return;
+    }
+    for (digest, keys) in stale {
+        let Ok(parsed) = Digest::parse(&digest) else { continue };
+        let dropped = blobs.unless_pinned(&parsed, || -> Result<(), StoreError> {
+            if blobs.blob_path(&parsed).exists() || store.exists(CF_SM_BLOBS, digest.as_bytes())? {
+                return Ok(());
             }
-            let Ok(parsed) = Digest::parse(digest) else { continue };
-            let dropped = blobs.unless_pinned(&parsed, || -> Result<(), StoreError> {
-                if blobs.blob_path(&parsed).exists() || store.exists(CF_SM_BLOBS, digest.as_bytes())? {
-                    return Ok(());
-                }
-                let mut stale = Vec::new();
-                for (key, _) in entries {
-                    if let Some(raw) = store.get(CF_LOCAL_BLOB_LINKS, key)? {
-                        if !recent_link(LocalLink::decode(&raw)?.linked_unix) {
-                            stale.push(key.clone());
-                        }
+            let mut gone = Vec::new();
+            for key in keys {
+                if let Some(raw) = store.get(CF_LOCAL_BLOB_LINKS, &key)? {
+                    if !clock.recent_link(LocalLink::decode(&raw)?.linked_unix) {
+                        gone.push(key);
                     }
                 }
-                delete_keys(store, &stale)
-            });
-            if let Some(Err(e)) = dropped {
-                errors.push(format!("dropping stale links of {digest}: {e}"));
             }
+            delete_keys(store, &gone)
+        });
+        if let Some(Err(e)) = dropped {
+            errors.push(format!("dropping stale links of {digest}: {e}"));
         }
     }
-
-    sweep_leftovers(store, blobs, &recent, dry_run, &mut report, &mut errors);
-
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    report.finished_unix = now_ms / 1000;
-    if errors.len() > MAX_ERRORS {
-        let more = errors.len() - MAX_ERRORS;
-        errors.truncate(MAX_ERRORS);
-        errors.push(format!("… and {more} more"));
-    }
-    report.errors = errors;
-    report
 }
 
 /// Upload files without a session (a crash, a refused request), single-request uploads
@@ -178,17 +244,16 @@ fn sweep_leftovers(
     }
 }
 
-/// Every local link: (key, digest, link).
-fn local_links(store: &Store) -> Result<Vec<(Vec<u8>, String, LocalLink)>, StoreError> {
-    let mut out = Vec::new();
+/// Calls `f` with every local link's key (`repo\0digest`), digest and value, in key
+/// order.
+fn for_each_local_link(store: &Store, mut f: impl FnMut(&[u8], &str, &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
     for item in store.db().iterator_cf(store.cf(CF_LOCAL_BLOB_LINKS)?, rocksdb::IteratorMode::Start) {
         let (key, raw) = item?;
-        // `repo\0digest`
         let Some(pos) = key.iter().position(|b| *b == 0) else { continue };
-        let digest = String::from_utf8_lossy(&key[pos + 1..]).to_string();
-        out.push((key.to_vec(), digest, LocalLink::decode(&raw)?));
+        let digest = String::from_utf8_lossy(&key[pos + 1..]);
+        f(&key, &digest, &raw)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 fn delete_keys(store: &Store, keys: &[Vec<u8>]) -> Result<(), StoreError> {
@@ -201,4 +266,58 @@ fn delete_keys(store: &Store, keys: &[Vec<u8>]) -> Result<(), StoreError> {
         batch.delete_cf(cf, k);
     }
     store.write(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The sweep over several rounds, on a real RocksDB and directory: exactly the files
+    //! the cluster does not know go, each with its links; known ones and their links stay.
+    use super::*;
+    use crate::meta::records::BlobLocation;
+    use crate::meta::store::repo_key;
+    use meridian_replication::Algorithm;
+
+    #[test]
+    fn rounds_remove_unknown_files_with_their_links_and_drop_stale_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let blobs = FsBlobStore::open(dir.path()).unwrap();
+        let digests: Vec<Digest> = (0..7).map(|i| Digest::of_bytes(Algorithm::Sha256, format!("blob {i}").as_bytes())).collect();
+        let mut batch = rocksdb::WriteBatch::default();
+        for (i, d) in digests.iter().enumerate() {
+            let path = blobs.blob_path(d);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, format!("blob {i}")).unwrap();
+            for repo in ["a", "b"] {
+                let link = LocalLink { size: 6, linked_unix: 1 };
+                batch.put_cf(store.cf(CF_LOCAL_BLOB_LINKS).unwrap(), repo_key(repo, &d.to_string()), link.encode());
+            }
+        }
+        // The cluster knows the first two.
+        for d in &digests[..2] {
+            let location = BlobLocation { size: 6, regions: vec!["us".into()], links: Some(1), unreferenced_since: None };
+            batch.put_cf(store.cf(CF_SM_BLOBS).unwrap(), d.to_string().as_bytes(), location.encode());
+        }
+        // A link to a blob neither stored nor known: a crash left it.
+        let lost = Digest::of_bytes(Algorithm::Sha256, b"lost");
+        batch.put_cf(store.cf(CF_LOCAL_BLOB_LINKS).unwrap(), repo_key("a", &lost.to_string()), LocalLink { size: 4, linked_unix: 1 }.encode());
+        store.write(batch).unwrap();
+        let later = crate::meta::command::proposer_clock() * 1000 + 10_000;
+
+        let dry = sweep_in_rounds(&store, &blobs, "us", 1, later, true, 2);
+        assert_eq!((dry.candidates, dry.blobs_removed), (5, 0));
+        assert!(digests.iter().all(|d| blobs.blob_path(d).exists()), "a dry run removes nothing");
+
+        let report = sweep_in_rounds(&store, &blobs, "us", 1, later, false, 2);
+        assert_eq!((report.candidates, report.blobs_removed, report.bytes_freed), (5, 5, 30), "{report:?}");
+        assert!(report.errors.is_empty(), "{report:?}");
+        for (i, d) in digests.iter().enumerate() {
+            let known = i < 2;
+            assert_eq!(blobs.blob_path(d).exists(), known, "blob {i}");
+            for repo in ["a", "b"] {
+                assert_eq!(store.exists(CF_LOCAL_BLOB_LINKS, &repo_key(repo, &d.to_string())).unwrap(), known, "{repo} link to blob {i}");
+            }
+        }
+        assert!(!store.exists(CF_LOCAL_BLOB_LINKS, &repo_key("a", &lost.to_string())).unwrap(), "the stale link is dropped");
+    }
 }

@@ -147,11 +147,21 @@ impl Store {
     }
 
     /// Blobs no manifest has referenced for `grace_secs` before `now`, with their sizes:
-    /// garbage collection's candidates (one pass over `sm_blobs`, nothing kept but them).
-    pub fn collectable_blobs(&self, now: u64, grace_secs: u64) -> Result<Vec<(Digest, u64)>, StoreError> {
+    /// garbage collection's candidates, at most `limit` of them in digest order after
+    /// `after` (a page: the caller proposes one page at a time, so memory stays flat
+    /// however many blobs the cluster holds).
+    pub fn collectable_blobs(&self, now: u64, grace_secs: u64, after: Option<&Digest>, limit: usize) -> Result<Vec<(Digest, u64)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db().iterator_cf(self.cf(CF_SM_BLOBS)?, rocksdb::IteratorMode::Start) {
+        let start = after.map(|d| d.to_string());
+        let mode = match &start {
+            Some(key) => rocksdb::IteratorMode::From(key.as_bytes(), rocksdb::Direction::Forward),
+            None => rocksdb::IteratorMode::Start,
+        };
+        for item in self.db().iterator_cf(self.cf(CF_SM_BLOBS)?, mode) {
             let (key, raw) = item?;
+            if start.as_deref().is_some_and(|s| s.as_bytes() == &key[..]) {
+                continue;
+            }
             let location = BlobLocation::decode(&raw)?;
             if !location.collectable(now, grace_secs) {
                 continue;
@@ -159,6 +169,9 @@ impl Store {
             let text = std::str::from_utf8(&key).map_err(|e| StoreError::Corrupt { cf: CF_SM_BLOBS, reason: e.to_string() })?;
             let digest = Digest::parse(text).map_err(|e| StoreError::Corrupt { cf: CF_SM_BLOBS, reason: e.to_string() })?;
             out.push((digest, location.size));
+            if out.len() >= limit {
+                break;
+            }
         }
         Ok(out)
     }

@@ -57,6 +57,8 @@ fn run_json(r: &GcRunReply, dry_run: bool) -> Value {
         "dry_run": dry_run,
         "grace_secs": r.grace_secs,
         "candidates": r.candidates.iter().map(|c| json!({"digest": c.digest, "size": c.size})).collect::<Vec<_>>(),
+        "candidate_count": r.candidate_count,
+        "candidate_bytes": r.candidate_bytes,
         "collected_blobs": r.collected_blobs,
         "collected_bytes": r.collected_bytes,
         "sweep": r.sweep.as_ref().map(sweep_json),
@@ -66,15 +68,17 @@ fn run_json(r: &GcRunReply, dry_run: bool) -> Value {
 fn render_run(r: &GcRunReply, dry_run: bool) -> String {
     let mut out = String::new();
     if dry_run {
-        let bytes: u64 = r.candidates.iter().map(|c| c.size).sum();
         out.push_str(&format!(
             "dry run: {} blob(s), {}, unreferenced for longer than {} s would be collected in every region\n",
-            r.candidates.len(),
-            human_bytes(bytes),
+            r.candidate_count,
+            human_bytes(r.candidate_bytes),
             r.grace_secs
         ));
         for c in &r.candidates {
             out.push_str(&format!("  {}  {}\n", c.digest, human_bytes(c.size)));
+        }
+        if (r.candidates.len() as u64) < r.candidate_count {
+            out.push_str(&format!("  … and {} more\n", r.candidate_count - r.candidates.len() as u64));
         }
     } else {
         out.push_str(&format!(

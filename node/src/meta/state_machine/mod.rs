@@ -480,6 +480,21 @@ mod tests {
     }
 
     #[test]
+    fn collectable_blobs_come_in_pages_in_digest_order() {
+        let (_dir, sm) = machine();
+        let mut all: Vec<Digest> = ["p", "q", "r"].iter().map(|s| digest(s)).collect();
+        assert_eq!(apply(&sm, put("r", "a", &[(&all[0], true), (&all[1], true), (&all[2], true)])), CommandResult::Applied);
+        apply(&sm, Command::DeleteManifest { repo: "r".into(), digest: digest("a"), at_unix: 1000, trash_until: None, only_if_untagged: false });
+        all.sort_by_key(|d| d.to_string());
+        let page = |after: Option<&Digest>| -> Vec<Digest> {
+            sm.store.collectable_blobs(2000, 60, after, 2).unwrap().into_iter().map(|(d, _)| d).collect()
+        };
+        assert_eq!(page(None), all[..2].to_vec());
+        assert_eq!(page(Some(&all[1])), all[2..].to_vec());
+        assert_eq!(page(Some(&all[2])), Vec::<Digest>::new());
+    }
+
+    #[test]
     fn references_are_counted_and_only_unreferenced_blobs_past_the_grace_are_collected() {
         let (_dir, sm) = machine();
         let (x, y) = (digest("x"), digest("y"));
@@ -494,8 +509,8 @@ mod tests {
         let ly = location(&sm, &y).unwrap();
         assert_eq!((lx.links, lx.unreferenced_since), (Some(1), None), "b still references x");
         assert_eq!((ly.links, ly.unreferenced_since), (Some(0), Some(1000)));
-        assert_eq!(sm.store.collectable_blobs(1000 + 60, 60).unwrap(), vec![], "within the grace");
-        assert_eq!(sm.store.collectable_blobs(1000 + 61, 60).unwrap(), vec![(y.clone(), 10)]);
+        assert_eq!(sm.store.collectable_blobs(1000 + 60, 60, None, 100).unwrap(), vec![], "within the grace");
+        assert_eq!(sm.store.collectable_blobs(1000 + 61, 60, None, 100).unwrap(), vec![(y.clone(), 10)]);
 
         // A collection re-checks at apply: x is referenced, y goes (and from the queue).
         let collect = |at| Command::CollectBlobs { digests: vec![x.clone(), y.clone()], at_unix: at, grace_secs: 60 };
