@@ -5,6 +5,7 @@
 
 pub mod command;
 mod log_store;
+pub mod offline;
 pub mod patterns;
 pub mod quotas;
 pub mod readiness;

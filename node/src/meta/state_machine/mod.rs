@@ -345,7 +345,7 @@ async fn save_snapshot_waiting_for_space(path: &PathBuf, meta: &SnapshotMeta, da
 }
 
 fn load_snapshot(path: &PathBuf) -> std::io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
-    let bytes = match std::fs::read(path) {
+    let mut bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -354,7 +354,9 @@ fn load_snapshot(path: &PathBuf) -> std::io::Result<Option<(SnapshotMeta, Vec<u8
     let len = u32::from_be_bytes(bytes.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
     let meta_json = bytes.get(4..4 + len).ok_or_else(bad)?;
     let meta: SnapshotMeta = serde_json::from_slice(meta_json).map_err(std::io::Error::other)?;
-    Ok(Some((meta, bytes[4 + len..].to_vec())))
+    // The dump is most of the file: keep it in the buffer read, not a copy of it.
+    let data = bytes.split_off(4 + len);
+    Ok(Some((meta, data)))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
