@@ -66,32 +66,24 @@ async fn quota_field(c: &Cluster, i: usize, pattern: &str, field: &str) -> u64 {
     q[field].as_u64().unwrap()
 }
 
-/// Each region checks uploads against the quotas it has applied, so a test that changes a
-/// limit through one region and uploads through another waits until that region has the
-/// new limit (its Raft log catches up within milliseconds).
-async fn wait_for_limit(c: &Cluster, i: usize, pattern: &str, limit: u64) {
+/// `field` of quota `pattern` as region `i` reports it, once that region has applied
+/// everything up to `want` (its Raft log catches up within milliseconds); after ten
+/// seconds, the last figure, for the caller's assertion. Each region checks uploads and
+/// reports usage from its own applied state, so a change made through one region is
+/// waited for before another is asked.
+async fn wait_for_quota(c: &Cluster, i: usize, pattern: &str, field: &str, want: u64) -> u64 {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let now = quota_field(c, i, pattern, "limit_bytes").await;
-        if now == limit {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "region {i} still has limit {now} for {pattern}, not {limit}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The usage region `i` reports once it has applied everything up to `want`; fails after
-/// ten seconds with the last figure.
-async fn wait_for_used(c: &Cluster, i: usize, pattern: &str, want: u64) -> u64 {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = used(c, i, pattern).await;
+        let now = quota_field(c, i, pattern, field).await;
         if now == want || std::time::Instant::now() >= deadline {
             return now;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn wait_for_used(c: &Cluster, i: usize, pattern: &str, want: u64) -> u64 {
+    wait_for_quota(c, i, pattern, "used_bytes", want).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,8 +126,10 @@ async fn a_quota_counts_exactly_refuses_what_would_not_fit_and_deleting_makes_ro
     // A limit at the usage: the namespace is full, so uploads are refused before any byte
     // is read, both as sessions and as single requests. Other namespaces are unaffected.
     c.admin_json_at(0, &["quota", "set", "team-a/*", &(a.size() + b_new).to_string()]).await;
-    wait_for_limit(&c, 1, "team-a/*", a.size() + b_new).await;
-    wait_for_limit(&c, 2, "team-a/*", a.size() + b_new).await;
+    for i in [1, 2] {
+        let full = a.size() + b_new;
+        assert_eq!(wait_for_quota(&c, i, "team-a/*", "limit_bytes", full).await, full, "region {i} has the new limit");
+    }
     let resp = oci::client()
         .post(c[1].url("/v2/team-a/app/blobs/uploads/"))
         .header("content-length", "0")

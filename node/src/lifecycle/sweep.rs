@@ -166,15 +166,16 @@ fn remove_round(
 /// crash between a link's and its file's removal, or a lost upload, left behind. Each
 /// is re-read under the pin lock: an upload may have just written it anew.
 fn drop_stale_links(store: &Store, blobs: &FsBlobStore, clock: &Clock, errors: &mut Vec<String>) {
-    let mut stale: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    let mut stale: HashMap<Digest, Vec<Vec<u8>>> = HashMap::new();
     let scanned = for_each_local_link(store, |key, digest, raw| {
         // Most links name a blob the cluster knows: one point read settles them.
-        if store.exists(CF_SM_BLOBS, digest.as_bytes())? {
+        if store.exists(CF_SM_BLOBS, digest.as_bytes())? || clock.recent_link(LocalLink::decode(raw)?.linked_unix) {
             return Ok(());
         }
-        let old = !clock.recent_link(LocalLink::decode(raw)?.linked_unix);
-        if old && Digest::parse(digest).is_ok_and(|d| !blobs.blob_path(&d).exists()) {
-            stale.entry(digest.to_string()).or_default().push(key.to_vec());
+        if let Ok(parsed) = Digest::parse(digest) {
+            if !blobs.blob_path(&parsed).exists() {
+                stale.entry(parsed).or_default().push(key.to_vec());
+            }
         }
         Ok(())
     });
@@ -183,9 +184,8 @@ fn drop_stale_links(store: &Store, blobs: &FsBlobStore, clock: &Clock, errors: &
         return;
     }
     for (digest, keys) in stale {
-        let Ok(parsed) = Digest::parse(&digest) else { continue };
-        let dropped = blobs.unless_pinned(&parsed, || -> Result<(), StoreError> {
-            if blobs.blob_path(&parsed).exists() || store.exists(CF_SM_BLOBS, digest.as_bytes())? {
+        let dropped = blobs.unless_pinned(&digest, || -> Result<(), StoreError> {
+            if blobs.blob_path(&digest).exists() || store.exists(CF_SM_BLOBS, digest.to_string().as_bytes())? {
                 return Ok(());
             }
             let mut gone = Vec::new();

@@ -128,9 +128,9 @@ impl Store {
         opts.increase_parallelism(2);
         // One memory budget for the whole database. RocksDB's defaults give every column
         // family its own memtables (up to 2 × 64 MiB) and block cache, and keep index and
-        // filter blocks outside any cache, so a node's memory grew with its column families
-        // and its data (365 MiB at rest with a million manifests). Memtables are charged
-        // to the one cache, which holds index and filter blocks too.
+        // filter blocks outside any cache, so a node's memory could grow with its column
+        // families and its data. Memtables are charged to the one cache, which holds index
+        // and filter blocks too.
         let cache = Cache::new_lru_cache(CACHE_BYTES);
         opts.set_write_buffer_manager(&WriteBufferManager::new_write_buffer_manager_with_cache(MEMTABLE_BYTES, false, cache.clone()));
         let mut table = BlockBasedOptions::default();
