@@ -56,10 +56,6 @@ async fn quota_list(c: &Cluster, i: usize) -> Vec<Value> {
     c.admin_json_at(i, &["quota", "list"]).await["quotas"].as_array().cloned().unwrap_or_default()
 }
 
-async fn used(c: &Cluster, i: usize, pattern: &str) -> u64 {
-    quota_field(c, i, pattern, "used_bytes").await
-}
-
 async fn quota_field(c: &Cluster, i: usize, pattern: &str, field: &str) -> u64 {
     let list = quota_list(c, i).await;
     let q = list.iter().find(|q| q["pattern"] == pattern).unwrap_or_else(|| panic!("no quota {pattern}: {list:?}"));
