@@ -97,7 +97,7 @@ impl Meta {
         .map_err(|e| MetaError::Config(e.to_string()))?;
         let log_store = log_store::LogStore::new(store.clone());
         let state_machine =
-            state_machine::StateMachine::new(store.clone(), config.region.clone(), config.data_dir.join("snapshot"));
+            state_machine::StateMachine::new(store.clone(), config.region.clone(), &config.data_dir);
         let network = GrpcNetwork { peers: peers.clone() };
         let raft = Raft::new(config.node_id, Arc::new(raft_config), network, log_store, state_machine)
             .await

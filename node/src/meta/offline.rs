@@ -39,7 +39,7 @@ impl OfflineLoader {
     /// RocksDB holds a lock on the directory).
     pub async fn open(data_dir: &Path, region: &str) -> Result<OfflineLoader, OfflineError> {
         let store = Store::open(&data_dir.join("db"))?;
-        let mut sm = StateMachine::new(store, region.to_string(), data_dir.join("snapshot"));
+        let mut sm = StateMachine::new(store, region.to_string(), data_dir);
         let (last, membership) = sm.applied_state().await.map_err(|e| OfflineError::StateMachine(e.to_string()))?;
         let last = last.ok_or(OfflineError::NotInitialized)?;
         let voters = membership.membership().voter_ids().count();

@@ -211,6 +211,15 @@ impl Store {
     }
 
 
+    /// Read options for a pass over every key of a family (a GC scan, a snapshot dump):
+    /// its blocks are read once and must not push the hot ones (manifests, tags, blob
+    /// locations that pulls read) out of the block cache, nor grow it.
+    pub fn bulk_read_options() -> rocksdb::ReadOptions {
+        let mut read = rocksdb::ReadOptions::default();
+        read.fill_cache(false);
+        read
+    }
+
     /// Key/value pairs whose key starts with `prefix`, beginning after `start_after`
     /// (exclusive) when given, at most `limit` of them.
     pub fn scan_prefix(

@@ -2,7 +2,6 @@
 
 use super::command::{Command, CommandResult};
 use serde::{Deserialize, Serialize};
-use std::io::Cursor;
 
 /// What the cluster knows about a member node: where to reach it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,7 +25,9 @@ openraft::declare_raft_types!(
         R = CommandResult,
         NodeId = u64,
         Node = NodeInfo,
-        SnapshotData = Cursor<Vec<u8>>,
+        // A file: snapshots are streamed to and from disk, never held whole (see
+        // state_machine/snapshot_files.rs).
+        SnapshotData = tokio::fs::File,
 );
 
 pub type NodeId = u64;

@@ -7,6 +7,9 @@
 
 use super::command::{Command, CommandResult};
 mod manifests;
+mod snapshot_files;
+#[cfg(test)]
+mod snapshot_tests;
 
 use super::quotas::{self, Item, QuotaBook};
 use super::retention::ActivityBook;
@@ -21,11 +24,17 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftLogId, StorageIOError};
 use meridian_replication::Digest;
 use rocksdb::WriteBatch;
-use std::io::Cursor;
-use std::path::PathBuf;
+use snapshot_files::SnapshotFiles;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
 
 const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
+/// Present while a snapshot is being restored (its id): the state machine is partial
+/// until the key is gone, and a restart restores the current snapshot again.
+const KEY_RESTORING: &[u8] = b"restoring";
+/// A restore writes the dump in batches of about this many bytes.
+const RESTORE_BATCH_BYTES: usize = 8 << 20;
 
 /// `sm_meta` key of a region's last garbage-collection sweep.
 pub fn gc_report_key(region: &str) -> Vec<u8> {
@@ -37,8 +46,8 @@ pub struct StateMachine {
     pub(super) store: Store,
     /// This node's region: applying a manifest from elsewhere queues the blobs it lacks.
     pub(super) region: String,
-    /// Where the current snapshot is kept (`<data_dir>/snapshot`).
-    snapshot_path: PathBuf,
+    /// Where snapshots are kept (`<data_dir>/snapshots/`).
+    snapshots: SnapshotFiles,
 }
 
 fn sm_read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -54,8 +63,9 @@ fn snapshot_err(e: impl std::error::Error + 'static) -> StorageError {
 }
 
 impl StateMachine {
-    pub fn new(store: Store, region: String, snapshot_path: PathBuf) -> StateMachine {
-        StateMachine { store, region, snapshot_path }
+    /// `data_dir` holds the snapshots (the store may live elsewhere in tests).
+    pub fn new(store: Store, region: String, data_dir: &Path) -> StateMachine {
+        StateMachine { store, region, snapshots: SnapshotFiles::new(data_dir) }
     }
 
     fn read_json<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -249,53 +259,129 @@ impl StateMachine {
         Ok(CommandResult::Applied)
     }
 
-    /// Serializes every state machine column family, in key order, into one buffer.
-    fn dump(&self) -> Result<Vec<u8>, StoreError> {
-        let mut out = Vec::new();
+    /// Writes every state machine column family, in key order, as records of
+    /// (family index u8, key length u32 BE, key, value length u32 BE, value).
+    fn dump_to(&self, out: &mut dyn Write) -> std::io::Result<()> {
         for (i, name) in STATE_MACHINE_CFS.iter().enumerate() {
-            let cf = self.store.cf(name)?;
-            for item in self.store.db().iterator_cf(cf, rocksdb::IteratorMode::Start) {
-                let (k, v) = item?;
-                out.push(i as u8);
-                out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-                out.extend_from_slice(&k);
-                out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-                out.extend_from_slice(&v);
+            let cf = self.store.cf(name).map_err(std::io::Error::other)?;
+            let mut iter = self.store.db().raw_iterator_cf_opt(cf, Store::bulk_read_options());
+            iter.seek_to_first();
+            while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+                out.write_all(&[i as u8])?;
+                out.write_all(&(k.len() as u32).to_be_bytes())?;
+                out.write_all(k)?;
+                out.write_all(&(v.len() as u32).to_be_bytes())?;
+                out.write_all(v)?;
+                iter.next();
             }
+            iter.status().map_err(std::io::Error::other)?;
         }
-        Ok(out)
+        Ok(())
     }
 
-    /// The batch that replaces the whole state machine with a dump (atomically, once written).
-    fn restore_batch(&self, data: &[u8]) -> Result<WriteBatch, StoreError> {
-        let corrupt = |reason: &str| StoreError::Corrupt { cf: CF_SM_META, reason: format!("snapshot: {reason}") };
+    /// Replaces the whole state machine with the snapshot whose dump is at `data`, in
+    /// bounded memory: the families are emptied and the marker set (durably), the dump is
+    /// written in batches, then the snapshot's meta lands and the marker goes in one
+    /// durable batch. A crash in between leaves the marker, and the next start restores
+    /// the (already current) snapshot again.
+    async fn restore(&self, meta: &SnapshotMeta, data: &Path) -> Result<(), StoreError> {
+        let meta_cf = self.store.cf(CF_SM_META)?;
         let mut batch = WriteBatch::default();
         for name in STATE_MACHINE_CFS {
             let cf = self.store.cf(name)?;
             if let Some(Ok((first, _))) = self.store.db().iterator_cf(cf, rocksdb::IteratorMode::Start).next() {
-                // delete_range is exclusive at the end: cover every key with a 0xFF.. bound,
-                // then the few keys that sort above it (none with our key grammar).
+                // delete_range is exclusive at the end: cover every key with a 0xFF.. bound
+                // (no key of our grammar sorts above it).
                 batch.delete_range_cf(cf, &first[..], [0xFFu8; 64].as_slice());
             }
         }
-        let mut pos = 0usize;
-        let take = |pos: &mut usize, n: usize| -> Result<&[u8], StoreError> {
-            let end = pos.checked_add(n).filter(|e| *e <= data.len()).ok_or_else(|| corrupt("truncated"))?;
-            let s = &data[*pos..end];
-            *pos = end;
-            Ok(s)
-        };
-        while pos < data.len() {
-            let cf_index = take(&mut pos, 1)?[0] as usize;
-            let name = STATE_MACHINE_CFS.get(cf_index).ok_or_else(|| corrupt("unknown column family"))?;
-            let klen = u32::from_be_bytes(take(&mut pos, 4)?.try_into().map_err(|_| corrupt("length"))?) as usize;
-            let key = take(&mut pos, klen)?.to_vec();
-            let vlen = u32::from_be_bytes(take(&mut pos, 4)?.try_into().map_err(|_| corrupt("length"))?) as usize;
-            let value = take(&mut pos, vlen)?;
-            batch.put_cf(self.store.cf(name)?, key, value);
+        batch.put_cf(meta_cf, KEY_RESTORING, meta.snapshot_id.as_bytes());
+        self.store.write_waiting_for_space(batch, true).await?;
+
+        let mut records = DumpReader::open(data)?;
+        let mut batch = WriteBatch::default();
+        while let Some((cf_index, key, value)) = records.next()? {
+            batch.put_cf(self.store.cf(STATE_MACHINE_CFS[cf_index])?, key, value);
+            if batch.size_in_bytes() >= RESTORE_BATCH_BYTES {
+                self.store.write_waiting_for_space(std::mem::take(&mut batch), false).await?;
+            }
         }
-        Ok(batch)
+        // The dump carries sm_meta, but the snapshot's own meta is authoritative.
+        batch.put_cf(meta_cf, KEY_LAST_APPLIED, encode_json(&meta.last_log_id));
+        batch.put_cf(meta_cf, KEY_MEMBERSHIP, encode_json(&meta.last_membership));
+        batch.delete_cf(meta_cf, KEY_RESTORING);
+        self.store.write_waiting_for_space(batch, true).await
     }
+
+    /// Finishes a restore a crash interrupted (see `restore`), before anything reads the
+    /// state machine.
+    pub(super) async fn finish_interrupted_restore(&self) -> Result<(), StoreError> {
+        if self.store.get(CF_SM_META, KEY_RESTORING)?.is_none() {
+            return Ok(());
+        }
+        let (meta, data) = self.snapshots.current()?.ok_or_else(|| StoreError::Corrupt {
+            cf: CF_SM_META,
+            reason: "a snapshot restore was interrupted and the snapshot is gone".into(),
+        })?;
+        tracing::warn!(snapshot = %meta.snapshot_id, "a snapshot restore was interrupted: restoring it again");
+        self.restore(&meta, &data).await?;
+        self.after_restore();
+        Ok(())
+    }
+
+    /// What a new state machine invalidates: cached identities, and blobs this region
+    /// stores that the snapshot may have forgotten.
+    fn after_restore(&self) {
+        self.store.bump_auth_epoch();
+        self.store.notify_collected();
+    }
+}
+
+/// Reads a dump (see `dump_to`) record by record through a buffer.
+struct DumpReader {
+    reader: BufReader<std::fs::File>,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+impl DumpReader {
+    fn open(path: &Path) -> Result<DumpReader, StoreError> {
+        let reader = BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+        Ok(DumpReader { reader, key: Vec::new(), value: Vec::new() })
+    }
+
+    /// The next record: its family's index in `STATE_MACHINE_CFS`, key and value.
+    fn next(&mut self) -> Result<Option<(usize, &[u8], &[u8])>, StoreError> {
+        let corrupt = |reason: &str| StoreError::Corrupt { cf: CF_SM_META, reason: format!("snapshot: {reason}") };
+        if self.reader.fill_buf()?.is_empty() {
+            return Ok(None);
+        }
+        let mut cf_index = [0u8; 1];
+        self.reader.read_exact(&mut cf_index)?;
+        let cf_index = cf_index[0] as usize;
+        if cf_index >= STATE_MACHINE_CFS.len() {
+            return Err(corrupt("unknown column family"));
+        }
+        read_field(&mut self.reader, &mut self.key).map_err(|_| corrupt("truncated"))?;
+        read_field(&mut self.reader, &mut self.value).map_err(|_| corrupt("truncated"))?;
+        Ok(Some((cf_index, &self.key, &self.value)))
+    }
+
+    /// Reads a whole dump, so one that is cut short or garbled is refused before the state
+    /// machine is touched.
+    fn check(path: &Path) -> Result<(), StoreError> {
+        let mut records = DumpReader::open(path)?;
+        while records.next()?.is_some() {}
+        Ok(())
+    }
+}
+
+/// Reads one length-prefixed (u32 BE) field of a dump into `buf`.
+fn read_field(reader: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut len = [0u8; 4];
+    reader.read_exact(&mut len)?;
+    buf.resize(u32::from_be_bytes(len) as usize, 0);
+    reader.read_exact(buf)
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
@@ -305,64 +391,28 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // consistent.
         let last_applied: Option<LogId> = self.read_json(KEY_LAST_APPLIED)?;
         let membership: StoredMembership = self.read_json(KEY_MEMBERSHIP)?.unwrap_or_default();
-        let data = self.dump().map_err(snapshot_err)?;
         let snapshot_id = match &last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, rand::random::<u32>()),
             None => format!("empty-{}", rand::random::<u32>()),
         };
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
-        save_snapshot_waiting_for_space(&self.snapshot_path, &meta, &data).await.map_err(snapshot_err)?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        // Streamed to disk, never whole in memory. A full disk waits for space like every
+        // other Raft storage write: openraft stops for good on a snapshot error, and a
+        // follower too far behind for the log has no other way to catch up.
+        let path = SpaceWait::retry(|| self.snapshots.write(&meta, |out| self.dump_to(out)).map_err(StoreError::Refused))
+            .await
+            .map_err(snapshot_err)?;
+        let data = tokio::fs::File::open(&path).await.map_err(snapshot_err)?;
+        Ok(Snapshot { meta, snapshot: Box::new(data) })
     }
-}
-
-/// Snapshot file: meta JSON length (u32 BE), meta JSON, dump. Written to a temp file,
-/// fsynced and renamed, so a crash leaves the old snapshot or the new one.
-fn save_snapshot(path: &PathBuf, meta: &SnapshotMeta, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    crate::failpoints::io("snapshot-write")?;
-    let meta_json = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&(meta_json.len() as u32).to_be_bytes())?;
-        f.write_all(&meta_json)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
-/// `save_snapshot`, waiting while the disk is full like every other Raft storage write:
-/// openraft stops for good on a snapshot error, and a follower too far behind for the
-/// log has no other way to catch up.
-async fn save_snapshot_waiting_for_space(path: &PathBuf, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StoreError> {
-    SpaceWait::retry(|| save_snapshot(path, meta, data).map_err(StoreError::Refused)).await
-}
-
-fn load_snapshot(path: &PathBuf) -> std::io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
-    let mut bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt snapshot file");
-    let len = u32::from_be_bytes(bytes.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
-    let meta_json = bytes.get(4..4 + len).ok_or_else(bad)?;
-    let meta: SnapshotMeta = serde_json::from_slice(meta_json).map_err(std::io::Error::other)?;
-    // The dump is most of the file: keep it in the buffer read, not a copy of it.
-    let data = bytes.split_off(4 + len);
-    Ok(Some((meta, data)))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = StateMachine;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        // openraft asks this first at startup: a restore cut short must be finished first.
+        self.finish_interrupted_restore().await.map_err(sm_read_err)?;
         let last_applied = self.read_json(KEY_LAST_APPLIED)?;
         let membership = self.read_json(KEY_MEMBERSHIP)?.unwrap_or_default();
         Ok((last_applied, membership))
@@ -409,31 +459,36 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let file = self.snapshots.begin_receiving().map_err(snapshot_err)?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        let mut batch = self.restore_batch(&data).map_err(snapshot_err)?;
-        // The dump carries sm_meta, but the snapshot's own meta is authoritative. One
-        // batch: a crash leaves the old state machine or the new one with its meta.
-        let cf = self.store.cf(CF_SM_META).map_err(snapshot_err)?;
-        batch.put_cf(cf, KEY_LAST_APPLIED, serde_json::to_vec(&meta.last_log_id).map_err(snapshot_err)?);
-        batch.put_cf(cf, KEY_MEMBERSHIP, serde_json::to_vec(&meta.last_membership).map_err(snapshot_err)?);
-        // A full disk waits for space here, as appends and applies do.
-        self.store.write_waiting_for_space(batch, true).await.map_err(snapshot_err)?;
-        self.store.bump_auth_epoch();
-        // The snapshot may have forgotten blobs this region still stores.
-        self.store.notify_collected();
-        save_snapshot_waiting_for_space(&self.snapshot_path, meta, &data).await.map_err(snapshot_err)?;
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<tokio::fs::File>) -> Result<(), StorageError> {
+        use tokio::io::AsyncWriteExt;
+        let mut received = *snapshot;
+        // tokio's File buffers a write in flight: flush it before the fsync.
+        received.flush().await.map_err(snapshot_err)?;
+        received.sync_all().await.map_err(snapshot_err)?;
+        drop(received);
+        DumpReader::check(&self.snapshots.receiving_path()).map_err(snapshot_err)?;
+        // Current first, then restored: a crash in the restore finds it (see `restore`).
+        let data = SpaceWait::retry(|| self.snapshots.adopt_received(meta).map_err(StoreError::Refused))
+            .await
+            .map_err(snapshot_err)?;
+        self.restore(meta, &data).await.map_err(snapshot_err)?;
+        self.after_restore();
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(load_snapshot(&self.snapshot_path)
-            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, &e)))?
-            .map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+        let read_err = |e: std::io::Error| StorageError::from(StorageIOError::read_snapshot(None, &e));
+        let Some((meta, path)) = self.snapshots.current().map_err(read_err)? else {
+            return Ok(None);
+        };
+        // An open file, not its bytes: openraft reads it as it sends it.
+        let data = tokio::fs::File::open(&path).await.map_err(read_err)?;
+        Ok(Some(Snapshot { meta, snapshot: Box::new(data) }))
     }
 }
 
@@ -447,7 +502,7 @@ mod tests {
     fn machine() -> (tempfile::TempDir, StateMachine) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
-        let sm = StateMachine::new(store, "us".into(), dir.path().join("snapshot"));
+        let sm = StateMachine::new(store, "us".into(), dir.path());
         (dir, sm)
     }
 
