@@ -47,6 +47,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const SHORT_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Deadline for membership calls; adding a region waits for it to catch up.
 const LONG_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// Deadline for calls whose work grows with the store: a collection over a million
+/// manifests, a snapshot of their metadata, take minutes.
+const STORE_WIDE_CALL_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Operate a cluster through its admin gRPC service.
 #[derive(Args, Debug)]

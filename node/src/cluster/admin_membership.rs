@@ -46,7 +46,11 @@ fn sole_copies(svc: &AdminServiceImpl, region: &str) -> Result<Vec<(Digest, u64)
     use crate::meta::store::CF_SM_BLOBS;
     let store = svc.replicator.store();
     let mut out = Vec::new();
-    for (key, value) in store.scan_prefix(CF_SM_BLOBS, b"", None, usize::MAX)? {
+    // Streamed past the block cache: only the sole copies are kept, not every record.
+    let blobs = store.cf(CF_SM_BLOBS)?;
+    let mode = rocksdb::IteratorMode::Start;
+    for item in store.db().iterator_cf_opt(blobs, crate::meta::store::Store::bulk_read_options(), mode) {
+        let (key, value) = item?;
         let location = BlobLocation::decode(&value)?;
         if location.regions.len() == 1 && location.regions[0] == region {
             if let Ok(d) = Digest::parse(&String::from_utf8_lossy(&key)) {

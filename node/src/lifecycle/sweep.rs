@@ -247,7 +247,8 @@ fn sweep_leftovers(
 /// Calls `f` with every local link's key (`repo\0digest`), digest and value, in key
 /// order.
 fn for_each_local_link(store: &Store, mut f: impl FnMut(&[u8], &str, &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
-    for item in store.db().iterator_cf(store.cf(CF_LOCAL_BLOB_LINKS)?, rocksdb::IteratorMode::Start) {
+    let links = store.cf(CF_LOCAL_BLOB_LINKS)?;
+    for item in store.db().iterator_cf_opt(links, Store::bulk_read_options(), rocksdb::IteratorMode::Start) {
         let (key, raw) = item?;
         let Some(pos) = key.iter().position(|b| *b == 0) else { continue };
         let digest = String::from_utf8_lossy(&key[pos + 1..]);

@@ -157,7 +157,7 @@ impl Store {
             Some(key) => rocksdb::IteratorMode::From(key.as_bytes(), rocksdb::Direction::Forward),
             None => rocksdb::IteratorMode::Start,
         };
-        for item in self.db().iterator_cf(self.cf(CF_SM_BLOBS)?, mode) {
+        for item in self.db().iterator_cf_opt(self.cf(CF_SM_BLOBS)?, Store::bulk_read_options(), mode) {
             let (key, raw) = item?;
             if start.as_deref().is_some_and(|s| s.as_bytes() == &key[..]) {
                 continue;

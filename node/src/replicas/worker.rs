@@ -4,7 +4,7 @@
 
 use super::transfer::Progress;
 use super::{Reason, Replicator};
-use crate::meta::store::{queue_key, CF_LOCAL_REPLICATION_QUEUE, CF_SM_BLOBS, QUEUE_BACKFILL, QUEUE_RECENT};
+use crate::meta::store::{queue_key, Store, CF_LOCAL_REPLICATION_QUEUE, CF_SM_BLOBS, QUEUE_BACKFILL, QUEUE_RECENT};
 use crate::meta::records::BlobLocation;
 use meridian_replication::Digest;
 use std::collections::HashMap;
@@ -39,8 +39,12 @@ pub async fn run_replication_worker(rep: Arc<Replicator>, mut shutdown: tokio::s
         let snapshot_changed = snapshot != last_snapshot;
         last_snapshot = snapshot;
         if snapshot_changed || last_backfill.is_none_or(|t| t.elapsed() >= BACKFILL_INTERVAL) {
-            if let Err(e) = backfill(&rep) {
-                tracing::warn!(error = %e, "replication backfill scan failed");
+            // A scan of every blob record: off the async workers.
+            let scanning = rep.clone();
+            match tokio::task::spawn_blocking(move || backfill(&scanning)).await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "replication backfill scan failed"),
+                Err(e) => tracing::warn!(error = %e, "replication backfill scan stopped"),
+                Ok(Ok(())) => {}
             }
             last_backfill = Some(Instant::now());
         }
@@ -124,44 +128,56 @@ pub async fn run_replication_worker(rep: Arc<Replicator>, mut shutdown: tokio::s
     }
 }
 
-/// Queues every referenced blob that no copy in this region covers.
+/// Queued entries written per batch by the backfill scan.
+const BACKFILL_BATCH: usize = 10_000;
+
+/// Queues every referenced blob that no copy in this region covers. Streams `sm_blobs`
+/// (a million blobs would be hundreds of MiB held at once) past the block cache, and
+/// writes what it queues in batches.
 fn backfill(rep: &Replicator) -> Result<(), crate::meta::store::StoreError> {
+    let store = rep.store();
     let me = rep.meta.me().region.clone();
+    let queue = store.cf(CF_LOCAL_REPLICATION_QUEUE)?;
     let mut batch = rocksdb::WriteBatch::default();
     let mut queued = 0usize;
-    for (key, value) in rep.store().scan_prefix(CF_SM_BLOBS, b"", None, usize::MAX)? {
+    let blobs = store.cf(CF_SM_BLOBS)?;
+    for item in store.db().iterator_cf_opt(blobs, Store::bulk_read_options(), rocksdb::IteratorMode::Start) {
+        let (key, value) = item?;
         let location = BlobLocation::decode(&value)?;
-        let digest = String::from_utf8_lossy(&key);
-        let already = rep.store().exists(CF_LOCAL_REPLICATION_QUEUE, &queue_key(QUEUE_RECENT, &digest))?
-            || rep.store().exists(CF_LOCAL_REPLICATION_QUEUE, &queue_key(QUEUE_BACKFILL, &digest))?;
         // A blob nothing references is on its way out (garbage collection): not worth a copy.
-        let unreferenced = location.links == Some(0);
-        if !location.regions.contains(&me) && !already && !unreferenced {
-            batch.put_cf(
-                rep.store().cf(CF_LOCAL_REPLICATION_QUEUE)?,
-                queue_key(QUEUE_BACKFILL, &digest),
-                location.size.to_be_bytes(),
-            );
+        if location.regions.contains(&me) || location.links == Some(0) {
+            continue;
+        }
+        let digest = String::from_utf8_lossy(&key);
+        let already = store.exists(CF_LOCAL_REPLICATION_QUEUE, &queue_key(QUEUE_RECENT, &digest))?
+            || store.exists(CF_LOCAL_REPLICATION_QUEUE, &queue_key(QUEUE_BACKFILL, &digest))?;
+        if !already {
+            batch.put_cf(queue, queue_key(QUEUE_BACKFILL, &digest), location.size.to_be_bytes());
             queued += 1;
+            if batch.len() >= BACKFILL_BATCH {
+                store.write(std::mem::take(&mut batch))?;
+            }
         }
     }
+    store.write(batch)?;
     if queued > 0 {
         tracing::info!(queued, "backfill: queued blobs this region lacks");
-        rep.store().write(batch)?;
     }
     Ok(())
 }
 
 /// Refreshes the pending-queue figures and the receive rate.
 fn update_pending(rep: &Replicator, last: &mut (Instant, u64)) {
-    if let Ok(entries) = rep.store().scan_prefix(CF_LOCAL_REPLICATION_QUEUE, b"", None, usize::MAX) {
-        let bytes: u64 = entries
-            .iter()
-            .filter_map(|(_, v)| <[u8; 8]>::try_from(v.as_slice()).ok().map(u64::from_be_bytes))
-            .sum();
-        rep.stats.pending_blobs.store(entries.len() as u64, Ordering::Relaxed);
+    // Counted as it streams by: a region that just joined may have a million entries.
+    if let Ok(cf) = rep.store().cf(CF_LOCAL_REPLICATION_QUEUE) {
+        let (mut blobs, mut bytes) = (0u64, 0u64);
+        for (_, v) in rep.store().db().iterator_cf(cf, rocksdb::IteratorMode::Start).map_while(Result::ok) {
+            blobs += 1;
+            bytes += <[u8; 8]>::try_from(&v[..]).map(u64::from_be_bytes).unwrap_or(0);
+        }
+        rep.stats.pending_blobs.store(blobs, Ordering::Relaxed);
         rep.stats.pending_bytes.store(bytes, Ordering::Relaxed);
-        metrics::gauge!("meridian_replication_queue_pending").set(entries.len() as f64);
+        metrics::gauge!("meridian_replication_queue_pending").set(blobs as f64);
         metrics::gauge!("meridian_replication_queue_pending_bytes").set(bytes as f64);
     }
     let received = rep.stats.bytes_received.load(Ordering::Relaxed);

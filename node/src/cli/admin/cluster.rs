@@ -5,6 +5,7 @@
 
 use super::{
     call, finite_rate, human_bytes, human_rate, or_dash, pretty, Admin, CliError, LONG_CALL_TIMEOUT, SHORT_CALL_TIMEOUT,
+    STORE_WIDE_CALL_TIMEOUT,
 };
 use crate::cli::table::{key_values, Align, Table};
 use clap::Subcommand;
@@ -121,7 +122,7 @@ pub async fn run_leader(admin: &Admin, cmd: LeaderCommand, json: bool) -> Result
 pub async fn run_snapshot(admin: &Admin, json: bool) -> Result<String, CliError> {
     let mut client = admin.client.clone();
     let req = admin.request(Empty {});
-    let reply = call(SHORT_CALL_TIMEOUT, client.snapshot(req)).await?;
+    let reply = call(STORE_WIDE_CALL_TIMEOUT, client.snapshot(req)).await?;
     Ok(if json { pretty(&snapshot_json(&reply)) } else { render_snapshot(&reply) })
 }
 

@@ -1,6 +1,6 @@
 //! `meridian admin gc …`: garbage collection now, and what each region's last sweep did.
 
-use super::{call, human_bytes, pretty, rfc3339_utc, Admin, CliError, LONG_CALL_TIMEOUT, SHORT_CALL_TIMEOUT};
+use super::{call, human_bytes, pretty, rfc3339_utc, Admin, CliError, SHORT_CALL_TIMEOUT, STORE_WIDE_CALL_TIMEOUT};
 use crate::cli::table::{key_values, Align, Table};
 use clap::Subcommand;
 use meridian_proto::admin::{Empty, GcRunReply, GcRunRequest, GcSweep};
@@ -24,7 +24,7 @@ pub async fn run_gc(admin: &Admin, cmd: GcCommand, json: bool) -> Result<String,
     let mut client = admin.client.clone();
     match cmd {
         GcCommand::Run { dry_run } => {
-            let reply = call(LONG_CALL_TIMEOUT, client.gc_run(admin.request(GcRunRequest { dry_run }))).await?;
+            let reply = call(STORE_WIDE_CALL_TIMEOUT, client.gc_run(admin.request(GcRunRequest { dry_run }))).await?;
             Ok(if json { pretty(&run_json(&reply, dry_run)) } else { render_run(&reply, dry_run) })
         }
         GcCommand::Status => {
