@@ -22,7 +22,7 @@ pub mod replicas;
 pub mod usage;
 
 use crate::blobs::uploads::UploadSessions;
-use crate::blobs::FsBlobStore;
+use crate::blobs::{Blobs, FsBlobStore};
 use crate::config::Config;
 use crate::meta::{Meta, Store};
 use crate::registry::Registry;
@@ -44,7 +44,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let store = Store::open(&config.data_dir.join("db")).context("opening RocksDB")?;
-    let blobs = FsBlobStore::open(&config.data_dir).context("opening blob store")?;
+    let blobs: Blobs = Arc::new(FsBlobStore::open(&config.data_dir).context("opening blob store")?);
     let meta = Meta::start(&config, store.clone(), cluster::peers::Peers::new(config.dial_via.clone(), grpc_tls.as_ref().map(|t| t.client()))).await.context("starting raft")?;
     let sessions = Arc::new(
         UploadSessions::new(store.clone(), blobs.clone(), config.max_upload_sessions_per_identity)

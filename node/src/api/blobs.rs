@@ -1,6 +1,7 @@
 //! Blob GET/HEAD (with single `Range`) and DELETE.
 
 use super::{empty, hv, ApiResult};
+use crate::blobs::BlobReader;
 use crate::registry::names::parse_digest;
 use crate::registry::{BlobSource, Registry, RegistryError};
 use crate::replicas::transfer::read_stream;
@@ -54,7 +55,7 @@ pub async fn get(registry: &Registry, name: &str, digest: &str, headers: &Header
     }
     let source = registry.open_blob(name, &digest).await?;
     let size = match &source {
-        BlobSource::Local(_, size) => *size,
+        BlobSource::Local(reader) => reader.size(),
         BlobSource::Remote(t) => t.size,
     };
     let range = match &range_header {
@@ -67,7 +68,7 @@ pub async fn get(registry: &Registry, name: &str, digest: &str, headers: &Header
     };
     registry.usage.pulled(name, len, false);
     let body = match source {
-        BlobSource::Local(file, _) => Body::from_stream(read_file_range(file.into_std().await, start, len)),
+        BlobSource::Local(BlobReader::File { file, .. }) => Body::from_stream(read_file_range(file, start, len)),
         BlobSource::Remote(transfer) => Body::from_stream(read_stream(transfer, start, len)),
     };
     let mut resp = Response::new(body);

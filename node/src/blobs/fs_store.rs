@@ -1,6 +1,8 @@
-//! Content-addressed filesystem blob store.
+//! Content-addressed filesystem blob store: `blobs/<algorithm>/<first two hex>/<hex>`
+//! on this node's disk, committed by rename.
 
 use super::pins::{BlobPins, Pin};
+use super::store::{BlobReader, BlobStore};
 use super::BlobError;
 use meridian_replication::Digest;
 use std::path::{Path, PathBuf};
@@ -61,15 +63,79 @@ impl FsBlobStore {
         Ok(FsBlobStore { blobs_dir, uploads_dir, pins: Arc::default() })
     }
 
-    /// Keeps garbage collection off `digests` until the returned pin is dropped.
-    pub fn pin(&self, digests: impl IntoIterator<Item = String>) -> Pin {
-        self.pins.pin(digests)
+    /// Where the blob's file is (for offline tools that fill a store, like `meridian-load`).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.blobs_dir.join(digest.algorithm().name()).join(&hex[..2]).join(hex)
     }
 
-    /// Marks the blob as used here now (its modification time): a blob linked into a
-    /// repository is kept by garbage collection for the upload grace from then, whether
-    /// its bytes were just written or were here already (blocking, small).
-    pub fn touch(&self, digest: &Digest) -> std::io::Result<()> {
+    /// Where the sweep puts files it is about to delete (a crash leaves them there; the
+    /// next sweep empties it).
+    fn trash_dir(&self) -> PathBuf {
+        self.blobs_dir.with_file_name("gc-trash")
+    }
+
+    fn quarantine_dir(&self) -> PathBuf {
+        self.blobs_dir.with_file_name("quarantine")
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobStore for FsBlobStore {
+    async fn size(&self, digest: &Digest) -> Result<Option<u64>, BlobError> {
+        match tokio::fs::metadata(self.blob_path(digest)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn open(&self, digest: &Digest) -> Result<Option<BlobReader>, BlobError> {
+        let file = match tokio::fs::File::open(self.blob_path(digest)).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let size = file.metadata().await?.len();
+        Ok(Some(BlobReader::File { file: file.into_std().await, size }))
+    }
+
+    async fn commit(&self, written: &Path, digest: &Digest) -> Result<(), BlobError> {
+        let target = self.blob_path(digest);
+        let written = written.to_path_buf();
+        tokio::task::spawn_blocking(move || -> Result<(), BlobError> {
+            let dir = target.parent().ok_or_else(|| std::io::Error::other("blob path has no parent"))?;
+            std::fs::create_dir_all(dir)?;
+            if target.exists() {
+                std::fs::remove_file(&written)?;
+                return Ok(());
+            }
+            crate::failpoints::io("blob-rename")?;
+            std::fs::rename(&written, &target)?;
+            std::fs::File::open(dir)?.sync_all()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| BlobError::Io(std::io::Error::other(e.to_string())))?
+    }
+
+    /// Moves the file to `quarantine/`.
+    async fn quarantine(&self, digest: &Digest) -> Result<(), BlobError> {
+        let dir = self.quarantine_dir();
+        tokio::fs::create_dir_all(&dir).await?;
+        let target = dir.join(format!("{}-{}-{}", digest.algorithm().name(), digest.hex(), uuid::Uuid::new_v4()));
+        tokio::fs::rename(self.blob_path(digest), &target).await?;
+        // Kept for inspection for the garbage-collection grace from now (a rename keeps
+        // the old modification time).
+        if let Ok(f) = std::fs::File::options().write(true).open(&target) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+        Ok(())
+    }
+
+    /// The file's modification time is the mark (garbage collection reads it with the
+    /// stat it makes anyway: no index).
+    fn touch(&self, digest: &Digest) -> std::io::Result<()> {
         match std::fs::File::options().write(true).open(self.blob_path(digest)) {
             Ok(f) => f.set_modified(std::time::SystemTime::now()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -77,10 +143,25 @@ impl FsBlobStore {
         }
     }
 
-    /// Calls `f` with every stored blob, one directory at a time (blocking: walks the
-    /// tree; nothing is collected, so memory stays flat however many blobs there are).
-    /// Files whose names are not a digest are left out.
-    pub fn for_each_stored_blob(&self, mut f: impl FnMut(StoredBlob)) -> std::io::Result<()> {
+    fn stat(&self, digest: &Digest) -> std::io::Result<Option<StoredBlob>> {
+        match std::fs::metadata(self.blob_path(digest)) {
+            Ok(m) => Ok(Some(StoredBlob { digest: digest.clone(), size: m.len(), modified_ms: modified_ms(&m) })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn pin(&self, digests: Vec<String>) -> Pin {
+        self.pins.pin(digests)
+    }
+
+    fn unless_pinned(&self, digest: &Digest, f: &mut dyn FnMut()) -> bool {
+        self.pins.unless_pinned(&digest.to_string(), f).is_some()
+    }
+
+    /// Walks the tree one directory at a time; files whose names are not a digest are
+    /// left out.
+    fn for_each_stored_blob(&self, f: &mut dyn FnMut(StoredBlob)) -> std::io::Result<()> {
         for alg in read_dir_if_exists(&self.blobs_dir)? {
             let alg = alg?;
             for prefix in read_dir_if_exists(&alg.path())? {
@@ -102,12 +183,10 @@ impl FsBlobStore {
         Ok(())
     }
 
-    /// Removes the blob file unless the digest is pinned or `unneeded` (run under the pin
-    /// lock, after the caller's checks) says it is needed after all. Returns the bytes
-    /// freed; `None` when it stayed (blocking). Under the lock the file is only renamed
-    /// out of the store (quick); freeing a large file's blocks happens after, so pins
-    /// taken on the async workers never wait for it.
-    pub fn remove_unneeded(&self, digest: &Digest, unneeded: impl FnOnce() -> bool) -> std::io::Result<Option<u64>> {
+    /// Under the pin lock the file is only renamed out of the store (quick); freeing a
+    /// large file's blocks happens after, so pins taken on the async workers never wait
+    /// for it.
+    fn remove_unneeded(&self, digest: &Digest, unneeded: &mut dyn FnMut() -> bool) -> std::io::Result<Option<u64>> {
         let path = self.blob_path(digest);
         let trash = self.trash_dir();
         let moved = self
@@ -137,19 +216,8 @@ impl FsBlobStore {
         }
     }
 
-    /// Runs `f` under the pin lock unless `digest` is pinned (`None` then).
-    pub fn unless_pinned<R>(&self, digest: &Digest, f: impl FnOnce() -> R) -> Option<R> {
-        self.pins.unless_pinned(&digest.to_string(), f)
-    }
-
-    /// Where the sweep puts files it is about to delete (a crash leaves them there; the
-    /// next sweep empties it).
-    fn trash_dir(&self) -> PathBuf {
-        self.blobs_dir.with_file_name("gc-trash")
-    }
-
-    /// Files under `uploads/` and `quarantine/` (blocking).
-    pub fn leftovers(&self) -> std::io::Result<Vec<Leftover>> {
+    /// Files under `uploads/`, `quarantine/` and `gc-trash/`.
+    fn leftovers(&self) -> std::io::Result<Vec<Leftover>> {
         let mut out = Vec::new();
         for (dir, quarantined) in [(self.uploads_dir.clone(), false), (self.quarantine_dir(), true), (self.trash_dir(), true)] {
             for entry in read_dir_if_exists(&dir)? {
@@ -170,81 +238,11 @@ impl FsBlobStore {
         Ok(out)
     }
 
-    fn quarantine_dir(&self) -> PathBuf {
-        self.blobs_dir.with_file_name("quarantine")
+    fn staging_path(&self, name: &str) -> PathBuf {
+        self.uploads_dir.join(name)
     }
 
-    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        let hex = digest.hex();
-        self.blobs_dir.join(digest.algorithm().name()).join(&hex[..2]).join(hex)
-    }
-
-    /// Where a session's (or a single-request upload's) bytes accumulate.
-    pub fn upload_path(&self, id: &str) -> PathBuf {
-        self.uploads_dir.join(id)
-    }
-
-    pub fn uploads_dir(&self) -> &Path {
-        &self.uploads_dir
-    }
-
-    /// Size of the stored blob, if this region holds it.
-    pub async fn size(&self, digest: &Digest) -> Result<Option<u64>, BlobError> {
-        match tokio::fs::metadata(self.blob_path(digest)).await {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    pub async fn open_blob(&self, digest: &Digest) -> Result<Option<tokio::fs::File>, BlobError> {
-        match tokio::fs::File::open(self.blob_path(digest)).await {
-            Ok(f) => Ok(Some(f)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Moves a fully written, fsynced and digest-checked file into place under `digest`
-    /// and makes the rename durable. When the blob is already stored (same digest, so
-    /// same bytes) the new copy is discarded.
-    pub async fn commit(&self, written: &Path, digest: &Digest) -> Result<(), BlobError> {
-        let target = self.blob_path(digest);
-        let written = written.to_path_buf();
-        tokio::task::spawn_blocking(move || -> Result<(), BlobError> {
-            let dir = target.parent().ok_or_else(|| std::io::Error::other("blob path has no parent"))?;
-            std::fs::create_dir_all(dir)?;
-            if target.exists() {
-                std::fs::remove_file(&written)?;
-                return Ok(());
-            }
-            crate::failpoints::io("blob-rename")?;
-            std::fs::rename(&written, &target)?;
-            std::fs::File::open(dir)?.sync_all()?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| BlobError::Io(std::io::Error::other(e.to_string())))?
-    }
-
-    /// Moves a stored blob whose bytes no longer match its digest out of the store (to
-    /// `quarantine/`, kept for inspection), so this region stops serving it and fetches
-    /// a good copy when it is next needed.
-    pub async fn quarantine(&self, digest: &Digest) -> Result<(), BlobError> {
-        let dir = self.quarantine_dir();
-        tokio::fs::create_dir_all(&dir).await?;
-        let target = dir.join(format!("{}-{}-{}", digest.algorithm().name(), digest.hex(), uuid::Uuid::new_v4()));
-        tokio::fs::rename(self.blob_path(digest), &target).await?;
-        // Kept for inspection for the garbage-collection grace from now (a rename keeps
-        // the old modification time).
-        if let Ok(f) = std::fs::File::options().write(true).open(&target) {
-            let _ = f.set_modified(std::time::SystemTime::now());
-        }
-        Ok(())
-    }
-
-    /// Removes a file from the uploads area (cancelled or refused upload).
-    pub async fn discard(&self, path: &Path) {
+    async fn discard(&self, path: &Path) {
         if let Err(e) = tokio::fs::remove_file(path).await {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(path = %path.display(), error = %e, "could not remove upload file");

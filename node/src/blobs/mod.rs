@@ -7,10 +7,12 @@
 
 mod fs_store;
 pub mod pins;
+mod store;
 pub mod uploads;
 mod writer;
 
 pub use fs_store::{modified_ms, FsBlobStore, Leftover, StoredBlob};
+pub use store::{BlobReader, BlobStore, Blobs};
 pub use writer::{stream_to_file, BlobCap, WriteError, WriteOutcome};
 
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 //! repository and digest algorithm; the bytes so far are the session's file; the running
 //! hash lives in memory and is rebuilt from the file after a restart.
 
-use super::{BlobError, FsBlobStore};
+use super::{BlobError, BlobStore, Blobs};
 use crate::meta::store::{Store, StoreError, CF_LOCAL_UPLOADS};
 use meridian_replication::{Algorithm, DigestHasher};
 use serde::{Deserialize, Serialize};
@@ -48,7 +48,7 @@ pub type SessionHandle = Arc<tokio::sync::Mutex<SessionState>>;
 
 pub struct UploadSessions {
     store: Store,
-    blobs: FsBlobStore,
+    blobs: Blobs,
     live: Mutex<HashMap<String, SessionHandle>>,
     /// Session id → owner, for every session on disk (rebuilt at start).
     owners: Mutex<HashMap<String, String>>,
@@ -61,7 +61,7 @@ fn now_unix() -> u64 {
 }
 
 impl UploadSessions {
-    pub fn new(store: Store, blobs: FsBlobStore, per_owner_limit: usize) -> Result<UploadSessions, SessionError> {
+    pub fn new(store: Store, blobs: Blobs, per_owner_limit: usize) -> Result<UploadSessions, SessionError> {
         let mut owners = HashMap::new();
         for (k, v) in store.scan_prefix(CF_LOCAL_UPLOADS, b"", None, usize::MAX)? {
             let owner = serde_json::from_slice::<SessionRecord>(&v).map(|r| r.owner).unwrap_or_default();
@@ -74,7 +74,7 @@ impl UploadSessions {
         self.owners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn blobs(&self) -> &FsBlobStore {
+    pub fn blobs(&self) -> &Blobs {
         &self.blobs
     }
 
@@ -96,7 +96,7 @@ impl UploadSessions {
             }
             owners.insert(id.clone(), owner.to_string());
         }
-        if let Err(e) = tokio::fs::File::create(self.blobs.upload_path(&id)).await {
+        if let Err(e) = tokio::fs::File::create(self.blobs.staging_path(&id)).await {
             self.owners().remove(&id);
             return Err(BlobError::from(e).into());
         }
@@ -135,7 +135,7 @@ impl UploadSessions {
                     .algorithm
                     .parse()
                     .map_err(|_| StoreError::Corrupt { cf: CF_LOCAL_UPLOADS, reason: "algorithm".into() })?;
-                let offset = match tokio::fs::metadata(self.blobs.upload_path(id)).await {
+                let offset = match tokio::fs::metadata(self.blobs.staging_path(id)).await {
                     Ok(m) => m.len(),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => return Err(BlobError::from(e).into()),
@@ -165,7 +165,7 @@ impl UploadSessions {
         let mut batch = rocksdb::WriteBatch::default();
         batch.delete_cf(self.store.cf(CF_LOCAL_UPLOADS)?, id.as_bytes());
         self.store.write(batch)?;
-        self.blobs.discard(&self.blobs.upload_path(id)).await;
+        self.blobs.discard(&self.blobs.staging_path(id)).await;
         Ok(())
     }
 
@@ -205,11 +205,11 @@ impl UploadSessions {
 
 impl SessionState {
     /// The hash of the bytes so far, rebuilding it from the file when needed.
-    pub async fn hasher(&mut self, blobs: &FsBlobStore) -> Result<DigestHasher, BlobError> {
+    pub async fn hasher(&mut self, blobs: &dyn BlobStore) -> Result<DigestHasher, BlobError> {
         if let Some(h) = &self.hasher {
             return Ok(h.clone());
         }
-        let rebuilt = super::hash_file(blobs.upload_path(&self.id), self.algorithm.hasher()).await?;
+        let rebuilt = super::hash_file(blobs.staging_path(&self.id), self.algorithm.hasher()).await?;
         self.hasher = Some(rebuilt.clone());
         Ok(rebuilt)
     }

@@ -1,6 +1,6 @@
 //! Serves this region's blobs to other regions, from any offset, in 1 MiB chunks.
 
-use crate::blobs::FsBlobStore;
+use crate::blobs::{BlobReader, Blobs};
 use meridian_proto::replication::blob_transfer_server::BlobTransfer;
 use meridian_proto::replication::{BlobChunk, FetchBlobRequest};
 use meridian_replication::Digest;
@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 const CHUNK: usize = 1 << 20;
 
 pub struct BlobTransferImpl {
-    pub blobs: FsBlobStore,
+    pub blobs: Blobs,
     pub meta: crate::meta::Meta,
 }
 
@@ -25,13 +25,14 @@ impl BlobTransfer for BlobTransferImpl {
     async fn fetch_blob(&self, request: Request<FetchBlobRequest>) -> Result<Response<ChunkStream>, Status> {
         let req = request.into_inner();
         let digest = Digest::parse(&req.digest).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let mut file = self
+        let reader = self
             .blobs
-            .open_blob(&digest)
+            .open(&digest)
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .ok_or_else(|| Status::not_found(format!("{digest} is not held by this region")))?;
-        let size = file.metadata().await.map_err(|e| Status::internal(e.to_string()))?.len();
+        let BlobReader::File { file, size } = reader;
+        let mut file = tokio::fs::File::from_std(file);
         if req.offset > size {
             return Err(Status::out_of_range(format!("offset {} past the end ({size})", req.offset)));
         }

@@ -24,7 +24,7 @@ pub use collect::Collection;
 pub use pulls::{run_pull_recorder, PullRecorder};
 pub use retention::{glob_matches, Deletion};
 
-use crate::blobs::FsBlobStore;
+use crate::blobs::Blobs;
 use crate::config::{GcConfig, RetentionConfig};
 use crate::meta::command::{proposer_clock, Command, CommandResult};
 use crate::meta::records::GcSweepReport;
@@ -45,7 +45,7 @@ pub enum LifecycleError {
 pub struct Lifecycle {
     meta: Meta,
     store: Store,
-    blobs: FsBlobStore,
+    blobs: Blobs,
     region: String,
     cfg: GcConfig,
     retention: RetentionConfig,
@@ -62,7 +62,7 @@ pub struct GcRun {
 }
 
 impl Lifecycle {
-    pub fn new(meta: Meta, store: Store, blobs: FsBlobStore, region: String, cfg: GcConfig, retention: RetentionConfig) -> Arc<Lifecycle> {
+    pub fn new(meta: Meta, store: Store, blobs: Blobs, region: String, cfg: GcConfig, retention: RetentionConfig) -> Arc<Lifecycle> {
         Arc::new(Lifecycle { meta, store, blobs, region, cfg, retention, sweeping: tokio::sync::Mutex::new(()) })
     }
 
@@ -96,7 +96,7 @@ impl Lifecycle {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let report = tokio::task::spawn_blocking(move || sweep::sweep_region(&store, &blobs, &region, grace, now_ms, dry_run))
+        let report = tokio::task::spawn_blocking(move || sweep::sweep_region(&store, blobs.as_ref(), &region, grace, now_ms, dry_run))
             .await
             .map_err(|e| LifecycleError::Sweep(e.to_string()))?;
         metrics::counter!("meridian_gc_blobs_removed_total").increment(report.blobs_removed);

@@ -9,7 +9,7 @@
 //! it, so an upload or mount that raced the sweep either came first (and keeps the blob)
 //! or comes after (and writes it anew).
 
-use crate::blobs::{FsBlobStore, StoredBlob};
+use crate::blobs::{BlobStore, StoredBlob};
 use crate::meta::records::{GcSweepReport, LocalLink};
 use crate::meta::store::{Store, StoreError, CF_LOCAL_BLOB_LINKS, CF_LOCAL_UPLOADS, CF_SM_BLOBS};
 use meridian_replication::Digest;
@@ -43,13 +43,13 @@ impl Clock {
 }
 
 /// `now_ms`: the clock at the start, Unix milliseconds.
-pub fn sweep_region(store: &Store, blobs: &FsBlobStore, region: &str, grace_secs: u64, now_ms: u64, dry_run: bool) -> GcSweepReport {
+pub fn sweep_region(store: &Store, blobs: &dyn BlobStore, region: &str, grace_secs: u64, now_ms: u64, dry_run: bool) -> GcSweepReport {
     sweep_in_rounds(store, blobs, region, grace_secs, now_ms, dry_run, ROUND)
 }
 
 fn sweep_in_rounds(
     store: &Store,
-    blobs: &FsBlobStore,
+    blobs: &dyn BlobStore,
     region: &str,
     grace_secs: u64,
     now_ms: u64,
@@ -63,7 +63,7 @@ fn sweep_in_rounds(
 
     // Files the cluster no longer knows, past the grace, removed a round at a time.
     let mut round: Vec<StoredBlob> = Vec::new();
-    let listed = blobs.for_each_stored_blob(|blob| {
+    let listed = blobs.for_each_stored_blob(&mut |blob| {
         match store.exists(CF_SM_BLOBS, blob.digest.to_string().as_bytes()) {
             Ok(true) => return,
             Ok(false) => {}
@@ -108,7 +108,7 @@ fn sweep_in_rounds(
 /// Removes one round of candidate files with the repositories' local links to them.
 fn remove_round(
     store: &Store,
-    blobs: &FsBlobStore,
+    blobs: &dyn BlobStore,
     clock: &Clock,
     round: Vec<StoredBlob>,
     report: &mut GcSweepReport,
@@ -139,10 +139,9 @@ fn remove_round(
             errors.push(format!("removing {digest}: {e}"));
             continue;
         }
-        let removed = blobs.remove_unneeded(&blob.digest, || {
+        let removed = blobs.remove_unneeded(&blob.digest, &mut || {
             // Under the pin lock: nothing may have taken the blob back since the look above.
-            let still_old =
-                std::fs::metadata(blobs.blob_path(&blob.digest)).is_ok_and(|m| !clock.recent(crate::blobs::modified_ms(&m)));
+            let still_old = matches!(blobs.stat(&blob.digest), Ok(Some(now)) if !clock.recent(now.modified_ms));
             if !still_old || !matches!(store.exists(CF_SM_BLOBS, digest.as_bytes()), Ok(false)) {
                 return false;
             }
@@ -165,7 +164,7 @@ fn remove_round(
 /// Links to blobs neither stored here nor known to the cluster, past the grace: what a
 /// crash between a link's and its file's removal, or a lost upload, left behind. Each
 /// is re-read under the pin lock: an upload may have just written it anew.
-fn drop_stale_links(store: &Store, blobs: &FsBlobStore, clock: &Clock, errors: &mut Vec<String>) {
+fn drop_stale_links(store: &Store, blobs: &dyn BlobStore, clock: &Clock, errors: &mut Vec<String>) {
     let mut stale: HashMap<Digest, Vec<Vec<u8>>> = HashMap::new();
     let scanned = for_each_local_link(store, |key, digest, raw| {
         // Most links name a blob the cluster knows: one point read settles them.
@@ -173,7 +172,7 @@ fn drop_stale_links(store: &Store, blobs: &FsBlobStore, clock: &Clock, errors: &
             return Ok(());
         }
         if let Ok(parsed) = Digest::parse(digest) {
-            if !blobs.blob_path(&parsed).exists() {
+            if matches!(blobs.stat(&parsed), Ok(None)) {
                 stale.entry(parsed).or_default().push(key.to_vec());
             }
         }
@@ -184,24 +183,29 @@ fn drop_stale_links(store: &Store, blobs: &FsBlobStore, clock: &Clock, errors: &
         return;
     }
     for (digest, keys) in stale {
-        let dropped = blobs.unless_pinned(&digest, || -> Result<(), StoreError> {
-            if blobs.blob_path(&digest).exists() || store.exists(CF_SM_BLOBS, digest.to_string().as_bytes())? {
+        let mut dropped = Ok(());
+        blobs.unless_pinned(&digest, &mut || dropped = drop_if_stale(store, blobs, clock, &digest, &keys));
+        if let Err(e) = dropped {
+            errors.push(format!("dropping stale links of {digest}: {e}"));
+        }
+    }
+}
+
+/// Under the pin lock: drops `keys`, links of `digest` past the grace, unless the blob is
+/// stored here or known to the cluster after all.
+fn drop_if_stale(store: &Store, blobs: &dyn BlobStore, clock: &Clock, digest: &Digest, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+            if blobs.stat(digest)?.is_some() || store.exists(CF_SM_BLOBS, digest.to_string().as_bytes())? {
                 return Ok(());
             }
             let mut gone = Vec::new();
             for key in keys {
-                if let Some(raw) = store.get(CF_LOCAL_BLOB_LINKS, &key)? {
+                if let Some(raw) = store.get(CF_LOCAL_BLOB_LINKS, key)? {
                     if !clock.recent_link(LocalLink::decode(&raw)?.linked_unix) {
-                        gone.push(key);
+                        gone.push(key.clone());
                     }
                 }
             }
             delete_keys(store, &gone)
-        });
-        if let Some(Err(e)) = dropped {
-            errors.push(format!("dropping stale links of {digest}: {e}"));
-        }
-    }
 }
 
 /// Upload files without a session (a crash, a refused request), single-request uploads
@@ -209,7 +213,7 @@ fn drop_stale_links(store: &Store, blobs: &FsBlobStore, clock: &Clock, errors: &
 /// sessions are the upload sweeper's (`upload_timeout_secs`).
 fn sweep_leftovers(
     store: &Store,
-    blobs: &FsBlobStore,
+    blobs: &dyn BlobStore,
     recent: &dyn Fn(u64) -> bool,
     dry_run: bool,
     report: &mut GcSweepReport,
@@ -274,6 +278,7 @@ mod tests {
     //! The sweep over several rounds, on a real RocksDB and directory: exactly the files
     //! the cluster does not know go, each with its links; known ones and their links stay.
     use super::*;
+    use crate::blobs::FsBlobStore;
     use crate::meta::records::BlobLocation;
     use crate::meta::store::repo_key;
     use meridian_replication::Algorithm;

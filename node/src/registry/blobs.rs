@@ -13,7 +13,7 @@ const FIRST_BYTES_WITHIN: std::time::Duration = std::time::Duration::from_secs(1
 
 /// Where a blob's bytes come from for one GET.
 pub enum BlobSource {
-    Local(tokio::fs::File, u64),
+    Local(crate::blobs::BlobReader),
     /// Arriving from another region right now (shared with other readers).
     Remote(Arc<crate::replicas::transfer::Transfer>),
 }
@@ -31,9 +31,8 @@ impl Registry {
         let Some(linked_size) = self.store.linked_blob_size(repo, digest)? else {
             return Err(RegistryError::BlobUnknown(digest.to_string()));
         };
-        if let Some(file) = self.blobs.open_blob(digest).await? {
-            let size = file.metadata().await.map_err(crate::blobs::BlobError::from)?.len();
-            return Ok(BlobSource::Local(file, size));
+        if let Some(reader) = self.blobs.open(digest).await? {
+            return Ok(BlobSource::Local(reader));
         }
         if self.replicator.holders(digest).is_empty() {
             return Err(RegistryError::BlobUnknown(digest.to_string()));
@@ -93,7 +92,7 @@ impl Registry {
         if !available {
             return Ok(false);
         }
-        let _pin = self.blobs.pin([digest.to_string()]);
+        let _pin = self.blobs.pin(vec![digest.to_string()]);
         match self.blobs.size(digest).await? {
             Some(size) => {
                 self.link_local(repo, digest, size)?;

@@ -54,7 +54,7 @@ impl Registry {
 
         // Garbage collection keeps off these blobs until the entry is applied, so a blob
         // this region says it holds is still here when every region learns that.
-        let _pin = self.blobs.pin(parsed.blobs.iter().map(|d| d.digest.to_string()));
+        let _pin = self.blobs.pin(parsed.blobs.iter().map(|d| d.digest.to_string()).collect());
         let mut blobs = Vec::with_capacity(parsed.blobs.len());
         for d in &parsed.blobs {
             let size = self

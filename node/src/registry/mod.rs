@@ -12,7 +12,7 @@ pub mod names;
 pub mod uploads;
 
 use crate::blobs::uploads::UploadSessions;
-use crate::blobs::FsBlobStore;
+use crate::blobs::Blobs;
 use crate::meta::{Meta, Store};
 use std::sync::Arc;
 
@@ -26,7 +26,7 @@ pub type Result<T> = std::result::Result<T, RegistryError>;
 pub struct Registry {
     pub store: Store,
     pub meta: Meta,
-    pub blobs: FsBlobStore,
+    pub blobs: Blobs,
     pub sessions: Arc<UploadSessions>,
     pub replicator: Arc<crate::replicas::Replicator>,
     pub region: String,

@@ -61,7 +61,7 @@ impl Registry {
     {
         self.admit_upload(repo)?;
         let cap = self.blob_cap(0, length)?;
-        let path = self.blobs.upload_path(&format!("direct-{}", uuid::Uuid::new_v4()));
+        let path = self.blobs.staging_path(&format!("direct-{}", uuid::Uuid::new_v4()));
         let outcome = stream_to_file(path.clone(), digest.algorithm().hasher(), body, length, cap, true).await;
         let outcome = match outcome {
             Ok(o) => o,
@@ -83,7 +83,7 @@ impl Registry {
         }
         // Pinned from before the commit (which keeps an existing copy) until the link is
         // durable: garbage collection cannot take the blob in between.
-        let _pin = self.blobs.pin([digest.to_string()]);
+        let _pin = self.blobs.pin(vec![digest.to_string()]);
         self.blobs.commit(&path, digest).await?;
         self.link_local(repo, digest, outcome.written)?;
         self.usage.pushed(repo, outcome.written, false);
@@ -113,7 +113,7 @@ impl Registry {
         let handle = self.sessions.get(repo, id).await?.ok_or(RegistryError::BlobUploadUnknown)?;
         let mut state = handle.lock().await;
         let hasher = self.append_to_session(&mut state, repo, chunk, body, true).await?;
-        let path = self.blobs.upload_path(&state.id);
+        let path = self.blobs.staging_path(&state.id);
         let actual = if hasher.algorithm() == digest.algorithm() {
             hasher.finish()
         } else {
@@ -125,7 +125,7 @@ impl Registry {
             self.sessions.remove(&state.id).await?;
             return Err(RegistryError::DigestInvalid(format!("content hashes to {actual}, not {digest}")));
         }
-        let _pin = self.blobs.pin([digest.to_string()]);
+        let _pin = self.blobs.pin(vec![digest.to_string()]);
         self.blobs.commit(&path, digest).await?;
         self.sessions.forget(&state.id)?;
         self.link_local(repo, digest, state.offset)?;
@@ -163,9 +163,9 @@ impl Registry {
     {
         let limit = check_chunk(&state.id, repo, state.offset, chunk)?;
         let cap = self.blob_cap(state.offset, limit)?;
-        let hasher = state.hasher(&self.blobs).await?;
+        let hasher = state.hasher(self.blobs.as_ref()).await?;
         let (id, offset) = (state.id.as_str(), state.offset);
-        let path = self.blobs.upload_path(id);
+        let path = self.blobs.staging_path(id);
         let result = stream_to_file(path.clone(), hasher, body, limit, cap, sync).await;
         let short = match (&result, limit) {
             (Ok(o), Some(l)) if o.written != l => Some(o.written),

@@ -5,7 +5,7 @@
 pub mod transfer;
 mod worker;
 
-use crate::blobs::FsBlobStore;
+use crate::blobs::Blobs;
 use crate::meta::command::Command;
 use crate::meta::{Meta, Store};
 use meridian_replication::{fetch_verified, Digest, Holder, RegionThrottle};
@@ -25,7 +25,7 @@ pub enum Reason {
 }
 
 pub struct Replicator {
-    blobs: FsBlobStore,
+    blobs: Blobs,
     store: Store,
     meta: Meta,
     inflight: Mutex<HashMap<Digest, Arc<Transfer>>>,
@@ -53,7 +53,7 @@ pub struct ReplicationCounters {
 impl Replicator {
     /// Creates the replicator and the task that records landed replicas in batches.
     pub fn start(
-        blobs: FsBlobStore,
+        blobs: Blobs,
         store: Store,
         meta: Meta,
         bandwidth_limit: u64,
@@ -97,7 +97,7 @@ impl Replicator {
         &self.store
     }
 
-    pub fn blobs(&self) -> &FsBlobStore {
+    pub fn blobs(&self) -> &Blobs {
         &self.blobs
     }
 
@@ -124,7 +124,7 @@ impl Replicator {
         if let Some(t) = inflight.get(digest) {
             return Ok(t.clone());
         }
-        let path = self.blobs.upload_path(&format!("fetch-{}-{}", digest.hex(), uuid::Uuid::new_v4()));
+        let path = self.blobs.staging_path(&format!("fetch-{}-{}", digest.hex(), uuid::Uuid::new_v4()));
         let file = Arc::new(
             std::fs::OpenOptions::new().create_new(true).read(true).write(true).open(&path)?,
         );
