@@ -8,6 +8,8 @@
 mod fs_store;
 pub mod pins;
 mod store;
+#[cfg(test)]
+mod store_suite;
 pub mod uploads;
 mod writer;
 
