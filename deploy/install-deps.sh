@@ -71,4 +71,18 @@ if [[ "$mode" == "test" ]]; then
     /usr/bin/python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check 'oras==0.2.43'
   fi
+
+  # Garage, the S3-compatible object store the blob-store tests run against: built from
+  # crates.io once (about 8 minutes here) and kept under target/ like everything the tests
+  # install, so later runs reuse it. The version is pinned: the tests start it with flags
+  # (`server --single-node --default-bucket`) that older releases lack.
+  GARAGE_VERSION=2.5.0
+  GARAGE="$ROOT/target/test-tools/bin/garage"
+  if ! "$GARAGE" --version 2>/dev/null | grep -qF "$GARAGE_VERSION"; then
+    echo "building Garage $GARAGE_VERSION into $ROOT/target/test-tools (once)" >&2
+    cargo install --quiet --locked --root "$ROOT/target/test-tools" \
+      --target-dir "$ROOT/target/test-tools/garage-build" garage --version "=$GARAGE_VERSION"
+    # The build tree is only needed to build it again.
+    rm -rf "$ROOT/target/test-tools/garage-build"
+  fi
 fi

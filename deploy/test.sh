@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs every test of the workspace
-# (unit tests, HTTP tests against real `meridian` processes, skopeo, crash safety).
+# (unit tests, HTTP tests against real `meridian` processes, skopeo, crash safety), and the
+# blob and upload HTTP suites a second time with each node's blobs in an S3-compatible
+# object store (a Garage started per test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh --test
 # Release mode: the blob tests move gigabytes, and one RocksDB build serves both
 # `deploy/run.sh` and the tests.
-exec cargo test --release --workspace "$@"
+cargo test --release --workspace "$@"
+if [[ $# -eq 0 ]]; then
+  MERIDIAN_TEST_STORE=s3 cargo test --release -p meridian-node --test api_blobs --test api_uploads
+fi

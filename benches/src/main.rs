@@ -1051,14 +1051,15 @@ fn report(args: &ReportArgs) -> Result<()> {
     for n in &names {
         out += &format!(" {n} throughput | {n} p50 / p99 (ms) |");
     }
-    if names.len() == 2 {
-        out += &format!(" {} / {} |", names[1], names[0]);
+    // Each target after the first against the first (the baseline).
+    for n in names.iter().skip(1) {
+        out += &format!(" {n} / {} |", names[0]);
     }
     out += "\n|---|";
     for _ in &names {
         out += "---:|---:|";
     }
-    if names.len() == 2 {
+    for _ in names.iter().skip(1) {
         out += "---:|";
     }
     out += "\n";
@@ -1070,8 +1071,8 @@ fn report(args: &ReportArgs) -> Result<()> {
                 None => out += " — | — |",
             }
         }
-        if names.len() == 2 {
-            match (data.get(&(0, k.clone())), data.get(&(1, k.clone()))) {
+        for ti in 1..names.len() {
+            match (data.get(&(0, k.clone())), data.get(&(ti, k.clone()))) {
                 (Some(a), Some(b)) if a.ops_per_sec > 0.0 => {
                     out += &format!(" {:.2}× |", b.ops_per_sec / a.ops_per_sec)
                 }

@@ -22,7 +22,7 @@ pub mod replicas;
 pub mod usage;
 
 use crate::blobs::uploads::UploadSessions;
-use crate::blobs::{Blobs, FsBlobStore};
+use crate::blobs::{Blobs, FsBlobStore, S3BlobStore};
 use crate::config::Config;
 use crate::meta::{Meta, Store};
 use crate::registry::Registry;
@@ -44,7 +44,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let store = Store::open(&config.data_dir.join("db")).context("opening RocksDB")?;
-    let blobs: Blobs = Arc::new(FsBlobStore::open(&config.data_dir).context("opening blob store")?);
+    let blobs: Blobs = match config.storage.kind {
+        config::StorageKind::Fs => Arc::new(FsBlobStore::open(&config.data_dir).context("opening blob store")?),
+        config::StorageKind::S3 => Arc::new(S3BlobStore::open(&config.storage, &config.data_dir).await.with_context(|| {
+            format!("opening the S3 blob store (bucket {:?}, endpoint {:?})", config.storage.bucket, config.storage.endpoint)
+        })?),
+    };
     let meta = Meta::start(&config, store.clone(), cluster::peers::Peers::new(config.dial_via.clone(), grpc_tls.as_ref().map(|t| t.client()))).await.context("starting raft")?;
     let sessions = Arc::new(
         UploadSessions::new(store.clone(), blobs.clone(), config.max_upload_sessions_per_identity)

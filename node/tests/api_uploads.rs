@@ -398,8 +398,8 @@ async fn completed_upload_leaves_no_upload_files() {
     // Guards the layout assumption behind every "no blob file" check.
     let hex = encoded(&digest).to_string();
     assert!(
-        files_under(&node.data_dir.join("blobs")).iter().any(|p| p.to_string_lossy().contains(&hex)),
-        "committed blob not found under <data_dir>/blobs/"
+        node.stored_blob_names().iter().any(|p| p.contains(&hex)),
+        "committed blob not found in the node's store"
     );
 }
 

@@ -497,6 +497,7 @@ impl Cluster {
             data_dir: dir.join("data"),
             _tmp: None,
             log_path: dir.join("node.log"),
+            garage: None,
         };
         let member = Member {
             node,

@@ -13,6 +13,7 @@
 
 pub mod certs;
 pub mod cluster;
+pub mod garage;
 pub mod oci;
 
 use std::net::TcpListener;
@@ -51,7 +52,20 @@ pub struct Node {
     /// Keeps the temporary directory alive for the node's lifetime.
     _tmp: Option<tempfile::TempDir>,
     pub log_path: PathBuf,
+    /// The object store holding the node's blobs, when the suite runs on S3 (declared
+    /// after `child`: the node stops before its store).
+    pub garage: Option<garage::Garage>,
 }
+
+/// Which blob store nodes started by `Node::start` use: `MERIDIAN_TEST_STORE=s3` runs
+/// them on a Garage of their own (`deploy/test.sh` runs the blob and upload suites once
+/// that way), anything else on the filesystem.
+pub fn store_under_test_is_s3() -> bool {
+    std::env::var("MERIDIAN_TEST_STORE").map(|v| v == "s3").unwrap_or(false)
+}
+
+/// The key prefix a node started on Garage keeps its blobs under.
+pub const NODE_STORE_PREFIX: &str = "node";
 
 /// A loopback port that is free now and that no other caller in this process was given.
 pub fn free_port() -> u16 {
@@ -118,24 +132,34 @@ impl PortPool {
 }
 
 impl Node {
-    /// Starts a node with a fresh temporary data directory and waits until `/readyz` is 200.
+    /// Starts a node with a fresh temporary data directory and waits until `/readyz` is 200
+    /// (its blobs on a Garage of its own under `MERIDIAN_TEST_STORE=s3`).
     pub async fn start() -> Node {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().to_path_buf();
-        let mut node = Node::spawn_in(&dir, free_port(), &[]);
-        node._tmp = Some(tmp);
-        node.wait_ready().await;
-        node
+        Node::start_with_env(&[]).await
     }
 
     /// Like `start`, with extra environment variables (e.g. `MERIDIAN_LOG_FORMAT`).
     pub async fn start_with_env(env: &[(&str, &str)]) -> Node {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
-        let mut node = Node::spawn_in(&dir, free_port(), env);
+        let garage = if store_under_test_is_s3() { Some(garage::Garage::start().await) } else { None };
+        let mut all: Vec<(String, String)> = garage.iter().flat_map(|g| g.node_env(NODE_STORE_PREFIX)).collect();
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut node = Node::spawn_in(&dir, free_port(), &all);
         node._tmp = Some(tmp);
+        node.garage = garage;
         node.wait_ready().await;
         node
+    }
+
+    /// The names of the blobs the node's store holds: files under `<data_dir>/blobs/`, or
+    /// keys in its bucket.
+    pub fn stored_blob_names(&self) -> Vec<String> {
+        match &self.garage {
+            Some(garage) => garage.list_keys(&format!("{NODE_STORE_PREFIX}/blobs")),
+            None => oci::files_under(&self.data_dir.join("blobs")).iter().map(|p| p.to_string_lossy().to_string()).collect(),
+        }
     }
 
     /// Starts a node with a fresh temporary data directory and returns at once, before it
@@ -185,6 +209,7 @@ impl Node {
             data_dir: dir.join("data"),
             _tmp: None,
             log_path,
+            garage: None,
         }
     }
 

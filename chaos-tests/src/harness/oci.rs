@@ -486,19 +486,16 @@ pub fn assert_no_upload_files(node: &Node) {
     assert!(files.is_empty(), "leftover upload files: {files:?}");
 }
 
-/// No file under `<data_dir>/blobs/` is named after this digest.
+/// The node's blob store holds nothing named after this digest.
 pub fn assert_no_blob_file(node: &Node, digest: &str) {
     let hex = encoded(digest);
-    let files: Vec<_> = files_under(&node.data_dir.join("blobs"))
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains(hex))
-        .collect();
+    let files: Vec<_> = node.stored_blob_names().into_iter().filter(|p| p.contains(hex)).collect();
     assert!(files.is_empty(), "blob files left for {digest}: {files:?}");
 }
 
-/// Nothing at all stored under `<data_dir>/blobs/`.
+/// The node's blob store holds nothing at all.
 pub fn assert_no_blob_files(node: &Node) {
-    let files = files_under(&node.data_dir.join("blobs"));
+    let files = node.stored_blob_names();
     assert!(files.is_empty(), "unexpected blob files: {files:?}");
 }
 

@@ -2,7 +2,8 @@
 //! on this node's disk, committed by rename.
 
 use super::pins::{BlobPins, Pin};
-use super::store::{BlobReader, BlobStore};
+use super::staging::{files_in, read_dir_if_exists, remove_file_if_present, Staging};
+use super::store::{modified_ms, BlobReader, BlobStore, Leftover, StoredBlob};
 use super::BlobError;
 use meridian_replication::Digest;
 use std::path::{Path, PathBuf};
@@ -11,56 +12,16 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct FsBlobStore {
     blobs_dir: PathBuf,
-    uploads_dir: PathBuf,
+    staging: Arc<Staging>,
     pins: Arc<BlobPins>,
-}
-
-/// A blob file as garbage collection sees it.
-#[derive(Debug, Clone)]
-pub struct StoredBlob {
-    pub digest: Digest,
-    pub size: u64,
-    /// Last modification (Unix milliseconds): when it was written or linked here.
-    pub modified_ms: u64,
-}
-
-/// A file outside the blob store proper: an upload's bytes or a quarantined copy.
-#[derive(Debug, Clone)]
-pub struct Leftover {
-    pub path: PathBuf,
-    /// The file name: an upload session's id, `direct-…`, `fetch-…`, or a quarantined copy.
-    pub name: String,
-    pub size: u64,
-    pub modified_ms: u64,
-    pub quarantined: bool,
-}
-
-/// A file's modification time in Unix milliseconds (0 when unknown: counts as old).
-pub fn modified_ms(meta: &std::fs::Metadata) -> u64 {
-    meta.modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl FsBlobStore {
     pub fn open(data_dir: &Path) -> Result<FsBlobStore, BlobError> {
         let blobs_dir = data_dir.join("blobs");
-        let uploads_dir = data_dir.join("uploads");
         std::fs::create_dir_all(&blobs_dir)?;
-        std::fs::create_dir_all(&uploads_dir)?;
-        // Single-request uploads and fetches from other regions cannot resume after a
-        // restart (their hash state was in memory): their partial files are garbage.
-        for entry in std::fs::read_dir(&uploads_dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with("direct-") || name.starts_with("fetch-") {
-                std::fs::remove_file(entry.path())?;
-            }
-        }
-        Ok(FsBlobStore { blobs_dir, uploads_dir, pins: Arc::default() })
+        let staging = Arc::new(Staging::open(data_dir.join("uploads"))?);
+        Ok(FsBlobStore { blobs_dir, staging, pins: Arc::default() })
     }
 
     /// Where the blob's file is (for offline tools that fill a store, like `meridian-load`).
@@ -219,43 +180,21 @@ impl BlobStore for FsBlobStore {
     /// Files under `uploads/`, `quarantine/` and `gc-trash/`.
     fn leftovers(&self) -> std::io::Result<Vec<Leftover>> {
         let mut out = Vec::new();
-        for (dir, quarantined) in [(self.uploads_dir.clone(), false), (self.quarantine_dir(), true), (self.trash_dir(), true)] {
-            for entry in read_dir_if_exists(&dir)? {
-                let entry = entry?;
-                let meta = entry.metadata()?;
-                if !meta.is_file() {
-                    continue;
-                }
-                out.push(Leftover {
-                    path: entry.path(),
-                    name: entry.file_name().to_string_lossy().to_string(),
-                    size: meta.len(),
-                    modified_ms: modified_ms(&meta),
-                    quarantined,
-                });
-            }
-        }
+        self.staging.leftovers(&mut out)?;
+        files_in(&self.quarantine_dir(), true, &mut out)?;
+        files_in(&self.trash_dir(), true, &mut out)?;
         Ok(out)
     }
 
+    fn remove_leftover(&self, leftover: &Leftover) -> std::io::Result<()> {
+        remove_file_if_present(&leftover.path)
+    }
+
     fn staging_path(&self, name: &str) -> PathBuf {
-        self.uploads_dir.join(name)
+        self.staging.path(name)
     }
 
     async fn discard(&self, path: &Path) {
-        if let Err(e) = tokio::fs::remove_file(path).await {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %path.display(), error = %e, "could not remove upload file");
-            }
-        }
-    }
-}
-
-/// The entries of `dir`, none when it does not exist.
-fn read_dir_if_exists(dir: &Path) -> std::io::Result<Box<dyn Iterator<Item = std::io::Result<std::fs::DirEntry>>>> {
-    match std::fs::read_dir(dir) {
-        Ok(entries) => Ok(Box::new(entries)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Box::new(std::iter::empty())),
-        Err(e) => Err(e),
+        self.staging.discard(path).await
     }
 }

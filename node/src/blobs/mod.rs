@@ -1,26 +1,36 @@
 //! The region's blob store and the upload sessions that feed it.
 //!
-//! Layout under the data directory: `blobs/<algorithm>/<first two hex>/<hex>` holds
-//! verified blobs; `uploads/<uuid>` holds the bytes of sessions in progress. A blob
-//! appears under its digest only by an atomic rename of a fully written, fsynced and
-//! hash-checked file, so a reader never sees a partial blob.
+//! `store.rs` is the seam (`BlobStore`); two stores sit behind it. The filesystem store
+//! keeps `blobs/<algorithm>/<first two hex>/<hex>` under the data directory; the S3 store
+//! keeps `<prefix>/blobs/<algorithm>/<hex>` in a bucket. Both take bytes from the local
+//! staging area (`uploads/<uuid>`: sessions in progress, single-request pushes, fetches
+//! from other regions), and a blob appears under its digest only once fully written,
+//! hash-checked and committed (an atomic rename; a completed upload of the object), so a
+//! reader never sees a partial blob.
 
 mod fs_store;
 pub mod pins;
+mod read;
+mod s3_store;
+mod staging;
 mod store;
 #[cfg(test)]
 mod store_suite;
 pub mod uploads;
 mod writer;
 
-pub use fs_store::{modified_ms, FsBlobStore, Leftover, StoredBlob};
-pub use store::{BlobReader, BlobStore, Blobs};
+pub use fs_store::FsBlobStore;
+pub use s3_store::S3BlobStore;
+pub use store::{modified_ms, BlobReader, BlobStore, Blobs, Leftover, StoredBlob};
 pub use writer::{stream_to_file, BlobCap, WriteError, WriteOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
     #[error("blob store I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The region's object store failed or did not answer: pushes get 503 and retry.
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
 }
 
 /// Feeds a whole file to `hasher` (used when a running hash must be rebuilt or a

@@ -2,17 +2,50 @@
 //!
 //! Everything above `blobs/` (the registry, replication, the blob transfer service,
 //! garbage collection) holds a `Blobs` (`Arc<dyn BlobStore>`) and never a concrete
-//! store, so a region can keep its blobs on its own disk (`FsBlobStore`) or, per issue
-//! 14, in an object store. Bytes on their way in are staged in the node's local upload
-//! area (`uploads/` in the data directory: a session's chunks, a single-request push, a
-//! fetch from another region), hashed as they arrive, and `commit` makes a verified staged
-//! file visible under its digest, atomically: a reader never sees a partial blob.
+//! store, so a region can keep its blobs on its own disk (`FsBlobStore`) or in an
+//! S3-compatible object store (`S3BlobStore`). Bytes on their way in are staged in the
+//! node's local upload area (`uploads/` in the data directory: a session's chunks, a
+//! single-request push, a fetch from another region), hashed as they arrive, and `commit`
+//! makes a verified staged file visible under its digest, atomically: a reader never sees
+//! a partial blob.
 
 use super::pins::Pin;
-use super::{BlobError, Leftover, StoredBlob};
+use super::BlobError;
+use bytes::Bytes;
 use meridian_replication::Digest;
+use futures::stream::BoxStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// A stored blob as garbage collection sees it.
+#[derive(Debug, Clone)]
+pub struct StoredBlob {
+    pub digest: Digest,
+    pub size: u64,
+    /// Last use (Unix milliseconds): when it was written, or linked here since.
+    pub modified_ms: u64,
+}
+
+/// Something outside the blob store proper: an upload's staged bytes or a quarantined copy.
+#[derive(Debug, Clone)]
+pub struct Leftover {
+    /// Where it is: a file on this node, or an object store's key for a copy kept there.
+    pub path: PathBuf,
+    /// The file name: an upload session's id, `direct-…`, `fetch-…`, or a quarantined copy.
+    pub name: String,
+    pub size: u64,
+    pub modified_ms: u64,
+    pub quarantined: bool,
+}
+
+/// A file's modification time in Unix milliseconds (0 when unknown: counts as old).
+pub fn modified_ms(meta: &std::fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// The region's blob store, as every caller holds it.
 pub type Blobs = Arc<dyn BlobStore>;
@@ -21,12 +54,22 @@ pub type Blobs = Arc<dyn BlobStore>;
 pub enum BlobReader {
     /// A file on this node's disk: served with positioned reads.
     File { file: std::fs::File, size: u64 },
+    /// An object in the region's object store: served by ranged GETs.
+    Object { store: Arc<dyn object_store::ObjectStore>, path: object_store::path::Path, size: u64 },
 }
 
 impl BlobReader {
     pub fn size(&self) -> u64 {
         match self {
-            BlobReader::File { size, .. } => *size,
+            BlobReader::File { size, .. } | BlobReader::Object { size, .. } => *size,
+        }
+    }
+
+    /// The bytes `start..start+len` (within the blob), in chunks as they are read.
+    pub fn stream(self, start: u64, len: u64) -> BoxStream<'static, std::io::Result<Bytes>> {
+        match self {
+            BlobReader::File { file, .. } => super::read::read_file_range(file, start, len),
+            BlobReader::Object { store, path, .. } => super::read::read_object_range(store, path, start, len),
         }
     }
 }
@@ -38,6 +81,12 @@ pub trait BlobStore: Send + Sync {
 
     /// The stored blob's bytes, if this region holds it.
     async fn open(&self, digest: &Digest) -> Result<Option<BlobReader>, BlobError>;
+
+    /// A short-lived URL the client can fetch the stored blob from directly, bypassing
+    /// this node (object stores with `storage.redirect`); `None`: serve it here.
+    async fn redirect_url(&self, _digest: &Digest) -> Result<Option<String>, BlobError> {
+        Ok(None)
+    }
 
     /// Makes a staged file (fully written, fsynced and checked against `digest`) visible
     /// under `digest`, durably. When the blob is already stored (same digest, same bytes)
@@ -74,6 +123,9 @@ pub trait BlobStore: Send + Sync {
     /// Staged files and blobs taken aside (quarantined, or on their way out), for the
     /// sweep to clean up (blocking).
     fn leftovers(&self) -> std::io::Result<Vec<Leftover>>;
+
+    /// Removes one of the `leftovers` (blocking).
+    fn remove_leftover(&self, leftover: &Leftover) -> std::io::Result<()>;
 
     /// Where a staged upload or fetch named `name` accumulates on this node.
     fn staging_path(&self, name: &str) -> PathBuf;

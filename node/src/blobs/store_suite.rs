@@ -1,11 +1,11 @@
-//! The `BlobStore` contract, as one suite every implementation runs: the filesystem store
-//! today, the object store next (issue 14). Each case takes a fresh store from `open`.
+//! The `BlobStore` contract, as one suite every implementation runs: the filesystem store,
+//! and the S3 store against a real Garage. Each case takes a fresh store from `open`.
 
 use super::store::{BlobReader, BlobStore, Blobs};
-use super::{stream_to_file, FsBlobStore};
+use super::{stream_to_file, FsBlobStore, S3BlobStore};
 use bytes::Bytes;
+use futures::StreamExt;
 use meridian_replication::{Algorithm, Digest};
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -23,15 +23,25 @@ async fn stage(blobs: &dyn BlobStore, name: &str, bytes: &[u8]) -> (std::path::P
     (path, outcome.hasher.finish())
 }
 
-fn read_all(reader: BlobReader) -> Vec<u8> {
-    match reader {
-        BlobReader::File { mut file, size } => {
-            let mut out = Vec::new();
-            file.read_to_end(&mut out).unwrap();
-            assert_eq!(out.len() as u64, size);
-            out
-        }
+async fn read_all(reader: BlobReader) -> Vec<u8> {
+    let size = reader.size();
+    let out = read_range(reader, 0, size).await;
+    assert_eq!(out.len() as u64, size);
+    out
+}
+
+async fn read_range(reader: BlobReader, start: u64, len: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut chunks = reader.stream(start, len);
+    while let Some(chunk) = chunks.next().await {
+        out.extend_from_slice(&chunk.unwrap());
     }
+    out
+}
+
+/// Bytes that differ from one offset to the next, so a misplaced range shows.
+fn patterned(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
 }
 
 fn listed(blobs: &dyn BlobStore) -> Vec<(Digest, u64)> {
@@ -42,18 +52,35 @@ fn listed(blobs: &dyn BlobStore) -> Vec<(Digest, u64)> {
 }
 
 /// Runs every case against stores made by `open` (one per case, each in its own
-/// directory).
-async fn contract(open: impl Fn(&Path) -> Blobs) {
+/// directory; opening the same directory again is the same store after a restart).
+async fn contract(open: impl AsyncFn(&Path) -> Blobs) {
     written_blobs_appear_only_once_committed(&open).await;
+    large_blobs_read_back_whole_and_by_range(&open).await;
     two_writers_of_one_digest_leave_one_blob(&open).await;
     a_crash_between_write_and_commit_leaves_nothing_visible(&open).await;
     removal_respects_pins_and_the_callers_check(&open).await;
     a_quarantined_blob_is_out_of_service(&open).await;
 }
 
-async fn written_blobs_appear_only_once_committed(open: &impl Fn(&Path) -> Blobs) {
+async fn large_blobs_read_back_whole_and_by_range(open: &impl AsyncFn(&Path) -> Blobs) {
     let dir = tempfile::tempdir().unwrap();
-    let blobs = open(dir.path());
+    let blobs = open(dir.path()).await;
+    // Past the object store's single-PUT size: a multipart upload of three parts.
+    let bytes = patterned(20 * 1024 * 1024 + 12_345);
+    let (staged, digest) = stage(blobs.as_ref(), "big", &bytes).await;
+    blobs.commit(&staged, &digest).await.unwrap();
+    assert_eq!(blobs.size(&digest).await.unwrap(), Some(bytes.len() as u64));
+    assert!(read_all(blobs.open(&digest).await.unwrap().unwrap()).await == bytes);
+    for (start, len) in [(0u64, 1u64), (8 * 1024 * 1024 - 3, 10), (bytes.len() as u64 - 100, 100), (1_000_000, 5_000_000)] {
+        let got = read_range(blobs.open(&digest).await.unwrap().unwrap(), start, len).await;
+        assert!(got == bytes[start as usize..(start + len) as usize], "range {start}+{len}");
+    }
+    assert!(blobs.leftovers().unwrap().is_empty(), "the commit took the staged file");
+}
+
+async fn written_blobs_appear_only_once_committed(open: &impl AsyncFn(&Path) -> Blobs) {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = open(dir.path()).await;
     let bytes = b"layer bytes, a few of them".repeat(100);
     let (staged, digest) = stage(blobs.as_ref(), "session-1", &bytes).await;
     assert_eq!(digest, Digest::of_bytes(Algorithm::Sha256, &bytes));
@@ -63,7 +90,7 @@ async fn written_blobs_appear_only_once_committed(open: &impl Fn(&Path) -> Blobs
     assert_eq!(blobs.size(&digest).await.unwrap(), Some(bytes.len() as u64));
     let stat = blobs.stat(&digest).unwrap().expect("stored");
     assert_eq!(stat.size, bytes.len() as u64);
-    assert_eq!(read_all(blobs.open(&digest).await.unwrap().unwrap()), bytes);
+    assert_eq!(read_all(blobs.open(&digest).await.unwrap().unwrap()).await, bytes);
     assert_eq!(listed(blobs.as_ref()), vec![(digest.clone(), bytes.len() as u64)]);
     assert!(blobs.leftovers().unwrap().is_empty(), "the commit took the staged file");
     let other = Digest::of_bytes(Algorithm::Sha256, b"never written");
@@ -72,9 +99,9 @@ async fn written_blobs_appear_only_once_committed(open: &impl Fn(&Path) -> Blobs
     blobs.touch(&other).unwrap();
 }
 
-async fn two_writers_of_one_digest_leave_one_blob(open: &impl Fn(&Path) -> Blobs) {
+async fn two_writers_of_one_digest_leave_one_blob(open: &impl AsyncFn(&Path) -> Blobs) {
     let dir = tempfile::tempdir().unwrap();
-    let blobs = open(dir.path());
+    let blobs = open(dir.path()).await;
     let bytes = b"the same layer pushed twice at once".to_vec();
     let (a, digest) = stage(blobs.as_ref(), "writer-a", &bytes).await;
     let (b, _) = stage(blobs.as_ref(), "writer-b", &bytes).await;
@@ -82,20 +109,20 @@ async fn two_writers_of_one_digest_leave_one_blob(open: &impl Fn(&Path) -> Blobs
     ra.unwrap();
     rb.unwrap();
     assert_eq!(listed(blobs.as_ref()), vec![(digest.clone(), bytes.len() as u64)]);
-    assert_eq!(read_all(blobs.open(&digest).await.unwrap().unwrap()), bytes);
+    assert_eq!(read_all(blobs.open(&digest).await.unwrap().unwrap()).await, bytes);
     assert!(blobs.leftovers().unwrap().is_empty(), "neither staged copy is left behind");
 }
 
-async fn a_crash_between_write_and_commit_leaves_nothing_visible(open: &impl Fn(&Path) -> Blobs) {
+async fn a_crash_between_write_and_commit_leaves_nothing_visible(open: &impl AsyncFn(&Path) -> Blobs) {
     let dir = tempfile::tempdir().unwrap();
     let bytes = b"written, never committed".to_vec();
     let digest = {
-        let blobs = open(dir.path());
+        let blobs = open(dir.path()).await;
         let (_staged, digest) = stage(blobs.as_ref(), "direct-crashed", &bytes).await;
         digest
     };
     // The process is gone; a new one opens the same store.
-    let blobs = open(dir.path());
+    let blobs = open(dir.path()).await;
     assert!(blobs.size(&digest).await.unwrap().is_none());
     assert!(listed(blobs.as_ref()).is_empty());
     // Single-request uploads cannot resume: their staged bytes are gone on open, and
@@ -111,10 +138,11 @@ async fn a_crash_between_write_and_commit_leaves_nothing_visible(open: &impl Fn(
     assert!(blobs.leftovers().unwrap().is_empty());
 }
 
-async fn removal_respects_pins_and_the_callers_check(open: &impl Fn(&Path) -> Blobs) {
+async fn removal_respects_pins_and_the_callers_check(open: &impl AsyncFn(&Path) -> Blobs) {
     let dir = tempfile::tempdir().unwrap();
-    let blobs = open(dir.path());
-    let bytes = b"garbage, eventually".to_vec();
+    let blobs = open(dir.path()).await;
+    // Several read chunks long, so the read below is under way when the blob goes.
+    let bytes = patterned(3 * 1024 * 1024 + 17);
     let (staged, digest) = stage(blobs.as_ref(), "s", &bytes).await;
     blobs.commit(&staged, &digest).await.unwrap();
 
@@ -127,21 +155,25 @@ async fn removal_respects_pins_and_the_callers_check(open: &impl Fn(&Path) -> Bl
 
     assert_eq!(blobs.remove_unneeded(&digest, &mut || false).unwrap(), None, "the caller still needs it");
     assert!(blobs.size(&digest).await.unwrap().is_some());
-    // A reader that opened the blob before it went keeps reading it.
-    let reader = blobs.open(&digest).await.unwrap().unwrap();
+    // A read under way when the blob goes finishes.
+    let mut reading = blobs.open(&digest).await.unwrap().unwrap().stream(0, bytes.len() as u64);
+    let mut read = reading.next().await.unwrap().unwrap().to_vec();
     assert_eq!(blobs.remove_unneeded(&digest, &mut || true).unwrap(), Some(bytes.len() as u64));
     assert!(blobs.size(&digest).await.unwrap().is_none());
     assert!(listed(blobs.as_ref()).is_empty());
-    assert_eq!(read_all(reader), bytes);
+    while let Some(chunk) = reading.next().await {
+        read.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(read == bytes);
     assert_eq!(blobs.remove_unneeded(&digest, &mut || true).unwrap(), None, "already gone");
     let mut ran = false;
     assert!(blobs.unless_pinned(&digest, &mut || ran = true));
     assert!(ran);
 }
 
-async fn a_quarantined_blob_is_out_of_service(open: &impl Fn(&Path) -> Blobs) {
+async fn a_quarantined_blob_is_out_of_service(open: &impl AsyncFn(&Path) -> Blobs) {
     let dir = tempfile::tempdir().unwrap();
-    let blobs = open(dir.path());
+    let blobs = open(dir.path()).await;
     let (staged, digest) = stage(blobs.as_ref(), "s", b"bytes that rot").await;
     blobs.commit(&staged, &digest).await.unwrap();
     blobs.quarantine(&digest).await.unwrap();
@@ -155,5 +187,28 @@ async fn a_quarantined_blob_is_out_of_service(open: &impl Fn(&Path) -> Blobs) {
 
 #[tokio::test]
 async fn the_filesystem_store_keeps_the_contract() {
-    contract(|dir| Arc::new(FsBlobStore::open(dir).unwrap()) as Blobs).await;
+    contract(async |dir: &Path| Arc::new(FsBlobStore::open(dir).unwrap()) as Blobs).await;
+}
+
+/// Against a real Garage, one bucket; each case's store under its own prefix (the name of
+/// its directory, so reopening the directory reopens the same store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_store_keeps_the_contract() {
+    let garage = chaos_tests::harness::garage::Garage::start().await;
+    let settings = crate::config::StorageConfig {
+        kind: crate::config::StorageKind::S3,
+        bucket: garage.bucket.clone(),
+        endpoint: Some(garage.endpoint.clone()),
+        region: garage.region.clone(),
+        path_style: true,
+        access_key_id: Some(garage.access_key_id.clone()),
+        secret_access_key: Some(crate::config::Secret::new(garage.secret_access_key.clone())),
+        ..Default::default()
+    };
+    contract(async |dir: &Path| {
+        let prefix = dir.file_name().unwrap().to_string_lossy().to_string();
+        let settings = crate::config::StorageConfig { prefix, ..settings.clone() };
+        Arc::new(S3BlobStore::open(&settings, dir).await.unwrap()) as Blobs
+    })
+    .await;
 }

@@ -1,11 +1,13 @@
 //! Serves this region's blobs to other regions, from any offset, in 1 MiB chunks.
 
-use crate::blobs::{BlobReader, Blobs};
+use crate::blobs::Blobs;
+use bytes::{Bytes, BytesMut};
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use meridian_proto::replication::blob_transfer_server::BlobTransfer;
 use meridian_proto::replication::{BlobChunk, FetchBlobRequest};
 use meridian_replication::Digest;
 use std::pin::Pin;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -31,12 +33,11 @@ impl BlobTransfer for BlobTransferImpl {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .ok_or_else(|| Status::not_found(format!("{digest} is not held by this region")))?;
-        let BlobReader::File { file, size } = reader;
-        let mut file = tokio::fs::File::from_std(file);
+        let size = reader.size();
         if req.offset > size {
             return Err(Status::out_of_range(format!("offset {} past the end ({size})", req.offset)));
         }
-        file.seek(std::io::SeekFrom::Start(req.offset)).await.map_err(|e| Status::internal(e.to_string()))?;
+        let mut bytes = reader.stream(req.offset, size - req.offset);
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<BlobChunk, Status>>(4);
         let blobs = self.blobs.clone();
         let meta = self.meta.clone();
@@ -45,9 +46,8 @@ impl BlobTransfer for BlobTransferImpl {
             // A whole-blob read doubles as a check of this region's own copy.
             let mut check = (req.offset == 0).then(|| digest.algorithm().hasher());
             loop {
-                let mut buf = vec![0u8; CHUNK];
-                let n = match file.read(&mut buf).await {
-                    Ok(0) => {
+                let buf = match next_chunk(&mut bytes).await {
+                    Ok(None) => {
                         if let Some(hasher) = check.take() {
                             let actual = hasher.finish();
                             if actual != digest {
@@ -67,18 +67,18 @@ impl BlobTransfer for BlobTransferImpl {
                         }
                         return;
                     }
-                    Ok(n) => n,
+                    Ok(Some(buf)) => buf,
                     Err(e) => {
                         let _ = tx.send(Err(Status::internal(e.to_string()))).await;
                         return;
                     }
                 };
-                buf.truncate(n);
+                let n = buf.len();
                 if let Some(hasher) = check.as_mut() {
                     hasher.update(&buf);
                 }
                 metrics::counter!("meridian_replication_bytes_served_total").increment(n as u64);
-                let chunk = BlobChunk { data: buf, total_size: if first { size } else { 0 } };
+                let chunk = BlobChunk { data: Vec::from(buf), total_size: if first { size } else { 0 } };
                 let was_first = std::mem::replace(&mut first, false);
                 if tx.send(Ok(chunk)).await.is_err() {
                     return; // the receiver went away
@@ -90,4 +90,19 @@ impl BlobTransfer for BlobTransferImpl {
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
+}
+
+/// The next chunk of about `CHUNK` bytes: a file's reads already are; an object store's
+/// smaller network reads are gathered, so a transfer is not thousands of tiny messages.
+async fn next_chunk(bytes: &mut BoxStream<'static, std::io::Result<Bytes>>) -> std::io::Result<Option<Bytes>> {
+    let mut gathered = BytesMut::new();
+    while gathered.len() < CHUNK {
+        match bytes.next().await {
+            Some(Ok(read)) if gathered.is_empty() && read.len() >= CHUNK => return Ok(Some(read)),
+            Some(Ok(read)) => gathered.extend_from_slice(&read),
+            Some(Err(e)) => return Err(e),
+            None => break,
+        }
+    }
+    Ok((!gathered.is_empty()).then(|| gathered.freeze()))
 }

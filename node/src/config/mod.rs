@@ -82,6 +82,82 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Usage metering.
     pub usage: UsageConfig,
+    /// Where this node keeps its region's blobs.
+    pub storage: StorageConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// Blobs under `data_dir/blobs`.
+    Fs,
+    /// Blobs in an S3-compatible object store.
+    S3,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `fs` (blobs in the data directory) or `s3` (an S3-compatible object store).
+    pub kind: StorageKind,
+    /// The bucket (required for `s3`).
+    pub bucket: String,
+    /// Key prefix inside the bucket, so regions or clusters can share one bucket.
+    pub prefix: String,
+    /// The store's URL (`http://127.0.0.1:3900` for a local Garage or MinIO); unset: AWS S3.
+    pub endpoint: Option<String>,
+    /// The store's region name (`garage` for Garage's default, `us-east-1` for MinIO).
+    pub region: String,
+    /// Path-style requests (`endpoint/bucket/key`), which Garage and MinIO expect; off:
+    /// virtual-hosted style (`bucket.endpoint/key`), which AWS S3 expects.
+    pub path_style: bool,
+    /// Access key id; unset: `credentials_file`, then `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// Secret access key (with `access_key_id`).
+    pub secret_access_key: Option<Secret>,
+    /// An AWS shared credentials file (its `[default]` profile, or `AWS_PROFILE`'s).
+    pub credentials_file: Option<PathBuf>,
+    /// Answer blob GETs with `307` to a short-lived presigned URL of the object, so the
+    /// bytes bypass the node (`s3` only).
+    pub redirect: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            kind: StorageKind::Fs,
+            bucket: String::new(),
+            prefix: String::new(),
+            endpoint: None,
+            region: "us-east-1".to_string(),
+            path_style: false,
+            access_key_id: None,
+            secret_access_key: None,
+            credentials_file: None,
+            redirect: false,
+        }
+    }
+}
+
+/// A secret setting: kept out of `Debug` output (and so out of logs).
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -230,6 +306,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             retention: RetentionConfig::default(),
             usage: UsageConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -326,9 +403,8 @@ impl Config {
         toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })
     }
 
-    /// `MERIDIAN_<KEY>` for top-level keys, `MERIDIAN_RAFT_<KEY>` / `MERIDIAN_AUTH_<KEY>` /
-    /// `MERIDIAN_GC_<KEY>` / `MERIDIAN_RETENTION_<KEY>` / `MERIDIAN_USAGE_<KEY>` for
-    /// `[raft]` / `[auth]` / `[gc]` / `[retention]` / `[usage]` keys.
+    /// `MERIDIAN_<KEY>` for top-level keys, `MERIDIAN_<TABLE>_<KEY>` for the keys of
+    /// `[raft]`, `[auth]`, `[gc]`, `[retention]`, `[usage]` and `[storage]`.
     pub fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
         for (var, value) in vars {
             let Some(key) = var.strip_prefix("MERIDIAN_") else { continue };
@@ -404,6 +480,26 @@ impl Config {
                         value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
                 }
                 "RAFT_WRITE_TIMEOUT_MS" => self.raft.write_timeout_ms = num(&value).map_err(bad)?,
+                "STORAGE_KIND" => {
+                    self.storage.kind = match value.as_str() {
+                        "fs" => StorageKind::Fs,
+                        "s3" => StorageKind::S3,
+                        _ => return Err(bad("expected fs or s3".into())),
+                    }
+                }
+                "STORAGE_BUCKET" => self.storage.bucket = value.clone(),
+                "STORAGE_PREFIX" => self.storage.prefix = value.clone(),
+                "STORAGE_ENDPOINT" => self.storage.endpoint = Some(value.clone()).filter(|v| !v.is_empty()),
+                "STORAGE_REGION" => self.storage.region = value.clone(),
+                "STORAGE_PATH_STYLE" => self.storage.path_style = num(&value).map_err(bad)?,
+                "STORAGE_ACCESS_KEY_ID" => self.storage.access_key_id = Some(value.clone()).filter(|v| !v.is_empty()),
+                "STORAGE_SECRET_ACCESS_KEY" => {
+                    self.storage.secret_access_key = Some(Secret::new(value.clone())).filter(|v| !v.expose().is_empty())
+                }
+                "STORAGE_REDIRECT" => self.storage.redirect = num(&value).map_err(bad)?,
+                "STORAGE_CREDENTIALS_FILE" => {
+                    self.storage.credentials_file = Some(PathBuf::from(&value)).filter(|p| !p.as_os_str().is_empty())
+                }
                 // Other MERIDIAN_* variables (e.g. test knobs) are not configuration.
                 _ => {}
             }
@@ -437,6 +533,25 @@ mod tests {
         assert!(Config::from_file(&file).is_err());
     }
 
+    #[test]
+    fn storage_settings_layer_and_the_secret_stays_out_of_debug_output() {
+        let mut c: Config = toml::from_str(
+            "[storage]\nkind = \"s3\"\nbucket = \"blobs\"\nendpoint = \"http://127.0.0.1:3900\"\npath_style = true\nsecret_access_key = \"s3cr3t-value\"\naccess_key_id = \"GK1\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.storage.kind, StorageKind::S3);
+        assert!(c.storage.path_style);
+        assert_eq!(c.storage.secret_access_key.as_ref().map(Secret::expose), Some("s3cr3t-value"));
+        let vars = [("MERIDIAN_STORAGE_PREFIX", "eu/"), ("MERIDIAN_STORAGE_SECRET_ACCESS_KEY", "other-s3cr3t")];
+        c.apply_env(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
+        assert_eq!(c.storage.prefix, "eu/");
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("s3cr3t"), "the secret leaked into {printed}");
+        assert!(printed.contains("<redacted>"));
+        let bad = c.apply_env(std::iter::once(("MERIDIAN_STORAGE_KIND".to_string(), "tape".to_string())));
+        assert!(bad.is_err());
+    }
+
     /// Every configuration key appears in the README's configuration table.
     #[test]
     fn config_keys_match_readme() {
@@ -449,14 +564,16 @@ mod tests {
             "raft.max_logs_kept", "raft.write_timeout_ms", "auth.enabled", "auth.service", "auth.realm",
             "auth.token_ttl_secs", "auth.anonymous_pull", "auth.failed_login_limit", "gc.interval_secs",
             "gc.upload_grace_secs", "retention.soft_delete_days", "retention.pull_record_secs",
-            "usage.keep_days", "usage.record_secs",
+            "usage.keep_days", "usage.record_secs", "storage.kind", "storage.bucket", "storage.prefix",
+            "storage.endpoint", "storage.region", "storage.path_style", "storage.access_key_id",
+            "storage.secret_access_key", "storage.credentials_file", "storage.redirect",
         ];
         for key in keys {
             assert!(readme.contains(&format!("`{key}`")), "README lacks config key {key}");
         }
         // The list above must itself be complete: serialize defaults and count fields.
         let defaults = format!("{:?}", Config::default());
-        // + 5: the `raft`, `auth`, `gc`, `retention` and `usage` tables themselves.
-        assert_eq!(defaults.matches(": ").count(), keys.len() + 5, "a config field is missing from the README check");
+        // + 6: the `raft`, `auth`, `gc`, `retention`, `usage` and `storage` tables themselves.
+        assert_eq!(defaults.matches(": ").count(), keys.len() + 6, "a config field is missing from the README check");
     }
 }

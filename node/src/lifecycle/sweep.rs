@@ -237,12 +237,11 @@ fn sweep_leftovers(
         if dry_run {
             continue;
         }
-        match std::fs::remove_file(&file.path) {
+        match blobs.remove_leftover(&file) {
             Ok(()) => {
                 report.leftovers_removed += 1;
                 report.bytes_freed += file.size;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => errors.push(format!("removing {}: {e}", file.path.display())),
         }
     }

@@ -25,6 +25,15 @@ impl Registry {
         self.store.linked_blob_size(repo, digest)?.ok_or_else(|| RegistryError::BlobUnknown(digest.to_string()))
     }
 
+    /// Where a client may fetch the blob straight from the region's object store (a
+    /// presigned URL, with `storage.redirect`), with its size; `None`: serve it here.
+    pub async fn blob_redirect(&self, repo: &str, digest: &Digest) -> Result<Option<(String, u64)>> {
+        let Some(size) = self.store.linked_blob_size(repo, digest)? else {
+            return Err(RegistryError::BlobUnknown(digest.to_string()));
+        };
+        Ok(self.blobs.redirect_url(digest).await?.map(|url| (url, size)))
+    }
+
     /// The blob's bytes: the local copy, or — when the cluster knows the blob but this
     /// region has no copy yet — the shared transfer from the nearest region that holds it.
     pub async fn open_blob(&self, repo: &str, digest: &Digest) -> Result<BlobSource> {

@@ -59,6 +59,10 @@ pub enum RegistryError {
     /// sent bytes in time (cut off from them, or they are down).
     #[error("blob not yet in this region and no region holding it answered: {0}")]
     SourceUnavailable(String),
+    /// The region's blob store (an object store) failed or did not answer; nothing of the
+    /// request was kept.
+    #[error("the region's blob store is unavailable: {0}")]
+    StorageUnavailable(String),
     /// The client went away or sent a broken body; nothing was kept.
     #[error("request body failed: {0}")]
     BodyFailed(String),
@@ -112,7 +116,10 @@ impl From<StoreError> for RegistryError {
 
 impl From<BlobError> for RegistryError {
     fn from(e: BlobError) -> Self {
-        RegistryError::Internal(e.to_string())
+        match e {
+            BlobError::ObjectStore(_) => RegistryError::StorageUnavailable(e.to_string()),
+            BlobError::Io(_) => RegistryError::Internal(e.to_string()),
+        }
     }
 }
 

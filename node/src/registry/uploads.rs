@@ -84,7 +84,11 @@ impl Registry {
         // Pinned from before the commit (which keeps an existing copy) until the link is
         // durable: garbage collection cannot take the blob in between.
         let _pin = self.blobs.pin(vec![digest.to_string()]);
-        self.blobs.commit(&path, digest).await?;
+        if let Err(e) = self.blobs.commit(&path, digest).await {
+            // Nothing resumes a single-request upload: its bytes go with it.
+            self.blobs.discard(&path).await;
+            return Err(e.into());
+        }
         self.link_local(repo, digest, outcome.written)?;
         self.usage.pushed(repo, outcome.written, false);
         Ok(())

@@ -1,0 +1,473 @@
+//! The region's blobs in an S3-compatible object store (AWS S3, Garage, MinIO, …), through
+//! the `object_store` crate: `<prefix>/blobs/<algorithm>/<hex>` in one bucket.
+//!
+//! Bytes arrive in the node's local staging area as with the filesystem store (hashed as
+//! they come, so nothing unverified ever reaches the bucket), and `commit` uploads the
+//! verified file under its digest: one PUT for a small blob, a multipart upload streamed
+//! part by part for a large one (a few parts in memory at a time, whatever the size). The
+//! object appears only when the upload completes, so a reader never sees a partial blob;
+//! a failed upload is aborted, its parts dropped.
+//!
+//! Garbage collection needs each blob's last use, which object stores cannot update in
+//! place: `touch` marks it in `blob-marks/` on this node's disk, and `stat` reads the later
+//! of the object's write time and the mark.
+
+use super::pins::{BlobPins, Pin};
+use super::staging::{remove_file_if_present, Staging};
+use super::store::{modified_ms, BlobReader, BlobStore, Leftover, StoredBlob};
+use super::BlobError;
+use crate::config::StorageConfig;
+use bytes::BytesMut;
+use futures::StreamExt;
+use meridian_replication::Digest;
+use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
+use object_store::path::Path as ObjectPath;
+use object_store::signer::Signer;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+/// Blobs up to this size go up in one PUT; larger ones as a multipart upload of parts this
+/// size (above S3's 5 MiB minimum part; grown for blobs past 10,000 such parts).
+const PART_SIZE: usize = 8 << 20;
+/// S3 allows at most this many parts in one upload.
+const MAX_PARTS: u64 = 10_000;
+/// Parts uploading at once: memory per commit stays near `PARTS_IN_FLIGHT + 1` parts.
+const PARTS_IN_FLIGHT: usize = 4;
+/// A metadata request (HEAD, DELETE, a list page) that takes longer is a failing store.
+const SMALL_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A part (or a small blob's PUT) that takes longer is a failing store.
+const PART_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a presigned URL a pull is redirected to stays valid: long enough for any client
+/// to follow the redirect (the store checks it when the GET starts, not while it streams).
+const REDIRECT_VALID_FOR: Duration = Duration::from_secs(300);
+
+/// Why an S3 store cannot be used: the message names the setting to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum S3SetupError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the object store refused or could not be reached: {detail} (check {setting})")]
+    Unusable { setting: &'static str, detail: String },
+    #[error("blob store I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct S3BlobStore {
+    s3: Arc<AmazonS3>,
+    /// `<prefix>/blobs`, without a trailing slash.
+    blobs_prefix: String,
+    /// `<prefix>/quarantine`: copies whose bytes did not match their digest.
+    quarantine_prefix: String,
+    staging: Arc<Staging>,
+    /// Last-use marks for garbage collection, one empty file per blob touched here.
+    marks_dir: PathBuf,
+    pins: Arc<BlobPins>,
+    /// Runs the store's requests for the blocking methods (the sweep's thread).
+    runtime: tokio::runtime::Handle,
+    /// Answer blob GETs with a presigned URL of the object (`storage.redirect`).
+    redirect: bool,
+}
+
+impl S3BlobStore {
+    /// Connects to the bucket `config` names and checks that this node can write and delete
+    /// there (so wrong credentials, a missing bucket or an unreachable endpoint stop the
+    /// node at startup, not its first push).
+    pub async fn open(config: &StorageConfig, data_dir: &Path) -> Result<S3BlobStore, S3SetupError> {
+        let s3 = Arc::new(build_client(config)?);
+        let root = config.prefix.trim_matches('/');
+        let under = |name: &str| if root.is_empty() { name.to_string() } else { format!("{root}/{name}") };
+        let marks_dir = data_dir.join("blob-marks");
+        std::fs::create_dir_all(&marks_dir)?;
+        let store = S3BlobStore {
+            s3,
+            blobs_prefix: under("blobs"),
+            quarantine_prefix: under("quarantine"),
+            staging: Arc::new(Staging::open(data_dir.join("uploads"))?),
+            marks_dir,
+            pins: Arc::default(),
+            runtime: tokio::runtime::Handle::current(),
+            redirect: config.redirect,
+        };
+        store.probe(config).await?;
+        Ok(store)
+    }
+
+    /// Writes and deletes a small object under the prefix.
+    async fn probe(&self, config: &StorageConfig) -> Result<(), S3SetupError> {
+        let probe = ObjectPath::from(format!("{}/.meridian-probe-{}", self.quarantine_prefix, uuid::Uuid::new_v4()));
+        let put = within(SMALL_REQUEST_TIMEOUT, self.s3.put(&probe, PutPayload::from_static(b"meridian start-up check")));
+        let result = match put.await {
+            Ok(_) => within(SMALL_REQUEST_TIMEOUT, self.s3.delete(&probe)).await,
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| {
+            let setting = setting_to_check(&e, config);
+            S3SetupError::Unusable { setting, detail: e.to_string() }
+        })
+    }
+
+    fn key(&self, digest: &Digest) -> ObjectPath {
+        ObjectPath::from(format!("{}/{}/{}", self.blobs_prefix, digest.algorithm().name(), digest.hex()))
+    }
+
+    /// The digest a listed key stands for; `None` for anything else under the prefix.
+    fn digest_of(&self, key: &ObjectPath) -> Option<Digest> {
+        let rest = key.as_ref().strip_prefix(&self.blobs_prefix)?.strip_prefix('/')?;
+        let (algorithm, hex) = rest.split_once('/')?;
+        Digest::parse(&format!("{algorithm}:{hex}")).ok()
+    }
+
+    fn mark_path(&self, digest: &Digest) -> PathBuf {
+        self.marks_dir.join(format!("{}-{}", digest.algorithm().name(), digest.hex()))
+    }
+
+    /// When the blob was last touched on this node (0: never).
+    fn marked_ms(&self, digest: &Digest) -> u64 {
+        std::fs::metadata(self.mark_path(digest)).map(|m| modified_ms(&m)).unwrap_or(0)
+    }
+
+    async fn head(&self, key: &ObjectPath) -> Result<Option<object_store::ObjectMeta>, object_store::Error> {
+        match within(SMALL_REQUEST_TIMEOUT, self.s3.head(key)).await {
+            Ok(meta) => Ok(Some(meta)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs one of the store's requests to completion from a blocking method. On a
+    /// runtime worker (a caller that did not move to a blocking thread) the worker is
+    /// handed over to the runtime first, so the other tasks keep running.
+    fn wait<F: Future>(&self, request: F) -> F::Output {
+        match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::task::block_in_place(|| self.runtime.block_on(request)),
+            Err(_) => self.runtime.block_on(request),
+        }
+    }
+
+    /// Uploads the staged file under `key`: one PUT when small, else part by part.
+    async fn upload(&self, staged: &Path, key: &ObjectPath) -> Result<(), BlobError> {
+        let size = tokio::fs::metadata(staged).await?.len();
+        if size <= PART_SIZE as u64 {
+            let bytes = tokio::fs::read(staged).await?;
+            within(PART_TIMEOUT, self.s3.put(key, PutPayload::from(bytes))).await?;
+            return Ok(());
+        }
+        let part_size = (PART_SIZE as u64).max(size.div_ceil(MAX_PARTS)) as usize;
+        let upload = within(SMALL_REQUEST_TIMEOUT, self.s3.put_multipart(key)).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, part_size);
+        let sent = send_parts(&mut writer, staged, part_size).await;
+        match sent {
+            // `finish` aborts the upload itself when completing it fails.
+            Ok(()) => within(PART_TIMEOUT, writer.finish()).await.map(|_| ()).map_err(BlobError::from),
+            Err(e) => {
+                if let Err(abort) = writer.abort().await {
+                    tracing::warn!(key = %key, error = %abort, "could not abort a failed multipart upload");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Feeds the staged file to `writer` one part at a time, at most `PARTS_IN_FLIGHT` parts
+/// uploading at once.
+async fn send_parts(writer: &mut WriteMultipart, staged: &Path, part_size: usize) -> Result<(), BlobError> {
+    let mut file = tokio::fs::File::open(staged).await?;
+    loop {
+        let mut part = BytesMut::with_capacity(part_size);
+        while part.len() < part_size {
+            if file.read_buf(&mut part).await? == 0 {
+                break;
+            }
+        }
+        if part.is_empty() {
+            return Ok(());
+        }
+        within(PART_TIMEOUT, writer.wait_for_capacity(PARTS_IN_FLIGHT)).await?;
+        let last = part.len() < part_size;
+        writer.put(part.freeze());
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+/// The client for the configured bucket: settings from the config over the standard
+/// `AWS_*` environment variables, credentials from the config, a credentials file or the
+/// environment.
+fn build_client(config: &StorageConfig) -> Result<AmazonS3, S3SetupError> {
+    if config.bucket.trim().is_empty() {
+        return Err(S3SetupError::Invalid("storage.bucket is required when storage.kind = \"s3\"".into()));
+    }
+    // reqwest is built without a default TLS provider: use ring, as the rest of the node.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(config.bucket.trim())
+        .with_region(&config.region)
+        .with_virtual_hosted_style_request(!config.path_style)
+        // Conditional PUTs are not used (a blob's key is its digest: two writers write the
+        // same bytes), and some S3-compatible stores ignore them.
+        .with_conditional_put(S3ConditionalPut::Disabled)
+        .with_retry(RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(20), ..Default::default() })
+        // No overall request timeout: a large blob streams to a slow client for as long as
+        // it takes. Each request is bounded where it is made instead.
+        .with_client_options(ClientOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout_disabled());
+    if let Some(endpoint) = &config.endpoint {
+        builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+    }
+    match (&config.access_key_id, &config.secret_access_key, &config.credentials_file) {
+        (Some(id), Some(secret), _) => {
+            builder = builder.with_access_key_id(id).with_secret_access_key(secret.expose());
+        }
+        (None, None, Some(file)) => {
+            let creds = read_credentials_file(file)?;
+            builder = builder.with_access_key_id(creds.access_key_id).with_secret_access_key(creds.secret_access_key);
+            if let Some(token) = creds.session_token {
+                builder = builder.with_token(token);
+            }
+        }
+        (None, None, None) => {} // AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or instance credentials
+        _ => {
+            return Err(S3SetupError::Invalid(
+                "set both storage.access_key_id and storage.secret_access_key, or neither (then storage.credentials_file or the AWS_* environment variables)".into(),
+            ))
+        }
+    }
+    builder.build().map_err(|e| S3SetupError::Unusable { setting: "storage.endpoint and storage.region", detail: e.to_string() })
+}
+
+struct FileCredentials {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: Option<String>,
+}
+
+/// Reads the AWS shared credentials file format: the `[default]` profile, or the one
+/// `AWS_PROFILE` names; `aws_access_key_id`, `aws_secret_access_key`, `aws_session_token`.
+fn read_credentials_file(path: &Path) -> Result<FileCredentials, S3SetupError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| S3SetupError::Invalid(format!("storage.credentials_file {}: {e}", path.display())))?;
+    let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".to_string());
+    let (mut id, mut secret, mut token) = (None, None, None);
+    let mut in_profile = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+            continue;
+        }
+        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_profile = section.trim() == profile;
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else { continue };
+        if !in_profile {
+            continue;
+        }
+        let value = Some(value.trim().to_string());
+        match key.trim() {
+            "aws_access_key_id" => id = value,
+            "aws_secret_access_key" => secret = value,
+            "aws_session_token" => token = value,
+            _ => {}
+        }
+    }
+    match (id, secret) {
+        (Some(access_key_id), Some(secret_access_key)) => {
+            Ok(FileCredentials { access_key_id, secret_access_key, session_token: token })
+        }
+        _ => Err(S3SetupError::Invalid(format!(
+            "storage.credentials_file {}: profile [{profile}] lacks aws_access_key_id or aws_secret_access_key",
+            path.display()
+        ))),
+    }
+}
+
+/// Which setting a failed start-up check points at.
+fn setting_to_check(e: &object_store::Error, config: &StorageConfig) -> &'static str {
+    let text = e.to_string();
+    let credentials = if config.access_key_id.is_some() {
+        "storage.access_key_id and storage.secret_access_key"
+    } else if config.credentials_file.is_some() {
+        "storage.credentials_file"
+    } else {
+        "the AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY environment variables"
+    };
+    match e {
+        _ if text.contains("NoSuchBucket") => "storage.bucket",
+        object_store::Error::Unauthenticated { .. } | object_store::Error::PermissionDenied { .. } => credentials,
+        _ if text.contains("InvalidAccessKeyId") || text.contains("SignatureDoesNotMatch") || text.contains("AccessDenied") => {
+            credentials
+        }
+        object_store::Error::NotFound { .. } => "storage.bucket",
+        _ if text.contains("timed out") || text.contains("error sending request") || text.contains("connect") => {
+            "storage.endpoint"
+        }
+        _ => "storage.endpoint, storage.bucket and the credentials",
+    }
+}
+
+/// `request`, or a timeout error naming how long it waited.
+async fn within<T>(limit: Duration, request: impl Future<Output = object_store::Result<T>>) -> object_store::Result<T> {
+    match tokio::time::timeout(limit, request).await {
+        Ok(result) => result,
+        Err(_) => Err(object_store::Error::Generic {
+            store: "S3",
+            source: format!("no answer within {} s (timed out)", limit.as_secs()).into(),
+        }),
+    }
+}
+
+fn io_error(e: object_store::Error) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+#[async_trait::async_trait]
+impl BlobStore for S3BlobStore {
+    async fn size(&self, digest: &Digest) -> Result<Option<u64>, BlobError> {
+        Ok(self.head(&self.key(digest)).await?.map(|m| m.size))
+    }
+
+    async fn open(&self, digest: &Digest) -> Result<Option<BlobReader>, BlobError> {
+        let key = self.key(digest);
+        let Some(meta) = self.head(&key).await? else { return Ok(None) };
+        let store: Arc<dyn ObjectStore> = self.s3.clone();
+        Ok(Some(BlobReader::Object { store, path: key, size: meta.size }))
+    }
+
+    /// Only for a blob the bucket holds now (never for one still arriving from another
+    /// region, which the node serves as it comes).
+    async fn redirect_url(&self, digest: &Digest) -> Result<Option<String>, BlobError> {
+        if !self.redirect {
+            return Ok(None);
+        }
+        let key = self.key(digest);
+        if self.head(&key).await?.is_none() {
+            return Ok(None);
+        }
+        let url = self.s3.signed_url(axum::http::Method::GET, &key, REDIRECT_VALID_FOR).await?;
+        Ok(Some(url.to_string()))
+    }
+
+    async fn commit(&self, staged: &Path, digest: &Digest) -> Result<(), BlobError> {
+        let key = self.key(digest);
+        // Two writers of one digest write the same bytes: whichever completes last
+        // replaces an identical object, so only an existing one is worth skipping.
+        if self.head(&key).await?.is_none() {
+            crate::failpoints::io("blob-rename")?;
+            self.upload(staged, &key).await?;
+        }
+        self.staging.discard(staged).await;
+        Ok(())
+    }
+
+    /// Copies the object under `quarantine/` and removes it from the blobs.
+    async fn quarantine(&self, digest: &Digest) -> Result<(), BlobError> {
+        let key = self.key(digest);
+        let aside = ObjectPath::from(format!(
+            "{}/{}-{}-{}",
+            self.quarantine_prefix,
+            digest.algorithm().name(),
+            digest.hex(),
+            uuid::Uuid::new_v4()
+        ));
+        within(PART_TIMEOUT, self.s3.copy(&key, &aside)).await?;
+        within(SMALL_REQUEST_TIMEOUT, self.s3.delete(&key)).await?;
+        Ok(())
+    }
+
+    fn touch(&self, digest: &Digest) -> std::io::Result<()> {
+        let file = std::fs::File::options().create(true).truncate(false).write(true).open(self.mark_path(digest))?;
+        file.set_modified(std::time::SystemTime::now())
+    }
+
+    fn stat(&self, digest: &Digest) -> std::io::Result<Option<StoredBlob>> {
+        let Some(meta) = self.wait(self.head(&self.key(digest))).map_err(io_error)? else { return Ok(None) };
+        let written = meta.last_modified.timestamp_millis().max(0) as u64;
+        Ok(Some(StoredBlob { digest: digest.clone(), size: meta.size, modified_ms: written.max(self.marked_ms(digest)) }))
+    }
+
+    fn pin(&self, digests: Vec<String>) -> Pin {
+        self.pins.pin(digests)
+    }
+
+    fn unless_pinned(&self, digest: &Digest, f: &mut dyn FnMut()) -> bool {
+        self.pins.unless_pinned(&digest.to_string(), f).is_some()
+    }
+
+    /// Lists `<prefix>/blobs/` page by page (the list stream fetches the next page as the
+    /// last one is consumed).
+    fn for_each_stored_blob(&self, f: &mut dyn FnMut(StoredBlob)) -> std::io::Result<()> {
+        let prefix = ObjectPath::from(self.blobs_prefix.as_str());
+        self.wait(async {
+            let mut listing = self.s3.list(Some(&prefix));
+            while let Some(meta) = within(SMALL_REQUEST_TIMEOUT, async { listing.next().await.transpose() }).await.map_err(io_error)? {
+                let Some(digest) = self.digest_of(&meta.location) else { continue };
+                let written = meta.last_modified.timestamp_millis().max(0) as u64;
+                let modified_ms = written.max(self.marked_ms(&digest));
+                f(StoredBlob { digest, size: meta.size, modified_ms });
+            }
+            Ok(())
+        })
+    }
+
+    /// Under the pin lock: the caller's check, then the DELETE. A GET already streaming
+    /// the object finishes (object stores keep the bytes of a read in progress).
+    fn remove_unneeded(&self, digest: &Digest, unneeded: &mut dyn FnMut() -> bool) -> std::io::Result<Option<u64>> {
+        let key = self.key(digest);
+        self.pins
+            .unless_pinned(&digest.to_string(), || -> std::io::Result<Option<u64>> {
+                if !unneeded() {
+                    return Ok(None);
+                }
+                let Some(meta) = self.wait(self.head(&key)).map_err(io_error)? else { return Ok(None) };
+                self.wait(within(SMALL_REQUEST_TIMEOUT, self.s3.delete(&key))).map_err(io_error)?;
+                remove_file_if_present(&self.mark_path(digest))?;
+                Ok(Some(meta.size))
+            })
+            .unwrap_or(Ok(None))
+    }
+
+    /// Staged files on this node, and quarantined copies in the bucket.
+    fn leftovers(&self) -> std::io::Result<Vec<Leftover>> {
+        let mut out = Vec::new();
+        self.staging.leftovers(&mut out)?;
+        let prefix = ObjectPath::from(self.quarantine_prefix.as_str());
+        self.wait(async {
+            let mut listing = self.s3.list(Some(&prefix));
+            while let Some(meta) = within(SMALL_REQUEST_TIMEOUT, async { listing.next().await.transpose() }).await.map_err(io_error)? {
+                let name = meta.location.filename().unwrap_or_default().to_string();
+                out.push(Leftover {
+                    path: PathBuf::from(meta.location.as_ref()),
+                    name,
+                    size: meta.size,
+                    modified_ms: meta.last_modified.timestamp_millis().max(0) as u64,
+                    quarantined: true,
+                });
+            }
+            Ok::<(), std::io::Error>(())
+        })?;
+        Ok(out)
+    }
+
+    fn remove_leftover(&self, leftover: &Leftover) -> std::io::Result<()> {
+        if !leftover.quarantined {
+            return remove_file_if_present(&leftover.path);
+        }
+        let key = ObjectPath::from(leftover.path.to_string_lossy().as_ref());
+        match self.wait(within(SMALL_REQUEST_TIMEOUT, self.s3.delete(&key))) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    fn staging_path(&self, name: &str) -> PathBuf {
+        self.staging.path(name)
+    }
+
+    async fn discard(&self, staged: &Path) {
+        self.staging.discard(staged).await
+    }
+}
