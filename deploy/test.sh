@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs every test of the workspace
 # (unit tests, HTTP tests against real `meridian` processes, skopeo, crash safety), and the
-# blob and upload HTTP suites a second time with each node's blobs in an S3-compatible
-# object store (a Garage started per test).
+# blob and upload HTTP suites and the big-blob memory test a second time with each node's
+# blobs in an S3-compatible object store (a Garage started per test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh --test
@@ -10,5 +10,5 @@ deploy/install-deps.sh --test
 # `deploy/run.sh` and the tests.
 cargo test --release --workspace "$@"
 if [[ $# -eq 0 ]]; then
-  MERIDIAN_TEST_STORE=s3 cargo test --release -p meridian-node --test api_blobs --test api_uploads
+  MERIDIAN_TEST_STORE=s3 cargo test --release -p meridian-node --test api_blobs --test api_uploads --test big_blob_memory
 fi
