@@ -2,7 +2,8 @@
 //! skopeo pushes an image through it and pulls it back byte for byte, bad storage
 //! settings stop `meridian serve` with a message naming the setting, and a store that
 //! starts refusing writes mid-run makes pushes answer `503 UNAVAILABLE` (nothing kept)
-//! while pulls of what it holds keep working.
+//! while pulls of what it holds keep working, pulls can be redirected to presigned URLs,
+//! and a multipart upload a crash cut short leaves no parts once the node is back.
 
 mod common;
 
@@ -211,4 +212,57 @@ async fn with_redirect_pulls_go_to_a_presigned_url_of_the_store() {
     let unknown = sha256_digest(b"never pushed");
     let resp = direct.get(node.url(&format!("/v2/redir/app/blobs/{unknown}"))).send().await.unwrap();
     assert_oci_error(resp, 404, "BLOB_UNKNOWN").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_upload_cut_short_by_a_crash_is_aborted_at_the_next_start() {
+    let garage = Garage::start().await;
+    let env = garage.node_env(NODE_STORE_PREFIX);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut node = Node::start_with_env(&env).await;
+    let dir = node.data_dir.parent().unwrap().to_path_buf();
+
+    // 400 MiB pushed in one request: received into staging, then sent to the bucket as
+    // fifty 8 MiB parts, which takes long enough to kill the node in the middle.
+    let chunk = bytes::Bytes::from(test_bytes("crash-mid-upload", 1 << 20));
+    let chunks = 400;
+    let digest = {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        for _ in 0..chunks {
+            h.update(&chunk);
+        }
+        format!("sha256:{}", hex::encode(h.finalize()))
+    };
+    let body = reqwest::Body::wrap_stream(futures::stream::iter((0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone()))));
+    let push = client()
+        .post(node.url(&format!("/v2/crash/app/blobs/uploads/?digest={digest}")))
+        .header("content-length", (chunks << 20).to_string())
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send();
+    let push = tokio::spawn(push);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !garage.bucket_info().contains("Unfinished uploads") {
+        assert!(Instant::now() < deadline, "no multipart upload ever appeared:\n{}", garage.bucket_info());
+        assert!(!push.is_finished(), "the push completed before the node could be killed mid-upload");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.kill9();
+    let _ = push.await;
+    let ledger = files_under(&dir.join("data/s3-uploads"));
+    assert_eq!(ledger.len(), 1, "the open upload is in the ledger: {ledger:?}");
+    assert!(garage.bucket_info().contains("Unfinished uploads"));
+
+    let restarted = Node::start_in_with_env(&dir, free_port(), &env).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while garage.bucket_info().contains("Unfinished uploads") {
+        assert!(Instant::now() < deadline, "the cut-short upload was not aborted:\n{}", garage.bucket_info());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(files_under(&dir.join("data/s3-uploads")).is_empty(), "the ledger keeps an aborted upload");
+    assert!(garage.list_keys(&format!("{NODE_STORE_PREFIX}/blobs")).is_empty(), "a partial blob became visible");
+    assert_blob_absent(&restarted, "crash/app", &digest).await;
+    // `restarted` goes before `node`, whose temporary directory both ran in.
 }

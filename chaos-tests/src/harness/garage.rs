@@ -139,6 +139,17 @@ impl Garage {
             .unwrap_or(false)
     }
 
+    /// What `garage bucket info` says of the bucket (objects, size, unfinished uploads).
+    pub fn bucket_info(&self) -> String {
+        let out = Command::new(garage_bin())
+            .arg("-c")
+            .arg(&self.config)
+            .args(["bucket", "info", &self.bucket])
+            .output()
+            .expect("garage bucket info");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
     /// The `MERIDIAN_STORAGE_*` settings a node uses to keep its blobs here, under `prefix`.
     pub fn node_env(&self, prefix: &str) -> Vec<(String, String)> {
         vec![

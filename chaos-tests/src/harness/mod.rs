@@ -174,7 +174,12 @@ impl Node {
 
     /// Starts a node on an existing data directory (restart after a crash).
     pub async fn start_in(dir: &Path, port: u16) -> Node {
-        let node = Node::spawn_in(dir, port, &[]);
+        Node::start_in_with_env(dir, port, &[]).await
+    }
+
+    /// Like `start_in`, with extra environment variables (the same store settings, say).
+    pub async fn start_in_with_env(dir: &Path, port: u16, env: &[(&str, &str)]) -> Node {
+        let node = Node::spawn_in(dir, port, env);
         node.wait_ready().await;
         node
     }

@@ -6,7 +6,8 @@
 //! verified file under its digest: one PUT for a small blob, a multipart upload streamed
 //! part by part for a large one (a few parts in memory at a time, whatever the size). The
 //! object appears only when the upload completes, so a reader never sees a partial blob;
-//! a failed upload is aborted, its parts dropped.
+//! a failed upload is aborted, its parts dropped, and one a crash cut short is aborted at
+//! the next start (a ledger of open uploads in `s3-uploads/`).
 //!
 //! Garbage collection needs each blob's last use, which object stores cannot update in
 //! place: `touch` marks it in `blob-marks/` on this node's disk, and `stat` reads the later
@@ -23,7 +24,9 @@ use meridian_replication::Digest;
 use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
 use object_store::path::Path as ObjectPath;
 use object_store::signer::Signer;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart};
+use futures::stream::FuturesUnordered;
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::{ClientOptions, MultipartId, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -70,6 +73,7 @@ pub struct S3BlobStore {
     runtime: tokio::runtime::Handle,
     /// Answer blob GETs with a presigned URL of the object (`storage.redirect`).
     redirect: bool,
+    open_uploads: OpenUploads,
 }
 
 impl S3BlobStore {
@@ -91,8 +95,10 @@ impl S3BlobStore {
             pins: Arc::default(),
             runtime: tokio::runtime::Handle::current(),
             redirect: config.redirect,
+            open_uploads: OpenUploads::open(data_dir.join("s3-uploads"))?,
         };
         store.probe(config).await?;
+        store.open_uploads.abort_left_over(&store.s3).await?;
         Ok(store)
     }
 
@@ -148,7 +154,9 @@ impl S3BlobStore {
         }
     }
 
-    /// Uploads the staged file under `key`: one PUT when small, else part by part.
+    /// Uploads the staged file under `key`: one PUT when small, else part by part. A
+    /// multipart upload is entered in the ledger while it is open, so one a crash leaves
+    /// open is aborted (its parts dropped) when the node next starts.
     async fn upload(&self, staged: &Path, key: &ObjectPath) -> Result<(), BlobError> {
         let size = tokio::fs::metadata(staged).await?.len();
         if size <= PART_SIZE as u64 {
@@ -157,42 +165,107 @@ impl S3BlobStore {
             return Ok(());
         }
         let part_size = (PART_SIZE as u64).max(size.div_ceil(MAX_PARTS)) as usize;
-        let upload = within(SMALL_REQUEST_TIMEOUT, self.s3.put_multipart(key)).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, part_size);
-        let sent = send_parts(&mut writer, staged, part_size).await;
-        match sent {
-            // `finish` aborts the upload itself when completing it fails.
-            Ok(()) => within(PART_TIMEOUT, writer.finish()).await.map(|_| ()).map_err(BlobError::from),
+        let id = within(SMALL_REQUEST_TIMEOUT, self.s3.create_multipart(key)).await?;
+        let entry = self.open_uploads.enter(key, &id)?;
+        let parts = match self.send_parts(staged, key, &id, part_size).await {
+            Ok(parts) => within(PART_TIMEOUT, self.s3.complete_multipart(key, &id, parts)).await.map_err(BlobError::from),
+            Err(e) => Err(e),
+        };
+        match parts {
+            Ok(_) => {
+                self.open_uploads.leave(&entry);
+                Ok(())
+            }
             Err(e) => {
-                if let Err(abort) = writer.abort().await {
-                    tracing::warn!(key = %key, error = %abort, "could not abort a failed multipart upload");
+                match within(SMALL_REQUEST_TIMEOUT, self.s3.abort_multipart(key, &id)).await {
+                    Ok(()) => self.open_uploads.leave(&entry),
+                    // Left in the ledger: the next start aborts it.
+                    Err(abort) => tracing::warn!(key = %key, error = %abort, "could not abort a failed multipart upload"),
                 }
                 Err(e)
             }
         }
     }
-}
 
-/// Feeds the staged file to `writer` one part at a time, at most `PARTS_IN_FLIGHT` parts
-/// uploading at once.
-async fn send_parts(writer: &mut WriteMultipart, staged: &Path, part_size: usize) -> Result<(), BlobError> {
-    let mut file = tokio::fs::File::open(staged).await?;
-    loop {
-        let mut part = BytesMut::with_capacity(part_size);
-        while part.len() < part_size {
-            if file.read_buf(&mut part).await? == 0 {
-                break;
+    /// Sends the staged file as parts of upload `id`, at most `PARTS_IN_FLIGHT` at once
+    /// (so at most that many parts, plus the one being read, are in memory); returns the
+    /// parts in order.
+    async fn send_parts(&self, staged: &Path, key: &ObjectPath, id: &MultipartId, part_size: usize) -> Result<Vec<PartId>, BlobError> {
+        let mut file = tokio::fs::File::open(staged).await?;
+        let mut sent: Vec<Option<PartId>> = Vec::new();
+        let mut in_flight = FuturesUnordered::new();
+        let mut read_all = false;
+        loop {
+            while !read_all && in_flight.len() < PARTS_IN_FLIGHT {
+                let mut part = BytesMut::with_capacity(part_size);
+                while part.len() < part_size {
+                    if file.read_buf(&mut part).await? == 0 {
+                        read_all = true;
+                        break;
+                    }
+                }
+                if part.is_empty() {
+                    break;
+                }
+                let index = sent.len();
+                sent.push(None);
+                let payload = PutPayload::from(part.freeze());
+                in_flight.push(async move { (index, within(PART_TIMEOUT, self.s3.put_part(key, id, index, payload)).await) });
+            }
+            match in_flight.next().await {
+                Some((index, done)) => sent[index] = Some(done?),
+                None => break,
             }
         }
-        if part.is_empty() {
-            return Ok(());
+        Ok(sent.into_iter().flatten().collect())
+    }
+}
+
+/// Multipart uploads this node has open, one small file each under
+/// `<data_dir>/s3-uploads/` (the key, then the upload id): what a crash leaves there is
+/// aborted at the next start, so no parts stay behind in the bucket.
+struct OpenUploads {
+    dir: PathBuf,
+}
+
+impl OpenUploads {
+    fn open(dir: PathBuf) -> std::io::Result<OpenUploads> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(OpenUploads { dir })
+    }
+
+    fn enter(&self, key: &ObjectPath, id: &MultipartId) -> std::io::Result<PathBuf> {
+        let entry = self.dir.join(uuid::Uuid::new_v4().to_string());
+        std::fs::write(&entry, format!("{key}\n{id}\n"))?;
+        Ok(entry)
+    }
+
+    fn leave(&self, entry: &Path) {
+        if let Err(e) = remove_file_if_present(entry) {
+            tracing::warn!(entry = %entry.display(), error = %e, "could not remove a closed upload from the ledger");
         }
-        within(PART_TIMEOUT, writer.wait_for_capacity(PARTS_IN_FLIGHT)).await?;
-        let last = part.len() < part_size;
-        writer.put(part.freeze());
-        if last {
-            return Ok(());
+    }
+
+    /// Aborts every upload the ledger holds (a crash cut them short).
+    async fn abort_left_over(&self, s3: &AmazonS3) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let text = std::fs::read_to_string(&path)?;
+            let mut lines = text.lines();
+            let (Some(key), Some(id)) = (lines.next(), lines.next()) else {
+                self.leave(&path);
+                continue;
+            };
+            let key = ObjectPath::from(key);
+            match within(SMALL_REQUEST_TIMEOUT, s3.abort_multipart(&key, &id.to_string())).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                    tracing::info!(key = %key, "aborted a multipart upload a crash left open");
+                    self.leave(&path);
+                }
+                Err(e) => tracing::warn!(key = %key, error = %e, "could not abort a multipart upload a crash left open; trying at the next start"),
+            }
         }
+        Ok(())
     }
 }
 
