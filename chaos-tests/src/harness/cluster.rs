@@ -40,6 +40,9 @@ pub struct ClusterOptions {
     pub link_proxies: bool,
     /// Extra arguments for every `meridian admin` call (e.g. `--tls-ca …` under mutual TLS).
     pub admin_args: Vec<String>,
+    /// Members (by region name) whose blobs live in a Garage the cluster starts, each
+    /// under its region's name as prefix.
+    pub s3_regions: Vec<String>,
 }
 
 impl ClusterOptions {
@@ -51,7 +54,13 @@ impl ClusterOptions {
             ready_timeout: Duration::from_secs(30),
             link_proxies: false,
             admin_args: Vec::new(),
+            s3_regions: Vec::new(),
         }
+    }
+
+    pub fn s3_regions(mut self, names: &[&str]) -> ClusterOptions {
+        self.s3_regions = names.iter().map(|s| s.to_string()).collect();
+        self
     }
 
     pub fn admin_args(mut self, args: &[&str]) -> ClusterOptions {
@@ -382,6 +391,8 @@ pub struct Cluster {
     /// (dialling member, dialled member) → the proxy on that link (`link_proxies`).
     links: std::collections::HashMap<(usize, usize), FaultProxy>,
     tmp: tempfile::TempDir,
+    /// The object store of `s3_regions` (last: stopped after the members).
+    pub garage: Option<super::garage::Garage>,
 }
 
 impl Index<usize> for Cluster {
@@ -406,14 +417,19 @@ impl Cluster {
 
     pub async fn start_with(opts: ClusterOptions) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let mut cluster = Cluster { members: Vec::new(), opts: opts.clone(), links: Default::default(), tmp };
+        let garage = if opts.s3_regions.is_empty() { None } else { Some(super::garage::Garage::start().await) };
+        let mut cluster = Cluster { members: Vec::new(), opts: opts.clone(), links: Default::default(), tmp, garage };
         let t0 = Instant::now();
         for name in opts.names.clone() {
             let join = match cluster.members.first() {
                 Some(first) => vec![first.grpc_url()],
                 None => Vec::new(),
             };
-            cluster.add_member(&name, join);
+            let i = cluster.add_member(&name, join);
+            if let Some(garage) = cluster.garage.as_ref().filter(|_| opts.s3_regions.contains(&name)) {
+                cluster.members[i].env.extend(garage.node_env(&name));
+                cluster.members[i].node.s3 = Some(garage.listing(&format!("{name}/blobs")));
+            }
         }
         if opts.link_proxies {
             cluster.start_link_proxies().await;
@@ -497,6 +513,7 @@ impl Cluster {
             data_dir: dir.join("data"),
             _tmp: None,
             log_path: dir.join("node.log"),
+            s3: None,
             garage: None,
         };
         let member = Member {

@@ -164,9 +164,51 @@ impl Garage {
         ]
     }
 
-    /// Every key under `prefix` in the bucket (blocking: it runs its own small runtime,
-    /// so sync assertions can call it from any test).
+    /// A client's view of the bucket under `prefix`, for assertions on what is stored.
+    pub fn listing(&self, prefix: &str) -> S3Listing {
+        S3Listing {
+            endpoint: self.endpoint.clone(),
+            bucket: self.bucket.clone(),
+            region: self.region.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// Every key under `prefix` in the bucket.
     pub fn list_keys(&self, prefix: &str) -> Vec<String> {
+        self.listing(prefix).keys()
+    }
+
+    /// Stops the server (for tests of a store that goes away mid-run).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Where a node keeps its blobs in a test's Garage: lists them without owning the server.
+#[derive(Clone, Debug)]
+pub struct S3Listing {
+    endpoint: String,
+    bucket: String,
+    region: String,
+    access_key_id: String,
+    secret_access_key: String,
+    prefix: String,
+}
+
+impl S3Listing {
+    /// Every key under the prefix (blocking: it runs its own small runtime, so sync
+    /// assertions can call it from any test).
+    pub fn keys(&self) -> Vec<String> {
         use futures::TryStreamExt;
         use object_store::ObjectStore;
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -180,7 +222,7 @@ impl Garage {
             .with_secret_access_key(&self.secret_access_key)
             .build()
             .expect("S3 client for the test's Garage");
-        let prefix = object_store::path::Path::from(prefix);
+        let prefix = object_store::path::Path::from(self.prefix.as_str());
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
@@ -194,17 +236,5 @@ impl Garage {
                 .join()
                 .expect("listing thread")
         })
-    }
-
-    /// Stops the server (for tests of a store that goes away mid-run).
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Garage {
-    fn drop(&mut self) {
-        self.kill();
     }
 }

@@ -52,8 +52,10 @@ pub struct Node {
     /// Keeps the temporary directory alive for the node's lifetime.
     _tmp: Option<tempfile::TempDir>,
     pub log_path: PathBuf,
-    /// The object store holding the node's blobs, when the suite runs on S3 (declared
-    /// after `child`: the node stops before its store).
+    /// Where the node's blobs are when it keeps them in a test's Garage.
+    pub s3: Option<garage::S3Listing>,
+    /// The Garage this node alone uses, when the suite runs on S3 (declared after
+    /// `child`: the node stops before its store).
     pub garage: Option<garage::Garage>,
 }
 
@@ -148,6 +150,7 @@ impl Node {
         let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let mut node = Node::spawn_in(&dir, free_port(), &all);
         node._tmp = Some(tmp);
+        node.s3 = garage.as_ref().map(|g| g.listing(&format!("{NODE_STORE_PREFIX}/blobs")));
         node.garage = garage;
         node.wait_ready().await;
         node
@@ -156,8 +159,8 @@ impl Node {
     /// The names of the blobs the node's store holds: files under `<data_dir>/blobs/`, or
     /// keys in its bucket.
     pub fn stored_blob_names(&self) -> Vec<String> {
-        match &self.garage {
-            Some(garage) => garage.list_keys(&format!("{NODE_STORE_PREFIX}/blobs")),
+        match &self.s3 {
+            Some(listing) => listing.keys(),
             None => oci::files_under(&self.data_dir.join("blobs")).iter().map(|p| p.to_string_lossy().to_string()).collect(),
         }
     }
@@ -214,6 +217,7 @@ impl Node {
             data_dir: dir.join("data"),
             _tmp: None,
             log_path,
+            s3: None,
             garage: None,
         }
     }

@@ -486,6 +486,12 @@ pub fn assert_no_upload_files(node: &Node) {
     assert!(files.is_empty(), "leftover upload files: {files:?}");
 }
 
+/// Whether the node's blob store (its disk, or its prefix in a bucket) holds the blob.
+pub fn holds_blob(node: &Node, digest: &str) -> bool {
+    let hex = encoded(digest);
+    node.stored_blob_names().iter().any(|p| p.contains(hex))
+}
+
 /// The node's blob store holds nothing named after this digest.
 pub fn assert_no_blob_file(node: &Node, digest: &str) {
     let hex = encoded(digest);
