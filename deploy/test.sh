@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs every test of the workspace
-# (unit tests, HTTP tests against real `meridian` processes, skopeo, crash safety), and the
-# blob and upload HTTP suites and the big-blob memory test a second time with each node's
-# blobs in an S3-compatible object store (a Garage started per test).
+# (unit tests, HTTP tests against real `meridian` processes, skopeo, crash safety), then the
+# blob and upload HTTP suites, the big-blob memory test and garbage collection across three
+# regions a second time with every node's blobs in an S3-compatible object store (a real
+# Garage, started per test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh --test
@@ -10,5 +11,5 @@ deploy/install-deps.sh --test
 # `deploy/run.sh` and the tests.
 cargo test --release --workspace "$@"
 if [[ $# -eq 0 ]]; then
-  MERIDIAN_TEST_STORE=s3 cargo test --release -p meridian-node --test api_blobs --test api_uploads --test big_blob_memory
+  MERIDIAN_TEST_STORE=s3 cargo test --release -p meridian-node --test api_blobs --test api_uploads --test big_blob_memory --test gc
 fi

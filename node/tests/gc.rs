@@ -12,7 +12,7 @@
 mod common;
 
 use common::cluster::{Cluster, ClusterOptions};
-use common::oci::{self, blob_path, Descriptor, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST};
+use common::oci::{self, holds_blob, Descriptor, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST};
 use common::Node;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -20,14 +20,16 @@ use std::time::{Duration, Instant};
 const GRACE_SECS: u64 = 2;
 const REGIONS: [&str; 3] = ["us", "eu", "ap"];
 
+/// Three regions; under `MERIDIAN_TEST_STORE=s3` each keeps its blobs in a bucket.
 async fn three_regions() -> Cluster {
-    Cluster::start_with(
-        ClusterOptions::new(3)
-            .names(&REGIONS)
-            .env("MERIDIAN_GC_UPLOAD_GRACE_SECS", &GRACE_SECS.to_string())
-            .env("MERIDIAN_GC_INTERVAL_SECS", "0"),
-    )
-    .await
+    let mut opts = ClusterOptions::new(3)
+        .names(&REGIONS)
+        .env("MERIDIAN_GC_UPLOAD_GRACE_SECS", &GRACE_SECS.to_string())
+        .env("MERIDIAN_GC_INTERVAL_SECS", "0");
+    if common::store_under_test_is_s3() {
+        opts = opts.s3_regions(&REGIONS);
+    }
+    Cluster::start_with(opts).await
 }
 
 async fn gc_run(c: &Cluster, i: usize, dry_run: bool) -> Value {
@@ -59,7 +61,7 @@ async fn wait_gone(c: &Cluster, members: &[usize], digests: &[String], timeout: 
     loop {
         let left: Vec<String> = members
             .iter()
-            .flat_map(|&i| digests.iter().filter(move |d| blob_path(&c[i], d).exists()).map(move |d| format!("{}:{d}", c[i].name)))
+            .flat_map(|&i| digests.iter().filter(move |d| holds_blob(&c[i], d)).map(move |d| format!("{}:{d}", c[i].name)))
             .collect();
         if left.is_empty() {
             return;
@@ -104,7 +106,7 @@ async fn unreferenced_blobs_leave_every_region_and_shared_ones_stay() {
     assert_eq!(listed, only_a_blobs, "the dry run lists exactly a's own blobs: {dry}");
     assert_eq!(dry["candidate_count"], 2, "{dry}");
     for i in 0..3 {
-        assert!(only_a_blobs.iter().all(|d| blob_path(&c[i], d).exists()), "a dry run removed something in {}", c[i].name);
+        assert!(only_a_blobs.iter().all(|d| holds_blob(&c[i], d)), "a dry run removed something in {}", c[i].name);
     }
 
     let run = gc_run(&c, 2, false).await;
@@ -148,12 +150,12 @@ async fn recent_uploads_are_kept_and_collected_images_can_be_pushed_again() {
     let loose_digest = oci::push_blob(&c[0], "team/c", &loose).await;
     let run = gc_run(&c, 0, false).await;
     assert_eq!(run["sweep"]["blobs_removed"], 0, "{run}");
-    assert!(blob_path(&c[0], &loose_digest).exists(), "a fresh upload was removed");
+    assert!(holds_blob(&c[0], &loose_digest), "a fresh upload was removed");
     assert_eq!(oci::blob_status(&c[0], "team/c", &loose_digest).await, 200);
     tokio::time::sleep(past_grace()).await;
     let run = gc_run(&c, 0, false).await;
     assert_eq!(run["sweep"]["blobs_removed"], 1, "{run}");
-    assert!(!blob_path(&c[0], &loose_digest).exists());
+    assert!(!holds_blob(&c[0], &loose_digest));
     assert_eq!(oci::blob_status(&c[0], "team/c", &loose_digest).await, 404, "the link outlived the bytes");
 
     // An image collected after its deletion can be pushed again, as a client does it: the
@@ -192,7 +194,7 @@ async fn a_region_down_during_a_collection_frees_the_same_bytes_when_it_returns(
     assert_eq!(run["collected_blobs"], 4, "{run}");
     let all: Vec<String> = held_blobs.iter().chain(missed_blobs.iter()).cloned().collect();
     wait_gone(&c, &[0, 1], &all, Duration::from_secs(20)).await;
-    assert!(held_blobs.iter().all(|d| blob_path(&c[2], d).exists()), "ap was down: its copies are still there");
+    assert!(held_blobs.iter().all(|d| holds_blob(&c[2], d)), "ap was down: its copies are still there");
 
     // ap returns, applies the collection, and frees the same bytes; it never keeps the
     // image it missed (a copy fetched while catching up is swept once past the grace).

@@ -206,11 +206,9 @@ pub struct S3Listing {
 }
 
 impl S3Listing {
-    /// Every key under the prefix (blocking: it runs its own small runtime, so sync
-    /// assertions can call it from any test).
-    pub fn keys(&self) -> Vec<String> {
-        use futures::TryStreamExt;
-        use object_store::ObjectStore;
+    /// Runs `request` against the bucket on a small runtime of its own, so sync assertions
+    /// can call it from any test (blocking).
+    fn run<T: Send>(&self, request: impl AsyncFnOnce(&object_store::aws::AmazonS3) -> T + Send) -> T {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let store = object_store::aws::AmazonS3Builder::new()
             .with_bucket_name(&self.bucket)
@@ -222,19 +220,38 @@ impl S3Listing {
             .with_secret_access_key(&self.secret_access_key)
             .build()
             .expect("S3 client for the test's Garage");
-        let prefix = object_store::path::Path::from(self.prefix.as_str());
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
                     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-                    runtime.block_on(async {
-                        let listed: Vec<object_store::ObjectMeta> =
-                            store.list(Some(&prefix)).try_collect().await.expect("listing the test's bucket");
-                        listed.into_iter().map(|m| m.location.to_string()).collect()
-                    })
+                    runtime.block_on(request(&store))
                 })
                 .join()
-                .expect("listing thread")
+                .expect("S3 request thread")
+        })
+    }
+
+    /// Every key under the prefix.
+    pub fn keys(&self) -> Vec<String> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let prefix = object_store::path::Path::from(self.prefix.as_str());
+        self.run(async |store: &object_store::aws::AmazonS3| {
+            let listed: Vec<object_store::ObjectMeta> =
+                store.list(Some(&prefix)).try_collect().await.expect("listing the test's bucket");
+            listed.into_iter().map(|m| m.location.to_string()).collect()
+        })
+    }
+
+    /// The bytes of the object `<prefix>/<algorithm>/<hex>` for `digest`, if there is one.
+    pub fn blob(&self, digest: &str) -> Option<Vec<u8>> {
+        use object_store::ObjectStoreExt;
+        let (algorithm, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
+        let key = object_store::path::Path::from(format!("{}/{algorithm}/{hex}", self.prefix));
+        self.run(async |store: &object_store::aws::AmazonS3| match store.get(&key).await {
+            Ok(got) => Some(got.bytes().await.expect("reading an object").to_vec()),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => panic!("reading {key}: {e}"),
         })
     }
 }

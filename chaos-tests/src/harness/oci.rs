@@ -597,21 +597,27 @@ pub fn blob_path(node: &Node, digest: &str) -> PathBuf {
     node.data_dir.join("blobs").join(alg).join(&hex[..2]).join(hex)
 }
 
-/// The node's blob file for `digest` exists and hashes to it.
+/// The node's store holds `digest` (its file, or its object in the node's bucket) and
+/// the bytes hash to it.
 pub fn blob_file_verified(node: &Node, digest: &str) -> bool {
+    if let Some(bucket) = &node.s3 {
+        return bucket.blob(digest).is_some_and(|bytes| sha256_digest(&bytes) == digest);
+    }
     match std::fs::read(blob_path(node, digest)) {
         Ok(bytes) => sha256_digest(&bytes) == digest,
         Err(_) => false,
     }
 }
 
-/// Polls until the node holds a verified file for every digest; returns how long it took,
-/// or which digests are still missing (or wrong) at the deadline.
+/// Polls until the node's store holds every digest with the right bytes (a file on its
+/// disk, or an object in its bucket); returns how long it took, or which digests are
+/// still missing (or wrong) at the deadline.
 pub async fn wait_blob_files(node: &Node, digests: &[String], timeout: std::time::Duration) -> Result<std::time::Duration, String> {
     let t0 = std::time::Instant::now();
     loop {
-        // Cheap existence check first; hash only when every file is there.
-        let all_there = digests.iter().all(|d| blob_path(node, d).exists());
+        // Cheap existence check first; hash only when every file is there (objects in a
+        // bucket are read and hashed each time).
+        let all_there = node.s3.is_some() || digests.iter().all(|d| blob_path(node, d).exists());
         let missing: Vec<&String> = if all_there {
             digests.iter().filter(|d| !blob_file_verified(node, d)).collect()
         } else {
