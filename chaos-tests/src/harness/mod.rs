@@ -144,7 +144,9 @@ impl Node {
     pub async fn start_with_env(env: &[(&str, &str)]) -> Node {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
-        let garage = if store_under_test_is_s3() { Some(garage::Garage::start().await) } else { None };
+        // A test that sets its own store keeps it.
+        let own_store = env.iter().any(|(k, _)| *k == "MERIDIAN_STORAGE_KIND");
+        let garage = if store_under_test_is_s3() && !own_store { Some(garage::Garage::start().await) } else { None };
         let mut all: Vec<(String, String)> = garage.iter().flat_map(|g| g.node_env(NODE_STORE_PREFIX)).collect();
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

@@ -96,11 +96,12 @@ impl BlobStore for FsBlobStore {
 
     /// The file's modification time is the mark (garbage collection reads it with the
     /// stat it makes anyway: no index).
-    fn touch(&self, digest: &Digest) -> std::io::Result<()> {
+    async fn touch(&self, digest: &Digest) -> Result<(), BlobError> {
+        // One small syscall: not worth a trip to the blocking pool.
         match std::fs::File::options().write(true).open(self.blob_path(digest)) {
-            Ok(f) => f.set_modified(std::time::SystemTime::now()),
+            Ok(f) => Ok(f.set_modified(std::time::SystemTime::now())?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 

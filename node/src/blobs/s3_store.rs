@@ -10,12 +10,13 @@
 //! the next start (a ledger of open uploads in `s3-uploads/`).
 //!
 //! Garbage collection needs each blob's last use, which object stores cannot update in
-//! place: `touch` marks it in `blob-marks/` on this node's disk, and `stat` reads the later
-//! of the object's write time and the mark.
+//! place: `touch` writes an empty mark object, `<prefix>/marks/<algorithm>/<hex>`, which
+//! every node of the region sees, and `stat` reads the later of the blob's and the mark's
+//! write times.
 
 use super::pins::{BlobPins, Pin};
 use super::staging::{remove_file_if_present, Staging};
-use super::store::{modified_ms, BlobReader, BlobStore, Leftover, StoredBlob};
+use super::store::{BlobReader, BlobStore, Leftover, StoredBlob};
 use super::BlobError;
 use crate::config::StorageConfig;
 use bytes::BytesMut;
@@ -65,9 +66,9 @@ pub struct S3BlobStore {
     blobs_prefix: String,
     /// `<prefix>/quarantine`: copies whose bytes did not match their digest.
     quarantine_prefix: String,
+    /// `<prefix>/marks`: last-use marks for garbage collection, one empty object per blob.
+    marks_prefix: String,
     staging: Arc<Staging>,
-    /// Last-use marks for garbage collection, one empty file per blob touched here.
-    marks_dir: PathBuf,
     pins: Arc<BlobPins>,
     /// Runs the store's requests for the blocking methods (the sweep's thread).
     runtime: tokio::runtime::Handle,
@@ -84,14 +85,12 @@ impl S3BlobStore {
         let s3 = Arc::new(build_client(config)?);
         let root = config.prefix.trim_matches('/');
         let under = |name: &str| if root.is_empty() { name.to_string() } else { format!("{root}/{name}") };
-        let marks_dir = data_dir.join("blob-marks");
-        std::fs::create_dir_all(&marks_dir)?;
         let store = S3BlobStore {
             s3,
             blobs_prefix: under("blobs"),
             quarantine_prefix: under("quarantine"),
+            marks_prefix: under("marks"),
             staging: Arc::new(Staging::open(data_dir.join("uploads"))?),
-            marks_dir,
             pins: Arc::default(),
             runtime: tokio::runtime::Handle::current(),
             redirect: config.redirect,
@@ -127,13 +126,16 @@ impl S3BlobStore {
         Digest::parse(&format!("{algorithm}:{hex}")).ok()
     }
 
-    fn mark_path(&self, digest: &Digest) -> PathBuf {
-        self.marks_dir.join(format!("{}-{}", digest.algorithm().name(), digest.hex()))
+    fn mark_key(&self, digest: &Digest) -> ObjectPath {
+        ObjectPath::from(format!("{}/{}/{}", self.marks_prefix, digest.algorithm().name(), digest.hex()))
     }
 
-    /// When the blob was last touched on this node (0: never).
-    fn marked_ms(&self, digest: &Digest) -> u64 {
-        std::fs::metadata(self.mark_path(digest)).map(|m| modified_ms(&m)).unwrap_or(0)
+    /// The blob as garbage collection sees it: its size, and the later of its own write
+    /// time and its mark's.
+    async fn stat_async(&self, digest: &Digest) -> Result<Option<StoredBlob>, object_store::Error> {
+        let Some(blob) = self.head(&self.key(digest)).await? else { return Ok(None) };
+        let marked = self.head(&self.mark_key(digest)).await?.map(|m| unix_ms(&m)).unwrap_or(0);
+        Ok(Some(StoredBlob { digest: digest.clone(), size: blob.size, modified_ms: unix_ms(&blob).max(marked) }))
     }
 
     async fn head(&self, key: &ObjectPath) -> Result<Option<object_store::ObjectMeta>, object_store::Error> {
@@ -393,6 +395,11 @@ async fn within<T>(limit: Duration, request: impl Future<Output = object_store::
     }
 }
 
+/// When the object was written, in Unix milliseconds.
+fn unix_ms(meta: &object_store::ObjectMeta) -> u64 {
+    meta.last_modified.timestamp_millis().max(0) as u64
+}
+
 fn io_error(e: object_store::Error) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
@@ -451,15 +458,17 @@ impl BlobStore for S3BlobStore {
         Ok(())
     }
 
-    fn touch(&self, digest: &Digest) -> std::io::Result<()> {
-        let file = std::fs::File::options().create(true).truncate(false).write(true).open(self.mark_path(digest))?;
-        file.set_modified(std::time::SystemTime::now())
+    /// Writes (or rewrites) the blob's mark object, when the blob is stored.
+    async fn touch(&self, digest: &Digest) -> Result<(), BlobError> {
+        if self.head(&self.key(digest)).await?.is_none() {
+            return Ok(());
+        }
+        within(SMALL_REQUEST_TIMEOUT, self.s3.put(&self.mark_key(digest), PutPayload::new())).await?;
+        Ok(())
     }
 
     fn stat(&self, digest: &Digest) -> std::io::Result<Option<StoredBlob>> {
-        let Some(meta) = self.wait(self.head(&self.key(digest))).map_err(io_error)? else { return Ok(None) };
-        let written = meta.last_modified.timestamp_millis().max(0) as u64;
-        Ok(Some(StoredBlob { digest: digest.clone(), size: meta.size, modified_ms: written.max(self.marked_ms(digest)) }))
+        self.wait(self.stat_async(digest)).map_err(io_error)
     }
 
     fn pin(&self, digests: Vec<String>) -> Pin {
@@ -471,16 +480,15 @@ impl BlobStore for S3BlobStore {
     }
 
     /// Lists `<prefix>/blobs/` page by page (the list stream fetches the next page as the
-    /// last one is consumed).
+    /// last one is consumed). The times are the blobs' own: marks are read by `stat`, which
+    /// the sweep asks again before it removes anything.
     fn for_each_stored_blob(&self, f: &mut dyn FnMut(StoredBlob)) -> std::io::Result<()> {
         let prefix = ObjectPath::from(self.blobs_prefix.as_str());
         self.wait(async {
             let mut listing = self.s3.list(Some(&prefix));
             while let Some(meta) = within(SMALL_REQUEST_TIMEOUT, async { listing.next().await.transpose() }).await.map_err(io_error)? {
                 let Some(digest) = self.digest_of(&meta.location) else { continue };
-                let written = meta.last_modified.timestamp_millis().max(0) as u64;
-                let modified_ms = written.max(self.marked_ms(&digest));
-                f(StoredBlob { digest, size: meta.size, modified_ms });
+                f(StoredBlob { digest, size: meta.size, modified_ms: unix_ms(&meta) });
             }
             Ok(())
         })
@@ -497,7 +505,10 @@ impl BlobStore for S3BlobStore {
                 }
                 let Some(meta) = self.wait(self.head(&key)).map_err(io_error)? else { return Ok(None) };
                 self.wait(within(SMALL_REQUEST_TIMEOUT, self.s3.delete(&key))).map_err(io_error)?;
-                remove_file_if_present(&self.mark_path(digest))?;
+                match self.wait(within(SMALL_REQUEST_TIMEOUT, self.s3.delete(&self.mark_key(digest)))) {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(io_error(e)),
+                }
                 Ok(Some(meta.size))
             })
             .unwrap_or(Ok(None))
@@ -516,7 +527,7 @@ impl BlobStore for S3BlobStore {
                     path: PathBuf::from(meta.location.as_ref()),
                     name,
                     size: meta.size,
-                    modified_ms: meta.last_modified.timestamp_millis().max(0) as u64,
+                    modified_ms: unix_ms(&meta),
                     quarantined: true,
                 });
             }

@@ -97,9 +97,10 @@ pub trait BlobStore: Send + Sync {
     /// aside for inspection), so this region fetches a good copy when next needed.
     async fn quarantine(&self, digest: &Digest) -> Result<(), BlobError>;
 
-    /// Marks the blob as used here now: garbage collection keeps a blob linked into a
-    /// repository for the upload grace from then (blocking, small).
-    fn touch(&self, digest: &Digest) -> std::io::Result<()>;
+    /// Marks the blob as used now, for the whole region (every node of it sees the mark):
+    /// garbage collection keeps a blob linked into a repository for the upload grace from
+    /// then. A blob not stored is left alone.
+    async fn touch(&self, digest: &Digest) -> Result<(), BlobError>;
 
     /// The stored blob as garbage collection sees it (size, when last written or
     /// touched), if this region holds it (blocking, small).

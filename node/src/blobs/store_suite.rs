@@ -53,13 +53,28 @@ fn listed(blobs: &dyn BlobStore) -> Vec<(Digest, u64)> {
 
 /// Runs every case against stores made by `open` (one per case, each in its own
 /// directory; opening the same directory again is the same store after a restart).
-async fn contract(open: impl AsyncFn(&Path) -> Blobs) {
-    written_blobs_appear_only_once_committed(&open).await;
-    large_blobs_read_back_whole_and_by_range(&open).await;
-    two_writers_of_one_digest_leave_one_blob(&open).await;
-    a_crash_between_write_and_commit_leaves_nothing_visible(&open).await;
-    removal_respects_pins_and_the_callers_check(&open).await;
-    a_quarantined_blob_is_out_of_service(&open).await;
+async fn contract(open: &impl AsyncFn(&Path) -> Blobs) {
+    written_blobs_appear_only_once_committed(open).await;
+    large_blobs_read_back_whole_and_by_range(open).await;
+    two_writers_of_one_digest_leave_one_blob(open).await;
+    a_crash_between_write_and_commit_leaves_nothing_visible(open).await;
+    removal_respects_pins_and_the_callers_check(open).await;
+    a_quarantined_blob_is_out_of_service(open).await;
+    a_touch_is_seen_through_every_handle_on_the_store(open).await;
+}
+
+/// What one node of a region touches, garbage collection on any node sees as recent.
+async fn a_touch_is_seen_through_every_handle_on_the_store(open: &impl AsyncFn(&Path) -> Blobs) {
+    let dir = tempfile::tempdir().unwrap();
+    let (here, there) = (open(dir.path()).await, open(dir.path()).await);
+    let (staged, digest) = stage(here.as_ref(), "s", b"a layer two nodes serve").await;
+    here.commit(&staged, &digest).await.unwrap();
+    let written = there.stat(&digest).unwrap().expect("committed through the other handle").modified_ms;
+    // Object stores keep times to the second.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    here.touch(&digest).await.unwrap();
+    let touched = there.stat(&digest).unwrap().unwrap().modified_ms;
+    assert!(touched >= written + 1000, "the touch is not seen: written {written}, now {touched}");
 }
 
 async fn large_blobs_read_back_whole_and_by_range(open: &impl AsyncFn(&Path) -> Blobs) {
@@ -96,7 +111,7 @@ async fn written_blobs_appear_only_once_committed(open: &impl AsyncFn(&Path) -> 
     let other = Digest::of_bytes(Algorithm::Sha256, b"never written");
     assert!(blobs.size(&other).await.unwrap().is_none());
     assert!(blobs.stat(&other).unwrap().is_none());
-    blobs.touch(&other).unwrap();
+    blobs.touch(&other).await.unwrap();
 }
 
 async fn two_writers_of_one_digest_leave_one_blob(open: &impl AsyncFn(&Path) -> Blobs) {
@@ -187,7 +202,7 @@ async fn a_quarantined_blob_is_out_of_service(open: &impl AsyncFn(&Path) -> Blob
 
 #[tokio::test]
 async fn the_filesystem_store_keeps_the_contract() {
-    contract(async |dir: &Path| Arc::new(FsBlobStore::open(dir).unwrap()) as Blobs).await;
+    contract(&async |dir: &Path| Arc::new(FsBlobStore::open(dir).unwrap()) as Blobs).await;
 }
 
 /// Against a real Garage, one bucket; each case's store under its own prefix (the name of
@@ -205,10 +220,26 @@ async fn the_s3_store_keeps_the_contract() {
         secret_access_key: Some(crate::config::Secret::new(garage.secret_access_key.clone())),
         ..Default::default()
     };
-    contract(async |dir: &Path| {
+    let open = async |dir: &Path| {
         let prefix = dir.file_name().unwrap().to_string_lossy().to_string();
         let settings = crate::config::StorageConfig { prefix, ..settings.clone() };
         Arc::new(S3BlobStore::open(&settings, dir).await.unwrap()) as Blobs
-    })
-    .await;
+    };
+    contract(&open).await;
+
+    // Two nodes of one region: their own data directories, one bucket prefix. What one
+    // commits the other serves, and its touch the other's sweep sees.
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let shared = crate::config::StorageConfig { prefix: "region-two-nodes".into(), ..settings.clone() };
+    let a = S3BlobStore::open(&shared, dir_a.path()).await.unwrap();
+    let b = S3BlobStore::open(&shared, dir_b.path()).await.unwrap();
+    let (staged, digest) = stage(&a, "s", b"stored by node a").await;
+    a.commit(&staged, &digest).await.unwrap();
+    assert_eq!(read_all(b.open(&digest).await.unwrap().unwrap()).await, b"stored by node a");
+    let written = b.stat(&digest).unwrap().unwrap().modified_ms;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    a.touch(&digest).await.unwrap();
+    assert!(b.stat(&digest).unwrap().unwrap().modified_ms >= written + 1000, "b does not see a's touch");
+    assert_eq!(b.remove_unneeded(&digest, &mut || true).unwrap(), Some(16));
+    assert!(a.size(&digest).await.unwrap().is_none());
 }

@@ -62,12 +62,13 @@ impl Registry {
 
     /// Records that `repo` may serve `digest` (after an upload or a mount), durably. The
     /// link's time keeps the blob from garbage collection for the upload grace.
-    pub(super) fn link_local(&self, repo: &str, digest: &Digest, size: u64) -> Result<()> {
+    pub(super) async fn link_local(&self, repo: &str, digest: &Digest, size: u64) -> Result<()> {
+        // Garbage collection reads the link's time from the store's mark (a file's time, an
+        // object in the bucket): one stat per blob, no index.
+        self.blobs.touch(digest).await?;
         let mut batch = rocksdb::WriteBatch::default();
         let link = LocalLink { size, linked_unix: proposer_clock() };
         batch.put_cf(self.store.cf(CF_LOCAL_BLOB_LINKS)?, repo_key(repo, &digest.to_string()), link.encode());
-        // Garbage collection reads the link's time from the file (one stat, no index).
-        self.blobs.touch(digest).map_err(crate::blobs::BlobError::from)?;
         self.store.write_durable(batch)?;
         Ok(())
     }
@@ -104,7 +105,7 @@ impl Registry {
         let _pin = self.blobs.pin(vec![digest.to_string()]);
         match self.blobs.size(digest).await? {
             Some(size) => {
-                self.link_local(repo, digest, size)?;
+                self.link_local(repo, digest, size).await?;
                 Ok(true)
             }
             None => Ok(false),

@@ -72,7 +72,7 @@ impl Registry {
                 // The pin ends with this request, but the entry may commit later (a
                 // timeout, a client gone): the touch keeps the sweep off the blob for the
                 // grace from now too.
-                self.blobs.touch(&d.digest).map_err(crate::blobs::BlobError::from)?;
+                self.blobs.touch(&d.digest).await?;
             }
             blobs.push(BlobRef { digest: d.digest.clone(), size, held_here });
         }

@@ -89,7 +89,7 @@ impl Registry {
             self.blobs.discard(&path).await;
             return Err(e.into());
         }
-        self.link_local(repo, digest, outcome.written)?;
+        self.link_local(repo, digest, outcome.written).await?;
         self.usage.pushed(repo, outcome.written, false);
         Ok(())
     }
@@ -132,7 +132,7 @@ impl Registry {
         let _pin = self.blobs.pin(vec![digest.to_string()]);
         self.blobs.commit(&path, digest).await?;
         self.sessions.forget(&state.id)?;
-        self.link_local(repo, digest, state.offset)?;
+        self.link_local(repo, digest, state.offset).await?;
         self.usage.pushed(repo, state.offset, false);
         Ok(())
     }
