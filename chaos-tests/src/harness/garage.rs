@@ -102,15 +102,7 @@ impl Garage {
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let known = Command::new(garage_bin())
-                .arg("-c")
-                .arg(&self.config)
-                .args(["bucket", "info", &self.bucket])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
+            let known = self.cli(&["bucket", "info", &self.bucket]);
             let port = self.endpoint.trim_start_matches("http://");
             if known && tokio::net::TcpStream::connect(port).await.is_ok() {
                 return;
@@ -126,27 +118,21 @@ impl Garage {
         std::fs::read_to_string(self.dir.path().join("garage.log")).unwrap_or_default()
     }
 
+    /// The `garage` CLI pointed at this instance.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(garage_bin());
+        cmd.arg("-c").arg(&self.config).args(args);
+        cmd
+    }
+
     /// Runs the `garage` CLI against this instance (e.g. `key deny`), returning success.
     pub fn cli(&self, args: &[&str]) -> bool {
-        Command::new(garage_bin())
-            .arg("-c")
-            .arg(&self.config)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
+        self.command(args).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
     }
 
     /// What `garage bucket info` says of the bucket (objects, size, unfinished uploads).
     pub fn bucket_info(&self) -> String {
-        let out = Command::new(garage_bin())
-            .arg("-c")
-            .arg(&self.config)
-            .args(["bucket", "info", &self.bucket])
-            .output()
-            .expect("garage bucket info");
+        let out = self.command(&["bucket", "info", &self.bucket]).output().expect("garage bucket info");
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 

@@ -156,6 +156,19 @@ impl S3BlobStore {
         }
     }
 
+    /// Calls `f` with every object under `prefix`, page by page (the list stream fetches
+    /// the next page as the last one is consumed; blocking, like `wait`).
+    fn for_each_listed(&self, prefix: &str, f: &mut dyn FnMut(object_store::ObjectMeta)) -> std::io::Result<()> {
+        let prefix = ObjectPath::from(prefix);
+        self.wait(async {
+            let mut listing = self.s3.list(Some(&prefix));
+            while let Some(meta) = within(SMALL_REQUEST_TIMEOUT, async { listing.next().await.transpose() }).await.map_err(io_error)? {
+                f(meta);
+            }
+            Ok(())
+        })
+    }
+
     /// Uploads the staged file under `key`: one PUT when small, else part by part. A
     /// multipart upload is entered in the ledger while it is open, so one a crash leaves
     /// open is aborted (its parts dropped) when the node next starts.
@@ -458,11 +471,9 @@ impl BlobStore for S3BlobStore {
         Ok(())
     }
 
-    /// Writes (or rewrites) the blob's mark object, when the blob is stored.
+    /// Writes (or rewrites) the blob's mark object. No HEAD first: every caller has just
+    /// found the blob stored, under a pin.
     async fn touch(&self, digest: &Digest) -> Result<(), BlobError> {
-        if self.head(&self.key(digest)).await?.is_none() {
-            return Ok(());
-        }
         within(SMALL_REQUEST_TIMEOUT, self.s3.put(&self.mark_key(digest), PutPayload::new())).await?;
         Ok(())
     }
@@ -483,14 +494,10 @@ impl BlobStore for S3BlobStore {
     /// last one is consumed). The times are the blobs' own: marks are read by `stat`, which
     /// the sweep asks again before it removes anything.
     fn for_each_stored_blob(&self, f: &mut dyn FnMut(StoredBlob)) -> std::io::Result<()> {
-        let prefix = ObjectPath::from(self.blobs_prefix.as_str());
-        self.wait(async {
-            let mut listing = self.s3.list(Some(&prefix));
-            while let Some(meta) = within(SMALL_REQUEST_TIMEOUT, async { listing.next().await.transpose() }).await.map_err(io_error)? {
-                let Some(digest) = self.digest_of(&meta.location) else { continue };
+        self.for_each_listed(&self.blobs_prefix, &mut |meta| {
+            if let Some(digest) = self.digest_of(&meta.location) {
                 f(StoredBlob { digest, size: meta.size, modified_ms: unix_ms(&meta) });
             }
-            Ok(())
         })
     }
 
@@ -518,20 +525,14 @@ impl BlobStore for S3BlobStore {
     fn leftovers(&self) -> std::io::Result<Vec<Leftover>> {
         let mut out = Vec::new();
         self.staging.leftovers(&mut out)?;
-        let prefix = ObjectPath::from(self.quarantine_prefix.as_str());
-        self.wait(async {
-            let mut listing = self.s3.list(Some(&prefix));
-            while let Some(meta) = within(SMALL_REQUEST_TIMEOUT, async { listing.next().await.transpose() }).await.map_err(io_error)? {
-                let name = meta.location.filename().unwrap_or_default().to_string();
-                out.push(Leftover {
-                    path: PathBuf::from(meta.location.as_ref()),
-                    name,
-                    size: meta.size,
-                    modified_ms: unix_ms(&meta),
-                    quarantined: true,
-                });
-            }
-            Ok::<(), std::io::Error>(())
+        self.for_each_listed(&self.quarantine_prefix, &mut |meta| {
+            out.push(Leftover {
+                path: PathBuf::from(meta.location.as_ref()),
+                name: meta.location.filename().unwrap_or_default().to_string(),
+                size: meta.size,
+                modified_ms: unix_ms(&meta),
+                quarantined: true,
+            });
         })?;
         Ok(out)
     }

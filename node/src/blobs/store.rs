@@ -99,7 +99,8 @@ pub trait BlobStore: Send + Sync {
 
     /// Marks the blob as used now, for the whole region (every node of it sees the mark):
     /// garbage collection keeps a blob linked into a repository for the upload grace from
-    /// then. A blob not stored is left alone.
+    /// then. Callers touch a blob they have just found stored and hold a pin on, so it
+    /// cannot go in between; the store need not look for it again.
     async fn touch(&self, digest: &Digest) -> Result<(), BlobError>;
 
     /// The stored blob as garbage collection sees it (size, when last written or
