@@ -52,7 +52,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let meta = Meta::start(&config, store.clone(), cluster::peers::Peers::new(config.dial_via.clone(), grpc_tls.as_ref().map(|t| t.client()))).await.context("starting raft")?;
     let sessions = Arc::new(
-        UploadSessions::new(store.clone(), blobs.clone(), config.max_upload_sessions_per_identity)
+        UploadSessions::new(store.clone(), blobs.clone(), config.node_id, config.max_upload_sessions_per_identity)
             .context("loading upload sessions")?,
     );
     let usage = Arc::new(usage::UsageRecorder::new(
@@ -124,12 +124,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.retention.clone(),
     );
     let gc_schedule = tokio::spawn(lifecycle::run_gc_schedule(lifecycle.clone(), shutdown_rx.clone()));
+    let registry = Arc::new(registry);
     let grpc = {
         let (config, meta, shutdown) = (config.clone(), meta.clone(), shutdown_rx.clone());
         let grpc_replicator = replicator.clone();
+        let uploads = Arc::new(api::upload_forward::ForwardedUploads { registry: registry.clone() });
         tokio::spawn(async move {
             if let Err(e) =
-                cluster::serve_grpc(&config, grpc_listener, meta, grpc_replicator, lifecycle, grpc_tls, shutdown).await
+                cluster::serve_grpc(&config, grpc_listener, meta, grpc_replicator, lifecycle, uploads, grpc_tls, shutdown).await
             {
                 tracing::error!(error = %e, listen = %config.grpc_listen, "gRPC server failed");
             }
@@ -139,7 +141,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let rtt_prober = tokio::spawn(replicas::measure_rtt(replicator.clone(), shutdown_rx.clone()));
     let joiner = (!config.join.is_empty()).then(|| tokio::spawn(cluster::join_cluster(config.clone(), meta.clone(), shutdown_rx.clone())));
 
-    let app = api::app(api::AppState { registry: Arc::new(registry), auth, meta: meta.clone(), metrics, started });
+    let app = api::app(api::AppState { registry, auth, meta: meta.clone(), metrics, started });
     let tcp = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

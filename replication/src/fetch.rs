@@ -11,7 +11,8 @@ use meridian_proto::replication::FetchBlobRequest;
 use std::future::Future;
 use tonic::transport::Channel;
 
-/// A region that holds a verified copy, and how to reach it.
+/// A node of a region that holds a verified copy, and how to reach it (a region with several
+/// nodes is several holders; they serve one store, so a bad copy rules out the region).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
     pub region: String,
@@ -85,7 +86,7 @@ pub async fn fetch_verified<S: ChunkSink>(
             }
             let Ok(ch) = channel(&holder.grpc_addr) else { continue };
             let mut client = BlobTransferClient::new(ch).max_decoding_message_size(16 << 20);
-            let request = FetchBlobRequest { digest: digest.to_string(), offset: received };
+            let request = FetchBlobRequest { digest: digest.to_string(), offset: received, for_region_peer: false };
             let mut stream = match tokio::time::timeout(STALL_TIMEOUT, client.fetch_blob(request)).await {
                 Ok(Ok(r)) => r.into_inner(),
                 Ok(Err(s)) => {

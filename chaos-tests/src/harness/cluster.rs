@@ -664,6 +664,21 @@ impl Cluster {
         i
     }
 
+    /// Starts another node of region `name` (joining the first member) with its blobs under
+    /// `prefix` in the cluster's Garage (the region's own prefix, or another to see the
+    /// node refused); does not wait for it. Returns its index.
+    pub fn spawn_region_node(&mut self, name: &str, prefix: &str) -> usize {
+        let join = vec![self.members[0].grpc_url()];
+        let i = self.add_member(name, join);
+        if let Some(garage) = &self.garage {
+            self.members[i].env.extend(garage.node_env(prefix));
+            self.members[i].node.s3 = Some(garage.listing(&format!("{prefix}/blobs")));
+        }
+        eprintln!("[cluster] INJECT: start node {} of region {name} (blobs under {prefix:?})", self.members[i].node_id);
+        self.members[i].spawn();
+        i
+    }
+
     /// Index of the first member that is running and not paused.
     pub fn live_member(&mut self) -> usize {
         (0..self.members.len())

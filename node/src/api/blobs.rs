@@ -60,6 +60,7 @@ pub async fn get(registry: &Registry, name: &str, digest: &str, headers: &Header
     let size = match &source {
         BlobSource::Local(reader) => reader.size(),
         BlobSource::Remote(t) => t.size,
+        BlobSource::Peer(relay) => relay.size,
     };
     let range = match &range_header {
         Some(v) => parse_range(v, size)?,
@@ -73,6 +74,7 @@ pub async fn get(registry: &Registry, name: &str, digest: &str, headers: &Header
     let body = match source {
         BlobSource::Local(reader) => Body::from_stream(reader.stream(start, len)),
         BlobSource::Remote(transfer) => Body::from_stream(read_stream(transfer, start, len)),
+        BlobSource::Peer(relay) => Body::from_stream(relay.into_stream(start, len)),
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;

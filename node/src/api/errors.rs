@@ -29,7 +29,9 @@ fn classify(e: &RegistryError) -> (StatusCode, &'static str) {
         Unsupported(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
         // The spec's answer for a blob delete the registry does not do.
         BlobReferenced(_) => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
-        NoQuorum(_) | SourceUnavailable(_) | StorageUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        NoQuorum(_) | SourceUnavailable(_) | StorageUnavailable(_) | UploadOwnerUnavailable(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+        }
         BodyFailed(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
         Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
         Denied { .. } | QuotaExceeded(_) => (StatusCode::FORBIDDEN, "DENIED"),
@@ -76,7 +78,7 @@ impl IntoResponse for ApiError {
                     headers.insert(header::CONTENT_RANGE, v);
                 }
             }
-            RegistryError::NoQuorum(_) | RegistryError::StorageUnavailable(_) => {
+            RegistryError::NoQuorum(_) | RegistryError::StorageUnavailable(_) | RegistryError::UploadOwnerUnavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             RegistryError::TooManyRequests { retry_after, .. } => {

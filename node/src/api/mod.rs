@@ -11,6 +11,7 @@ mod manifests;
 mod query;
 pub mod route;
 mod uploads;
+pub mod upload_forward;
 
 use crate::meta::Meta;
 use crate::observability;
@@ -126,6 +127,13 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         Ok(allowed) => allowed,
         Err(e) => return ApiError(e.into()).into_response(),
     };
+    // An upload session another node of the region holds: its bytes and running hash
+    // are there, so the request goes there.
+    if let Endpoint::Upload { id, .. } = &endpoint {
+        if let Some(owner) = upload_forward::owner_elsewhere(&state.meta, id) {
+            return upload_forward::forward(registry, &owner, parts, body).await;
+        }
+    }
     let query = allowed.query.as_deref().or(parts.uri.query());
     let linearizable = wants_linearizable(headers);
     if linearizable && matches!(endpoint, Endpoint::Manifest { .. } | Endpoint::Tags { .. }) {

@@ -10,9 +10,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use meridian_replication::Algorithm;
 
-/// Session ids are UUIDs we generated; anything else is unknown (and never touches a path).
+/// Session ids are ones we generated (`SessionId`); anything else is unknown (and never
+/// touches a path).
 fn session_id(id: &str) -> Result<&str, RegistryError> {
-    uuid::Uuid::parse_str(id).map(|_| id).map_err(|_| RegistryError::BlobUploadUnknown)
+    crate::blobs::uploads::SessionId::parse(id).map(|_| id).ok_or(RegistryError::BlobUploadUnknown)
 }
 
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, RegistryError> {

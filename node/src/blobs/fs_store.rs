@@ -96,11 +96,14 @@ impl BlobStore for FsBlobStore {
 
     /// The file's modification time is the mark (garbage collection reads it with the
     /// stat it makes anyway: no index).
-    async fn touch(&self, digest: &Digest) -> Result<(), BlobError> {
+    async fn touch(&self, digest: &Digest) -> Result<bool, BlobError> {
         // One small syscall: not worth a trip to the blocking pool.
         match std::fs::File::options().write(true).open(self.blob_path(digest)) {
-            Ok(f) => Ok(f.set_modified(std::time::SystemTime::now())?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Ok(f) => {
+                f.set_modified(std::time::SystemTime::now())?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e.into()),
         }
     }

@@ -10,9 +10,19 @@
 //! the next start (a ledger of open uploads in `s3-uploads/`).
 //!
 //! Garbage collection needs each blob's last use, which object stores cannot update in
-//! place: `touch` writes an empty mark object, `<prefix>/marks/<algorithm>/<hex>`, which
-//! every node of the region sees, and `stat` reads the later of the blob's and the mark's
-//! write times.
+//! place: `touch` writes a mark object, `<prefix>/marks/<algorithm>/<hex>`, which every
+//! node of the region sees, and `stat` reads the later of the blob's and the mark's write
+//! times.
+//!
+//! Several nodes of a region share the prefix, and a node's pins (which keep its own sweep
+//! off a blob it is using) are not seen by the others. Two orders close that gap without
+//! a lock between nodes: whoever starts using a stored blob writes its mark *then* checks
+//! the blob is there (`touch`, and `commit` of a blob already stored); the sweep reads the
+//! mark, moves the blob aside (`gc-trash/`), deletes it, and reads the mark again — if it
+//! changed, someone started using the blob meanwhile and the sweep puts it back. Either
+//! the user's check comes before the delete (then the sweep sees the new mark and
+//! restores) or after it (then the user sees the blob gone and treats it as absent). Each
+//! mark write carries a fresh body, so even two within one second differ (by ETag).
 
 use super::pins::{BlobPins, Pin};
 use super::staging::{remove_file_if_present, Staging};
@@ -68,6 +78,13 @@ pub struct S3BlobStore {
     quarantine_prefix: String,
     /// `<prefix>/marks`: last-use marks for garbage collection, one empty object per blob.
     marks_prefix: String,
+    /// `<prefix>/gc-trash`: blobs the sweep is removing, until it has checked nobody
+    /// started using them meanwhile.
+    trash_prefix: String,
+    /// `<prefix>/links`: which repositories a blob was pushed or mounted into, one small
+    /// object per blob and repository holding the size (`links/<alg>/<hex>/<repo>`), so
+    /// every node of the region knows; they go with the blob.
+    links_prefix: String,
     staging: Arc<Staging>,
     pins: Arc<BlobPins>,
     /// Runs the store's requests for the blocking methods (the sweep's thread).
@@ -90,6 +107,8 @@ impl S3BlobStore {
             blobs_prefix: under("blobs"),
             quarantine_prefix: under("quarantine"),
             marks_prefix: under("marks"),
+            links_prefix: under("links"),
+            trash_prefix: under("gc-trash"),
             staging: Arc::new(Staging::open(data_dir.join("uploads"))?),
             pins: Arc::default(),
             runtime: tokio::runtime::Handle::current(),
@@ -128,6 +147,15 @@ impl S3BlobStore {
 
     fn mark_key(&self, digest: &Digest) -> ObjectPath {
         ObjectPath::from(format!("{}/{}/{}", self.marks_prefix, digest.algorithm().name(), digest.hex()))
+    }
+
+    /// Where a blob's repository links are: `<prefix>/links/<alg>/<hex>`.
+    fn links_of(&self, digest: &Digest) -> String {
+        format!("{}/{}/{}", self.links_prefix, digest.algorithm().name(), digest.hex())
+    }
+
+    fn link_key(&self, repo: &str, digest: &Digest) -> ObjectPath {
+        ObjectPath::from(format!("{}/{repo}", self.links_of(digest)))
     }
 
     /// The blob as garbage collection sees it: its size, and the later of its own write
@@ -447,8 +475,9 @@ impl BlobStore for S3BlobStore {
     async fn commit(&self, staged: &Path, digest: &Digest) -> Result<(), BlobError> {
         let key = self.key(digest);
         // Two writers of one digest write the same bytes: whichever completes last
-        // replaces an identical object, so only an existing one is worth skipping.
-        if self.head(&key).await?.is_none() {
+        // replaces an identical object, so only an existing one is worth skipping — and
+        // only once marked (a touch that finds it: see the module's note on sweeps).
+        if !self.touch(digest).await? {
             crate::failpoints::io("blob-rename")?;
             self.upload(staged, &key).await?;
         }
@@ -471,11 +500,47 @@ impl BlobStore for S3BlobStore {
         Ok(())
     }
 
-    /// Writes (or rewrites) the blob's mark object. No HEAD first: every caller has just
-    /// found the blob stored, under a pin.
-    async fn touch(&self, digest: &Digest) -> Result<(), BlobError> {
-        within(SMALL_REQUEST_TIMEOUT, self.s3.put(&self.mark_key(digest), PutPayload::new())).await?;
+    /// Writes the blob's mark (a fresh body each time), then looks for the blob: a sweep
+    /// of another node that deletes it after this look sees the new mark and puts it back.
+    async fn touch(&self, digest: &Digest) -> Result<bool, BlobError> {
+        let mark = PutPayload::from(uuid::Uuid::new_v4().to_string().into_bytes());
+        within(SMALL_REQUEST_TIMEOUT, self.s3.put(&self.mark_key(digest), mark)).await?;
+        Ok(self.head(&self.key(digest)).await?.is_some())
+    }
+
+    fn shares_links(&self) -> bool {
+        true
+    }
+
+    async fn link_repo(&self, repo: &str, digest: &Digest, size: u64) -> Result<(), BlobError> {
+        let body = PutPayload::from(size.to_string().into_bytes());
+        within(SMALL_REQUEST_TIMEOUT, self.s3.put(&self.link_key(repo, digest), body)).await?;
         Ok(())
+    }
+
+    /// The link's size, when the blob itself is still there (a link a crash left behind
+    /// its blob's removal counts for nothing).
+    async fn repo_link(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, BlobError> {
+        let link = async {
+            let body = self.s3.get(&self.link_key(repo, digest)).await?.bytes().await?;
+            Ok(body)
+        };
+        let body = match within(SMALL_REQUEST_TIMEOUT, link).await {
+            Ok(body) => body,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(size) = std::str::from_utf8(&body).ok().and_then(|s| s.trim().parse::<u64>().ok()) else {
+            return Ok(None);
+        };
+        Ok(self.head(&self.key(digest)).await?.filter(|blob| blob.size == size).map(|_| size))
+    }
+
+    async fn unlink_repo(&self, repo: &str, digest: &Digest) -> Result<(), BlobError> {
+        match within(SMALL_REQUEST_TIMEOUT, self.s3.delete(&self.link_key(repo, digest))).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn stat(&self, digest: &Digest) -> std::io::Result<Option<StoredBlob>> {
@@ -501,31 +566,70 @@ impl BlobStore for S3BlobStore {
         })
     }
 
-    /// Under the pin lock: the caller's check, then the DELETE. A GET already streaming
+    /// Under the pin lock: the mark as it is, the caller's check, then the blob moved aside
+    /// and deleted, and the mark read again — a node that started using the blob meanwhile
+    /// changed it, and the blob goes back (see the module's note). A GET already streaming
     /// the object finishes (object stores keep the bytes of a read in progress).
     fn remove_unneeded(&self, digest: &Digest, unneeded: &mut dyn FnMut() -> bool) -> std::io::Result<Option<u64>> {
         let key = self.key(digest);
+        let mark_key = self.mark_key(digest);
         self.pins
             .unless_pinned(&digest.to_string(), || -> std::io::Result<Option<u64>> {
+                let mark_before = self.wait(self.head(&mark_key)).map_err(io_error)?.map(|m| m.e_tag);
                 if !unneeded() {
                     return Ok(None);
                 }
                 let Some(meta) = self.wait(self.head(&key)).map_err(io_error)? else { return Ok(None) };
+                let aside = ObjectPath::from(format!(
+                    "{}/{}-{}-{}",
+                    self.trash_prefix,
+                    digest.algorithm().name(),
+                    digest.hex(),
+                    uuid::Uuid::new_v4()
+                ));
+                match self.wait(within(PART_TIMEOUT, self.s3.copy(&key, &aside))) {
+                    Ok(()) => {}
+                    // Another node's sweep of the region removed it first.
+                    Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                    Err(e) => return Err(io_error(e)),
+                }
                 self.wait(within(SMALL_REQUEST_TIMEOUT, self.s3.delete(&key))).map_err(io_error)?;
+                let mark_after = self.wait(self.head(&mark_key)).map_err(io_error)?.map(|m| m.e_tag);
+                if mark_after != mark_before {
+                    self.wait(within(PART_TIMEOUT, self.s3.copy(&aside, &key))).map_err(io_error)?;
+                    self.wait(within(SMALL_REQUEST_TIMEOUT, self.s3.delete(&aside))).map_err(io_error)?;
+                    tracing::info!(%digest, "another node started using a blob the sweep was removing; put it back");
+                    return Ok(None);
+                }
+                self.wait(within(SMALL_REQUEST_TIMEOUT, self.s3.delete(&aside))).map_err(io_error)?;
                 match self.wait(within(SMALL_REQUEST_TIMEOUT, self.s3.delete(&self.mark_key(digest)))) {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                     Err(e) => return Err(io_error(e)),
+                }
+                // The repositories' links go with the blob (a crash before this leaves
+                // links that `repo_link` ignores, since the blob is gone).
+                let mut links = Vec::new();
+                self.for_each_listed(&self.links_of(digest), &mut |link| links.push(link.location))?;
+                for link in links {
+                    match self.wait(within(SMALL_REQUEST_TIMEOUT, self.s3.delete(&link))) {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(io_error(e)),
+                    }
                 }
                 Ok(Some(meta.size))
             })
             .unwrap_or(Ok(None))
     }
 
-    /// Staged files on this node, and quarantined copies in the bucket.
+    /// Staged files on this node, and quarantined copies in the bucket (with blobs a sweep
+    /// that stopped midway left in `gc-trash/`).
     fn leftovers(&self) -> std::io::Result<Vec<Leftover>> {
         let mut out = Vec::new();
         self.staging.leftovers(&mut out)?;
-        self.for_each_listed(&self.quarantine_prefix, &mut |meta| {
+        let mut aside = Vec::new();
+        self.for_each_listed(&self.trash_prefix, &mut |meta| aside.push(meta))?;
+        self.for_each_listed(&self.quarantine_prefix, &mut |meta| aside.push(meta))?;
+        for meta in aside {
             out.push(Leftover {
                 path: PathBuf::from(meta.location.as_ref()),
                 name: meta.location.filename().unwrap_or_default().to_string(),
@@ -533,7 +637,7 @@ impl BlobStore for S3BlobStore {
                 modified_ms: unix_ms(&meta),
                 quarantined: true,
             });
-        })?;
+        }
         Ok(out)
     }
 

@@ -99,9 +99,36 @@ pub trait BlobStore: Send + Sync {
 
     /// Marks the blob as used now, for the whole region (every node of it sees the mark):
     /// garbage collection keeps a blob linked into a repository for the upload grace from
-    /// then. Callers touch a blob they have just found stored and hold a pin on, so it
-    /// cannot go in between; the store need not look for it again.
-    async fn touch(&self, digest: &Digest) -> Result<(), BlobError>;
+    /// then. Returns whether the blob is stored once marked — the answer to trust before
+    /// counting on it: a sweep on another node of the region (whose check this node's pins
+    /// do not reach) either finishes before it, or sees the mark and keeps the blob.
+    /// Callers hold a pin on the digest, which covers this node's own sweep.
+    async fn touch(&self, digest: &Digest) -> Result<bool, BlobError>;
+
+    /// Whether `link_repo` records are the region's record of uploads and mounts (a store
+    /// several nodes share): then a node reads them rather than its own `local_blob_links`,
+    /// which a DELETE through another node would not reach.
+    fn shares_links(&self) -> bool {
+        false
+    }
+
+    /// Records, where every node of the region sees it, that `repo` may use the stored
+    /// blob (it was pushed or mounted into the repository), so a manifest PUT arriving at
+    /// another node of the region finds it. A store only one node uses keeps nothing here:
+    /// the node's own `local_blob_links` is the record.
+    async fn link_repo(&self, _repo: &str, _digest: &Digest, _size: u64) -> Result<(), BlobError> {
+        Ok(())
+    }
+
+    /// The size a `link_repo` of another node recorded, when the blob is still stored.
+    async fn repo_link(&self, _repo: &str, _digest: &Digest) -> Result<Option<u64>, BlobError> {
+        Ok(None)
+    }
+
+    /// Takes back a `link_repo` (a blob deleted from the repository).
+    async fn unlink_repo(&self, _repo: &str, _digest: &Digest) -> Result<(), BlobError> {
+        Ok(())
+    }
 
     /// The stored blob as garbage collection sees it (size, when last written or
     /// touched), if this region holds it (blocking, small).

@@ -72,7 +72,7 @@ async fn a_touch_is_seen_through_every_handle_on_the_store(open: &impl AsyncFn(&
     let written = there.stat(&digest).unwrap().expect("committed through the other handle").modified_ms;
     // Object stores keep times to the second.
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    here.touch(&digest).await.unwrap();
+    assert!(here.touch(&digest).await.unwrap(), "a touch of a stored blob finds it");
     let touched = there.stat(&digest).unwrap().unwrap().modified_ms;
     assert!(touched >= written + 1000, "the touch is not seen: written {written}, now {touched}");
 }
@@ -111,7 +111,7 @@ async fn written_blobs_appear_only_once_committed(open: &impl AsyncFn(&Path) -> 
     let other = Digest::of_bytes(Algorithm::Sha256, b"never written");
     assert!(blobs.size(&other).await.unwrap().is_none());
     assert!(blobs.stat(&other).unwrap().is_none());
-    blobs.touch(&other).await.unwrap();
+    assert!(!blobs.touch(&other).await.unwrap(), "a touch of a missing blob says so");
 }
 
 async fn two_writers_of_one_digest_leave_one_blob(open: &impl AsyncFn(&Path) -> Blobs) {
@@ -242,4 +242,26 @@ async fn the_s3_store_keeps_the_contract() {
     assert!(b.stat(&digest).unwrap().unwrap().modified_ms >= written + 1000, "b does not see a's touch");
     assert_eq!(b.remove_unneeded(&digest, &mut || true).unwrap(), Some(16));
     assert!(a.size(&digest).await.unwrap().is_none());
+
+    // b's sweep decides to remove a blob just as a starts using it again (a's pins do not
+    // reach b): a's mark lands after b's check, and the blob stays.
+    let (staged, digest) = stage(&a, "r", b"raced by a sweep").await;
+    a.commit(&staged, &digest).await.unwrap();
+    let a = Arc::new(a);
+    let b = Arc::new(b);
+    let (racer, raced) = (a.clone(), digest.clone());
+    let sweep = b.clone();
+    let swept = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Handle::current();
+        sweep.remove_unneeded(&raced, &mut || {
+            assert!(runtime.block_on(racer.touch(&raced)).unwrap(), "a finds the blob");
+            true
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(swept, None, "the sweep put the blob back");
+    assert_eq!(read_all(a.open(&digest).await.unwrap().unwrap()).await, b"raced by a sweep");
+    assert!(b.leftovers().unwrap().is_empty(), "nothing left aside");
 }

@@ -46,8 +46,39 @@ pub struct SessionState {
 
 pub type SessionHandle = Arc<tokio::sync::Mutex<SessionState>>;
 
+/// A session id: `<node id>-<uuid>`, naming the node that owns the session. A session's
+/// running hash and staged bytes live on that node, so another node of the region passes
+/// the session's requests on to it (`api/upload_forward.rs`). Ids from before several
+/// nodes per region are a bare UUID: this node's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionId {
+    /// The owning node; `None` for a bare UUID.
+    pub node: Option<u64>,
+}
+
+impl SessionId {
+    pub fn new_for(node: u64) -> String {
+        format!("{node}-{}", uuid::Uuid::new_v4())
+    }
+
+    /// `None` for anything this registry did not generate (it never touches a path).
+    pub fn parse(id: &str) -> Option<SessionId> {
+        if uuid::Uuid::parse_str(id).is_ok() && id.len() == 36 {
+            return Some(SessionId { node: None });
+        }
+        let (node, rest) = id.split_once('-')?;
+        let node_ok = !node.is_empty() && node.len() <= 20 && node.bytes().all(|b| b.is_ascii_digit());
+        if !node_ok || rest.len() != 36 || uuid::Uuid::parse_str(rest).is_err() {
+            return None;
+        }
+        Some(SessionId { node: Some(node.parse().ok()?) })
+    }
+}
+
 pub struct UploadSessions {
     store: Store,
+    /// This node's id, which every session id it creates starts with.
+    node_id: u64,
     blobs: Blobs,
     live: Mutex<HashMap<String, SessionHandle>>,
     /// Session id → owner, for every session on disk (rebuilt at start).
@@ -61,13 +92,13 @@ fn now_unix() -> u64 {
 }
 
 impl UploadSessions {
-    pub fn new(store: Store, blobs: Blobs, per_owner_limit: usize) -> Result<UploadSessions, SessionError> {
+    pub fn new(store: Store, blobs: Blobs, node_id: u64, per_owner_limit: usize) -> Result<UploadSessions, SessionError> {
         let mut owners = HashMap::new();
         for (k, v) in store.scan_prefix(CF_LOCAL_UPLOADS, b"", None, usize::MAX)? {
             let owner = serde_json::from_slice::<SessionRecord>(&v).map(|r| r.owner).unwrap_or_default();
             owners.insert(String::from_utf8_lossy(&k).into_owned(), owner);
         }
-        Ok(UploadSessions { store, blobs, live: Mutex::new(HashMap::new()), owners: Mutex::new(owners), per_owner_limit })
+        Ok(UploadSessions { store, node_id, blobs, live: Mutex::new(HashMap::new()), owners: Mutex::new(owners), per_owner_limit })
     }
 
     fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
@@ -86,7 +117,7 @@ impl UploadSessions {
 
     /// Opens a session for `owner`, unless it has `per_owner_limit` open already.
     pub async fn create(&self, repo: &str, algorithm: Algorithm, owner: &str) -> Result<String, SessionError> {
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = SessionId::new_for(self.node_id);
         {
             // Counted and reserved under one lock, so concurrent POSTs cannot overshoot.
             let mut owners = self.owners();

@@ -20,12 +20,58 @@ use tonic::{Request, Status};
 /// A membership change that cannot commit in this time is reported as failed.
 const MEMBERSHIP_CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn find_member(svc: &AdminServiceImpl, name: &str) -> Result<MemberView, Status> {
-    svc.meta
-        .members()
-        .into_iter()
-        .find(|m| m.info.region == name)
-        .ok_or_else(|| Status::not_found(format!("no region named {name:?} in the cluster")))
+/// The nodes of region `name`, by node id.
+fn region_nodes(svc: &AdminServiceImpl, name: &str) -> Result<Vec<MemberView>, Status> {
+    let mut nodes: Vec<MemberView> = svc.meta.members().into_iter().filter(|m| m.info.region == name).collect();
+    if nodes.is_empty() {
+        return Err(Status::not_found(format!("no region named {name:?} in the cluster")));
+    }
+    nodes.sort_by_key(|m| m.node_id);
+    Ok(nodes)
+}
+
+/// The node of region `name` an operator means: `node_id`, or (0) the region's only node.
+fn pick_node(name: &str, nodes: &[MemberView], node_id: NodeId) -> Result<MemberView, Status> {
+    if node_id != 0 {
+        return nodes.iter().find(|m| m.node_id == node_id).cloned().ok_or_else(|| {
+            Status::not_found(format!("region {name:?} has no node {node_id} (its nodes: {})", describe_nodes(nodes)))
+        });
+    }
+    match nodes {
+        [only] => Ok(only.clone()),
+        _ => Err(Status::invalid_argument(format!(
+            "region {name:?} has {} nodes ({}); say which with --node ID",
+            nodes.len(),
+            describe_nodes(nodes)
+        ))),
+    }
+}
+
+fn describe_nodes(nodes: &[MemberView]) -> String {
+    nodes.iter().map(|m| format!("{} at {}", m.node_id, m.info.grpc_addr)).collect::<Vec<_>>().join(", ")
+}
+
+/// A node may join a region that already has nodes only when all of them read and write
+/// one shared object store: a region is one holder of every blob it stores, so its nodes
+/// must see the same blobs.
+fn check_same_store(region_nodes: &[&MemberView], identity: &meridian_proto::cluster::NodeIdentity, addr: &str) -> Result<(), Status> {
+    let Some(first) = region_nodes.first() else { return Ok(()) };
+    if first.info.shared_store.is_empty() || identity.shared_store.is_empty() {
+        // Not `already_exists`: a joining node takes that as "I am a member" and stops
+        // asking, where this is a configuration to fix.
+        return Err(Status::failed_precondition(format!(
+            "a region named {:?} already exists (node {}); a region has several nodes only when every node keeps its \
+             blobs in one shared object store ([storage] kind = \"s3\" with the same endpoint, bucket and prefix)",
+            identity.region, first.node_id
+        )));
+    }
+    if first.info.shared_store != identity.shared_store {
+        return Err(Status::failed_precondition(format!(
+            "region {:?} keeps its blobs in {}, but the node at {addr} uses {}; every node of a region must use the same store",
+            identity.region, first.info.shared_store, identity.shared_store
+        )));
+    }
+    Ok(())
 }
 
 async fn hold_elections(svc: &AdminServiceImpl, members: &[MemberView], except: NodeId, hold: bool) {
@@ -115,12 +161,8 @@ pub async fn add_region(svc: &AdminServiceImpl, req: AddRegionRequest) -> Result
             m.info.region, m.node_id, m.info.grpc_addr
         )));
     }
-    if let Some(m) = members.iter().find(|m| m.info.region == identity.region) {
-        return Err(Status::already_exists(format!(
-            "a region named {:?} already exists (node {})",
-            identity.region, m.node_id
-        )));
-    }
+    let same_region: Vec<&MemberView> = members.iter().filter(|m| m.info.region == identity.region).collect();
+    check_same_store(&same_region, &identity, &addr)?;
     if let Some(m) = members
         .iter()
         .find(|m| m.info.grpc_addr == identity.grpc_addr || m.info.grpc_addr == addr)
@@ -132,7 +174,12 @@ pub async fn add_region(svc: &AdminServiceImpl, req: AddRegionRequest) -> Result
             "the node at {addr} already belongs to another cluster; start it with an empty data directory and `join`"
         )));
     }
-    let info = NodeInfo { region: identity.region.clone(), http_addr: identity.http_addr, grpc_addr: identity.grpc_addr };
+    let info = NodeInfo {
+        region: identity.region.clone(),
+        http_addr: identity.http_addr,
+        grpc_addr: identity.grpc_addr,
+        shared_store: identity.shared_store,
+    };
     let mut steps = Vec::new();
     tokio::time::timeout(CATCH_UP_TIMEOUT, raft.add_learner(identity.node_id, info, true))
         .await
@@ -155,16 +202,21 @@ pub async fn add_region(svc: &AdminServiceImpl, req: AddRegionRequest) -> Result
     Ok(AddRegionReply { region: Some(region), steps })
 }
 
-pub async fn remove_region(svc: &AdminServiceImpl, name: String) -> Result<RemoveRegionReply, Status> {
+/// Removes node `node_id` of region `name` (0: the region's only node). The last node of
+/// a region takes the region with it, so it keeps the drain-first rule; any other node
+/// leaves the region's blobs where they are, in the store its other nodes share.
+pub async fn remove_region(svc: &AdminServiceImpl, name: String, node_id: NodeId) -> Result<RemoveRegionReply, Status> {
     let _serialized = svc.membership_lock.lock().await;
-    let target = find_member(svc, &name)?;
+    let nodes = region_nodes(svc, &name)?;
+    let target = pick_node(&name, &nodes, node_id)?;
+    let last_of_region = nodes.len() == 1;
     let voters: Vec<NodeId> = svc.meta.members().iter().filter(|m| m.voter).map(|m| m.node_id).collect();
     if target.leader {
         return Err(Status::failed_precondition(format!(
             "{name} is the leader; move leadership first (meridian admin leader transfer REGION)"
         )));
     }
-    let sole = sole_copies(svc, &name).map_err(internal)?;
+    let sole = if last_of_region { sole_copies(svc, &name).map_err(internal)? } else { Vec::new() };
     if !sole.is_empty() {
         let bytes: u64 = sole.iter().map(|(_, size)| size).sum();
         return Err(Status::failed_precondition(format!(
@@ -200,22 +252,31 @@ pub async fn remove_region(svc: &AdminServiceImpl, name: String) -> Result<Remov
             )));
         }
         change_membership(raft, ChangeMembers::RemoveVoters(BTreeSet::from([target.node_id])), true).await?;
-        steps.push(format!("demoted {name} to learner"));
+        steps.push(format!("demoted {name} (node {}) to learner", target.node_id));
     }
     change_membership(raft, ChangeMembers::RemoveNodes(BTreeSet::from([target.node_id])), false).await?;
-    steps.push(format!("removed {name} (node {}) from the cluster", target.node_id));
+    if last_of_region {
+        steps.push(format!("removed {name} (node {}) from the cluster", target.node_id));
+    } else {
+        steps.push(format!(
+            "removed node {} of {name} from the cluster; {} node(s) of {name} remain",
+            target.node_id,
+            nodes.len() - 1
+        ));
+    }
     tracing::info!(region = %name, node_id = target.node_id, "region removed");
     Ok(RemoveRegionReply { steps })
 }
 
 pub async fn transfer_leader(svc: &AdminServiceImpl, name: String) -> Result<TransferLeaderReply, Status> {
-    let target = find_member(svc, &name)?;
-    if target.leader {
+    let nodes = region_nodes(svc, &name)?;
+    if nodes.iter().any(|m| m.leader) {
         return Ok(TransferLeaderReply { leader: name });
     }
-    if !target.voter {
-        return Err(Status::failed_precondition(format!("{name} is a learner; only voters can lead")));
-    }
+    // Any voter of the region will do; the lowest node id, so the choice is predictable.
+    let Some(target) = nodes.into_iter().find(|m| m.voter) else {
+        return Err(Status::failed_precondition(format!("{name} has only learners; only voters can lead")));
+    };
     let raft = svc.meta.raft().clone();
     // openraft 0.9 has no leadership transfer; do it by hand: hold every other
     // node's elections and this leader's heartbeats until followers' leases lapse,
@@ -252,7 +313,7 @@ pub async fn transfer_leader(svc: &AdminServiceImpl, name: String) -> Result<Tra
 }
 
 pub async fn drain_region(svc: &AdminServiceImpl, name: String) -> Result<DrainRegionReply, Status> {
-    find_member(svc, &name)?;
+    region_nodes(svc, &name)?;
     let me = svc.meta.me().region.clone();
     if name == me {
         return Err(Status::failed_precondition(format!(

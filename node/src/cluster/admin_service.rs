@@ -161,8 +161,10 @@ impl AdminServiceImpl {
     }
 
     /// Regions as this node sees them, probing each member.
+    /// Grouped by region (name, then node id): a region's nodes are listed together.
     pub(super) async fn regions(&self) -> Vec<RegionInfo> {
-        let members = self.meta.members();
+        let mut members = self.meta.members();
+        members.sort_by(|a, b| (&a.info.region, a.node_id).cmp(&(&b.info.region, b.node_id)));
         let leader_last = self.meta.raft().metrics().borrow().last_log_index.unwrap_or(0);
         let probes = members.iter().map(|m| self.identify(&m.info.grpc_addr));
         let identities = join_all(probes).await;
@@ -239,6 +241,7 @@ fn region_info(m: &MemberView, reachable: bool, last_applied: u64, lag: u64) -> 
         last_applied,
         lag,
         reachable,
+        shared_store: m.info.shared_store.clone(),
     }
 }
 
@@ -270,7 +273,8 @@ impl AdminService for AdminServiceImpl {
             let fwd = self.pass_on(&request, request.get_ref().clone());
             return leader.remove_region(fwd).await;
         }
-        membership::remove_region(self, request.into_inner().name).await.map(Response::new)
+        let RemoveRegionRequest { name, node_id } = request.into_inner();
+        membership::remove_region(self, name, node_id).await.map(Response::new)
     }
 
     async fn list_regions(&self, request: Request<Empty>) -> Result<Response<ListRegionsReply>, Status> {
@@ -358,14 +362,14 @@ impl AdminService for AdminServiceImpl {
             bytes += location.as_ref().map(|l| l.size).unwrap_or(0);
             holders.push(location.map(|l| l.regions).unwrap_or_default());
         }
-        let regions = self
-            .meta
-            .members()
-            .iter()
-            .map(|m| {
-                let present = holders.iter().filter(|h| h.contains(&m.info.region)).count() as u64;
+        // A region is one holder however many nodes it has.
+        let names: BTreeSet<String> = self.meta.members().into_iter().map(|m| m.info.region).collect();
+        let regions = names
+            .into_iter()
+            .map(|name| {
+                let present = holders.iter().filter(|h| h.contains(&name)).count() as u64;
                 let missing = blobs.len() as u64 - present;
-                ImageRegion { name: m.info.region.clone(), present, missing, complete: missing == 0 }
+                ImageRegion { name, present, missing, complete: missing == 0 }
             })
             .collect();
         Ok(Response::new(ImageReplicationReply {

@@ -1,4 +1,6 @@
-//! Serves this region's blobs to other regions, from any offset, in 1 MiB chunks.
+//! Serves this region's blobs to other regions, from any offset, in 1 MiB chunks; and, to
+//! another node of this region with a client waiting, a blob the region is fetching (see
+//! `replicas::relay`).
 
 use crate::blobs::Blobs;
 use bytes::{Bytes, BytesMut};
@@ -16,6 +18,7 @@ const CHUNK: usize = 1 << 20;
 pub struct BlobTransferImpl {
     pub blobs: Blobs,
     pub meta: crate::meta::Meta,
+    pub replicator: std::sync::Arc<crate::replicas::Replicator>,
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<BlobChunk, Status>> + Send>>;
@@ -27,12 +30,12 @@ impl BlobTransfer for BlobTransferImpl {
     async fn fetch_blob(&self, request: Request<FetchBlobRequest>) -> Result<Response<ChunkStream>, Status> {
         let req = request.into_inner();
         let digest = Digest::parse(&req.digest).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let reader = self
-            .blobs
-            .open(&digest)
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .ok_or_else(|| Status::not_found(format!("{digest} is not held by this region")))?;
+        let Some(reader) = self.blobs.open(&digest).await.map_err(|e| Status::internal(e.to_string()))? else {
+            if req.for_region_peer {
+                return self.relay_transfer(&digest, req.offset);
+            }
+            return Err(Status::not_found(format!("{digest} is not held by this region")));
+        };
         let size = reader.size();
         if req.offset > size {
             return Err(Status::out_of_range(format!("offset {} past the end ({size})", req.offset)));
@@ -85,6 +88,48 @@ impl BlobTransfer for BlobTransferImpl {
                 }
                 if was_first {
                     crate::failpoints::stall("blob-serve-stall").await;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+impl BlobTransferImpl {
+    /// A blob this region lacks, for another node of the region: this node's transfer of
+    /// it (started, or joined) as bytes land. The transfer holds back the last byte until
+    /// the copy is verified and fails the stream otherwise.
+    fn relay_transfer(&self, digest: &Digest, offset: u64) -> Result<Response<ChunkStream>, Status> {
+        let size = self
+            .replicator
+            .store()
+            .blob_location(digest)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map(|l| l.size)
+            .ok_or_else(|| Status::not_found(format!("{digest} is not known to the cluster")))?;
+        if offset > size {
+            return Err(Status::out_of_range(format!("offset {offset} past the end ({size})")));
+        }
+        let transfer = self
+            .replicator
+            .fetch(digest, size, crate::replicas::Reason::ClientWaiting)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let mut bytes = crate::replicas::transfer::read_stream(transfer, offset, size - offset).boxed();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<BlobChunk, Status>>(4);
+        tokio::spawn(async move {
+            let mut first = true;
+            loop {
+                let chunk = match next_chunk(&mut bytes).await {
+                    Ok(None) => return,
+                    Ok(Some(buf)) => BlobChunk { data: Vec::from(buf), total_size: if first { size } else { 0 } },
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+                        return;
+                    }
+                };
+                first = false;
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
                 }
             }
         });

@@ -6,13 +6,15 @@ use meridian_proto::cluster::forward_service_server::ForwardService;
 use meridian_proto::cluster::{
     CampaignReply, CampaignRequest, HoldElectionsReply, HoldElectionsRequest, IdentifyRequest, NodeReplicationStats,
     ReplicationStatsRequest, NodeIdentity, ProposeReply, ProposeRequest, ReadIndexReply,
-    ReadIndexRequest,
+    ReadIndexRequest, UploadRequestPart, UploadResponse,
 };
 use tonic::{Request, Response, Status};
 
 pub struct ForwardServiceImpl {
     pub meta: Meta,
     pub replicator: std::sync::Arc<crate::replicas::Replicator>,
+    /// Serves upload requests another node of the region passes on.
+    pub uploads: std::sync::Arc<dyn super::upload_forwarding::UploadHandler>,
 }
 
 impl ForwardServiceImpl {
@@ -77,7 +79,15 @@ impl ForwardService for ForwardServiceImpl {
             grpc_addr: me.grpc_addr.clone(),
             initialized,
             last_applied: self.meta.applied_index(),
+            shared_store: me.shared_store.clone(),
         }))
+    }
+
+    async fn forward_upload(
+        &self,
+        request: Request<tonic::Streaming<UploadRequestPart>>,
+    ) -> Result<Response<UploadResponse>, Status> {
+        super::upload_forwarding::serve(self.uploads.as_ref(), request.into_inner()).await.map(Response::new)
     }
 
     async fn campaign(&self, _request: Request<CampaignRequest>) -> Result<Response<CampaignReply>, Status> {

@@ -13,6 +13,7 @@ pub mod network;
 pub mod peers;
 pub mod raft_service;
 pub mod tls;
+pub mod upload_forwarding;
 
 use crate::config::Config;
 use crate::meta::Meta;
@@ -32,6 +33,7 @@ pub async fn serve_grpc(
     meta: Meta,
     replicator: std::sync::Arc<crate::replicas::Replicator>,
     lifecycle: std::sync::Arc<crate::lifecycle::Lifecycle>,
+    uploads: std::sync::Arc<dyn upload_forwarding::UploadHandler>,
     tls: Option<tls::GrpcTls>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
@@ -39,7 +41,7 @@ pub async fn serve_grpc(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let forward =
-        ForwardServiceServer::new(forward_service::ForwardServiceImpl { meta: meta.clone(), replicator: replicator.clone() })
+        ForwardServiceServer::new(forward_service::ForwardServiceImpl { meta: meta.clone(), replicator: replicator.clone(), uploads })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let meta_for_blobs = meta.clone();
@@ -64,7 +66,11 @@ pub async fn serve_grpc(
         .add_service(admin)
         .add_service(
             meridian_proto::replication::blob_transfer_server::BlobTransferServer::new(
-                blob_transfer_service::BlobTransferImpl { blobs: replicator.blobs().clone(), meta: meta_for_blobs },
+                blob_transfer_service::BlobTransferImpl {
+                    blobs: replicator.blobs().clone(),
+                    meta: meta_for_blobs,
+                    replicator: replicator.clone(),
+                },
             ),
         )
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {

@@ -378,6 +378,24 @@ impl Config {
         self.advertise_grpc_addr.clone().unwrap_or_else(|| self.grpc_listen.to_string())
     }
 
+    /// The blob store as other nodes would name it, when they can share it: an S3 bucket
+    /// and prefix at an endpoint (`s3://bucket/prefix at http://…`, or `at AWS <region>`).
+    /// `None` for blobs on this node's own disk. Nodes of one region must report the same
+    /// (a region's nodes all read and write one store).
+    pub fn shared_store(&self) -> Option<String> {
+        match self.storage.kind {
+            StorageKind::Fs => None,
+            StorageKind::S3 => {
+                let prefix = self.storage.prefix.trim_matches('/');
+                let at = match &self.storage.endpoint {
+                    Some(endpoint) => endpoint.trim_end_matches('/').to_string(),
+                    None => format!("AWS {}", self.storage.region),
+                };
+                Some(format!("s3://{}/{} at {}", self.storage.bucket, prefix, at))
+            }
+        }
+    }
+
     /// Builds the effective configuration from all layers.
     pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
         let mut config = match &overrides.config_file {

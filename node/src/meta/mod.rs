@@ -102,7 +102,12 @@ impl Meta {
         let raft = Raft::new(config.node_id, Arc::new(raft_config), network, log_store, state_machine)
             .await
             .map_err(|e| MetaError::Fatal(e.to_string()))?;
-        let me = NodeInfo { region: config.region.clone(), http_addr: config.http_addr(), grpc_addr: config.grpc_addr() };
+        let me = NodeInfo {
+            region: config.region.clone(),
+            http_addr: config.http_addr(),
+            grpc_addr: config.grpc_addr(),
+            shared_store: config.shared_store().unwrap_or_default(),
+        };
         let meta = Meta {
             raft,
             inner: Arc::new(MetaInner {

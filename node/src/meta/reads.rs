@@ -91,14 +91,22 @@ impl Store {
     /// Size of a blob the repository may serve: referenced by one of its manifests
     /// (cluster-wide) or pushed/mounted into it on this node.
     pub fn linked_blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, StoreError> {
-        let key = repo_key(repo, &digest.to_string());
-        if let Some(raw) = self.get(CF_SM_BLOB_LINKS, &key)? {
-            return Ok(Some(BlobLink::decode(&raw)?.size));
+        if let Some(size) = self.referenced_blob_size(repo, digest)? {
+            return Ok(Some(size));
         }
+        let key = repo_key(repo, &digest.to_string());
         if let Some(raw) = self.get(CF_LOCAL_BLOB_LINKS, &key)? {
             return Ok(Some(LocalLink::decode(&raw)?.size));
         }
         Ok(None)
+    }
+
+    /// Size of a blob one of the repository's manifests references (cluster-wide state).
+    pub fn referenced_blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        match self.get(CF_SM_BLOB_LINKS, &repo_key(repo, &digest.to_string()))? {
+            Some(raw) => Ok(Some(BlobLink::decode(&raw)?.size)),
+            None => Ok(None),
+        }
     }
 
     pub fn blob_location(&self, digest: &Digest) -> Result<Option<BlobLocation>, StoreError> {

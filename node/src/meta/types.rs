@@ -11,6 +11,10 @@ pub struct NodeInfo {
     pub http_addr: String,
     /// Advertised gRPC address (Raft, forwarding, blob transfer).
     pub grpc_addr: String,
+    /// The blob store the node writes to when other nodes can share it (`Config::
+    /// shared_store`); empty for a node's own disk. Every node of a region has the same.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub shared_store: String,
 }
 
 impl std::fmt::Display for NodeInfo {

@@ -16,19 +16,36 @@ pub enum BlobSource {
     Local(crate::blobs::BlobReader),
     /// Arriving from another region right now (shared with other readers).
     Remote(Arc<crate::replicas::transfer::Transfer>),
+    /// Arriving at another node of this region, which fetches it for the region and
+    /// streams it on as it lands.
+    Peer(crate::replicas::relay::Relay),
 }
 
 impl Registry {
     /// Size of a blob this repository may serve. Answered from the applied state (the
     /// link records the size), so a HEAD never waits for a transfer.
     pub async fn blob_size(&self, repo: &str, digest: &Digest) -> Result<u64> {
-        self.store.linked_blob_size(repo, digest)?.ok_or_else(|| RegistryError::BlobUnknown(digest.to_string()))
+        self.linked_size(repo, digest).await?.ok_or_else(|| RegistryError::BlobUnknown(digest.to_string()))
+    }
+
+    /// Size of a blob the repository may serve: referenced by one of its manifests
+    /// (cluster-wide), or pushed or mounted into it — as this node's `local_blob_links`
+    /// record, or, on a store the region's nodes share, as the link any node of the region
+    /// left there (so an upload through one node and a DELETE through another both count).
+    pub(super) async fn linked_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
+        if !self.blobs.shares_links() {
+            return Ok(self.store.linked_blob_size(repo, digest)?);
+        }
+        if let Some(size) = self.store.referenced_blob_size(repo, digest)? {
+            return Ok(Some(size));
+        }
+        Ok(self.blobs.repo_link(repo, digest).await?)
     }
 
     /// Where a client may fetch the blob straight from the region's object store (a
     /// presigned URL, with `storage.redirect`), with its size; `None`: serve it here.
     pub async fn blob_redirect(&self, repo: &str, digest: &Digest) -> Result<Option<(String, u64)>> {
-        let Some(size) = self.store.linked_blob_size(repo, digest)? else {
+        let Some(size) = self.linked_size(repo, digest).await? else {
             return Err(RegistryError::BlobUnknown(digest.to_string()));
         };
         Ok(self.blobs.redirect_url(digest).await?.map(|url| (url, size)))
@@ -37,7 +54,7 @@ impl Registry {
     /// The blob's bytes: the local copy, or — when the cluster knows the blob but this
     /// region has no copy yet — the shared transfer from the nearest region that holds it.
     pub async fn open_blob(&self, repo: &str, digest: &Digest) -> Result<BlobSource> {
-        let Some(linked_size) = self.store.linked_blob_size(repo, digest)? else {
+        let Some(linked_size) = self.linked_size(repo, digest).await? else {
             return Err(RegistryError::BlobUnknown(digest.to_string()));
         };
         if let Some(reader) = self.blobs.open(digest).await? {
@@ -45,6 +62,20 @@ impl Registry {
         }
         if self.replicator.holders(digest).is_empty() {
             return Err(RegistryError::BlobUnknown(digest.to_string()));
+        }
+        // In a region of several nodes one of them fetches this blob for all: join its
+        // transfer rather than start a second (its own answer stands if it cannot).
+        if let Some(fetcher) = self.replicator.region_fetcher(digest) {
+            let opened =
+                tokio::time::timeout(FIRST_BYTES_WITHIN, crate::replicas::relay::Relay::open(self.meta.peers(), &fetcher.grpc_addr, digest))
+                    .await;
+            match opened {
+                Ok(Ok(relay)) => return Ok(BlobSource::Peer(relay)),
+                Ok(Err(status)) => {
+                    tracing::info!(%digest, node = %fetcher.grpc_addr, error = %status.message(), "the region's fetching node did not serve the blob; fetching it here");
+                }
+                Err(_) => tracing::info!(%digest, node = %fetcher.grpc_addr, "no bytes from the region's fetching node in time; fetching it here"),
+            }
         }
         let transfer = self
             .replicator
@@ -65,7 +96,11 @@ impl Registry {
     pub(super) async fn link_local(&self, repo: &str, digest: &Digest, size: u64) -> Result<()> {
         // Garbage collection reads the link's time from the store's mark (a file's time, an
         // object in the bucket): one stat per blob, no index.
-        self.blobs.touch(digest).await?;
+        if !self.blobs.touch(digest).await? {
+            // Removed by a sweep (of another node of the region) just before the mark.
+            return Err(RegistryError::BlobUnknown(digest.to_string()));
+        }
+        self.blobs.link_repo(repo, digest, size).await?;
         let mut batch = rocksdb::WriteBatch::default();
         let link = LocalLink { size, linked_unix: proposer_clock() };
         batch.put_cf(self.store.cf(CF_LOCAL_BLOB_LINKS)?, repo_key(repo, &digest.to_string()), link.encode());
@@ -82,12 +117,18 @@ impl Registry {
         if self.store.exists(CF_SM_BLOB_LINKS, &key)? {
             return Err(RegistryError::BlobReferenced(digest.to_string()));
         }
-        if !self.store.exists(CF_LOCAL_BLOB_LINKS, &key)? {
+        let here = self.store.exists(CF_LOCAL_BLOB_LINKS, &key)?;
+        if !here && self.blobs.repo_link(repo, digest).await?.is_none() {
             return Err(RegistryError::BlobUnknown(digest.to_string()));
         }
-        let mut batch = rocksdb::WriteBatch::default();
-        batch.delete_cf(self.store.cf(CF_LOCAL_BLOB_LINKS)?, &key);
-        self.store.write_durable(batch)?;
+        // The region's shared link first: once it is gone no node of the region serves
+        // the blob from this repository (this node's row goes right after).
+        self.blobs.unlink_repo(repo, digest).await?;
+        if here {
+            let mut batch = rocksdb::WriteBatch::default();
+            batch.delete_cf(self.store.cf(CF_LOCAL_BLOB_LINKS)?, &key);
+            self.store.write_durable(batch)?;
+        }
         Ok(())
     }
 
@@ -95,7 +136,7 @@ impl Registry {
     /// Returns false when the blob is not available to mount.
     pub async fn mount_blob(&self, repo: &str, digest: &Digest, from: Option<&str>) -> Result<bool> {
         let available = match from {
-            Some(source) => self.store.linked_blob_size(source, digest)?.is_some(),
+            Some(source) => self.linked_size(source, digest).await?.is_some(),
             // Without `from`, any verified copy in this region will do.
             None => true,
         };
@@ -104,10 +145,12 @@ impl Registry {
         }
         let _pin = self.blobs.pin(vec![digest.to_string()]);
         match self.blobs.size(digest).await? {
-            Some(size) => {
-                self.link_local(repo, digest, size).await?;
-                Ok(true)
-            }
+            Some(size) => match self.link_local(repo, digest, size).await {
+                Ok(()) => Ok(true),
+                // Gone meanwhile: the client uploads it instead.
+                Err(RegistryError::BlobUnknown(_)) => Ok(false),
+                Err(e) => Err(e),
+            },
             None => Ok(false),
         }
     }

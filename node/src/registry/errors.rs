@@ -63,6 +63,10 @@ pub enum RegistryError {
     /// request was kept.
     #[error("the region's blob store is unavailable: {0}")]
     StorageUnavailable(String),
+    /// The upload session lives on another node of this region, which did not answer;
+    /// nothing of the request was kept.
+    #[error("the node holding this upload session is unavailable: {0}")]
+    UploadOwnerUnavailable(String),
     /// The client went away or sent a broken body; nothing was kept.
     #[error("request body failed: {0}")]
     BodyFailed(String),

@@ -58,8 +58,8 @@ impl Registry {
         let mut blobs = Vec::with_capacity(parsed.blobs.len());
         for d in &parsed.blobs {
             let size = self
-                .store
-                .linked_blob_size(repo, &d.digest)?
+                .linked_size(repo, &d.digest)
+                .await?
                 .ok_or_else(|| RegistryError::ManifestBlobUnknown(d.digest.to_string()))?;
             if size != d.size {
                 return Err(RegistryError::ManifestInvalid(format!(
@@ -67,13 +67,10 @@ impl Registry {
                     d.digest, d.size
                 )));
             }
-            let held_here = self.blobs.size(&d.digest).await?.is_some();
-            if held_here {
-                // The pin ends with this request, but the entry may commit later (a
-                // timeout, a client gone): the touch keeps the sweep off the blob for the
-                // grace from now too.
-                self.blobs.touch(&d.digest).await?;
-            }
+            // Held here if stored once marked. The pin ends with this request, but the
+            // entry may commit later (a timeout, a client gone): the mark keeps the sweep
+            // off the blob for the grace from now too, on every node of the region.
+            let held_here = self.blobs.touch(&d.digest).await?;
             blobs.push(BlobRef { digest: d.digest.clone(), size, held_here });
         }
         for child in &parsed.children {

@@ -2,6 +2,7 @@
 //! client asked (fetch-through, streamed while stored) or because a manifest referenced
 //! them (the background queue). One transfer per blob, however many wait for it.
 
+pub mod relay;
 pub mod transfer;
 mod worker;
 
@@ -32,6 +33,7 @@ pub struct Replicator {
     recorder: mpsc::UnboundedSender<Digest>,
     throttle: RegionThrottle,
     /// Smoothed round-trip time to each region, measured continuously.
+    /// Smoothed round trip per peer node, by its advertised gRPC address.
     rtt: Mutex<HashMap<String, Duration>>,
     pub stats: Arc<ReplicationCounters>,
     /// Bytes landed here per source region, for usage metering.
@@ -74,19 +76,21 @@ impl Replicator {
         })
     }
 
-    pub fn rtt_of(&self, region: &str) -> Option<Duration> {
-        self.rtt.lock().unwrap_or_else(|p| p.into_inner()).get(region).copied()
+    /// The round trip to the node advertising `grpc_addr`; `None`: not measured, or unreachable.
+    pub fn rtt_of(&self, grpc_addr: &str) -> Option<Duration> {
+        self.rtt.lock().unwrap_or_else(|p| p.into_inner()).get(grpc_addr).copied()
     }
 
-    fn record_rtt(&self, region: &str, sample: Duration) {
+    fn record_rtt(&self, region: &str, grpc_addr: &str, sample: Duration) {
         let mut rtt = self.rtt.lock().unwrap_or_else(|p| p.into_inner());
-        let smoothed = match rtt.get(region) {
+        let smoothed = match rtt.get(grpc_addr) {
             // Exponentially weighted: one slow probe does not reorder the sources.
             Some(old) => old.mul_f64(0.7) + sample.mul_f64(0.3),
             None => sample,
         };
-        rtt.insert(region.to_string(), smoothed);
-        metrics::gauge!("meridian_region_rtt_seconds", "region" => region.to_string()).set(smoothed.as_secs_f64());
+        rtt.insert(grpc_addr.to_string(), smoothed);
+        metrics::gauge!("meridian_region_rtt_seconds", "region" => region.to_string(), "node" => grpc_addr.to_string())
+            .set(smoothed.as_secs_f64());
     }
 
     fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Transfer>>> {
@@ -101,20 +105,47 @@ impl Replicator {
         &self.blobs
     }
 
-    /// Regions holding `digest`, other than this one, with their gRPC addresses.
+    /// Whether this node fetches `digest` for its region in the background. A region's
+    /// nodes share one store, so one copy serves them all: of the region's nodes this node
+    /// can reach (its RTT probe answers) and itself, the one whose id hashes highest with
+    /// the digest fetches it (rendezvous hashing). Every node of the region comes to the
+    /// same choice, so each blob is fetched once per region and the work spreads over its
+    /// nodes; a node that stops answering hands its share to the others within a probe
+    /// interval. (Until the first probes, each node fetches what it is asked to.)
+    pub fn fetches_for_region(&self, digest: &Digest) -> bool {
+        self.region_fetcher(digest).is_none()
+    }
+
+    /// The other node of this region that fetches `digest` for it (see
+    /// `fetches_for_region`); `None`: this node does.
+    pub fn region_fetcher(&self, digest: &Digest) -> Option<crate::meta::types::NodeInfo> {
+        let me = self.meta.node_id();
+        let region = &self.meta.me().region;
+        let key = digest.to_string();
+        self.meta
+            .members()
+            .into_iter()
+            .filter(|m| m.node_id == me || (&m.info.region == region && self.rtt_of(&m.info.grpc_addr).is_some()))
+            .max_by_key(|m| (rendezvous_score(&key, m.node_id), m.node_id))
+            .filter(|m| m.node_id != me)
+            .map(|m| m.info)
+    }
+
+    /// The nodes that can serve `digest`: every node of every other region holding it (a
+    /// region's nodes share its store, so any of them serves the region's copy). A
+    /// transfer tries them in order and resumes from the next when one fails.
     pub fn holders(&self, digest: &Digest) -> Vec<Holder> {
         let Ok(Some(location)) = self.store.blob_location(digest) else { return Vec::new() };
         let me = &self.meta.me().region;
-        let members = self.meta.members();
-        let mut holders: Vec<Holder> = location
-            .regions
-            .iter()
-            .filter(|r| *r != me)
-            .filter_map(|r| members.iter().find(|m| &m.info.region == r))
-            .map(|m| Holder { region: m.info.region.clone(), grpc_addr: m.info.grpc_addr.clone() })
+        let mut holders: Vec<Holder> = self
+            .meta
+            .members()
+            .into_iter()
+            .filter(|m| &m.info.region != me && location.regions.contains(&m.info.region))
+            .map(|m| Holder { region: m.info.region, grpc_addr: m.info.grpc_addr })
             .collect();
-        // Nearest first; regions not measured yet (or unreachable) last.
-        holders.sort_by_key(|h| self.rtt_of(&h.region).unwrap_or(Duration::MAX));
+        // Nearest first; nodes not measured yet (or unreachable) last.
+        holders.sort_by_key(|h| self.rtt_of(&h.grpc_addr).unwrap_or(Duration::MAX));
         holders
     }
 
@@ -241,14 +272,54 @@ pub async fn measure_rtt(rep: Arc<Replicator>, mut shutdown: tokio::sync::watch:
             req.set_timeout(Duration::from_secs(2));
             let start = std::time::Instant::now();
             if ForwardServiceClient::new(channel).identify(req).await.is_ok() {
-                rep.record_rtt(&m.info.region, start.elapsed());
+                rep.record_rtt(&m.info.region, &m.info.grpc_addr, start.elapsed());
             } else {
-                rep.rtt.lock().unwrap_or_else(|p| p.into_inner()).remove(&m.info.region);
+                rep.rtt.lock().unwrap_or_else(|p| p.into_inner()).remove(&m.info.grpc_addr);
             }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// FNV-1a over the digest and a node id: stable across processes and versions, so every
+/// node of a region ranks the same way.
+fn rendezvous_score(digest: &str, node: u64) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in digest.bytes().chain(node.to_be_bytes()) {
+        hash ^= byte as u64;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    // FNV's low bits mix poorly for inputs that differ only at the end: finish with a
+    // multiply-xorshift so node ids 1, 2, 3 do not rank in one fixed order.
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^ (hash >> 33)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rendezvous_score;
+
+    /// Each of a region's nodes fetches a fair share, and the choice among the others
+    /// stays put when one node leaves (only the leaver's share moves).
+    #[test]
+    fn rendezvous_spreads_blobs_and_moves_only_a_leavers_share() {
+        let digests: Vec<String> = (0..3000).map(|i| format!("sha256:{i:064x}")).collect();
+        let owner = |d: &str, nodes: &[u64]| *nodes.iter().max_by_key(|&&n| (rendezvous_score(d, n), n)).unwrap();
+        let three = [4u64, 5, 6];
+        for node in three {
+            let share = digests.iter().filter(|d| owner(d, &three) == node).count();
+            assert!((800..1200).contains(&share), "node {node} fetches {share} of 3000");
+        }
+        for d in &digests {
+            let before = owner(d, &three);
+            let after = owner(d, &[4, 6]);
+            if before != 5 {
+                assert_eq!(before, after, "{d} moved though its node stayed");
+            }
         }
     }
 }

@@ -76,6 +76,11 @@ pub async fn run_replication_worker(rep: Arc<Replicator>, mut shutdown: tokio::s
                         let _ = rep.recorder.send(digest);
                         continue;
                     }
+                    // Another node of this region fetches it (its region-wide store
+                    // then holds it for this node too).
+                    if !rep.fetches_for_region(&digest) {
+                        continue;
+                    }
                     let due = retries.lock().map(|r| r.get(&digest).is_none_or(|x| x.next <= Instant::now())).unwrap_or(true);
                     if !due {
                         continue;

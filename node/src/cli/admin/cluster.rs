@@ -39,17 +39,21 @@ pub enum RegionCommand {
         #[arg(long)]
         learner: bool,
     },
-    /// Remove a region from the cluster (refused while it holds a blob's only copy).
+    /// Remove a region's node from the cluster; the last node of a region takes the region
+    /// with it and is refused while the region holds a blob's only copy.
     Remove {
         /// The region's name.
         name: String,
+        /// Which node, when the region has several (`region list` shows their ids).
+        #[arg(long)]
+        node: Option<u64>,
     },
     /// Copy every blob the region alone holds to the leader's region, so it can be removed.
     Drain {
         /// The region's name.
         name: String,
     },
-    /// List the cluster's regions.
+    /// List the cluster's regions, each with its nodes.
     List,
 }
 
@@ -93,8 +97,8 @@ pub async fn run_region(admin: &Admin, cmd: RegionCommand, json: bool) -> Result
                 steps_text(&reply.steps)
             })
         }
-        RegionCommand::Remove { name } => {
-            let req = admin.request(RemoveRegionRequest { name: name.clone() });
+        RegionCommand::Remove { name, node } => {
+            let req = admin.request(RemoveRegionRequest { name: name.clone(), node_id: node.unwrap_or(0) });
             let reply = call(LONG_CALL_TIMEOUT, client.remove_region(req)).await?;
             Ok(if json { pretty(&remove_json(&name, &reply)) } else { render_remove(&name, &reply) })
         }
@@ -204,6 +208,7 @@ fn region_json(r: &RegionInfo) -> Value {
         "last_applied": r.last_applied,
         "lag": r.lag,
         "reachable": r.reachable,
+        "shared_store": r.shared_store,
     })
 }
 
@@ -445,6 +450,7 @@ mod tests {
             last_applied: 1000 - lag,
             lag,
             reachable,
+            shared_store: String::new(),
         }
     }
 
