@@ -120,6 +120,11 @@ struct Opts {
         default_value = "http://127.0.0.1:5000"
     )]
     url: String,
+    /// blob-pull: base URLs the measured GETs go to instead of --url, comma-separated;
+    /// client i uses the (i mod n)th, as a load balancer in front of several nodes of a
+    /// region would spread them (setup still pushes through --url).
+    #[arg(long, global = true)]
+    pull_urls: Option<String>,
     /// Number of concurrent clients (each runs one op at a time).
     #[arg(short = 'c', long, global = true, default_value_t = 1)]
     concurrency: usize,
@@ -372,6 +377,8 @@ struct Ctx {
     layers: usize,
     verify: bool,
     payload: Payload,
+    /// blob-pull: where the measured GETs go (`--pull-urls`, or `base`).
+    pull_bases: Vec<String>,
     /// blob-pull: digests of pre-pushed blobs.
     pull_digests: Vec<String>,
     /// manifest-get: tag and digest of the pre-pushed manifest.
@@ -500,16 +507,20 @@ impl Ctx {
         Ok((total + mlen, mdigest))
     }
 
-    async fn pull_blob(&self, digest: &str) -> Result<u64> {
-        self.pull_blob_of_size(digest, self.size).await
+    async fn pull_blob(&self, base: &str, digest: &str) -> Result<u64> {
+        self.pull_blob_from(base, digest, self.size).await
     }
 
-    /// GET one blob, streaming the body; errors unless it has `size` bytes (and, with
-    /// --verify, hashes to `digest`).
     async fn pull_blob_of_size(&self, digest: &str, size: u64) -> Result<u64> {
+        self.pull_blob_from(&self.base, digest, size).await
+    }
+
+    /// GET one blob from the registry at `base`, streaming the body; errors unless it has
+    /// `size` bytes (and, with --verify, hashes to `digest`).
+    async fn pull_blob_from(&self, base: &str, digest: &str, size: u64) -> Result<u64> {
         let resp = self
             .client
-            .get(format!("{}/v2/{}/blobs/{}", self.base, self.repo, digest))
+            .get(format!("{}/v2/{}/blobs/{}", base, self.repo, digest))
             .send()
             .await
             .context("GET blob")?;
@@ -624,7 +635,8 @@ impl Ctx {
             Scenario::BlobPush => Ok(self.push_unique_blob(w).await?.1),
             Scenario::BlobPull => {
                 let d = &self.pull_digests[(w.id + seq as usize) % self.pull_digests.len()];
-                self.pull_blob(d).await
+                let base = &self.pull_bases[w.id % self.pull_bases.len()];
+                self.pull_blob(base, d).await
             }
             Scenario::ImagePush => {
                 let tag = format!("b{:x}-{}-{}", w.run_id, w.id, w.counter);
@@ -794,9 +806,17 @@ async fn check_reachable(client: &Client, base: &str) -> Result<()> {
 
 impl Ctx {
     fn new(scenario: Scenario, client: Client, base: String, repo: String, size: u64, o: &Opts) -> Result<Ctx> {
+        let pull_bases = match &o.pull_urls {
+            Some(list) => list.split(',').map(|u| u.trim().trim_end_matches('/').to_string()).filter(|u| !u.is_empty()).collect(),
+            None => vec![base.clone()],
+        };
+        if pull_bases.is_empty() || pull_bases.iter().any(|u| !u.starts_with("http://")) {
+            bail!("--pull-urls must list plain http:// URLs");
+        }
         Ok(Ctx {
             scenario,
             client,
+            pull_bases,
             base,
             repo,
             size,

@@ -410,3 +410,30 @@ async fn region_wiped_and_rejoined() {
     }
     s.finish().await;
 }
+
+/// A region of two nodes on one object store (`eu`, its blobs in a Garage bucket), with
+/// workload clients on both: one of its nodes is killed (SIGKILL) every few seconds and
+/// restarted on its data. The region keeps serving through the other node; nothing
+/// acknowledged is lost and every region converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_node_killed_repeatedly() {
+    let opts = ClusterOptions::new(3).names(&["us", "eu", "ap"]).s3_regions(&["eu"]);
+    let mut s = Scenario::start("region_node_killed_repeatedly", 1014, Duration::from_secs(16), BIN, opts).await;
+    let second = s.cluster.spawn_region_node("eu", "eu");
+    s.cluster.wait_ready(second).await;
+    s.live.push(second);
+    s.fault(format!("second node of eu up (node {})", s.cluster[second].node_id));
+    s.start_workload();
+    let eu_nodes = [s.cluster.index_of("eu"), second];
+    while s.running() {
+        s.pause_ms(1500, 3000).await;
+        let victim = eu_nodes[s.rng.random_range(0..2)];
+        let id = s.cluster[victim].node_id;
+        s.fault(format!("kill -9 eu node {id}"));
+        s.cluster.kill9(victim);
+        s.pause_ms(1000, 3000).await;
+        s.cluster.restart(victim).await;
+        s.fault(format!("eu node {id} restarted"));
+    }
+    s.finish().await;
+}

@@ -38,16 +38,17 @@ async fn patch(url: &str, start: usize, chunk: &[u8]) -> reqwest::Response {
         .expect("PATCH")
 }
 
-/// A cluster of `us` (filesystem) and `eu` (Garage), plus a second node of `eu` on the same
-/// prefix, all voters. Returns the cluster and the indexes of us, eu's first and second node.
+/// A cluster of `us` and `ap` (filesystem) and `eu` (Garage), plus a second node of `eu`
+/// on the same prefix, all voters. Returns the cluster and the indexes of us, eu's first
+/// and second node (ap is index 2).
 async fn two_node_region() -> (Cluster, usize, usize, usize) {
     // Copies between regions capped at 8 MiB/s, so a 16 MiB layer is still arriving
     // while clients ask for it.
-    let opts = ClusterOptions::new(2).names(&["us", "eu"]).s3_regions(&["eu"]).env("MERIDIAN_REPLICATION_BANDWIDTH_LIMIT", "8388608");
+    let opts = ClusterOptions::new(3).names(&["us", "eu", "ap"]).s3_regions(&["eu"]).env("MERIDIAN_REPLICATION_BANDWIDTH_LIMIT", "8388608");
     let mut c = Cluster::start_with(opts).await;
     let eu2 = c.spawn_region_node("eu", "eu");
     c.wait_ready(eu2).await;
-    let names: Vec<String> = ["us", "eu", "eu"].iter().map(|s| s.to_string()).collect();
+    let names: Vec<String> = ["us", "eu", "ap", "eu"].iter().map(|s| s.to_string()).collect();
     c.wait_voters(&names, Duration::from_secs(30)).await;
     // The region's nodes share out the copying once they have measured each other (RTT
     // probes every 2 s).
@@ -70,12 +71,12 @@ async fn two_nodes_of_a_region_serve_one_endpoint() {
     let regions = c.admin_json_at(us, &["region", "list"]).await;
     let rows = regions["regions"].as_array().expect("regions").clone();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap_or("")).collect();
-    assert_eq!(names, ["eu", "eu", "us"], "nodes grouped by region: {regions}");
-    assert_ne!(rows[0]["node_id"], rows[1]["node_id"]);
-    let store = rows[0]["shared_store"].as_str().unwrap_or("");
+    assert_eq!(names, ["ap", "eu", "eu", "us"], "nodes grouped by region: {regions}");
+    assert_ne!(rows[1]["node_id"], rows[2]["node_id"]);
+    let store = rows[1]["shared_store"].as_str().unwrap_or("");
     assert!(store.starts_with("s3://") && store.contains("/eu at http://"), "eu's store: {regions}");
-    assert_eq!(rows[1]["shared_store"], rows[0]["shared_store"]);
-    assert_eq!(rows[2]["shared_store"], "", "us keeps blobs on its disk");
+    assert_eq!(rows[2]["shared_store"], rows[1]["shared_store"]);
+    assert_eq!(rows[3]["shared_store"], "", "us keeps blobs on its disk");
 
     // A chunked upload whose every request goes to the other node.
     let layer = oci::test_bytes("two-node-layer", 6 << 20);
@@ -104,8 +105,9 @@ async fn two_nodes_of_a_region_serve_one_endpoint() {
     let manifest = oci::to_bytes(&oci::image_manifest(&config, &[layer_desc]));
     oci::push_manifest(&c[eu2], REPO, "v1", OCI_MANIFEST, &manifest).await;
 
-    // Byte-identical pulls from both nodes, and from us (fetched through from the bucket).
-    for i in [eu1, eu2, us] {
+    // Byte-identical pulls from both nodes, and from us and ap at once (fetched through
+    // from the bucket).
+    for i in [eu1, eu2, us, 2] {
         oci::assert_manifest_content(&c[i], REPO, "v1", OCI_MANIFEST, &manifest).await;
         oci::assert_blob_content(&c[i], REPO, &layer_digest, &layer).await;
         oci::assert_blob_content(&c[i], REPO, &config.digest, br#"{"two":"nodes"}"#).await;
@@ -151,6 +153,7 @@ async fn two_nodes_of_a_region_serve_one_endpoint() {
         assert_eq!(status, 200, "through {}", c[node].node_id);
         assert!(body == big, "the layer through node {} differs", c[node].node_id);
     }
+    oci::assert_blob_content(&c[2], REPO, &big_layer.digest, &big).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !(oci::holds_blob(&c[eu1], &big_layer.digest) && oci::holds_blob(&c[eu1], &big_config.digest)) {
         assert!(Instant::now() < deadline, "the image did not land in eu's bucket");
@@ -235,7 +238,7 @@ async fn a_region_takes_only_nodes_on_its_store_and_removes_them_one_by_one() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let regions = c.regions_at(us).await.expect("region list");
-    assert_eq!(regions.len(), 3, "{regions:?}");
+    assert_eq!(regions.len(), 4, "{regions:?}");
     c.kill9(wrong_prefix);
     c.kill9(own_disk);
 
@@ -251,15 +254,21 @@ async fn a_region_takes_only_nodes_on_its_store_and_removes_them_one_by_one() {
     assert!(out.text().contains("1 node(s) of eu remain"), "{out}");
     let regions = c.regions_at(us).await.expect("region list");
     let names: Vec<&str> = regions.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["eu", "us"], "{regions:?}");
+    assert_eq!(names, ["ap", "eu", "us"], "{regions:?}");
     for d in blob_digests(&image) {
         let (status, _) = oci::get_blob(&c[eu1], REPO, &d).await.expect("GET through eu1");
         assert_eq!(status, 200);
     }
 
-    // With one node left, `region remove eu` means the region (no --node needed), under
-    // the region's rules: here, that the leader would be left without a peer.
+    // With one node left, `region remove eu` means the region (no --node needed), and
+    // the drain rule holds: a layer just pushed there (still being copied out at 8 MiB/s)
+    // has its only copy in eu.
+    let layer = oci::test_bytes("removal-sole-copy", 32 << 20);
+    let config = oci::push_blob_desc(&c[eu1], REPO, oci::OCI_CONFIG, br#"{"sole":"copy"}"#).await;
+    let layer = oci::push_blob_desc(&c[eu1], REPO, oci::OCI_LAYER, &layer).await;
+    let manifest = oci::to_bytes(&oci::image_manifest(&config, &[layer]));
+    oci::push_manifest(&c[eu1], REPO, "sole", OCI_MANIFEST, &manifest).await;
     let out = c.admin_at(us, &["region", "remove", "eu"]).await;
     assert_ne!(out.code, 0, "{out}");
-    assert!(!out.text().contains("--node") && out.text().contains("would leave 1 voter"), "{out}");
+    assert!(!out.text().contains("--node") && out.text().contains("region drain eu"), "{out}");
 }

@@ -277,9 +277,13 @@ impl OpenUploads {
         Ok(OpenUploads { dir })
     }
 
+    /// Records an open upload: written whole under a temporary name, then renamed, so a
+    /// crash never leaves a torn entry under an entry's name.
     fn enter(&self, key: &ObjectPath, id: &MultipartId) -> std::io::Result<PathBuf> {
-        let entry = self.dir.join(uuid::Uuid::new_v4().to_string());
-        std::fs::write(&entry, format!("{key}\n{id}\n"))?;
+        let name = uuid::Uuid::new_v4().to_string();
+        let (temp, entry) = (self.dir.join(format!(".tmp-{name}")), self.dir.join(name));
+        std::fs::write(&temp, format!("{key}\n{id}\n"))?;
+        std::fs::rename(&temp, &entry)?;
         Ok(entry)
     }
 
@@ -293,9 +297,13 @@ impl OpenUploads {
     async fn abort_left_over(&self, s3: &AmazonS3) -> std::io::Result<()> {
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
-            let text = std::fs::read_to_string(&path)?;
+            // An entry that cannot be read as one (a temporary file a crash left, a
+            // damaged one) names no upload this node can abort: dropped, with a word, so
+            // it never blocks a start. The bucket's lifecycle rule covers such uploads.
+            let text = std::fs::read(&path).ok().and_then(|b| String::from_utf8(b).ok()).unwrap_or_default();
             let mut lines = text.lines();
-            let (Some(key), Some(id)) = (lines.next(), lines.next()) else {
+            let (Some(key), Some(id)) = (lines.next().filter(|k| !k.is_empty()), lines.next().filter(|i| !i.is_empty())) else {
+                tracing::warn!(entry = %path.display(), "dropping an unreadable entry of the open-upload ledger");
                 self.leave(&path);
                 continue;
             };

@@ -530,7 +530,7 @@ mod tests {
         assert_eq!(
             region_json(&r),
             json!({"name": "us", "node_id": 2, "role": "voter", "http_addr": "us.example:5000",
-                   "grpc_addr": "us.example:6000", "last_applied": 997, "lag": 3, "reachable": true})
+                   "grpc_addr": "us.example:6000", "last_applied": 997, "lag": 3, "reachable": true, "shared_store": ""})
         );
         let add = add_json(&AddRegionReply { region: None, steps: vec!["a".into()] });
         assert_eq!(add, json!({"steps": ["a"], "region": null}));
