@@ -105,3 +105,36 @@ write_section() { # file name section_file
   fi
   mv "$file.tmp" "$file"
 }
+
+start_garage() { # a single-node Garage on $GARAGE_S3/$GARAGE_RPC/$GARAGE_ADMIN with bucket
+  # `meridian`, data under $TMP/garage; sets KEY_ID, SECRET, GARAGE_PID and garage_version
+  KEY_ID="GK$(openssl rand -hex 12)"
+  SECRET="$(openssl rand -hex 32)"
+  mkdir -p "$TMP/garage"
+  cat >"$TMP/garage/garage.toml" <<EOF
+metadata_dir = "$TMP/garage/meta"
+data_dir = "$TMP/garage/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "$GARAGE_RPC"
+rpc_public_addr = "$GARAGE_RPC"
+rpc_secret = "$(openssl rand -hex 32)"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "$GARAGE_S3"
+root_domain = ".s3.garage.localhost"
+[admin]
+api_bind_addr = "$GARAGE_ADMIN"
+EOF
+  log "starting Garage on $GARAGE_S3"
+  GARAGE_DEFAULT_ACCESS_KEY="$KEY_ID" GARAGE_DEFAULT_SECRET_KEY="$SECRET" GARAGE_DEFAULT_BUCKET=meridian RUST_LOG=garage=warn \
+    "$GARAGE_BIN" -c "$TMP/garage/garage.toml" server --single-node --default-bucket >"$TMP/garage/log" 2>&1 &
+  GARAGE_PID=$!
+  STARTED+=("$GARAGE_PID")
+  for _ in $(seq 1 300); do
+    "$GARAGE_BIN" -c "$TMP/garage/garage.toml" bucket info meridian >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  "$GARAGE_BIN" -c "$TMP/garage/garage.toml" bucket info meridian >/dev/null || { log "Garage did not come up"; tail "$TMP/garage/log" >&2; exit 1; }
+  garage_version="$("$GARAGE_BIN" --version 2>/dev/null | head -1)"
+}

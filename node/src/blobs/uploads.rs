@@ -46,32 +46,45 @@ pub struct SessionState {
 
 pub type SessionHandle = Arc<tokio::sync::Mutex<SessionState>>;
 
-/// A session id: `<node id>-<uuid>`, naming the node that owns the session. A session's
-/// running hash and staged bytes live on that node, so another node of the region passes
-/// the session's requests on to it (`api/upload_forward.rs`). Ids from before several
-/// nodes per region are a bare UUID: this node's own.
+/// A session id names the node that owns the session: a session's running hash and
+/// staged bytes live on that node, so another node of the region passes the session's
+/// requests on to it (`api/upload_forward.rs`). The id stays a UUID (clients see it as
+/// `Docker-Upload-UUID`): a version-8 UUID whose first 48 bits are the node id and the
+/// other 74 free bits random. A version-4 id (sessions from before several nodes per
+/// region, or from a node whose id does not fit in 48 bits) names no node: this node's own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionId {
-    /// The owning node; `None` for a bare UUID.
+    /// The owning node; `None` when the id names none.
     pub node: Option<u64>,
 }
 
+/// Node ids a session id can carry.
+const NODE_BITS: u32 = 48;
+
 impl SessionId {
     pub fn new_for(node: u64) -> String {
-        format!("{node}-{}", uuid::Uuid::new_v4())
+        if node >> NODE_BITS != 0 {
+            return uuid::Uuid::new_v4().to_string();
+        }
+        let mut bytes: [u8; 16] = rand::random();
+        bytes[..6].copy_from_slice(&node.to_be_bytes()[2..]);
+        bytes[6] = 0x80 | (bytes[6] & 0x0f); // version 8
+        bytes[8] = 0x80 | (bytes[8] & 0x3f); // RFC 9562 variant
+        uuid::Uuid::from_bytes(bytes).to_string()
     }
 
     /// `None` for anything this registry did not generate (it never touches a path).
     pub fn parse(id: &str) -> Option<SessionId> {
-        if uuid::Uuid::parse_str(id).is_ok() && id.len() == 36 {
-            return Some(SessionId { node: None });
-        }
-        let (node, rest) = id.split_once('-')?;
-        let node_ok = !node.is_empty() && node.len() <= 20 && node.bytes().all(|b| b.is_ascii_digit());
-        if !node_ok || rest.len() != 36 || uuid::Uuid::parse_str(rest).is_err() {
+        if id.len() != 36 {
             return None;
         }
-        Some(SessionId { node: Some(node.parse().ok()?) })
+        let uuid = uuid::Uuid::parse_str(id).ok()?;
+        if uuid.get_version_num() != 8 {
+            return Some(SessionId { node: None });
+        }
+        let mut node = [0u8; 8];
+        node[2..].copy_from_slice(&uuid.as_bytes()[..6]);
+        Some(SessionId { node: Some(u64::from_be_bytes(node)) })
     }
 }
 
@@ -249,5 +262,27 @@ impl SessionState {
         self.hasher = Some(hasher);
         self.offset += written;
         self.touched = SystemTime::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SessionId;
+
+    #[test]
+    fn session_ids_are_uuids_that_name_their_node() {
+        for node in [1u64, 7, 65_535, (1 << 48) - 1] {
+            let id = SessionId::new_for(node);
+            let uuid = uuid::Uuid::parse_str(&id).expect("a UUID");
+            assert_eq!(uuid.get_version_num(), 8);
+            assert_eq!(SessionId::parse(&id), Some(SessionId { node: Some(node) }));
+        }
+        assert_ne!(SessionId::new_for(3), SessionId::new_for(3));
+        let old = uuid::Uuid::new_v4().to_string();
+        assert_eq!(SessionId::parse(&old), Some(SessionId { node: None }), "an earlier session is this node's");
+        assert_eq!(SessionId::parse(&SessionId::new_for(1 << 50)), Some(SessionId { node: None }));
+        for bad in ["", "../../etc", "1-2", &format!("{old}x"), "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz"] {
+            assert_eq!(SessionId::parse(bad), None, "{bad:?}");
+        }
     }
 }
