@@ -1,7 +1,8 @@
 //! First start of a cluster: a token-signing key and an `admin` user, created by
 //! whichever node leads, once. The admin password comes from `MERIDIAN_ADMIN_PASSWORD`
-//! or is generated, printed once to the log and written to `<data_dir>/admin-password`
-//! (mode 0600) on the node that created it.
+//! or is generated and written to `<data_dir>/admin-password` (mode 0600) on the node that
+//! created it — never to the log, which journald or a log pipeline lets many people read;
+//! the log says where the file is.
 
 use super::{jwt, now_unix, password};
 use crate::meta::command::{Command, CommandResult};
@@ -61,12 +62,10 @@ async fn step(meta: &Meta, store: &Store, data_dir: &std::path::Path) -> Result<
             if generated {
                 let path = data_dir.join(ADMIN_PASSWORD_FILE);
                 write_owner_only(&path, &secret).map_err(|e| format!("writing {}: {e}", path.display()))?;
-                // Printed this once, as the operator's way in; never logged again.
                 tracing::warn!(
                     user = ADMIN_USER,
-                    password = %secret,
                     file = %path.display(),
-                    "created the admin user with a generated password (shown only now; also in the file, mode 0600)"
+                    "created the admin user with a generated password; it is in the file (mode 0600), and only there"
                 );
             } else {
                 tracing::info!(user = ADMIN_USER, "created the admin user with the password from {ADMIN_PASSWORD_ENV}");
