@@ -67,9 +67,15 @@ impl BlobStore for FsBlobStore {
         tokio::task::spawn_blocking(move || -> Result<(), BlobError> {
             let dir = target.parent().ok_or_else(|| std::io::Error::other("blob path has no parent"))?;
             std::fs::create_dir_all(dir)?;
-            if target.exists() {
-                std::fs::remove_file(&written)?;
-                return Ok(());
+            match std::fs::File::options().write(true).open(&target) {
+                // Already stored: keep that copy, marked used now (as `touch` does).
+                Ok(existing) => {
+                    existing.set_modified(std::time::SystemTime::now())?;
+                    std::fs::remove_file(&written)?;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
             }
             crate::failpoints::io("blob-rename")?;
             std::fs::rename(&written, &target)?;

@@ -484,8 +484,10 @@ impl BlobStore for S3BlobStore {
         let key = self.key(digest);
         // Two writers of one digest write the same bytes: whichever completes last
         // replaces an identical object, so only an existing one is worth skipping — and
-        // only once marked (a touch that finds it: see the module's note on sweeps).
-        if !self.touch(digest).await? {
+        // only once marked (a touch that finds it: see the module's note on sweeps). A new
+        // object needs no mark: its own write time is recent.
+        let kept = self.head(&key).await?.is_some() && self.touch(digest).await?;
+        if !kept {
             crate::failpoints::io("blob-rename")?;
             self.upload(staged, &key).await?;
         }

@@ -90,7 +90,9 @@ pub trait BlobStore: Send + Sync {
 
     /// Makes a staged file (fully written, fsynced and checked against `digest`) visible
     /// under `digest`, durably. When the blob is already stored (same digest, same bytes)
-    /// the staged copy is discarded.
+    /// the staged copy is discarded and the stored blob is marked used now, as `touch`
+    /// does (so a blob pushed again is kept for the upload grace from now); either way the
+    /// blob is stored, and recent, when this returns.
     async fn commit(&self, staged: &Path, digest: &Digest) -> Result<(), BlobError>;
 
     /// Takes a stored blob whose bytes no longer match its digest out of service (kept

@@ -92,14 +92,10 @@ impl Registry {
     }
 
     /// Records that `repo` may serve `digest` (after an upload or a mount), durably. The
-    /// link's time keeps the blob from garbage collection for the upload grace.
+    /// caller has just had the blob marked used — a commit does it, a mount touches — and
+    /// that mark keeps it from garbage collection for the upload grace (the sweep reads
+    /// it from the store: a file's time, an object in the bucket; one stat per blob).
     pub(super) async fn link_local(&self, repo: &str, digest: &Digest, size: u64) -> Result<()> {
-        // Garbage collection reads the link's time from the store's mark (a file's time, an
-        // object in the bucket): one stat per blob, no index.
-        if !self.blobs.touch(digest).await? {
-            // Removed by a sweep (of another node of the region) just before the mark.
-            return Err(RegistryError::BlobUnknown(digest.to_string()));
-        }
         self.blobs.link_repo(repo, digest, size).await?;
         let mut batch = rocksdb::WriteBatch::default();
         let link = LocalLink { size, linked_unix: proposer_clock() };
@@ -144,14 +140,13 @@ impl Registry {
             return Ok(false);
         }
         let _pin = self.blobs.pin(vec![digest.to_string()]);
-        match self.blobs.size(digest).await? {
-            Some(size) => match self.link_local(repo, digest, size).await {
-                Ok(()) => Ok(true),
-                // Gone meanwhile: the client uploads it instead.
-                Err(RegistryError::BlobUnknown(_)) => Ok(false),
-                Err(e) => Err(e),
-            },
-            None => Ok(false),
+        let Some(size) = self.blobs.size(digest).await? else { return Ok(false) };
+        // Gone by the time it is marked (a sweep of another node of the region): the
+        // client uploads it instead.
+        if !self.blobs.touch(digest).await? {
+            return Ok(false);
         }
+        self.link_local(repo, digest, size).await?;
+        Ok(true)
     }
 }

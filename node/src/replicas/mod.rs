@@ -32,8 +32,8 @@ pub struct Replicator {
     inflight: Mutex<HashMap<Digest, Arc<Transfer>>>,
     recorder: mpsc::UnboundedSender<Digest>,
     throttle: RegionThrottle,
-    /// Smoothed round-trip time to each region, measured continuously.
-    /// Smoothed round trip per peer node, by its advertised gRPC address.
+    /// Smoothed round trip per peer node, by its advertised gRPC address, measured
+    /// continuously.
     rtt: Mutex<HashMap<String, Duration>>,
     pub stats: Arc<ReplicationCounters>,
     /// Bytes landed here per source region, for usage metering.
@@ -112,23 +112,27 @@ impl Replicator {
     /// same choice, so each blob is fetched once per region and the work spreads over its
     /// nodes; a node that stops answering hands its share to the others within a probe
     /// interval. (Until the first probes, each node fetches what it is asked to.)
-    pub fn fetches_for_region(&self, digest: &Digest) -> bool {
-        self.region_fetcher(digest).is_none()
+    /// `members` is the membership as read once by a caller deciding for many digests.
+    pub fn fetches_for_region(&self, members: &[crate::meta::MemberView], digest: &Digest) -> bool {
+        self.fetcher_among(members, digest).is_none()
     }
 
     /// The other node of this region that fetches `digest` for it (see
     /// `fetches_for_region`); `None`: this node does.
     pub fn region_fetcher(&self, digest: &Digest) -> Option<crate::meta::types::NodeInfo> {
+        self.fetcher_among(&self.meta.members(), digest)
+    }
+
+    fn fetcher_among(&self, members: &[crate::meta::MemberView], digest: &Digest) -> Option<crate::meta::types::NodeInfo> {
         let me = self.meta.node_id();
         let region = &self.meta.me().region;
         let key = digest.to_string();
-        self.meta
-            .members()
-            .into_iter()
+        members
+            .iter()
             .filter(|m| m.node_id == me || (&m.info.region == region && self.rtt_of(&m.info.grpc_addr).is_some()))
             .max_by_key(|m| (rendezvous_score(&key, m.node_id), m.node_id))
             .filter(|m| m.node_id != me)
-            .map(|m| m.info)
+            .map(|m| m.info.clone())
     }
 
     /// The nodes that can serve `digest`: every node of every other region holding it (a

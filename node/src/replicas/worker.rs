@@ -55,6 +55,7 @@ pub async fn run_replication_worker(rep: Arc<Replicator>, mut shutdown: tokio::s
         }
         match rep.store().scan_prefix(CF_LOCAL_REPLICATION_QUEUE, b"", None, 256) {
             Ok(entries) => {
+                let members = rep.meta.members();
                 for (key, value) in entries {
                     let Some(digest_bytes) = key.get(1..) else { continue };
                     let Ok(digest) = Digest::parse(&String::from_utf8_lossy(digest_bytes)) else { continue };
@@ -78,7 +79,7 @@ pub async fn run_replication_worker(rep: Arc<Replicator>, mut shutdown: tokio::s
                     }
                     // Another node of this region fetches it (its region-wide store
                     // then holds it for this node too).
-                    if !rep.fetches_for_region(&digest) {
+                    if !rep.fetches_for_region(&members, &digest) {
                         continue;
                     }
                     let due = retries.lock().map(|r| r.get(&digest).is_none_or(|x| x.next <= Instant::now())).unwrap_or(true);
