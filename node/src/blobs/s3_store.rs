@@ -174,6 +174,14 @@ impl S3BlobStore {
         }
     }
 
+    /// Deletes `key`; one already gone counts as deleted.
+    async fn delete_if_present(&self, key: &ObjectPath) -> Result<(), object_store::Error> {
+        match within(SMALL_REQUEST_TIMEOUT, self.s3.delete(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Runs one of the store's requests to completion from a blocking method. On a
     /// runtime worker (a caller that did not move to a blocking thread) the worker is
     /// handed over to the runtime first, so the other tasks keep running.
@@ -547,10 +555,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn unlink_repo(&self, repo: &str, digest: &Digest) -> Result<(), BlobError> {
-        match within(SMALL_REQUEST_TIMEOUT, self.s3.delete(&self.link_key(repo, digest))).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.delete_if_present(&self.link_key(repo, digest)).await?)
     }
 
     fn stat(&self, digest: &Digest) -> std::io::Result<Option<StoredBlob>> {
@@ -612,19 +617,13 @@ impl BlobStore for S3BlobStore {
                     return Ok(None);
                 }
                 self.wait(within(SMALL_REQUEST_TIMEOUT, self.s3.delete(&aside))).map_err(io_error)?;
-                match self.wait(within(SMALL_REQUEST_TIMEOUT, self.s3.delete(&self.mark_key(digest)))) {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(io_error(e)),
-                }
+                self.wait(self.delete_if_present(&mark_key)).map_err(io_error)?;
                 // The repositories' links go with the blob (a crash before this leaves
                 // links that `repo_link` ignores, since the blob is gone).
                 let mut links = Vec::new();
                 self.for_each_listed(&self.links_of(digest), &mut |link| links.push(link.location))?;
                 for link in links {
-                    match self.wait(within(SMALL_REQUEST_TIMEOUT, self.s3.delete(&link))) {
-                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                        Err(e) => return Err(io_error(e)),
-                    }
+                    self.wait(self.delete_if_present(&link)).map_err(io_error)?;
                 }
                 Ok(Some(meta.size))
             })
@@ -656,10 +655,7 @@ impl BlobStore for S3BlobStore {
             return remove_file_if_present(&leftover.path);
         }
         let key = ObjectPath::from(leftover.path.to_string_lossy().as_ref());
-        match self.wait(within(SMALL_REQUEST_TIMEOUT, self.s3.delete(&key))) {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(io_error(e)),
-        }
+        self.wait(self.delete_if_present(&key)).map_err(io_error)
     }
 
     fn staging_path(&self, name: &str) -> PathBuf {
