@@ -19,6 +19,7 @@ pub mod meta;
 pub mod observability;
 pub mod registry;
 pub mod replicas;
+pub mod routing;
 pub mod usage;
 
 use crate::blobs::uploads::UploadSessions;
@@ -37,6 +38,10 @@ const UPLOAD_SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = observability::init_metrics()?;
     let tls_files = config.tls_files()?;
+    // Checked before anything starts: a bad URL or CIDR is a configuration error, not a
+    // surprise on the first routed pull.
+    config.public_url()?;
+    let routing_table = routing::RoutingTable::new(config.routing_table()?);
     let grpc_tls = match config.grpc_tls_files()? {
         Some((cert, key, ca)) => Some(cluster::tls::GrpcTls::load(&cert, &key, &ca).context("loading gRPC TLS files")?),
         None => None,
@@ -69,6 +74,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.replication_bandwidth_limit,
         usage.clone(),
     );
+    let routing = Arc::new(routing::NearestRegion::new(routing_table, meta.clone(), store.clone(), replicator.clone()));
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let auth = auth::Auth::new(config.auth.clone(), store.clone(), tls_files.is_some());
     let bootstrap = tokio::spawn(auth::bootstrap::ensure_identities(
@@ -129,9 +135,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let (config, meta, shutdown) = (config.clone(), meta.clone(), shutdown_rx.clone());
         let grpc_replicator = replicator.clone();
         let uploads = Arc::new(api::upload_forward::ForwardedUploads { registry: registry.clone() });
+        let routing = routing.clone();
         tokio::spawn(async move {
             if let Err(e) =
-                cluster::serve_grpc(&config, grpc_listener, meta, grpc_replicator, lifecycle, uploads, grpc_tls, shutdown).await
+                cluster::serve_grpc(&config, grpc_listener, meta, grpc_replicator, lifecycle, uploads, routing, grpc_tls, shutdown).await
             {
                 tracing::error!(error = %e, listen = %config.grpc_listen, "gRPC server failed");
             }
@@ -141,7 +148,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let rtt_prober = tokio::spawn(replicas::measure_rtt(replicator.clone(), shutdown_rx.clone()));
     let joiner = (!config.join.is_empty()).then(|| tokio::spawn(cluster::join_cluster(config.clone(), meta.clone(), shutdown_rx.clone())));
 
-    let app = api::app(api::AppState { registry, auth, meta: meta.clone(), metrics, started });
+    let app = api::app(api::AppState { registry, auth, meta: meta.clone(), metrics, started, routing });
     let tcp = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

@@ -86,6 +86,33 @@ pub async fn get(registry: &Registry, name: &str, digest: &str, headers: &Header
     Ok(resp)
 }
 
+/// The redirect to the region nearest `client` for a blob `GET`, when the routing table
+/// maps the client to another region that is up and holds the blob (see `routing`).
+/// `None` — serve here — for everything else, including a blob this repository does not
+/// have (the normal path answers that with its own error).
+pub async fn to_nearest_region(
+    registry: &Registry,
+    routing: &crate::routing::NearestRegion,
+    name: &str,
+    digest: &str,
+    client: Option<std::net::IpAddr>,
+    grant: Option<String>,
+) -> Option<Response> {
+    let digest = parse_digest(digest).ok()?;
+    let target = routing.redirect(client, &digest)?;
+    registry.blob_size(name, &digest).await.ok()?;
+    metrics::counter!("meridian_routing_redirects_total", "region" => target.region.clone()).increment(1);
+    let mut resp = empty(StatusCode::TEMPORARY_REDIRECT);
+    // The client's credentials do not follow it to another host; the grant does.
+    let mut location = format!("{}/v2/{name}/blobs/{digest}", target.base_url);
+    if let Some(grant) = grant {
+        location.push_str(&format!("?{}={grant}", crate::auth::blob_grant::GRANT_PARAM));
+    }
+    resp.headers_mut().insert(header::LOCATION, hv(&location));
+    resp.headers_mut().insert("docker-content-digest", hv(&digest.to_string()));
+    Some(resp)
+}
+
 fn blob_headers(h: &mut HeaderMap, digest: &meridian_replication::Digest, len: u64) {
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));

@@ -41,6 +41,8 @@ pub struct AppState {
     /// Set once this node has caught up with the cluster after starting
     /// (`meta::readiness::track_startup`).
     pub started: tokio::sync::watch::Receiver<bool>,
+    /// Nearest-region routing of blob pulls (`[routing]`).
+    pub routing: Arc<crate::routing::NearestRegion>,
 }
 
 pub type ApiResult = Result<Response, ApiError>;
@@ -134,6 +136,14 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
             return upload_forward::forward(registry, &owner, parts, body).await;
         }
     }
+    // Layer bytes for a client nearer another region come from that region's copy.
+    if let (Endpoint::Blob { name, digest }, &Method::GET) = (&endpoint, &parts.method) {
+        let client = parts.extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0 .0.ip());
+        let grant = allowed.caller.as_ref().and_then(|caller| state.auth.blob_grant(caller, name, digest));
+        if let Some(redirect) = blobs::to_nearest_region(registry, &state.routing, name, digest, client, grant).await {
+            return redirect;
+        }
+    }
     let query = allowed.query.as_deref().or(parts.uri.query());
     let linearizable = wants_linearizable(headers);
     if linearizable && matches!(endpoint, Endpoint::Manifest { .. } | Endpoint::Tags { .. }) {
@@ -207,6 +217,8 @@ struct Allowed {
     query: Option<String>,
     /// The caller's name for per-identity limits (`addr:<ip>` for callers without one).
     owner: String,
+    /// Who is calling (`None` for routes that need no authorization).
+    caller: Option<crate::auth::Caller>,
 }
 
 /// Checks the caller may do what `endpoint` asks.
@@ -215,16 +227,20 @@ fn authorize(auth: &Auth, endpoint: &Endpoint<'_>, parts: &axum::http::request::
     let peer = parts.extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0 .0.ip());
     let host = request_host(&parts.headers, &parts.uri);
     let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = auth.identify(authorization, host, peer)?;
+    let caller = match (blob_grant(endpoint, parts), authorization) {
+        // A redirected blob read: the grant in the URL stands for the caller's token.
+        (Some((grant, digest)), None) => auth.identify_grant(grant, digest, host)?,
+        _ => auth.identify(authorization, host, peer)?,
+    };
     auth.authorize(&caller, Need::Repo { name: endpoint.name(), actions }, host, parts.method.as_str(), parts.uri.path())?;
     if !matches!(endpoint, Endpoint::UploadStart { .. }) {
-        return Ok(Allowed::default());
+        return Ok(Allowed { caller: Some(caller), ..Allowed::default() });
     }
     let owner = match caller.subject() {
         Some(subject) => subject.to_string(),
         None => peer.map(|ip| format!("addr:{ip}")).unwrap_or_default(),
     };
-    let mut allowed = Allowed { query: None, owner };
+    let mut allowed = Allowed { query: None, owner, caller: Some(caller.clone()) };
     if let Some(q) = parts.uri.query() {
         let from = Query::parse(Some(q)).get("from").map(str::to_string);
         if from.is_some_and(|from| !auth.allows(&caller, Need::Repo { name: &from, actions: &[Action::Pull] })) {
@@ -236,6 +252,18 @@ fn authorize(auth: &Auth, endpoint: &Endpoint<'_>, parts: &axum::http::request::
         }
     }
     Ok(allowed)
+}
+
+/// The grant (`?grant=`) of a blob `GET`/`HEAD` that followed a nearest-region redirect,
+/// and the digest it must be for (see `auth::blob_grant`).
+fn blob_grant<'a>(endpoint: &Endpoint<'a>, parts: &'a axum::http::request::Parts) -> Option<(&'a str, &'a str)> {
+    let Endpoint::Blob { digest, .. } = endpoint else { return None };
+    if !matches!(parts.method, Method::GET | Method::HEAD) {
+        return None;
+    }
+    let query = parts.uri.query()?;
+    let grant = query.split('&').find_map(|pair| pair.strip_prefix(crate::auth::blob_grant::GRANT_PARAM)?.strip_prefix('='))?;
+    Some((grant, digest))
 }
 
 /// The actions a route needs on its repository (`None`: not a registry operation). As in

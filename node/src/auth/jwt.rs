@@ -25,6 +25,10 @@ pub struct Claims {
     pub sid: Option<String>,
     #[serde(default)]
     pub access: Vec<AccessEntry>,
+    /// A blob grant (see `auth::blob_grant`): the token is good for reading this one blob
+    /// only, given in a redirect URL, and never as a bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -113,6 +117,7 @@ mod tests {
             jti: "j".into(),
             sid: None,
             access: vec![AccessEntry { kind: "repository".into(), name: "a/b".into(), actions: vec!["pull".into()] }],
+            blob: None,
         };
         let t = sign(&claims, &key).unwrap();
         assert_eq!(verify(&t, &[key.clone()]).unwrap(), claims);

@@ -8,6 +8,7 @@
 //! identity or key change), so the hot path is a hash-map lookup and a revocation is
 //! honoured by the very next request after its entry is applied.
 
+pub mod blob_grant;
 pub mod bootstrap;
 pub mod jwt;
 pub mod limits;
@@ -366,9 +367,26 @@ impl Auth {
                 return Some(c.caller.clone());
             }
         }
+        let (caller, until) = self.verify_claims(token, None)?;
+        let mut cache = lock(&self.tokens);
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(token.to_string(), Cached { epoch, caller: caller.clone(), until });
+        Some(caller)
+    }
+
+    /// A signed token's caller and until when it holds, uncached. `blob` must be the
+    /// token's own `blob` claim: `None` for bearer tokens (a blob grant is refused there),
+    /// the requested digest for a blob grant.
+    fn verify_claims(&self, token: &str, blob: Option<&str>) -> Option<(Caller, u64)> {
+        let now = now_unix();
         let keys = self.store.signing_keys().ok()?;
         let claims = jwt::verify(token, &keys).ok()?;
         if claims.aud != self.cfg.service || claims.iss != self.cfg.service || now >= claims.exp || claims.nbf > now + LEEWAY_SECS {
+            return None;
+        }
+        if claims.blob.as_deref() != blob {
             return None;
         }
         // The subject (and a robot's secret) must still exist; what it may do now caps
@@ -384,13 +402,7 @@ impl Auth {
             .filter(|a| !a.actions.is_empty())
             .collect();
         let until = claims.exp.min(valid_until);
-        let caller = Caller::Token { identity, access, token_id: claims.jti };
-        let mut cache = lock(&self.tokens);
-        if cache.len() >= CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(token.to_string(), Cached { epoch, caller: caller.clone(), until });
-        Some(caller)
+        Some((Caller::Token { identity, access, token_id: claims.jti }, until))
     }
 
     /// Checks basic credentials: a user's password (argon2) or a robot token's secret
@@ -514,6 +526,7 @@ impl Auth {
             jti: password::random_secret(20),
             sid,
             access,
+            blob: None,
         };
         let token = jwt::sign(&claims, key).ok_or_else(|| AuthError::Internal("cannot sign a token".into()))?;
         Ok(IssuedToken { access_token: token.clone(), token, expires_in: ttl, issued_at: rfc3339(now) })
@@ -562,7 +575,7 @@ mod tests {
     use crate::meta::store::{auth_key, CF_SM_AUTH};
 
     /// A store holding one signing key and one admin user, as the state machine writes them.
-    fn store_with_key() -> (tempfile::TempDir, Store, crate::meta::records::SigningKey) {
+    pub(crate) fn store_with_key() -> (tempfile::TempDir, Store, crate::meta::records::SigningKey) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         let key = jwt::new_key("k1".into(), 1);
@@ -592,6 +605,7 @@ mod tests {
             jti: "j".into(),
             sid: None,
             access: vec![AccessEntry { kind: "repository".into(), name: "a/b".into(), actions: vec!["pull".into()] }],
+            blob: None,
         };
         let bearer = |c: jwt::Claims| format!("Bearer {}", jwt::sign(&c, &key).unwrap());
         let need = Need::Repo { name: "a/b", actions: &[Action::Pull] };

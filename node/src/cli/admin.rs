@@ -9,9 +9,10 @@
 //!
 //! Regions, leadership, snapshots, status and replication live in [`cluster`]; users in
 //! [`users`]; scope maps, robot tokens and signing keys in [`identities`]; garbage
-//! collection in [`lifecycle`].
+//! collection in [`lifecycle`]; public URLs and nearest-region routing in [`endpoints`].
 
 mod cluster;
+mod endpoints;
 mod identities;
 mod lifecycle;
 mod quotas;
@@ -91,6 +92,8 @@ pub enum AdminCommand {
     Snapshot,
     /// Show the cluster as the contacted node sees it.
     Status,
+    /// Every region's public registry URL, whether it is up, and the routing table.
+    Endpoints,
     /// Show how far blob replication has got.
     #[command(subcommand)]
     Replication(ReplicationCommand),
@@ -337,6 +340,7 @@ async fn execute(args: AdminArgs) -> Result<String, CliError> {
         AdminCommand::Leader(cmd) => cluster::run_leader(&admin, cmd, json).await,
         AdminCommand::Snapshot => cluster::run_snapshot(&admin, json).await,
         AdminCommand::Status => cluster::run_status(&admin, json).await,
+        AdminCommand::Endpoints => endpoints::run_endpoints(&admin, json).await,
         AdminCommand::Replication(cmd) => cluster::run_replication(&admin, cmd, json).await,
         AdminCommand::User(_) => {
             let prepared = user_call.take().ok_or_else(|| CliError::Usage("no user command".to_string()))?;

@@ -179,6 +179,7 @@ pub async fn add_region(svc: &AdminServiceImpl, req: AddRegionRequest) -> Result
         http_addr: identity.http_addr,
         grpc_addr: identity.grpc_addr,
         shared_store: identity.shared_store,
+        public_url: identity.public_url,
     };
     let mut steps = Vec::new();
     tokio::time::timeout(CATCH_UP_TIMEOUT, raft.add_learner(identity.node_id, info, true))

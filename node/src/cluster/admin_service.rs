@@ -41,6 +41,8 @@ pub struct AdminServiceImpl {
     pub meta: Meta,
     pub lifecycle: std::sync::Arc<crate::lifecycle::Lifecycle>,
     pub replicator: std::sync::Arc<crate::replicas::Replicator>,
+    /// Nearest-region routing: what `endpoints` reports.
+    pub routing: std::sync::Arc<crate::routing::NearestRegion>,
     pub token: Option<String>,
     pub allow_remote: bool,
     /// Longest election timeout: how long followers' leader leases last.
@@ -280,6 +282,28 @@ impl AdminService for AdminServiceImpl {
     async fn list_regions(&self, request: Request<Empty>) -> Result<Response<ListRegionsReply>, Status> {
         self.authorize(&request)?;
         Ok(Response::new(ListRegionsReply { regions: self.leader_view(&request).await }))
+    }
+
+    async fn endpoints(&self, request: Request<Empty>) -> Result<Response<EndpointsReply>, Status> {
+        self.authorize(&request)?;
+        let endpoints: Vec<EndpointInfo> = self
+            .routing
+            .endpoints()
+            .into_iter()
+            .map(|e| EndpointInfo { region: e.region, node_id: e.node_id, public_url: e.public_url, up: e.up, local: e.local })
+            .collect();
+        let routes = self
+            .routing
+            .table()
+            .rows()
+            .iter()
+            .map(|(network, region)| RouteInfo {
+                network: network.to_string(),
+                region: region.clone(),
+                unknown_region: !endpoints.iter().any(|e| &e.region == region),
+            })
+            .collect();
+        Ok(Response::new(EndpointsReply { region: self.meta.me().region.clone(), endpoints, routes }))
     }
 
     async fn transfer_leader(&self, request: Request<TransferLeaderRequest>) -> Result<Response<TransferLeaderReply>, Status> {

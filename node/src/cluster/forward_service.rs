@@ -80,6 +80,7 @@ impl ForwardService for ForwardServiceImpl {
             initialized,
             last_applied: self.meta.applied_index(),
             shared_store: me.shared_store.clone(),
+            public_url: me.public_url.clone(),
         }))
     }
 

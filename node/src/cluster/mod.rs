@@ -34,6 +34,7 @@ pub async fn serve_grpc(
     replicator: std::sync::Arc<crate::replicas::Replicator>,
     lifecycle: std::sync::Arc<crate::lifecycle::Lifecycle>,
     uploads: std::sync::Arc<dyn upload_forwarding::UploadHandler>,
+    routing: std::sync::Arc<crate::routing::NearestRegion>,
     tls: Option<tls::GrpcTls>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
@@ -49,6 +50,7 @@ pub async fn serve_grpc(
         meta,
         lifecycle,
         replicator: replicator.clone(),
+        routing,
         token: config.admin_token.clone(),
         allow_remote: config.admin_allow_remote,
         election_timeout_max: Duration::from_millis(config.raft.election_timeout_max_ms),

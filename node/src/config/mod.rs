@@ -30,6 +30,14 @@ pub struct Config {
     pub advertise_http_addr: Option<String>,
     /// gRPC address other regions use to reach this node (default: `grpc_listen`).
     pub advertise_grpc_addr: Option<String>,
+    /// The registry URL clients use to reach this region (`https://eu.registry.example.com`),
+    /// where blob pulls routed here are redirected (default: `http://` or, with
+    /// `tls_cert_file`, `https://` + the advertised registry address).
+    pub public_url: Option<String>,
+    /// Nearest-region routing of blob pulls: client network (CIDR) → region name. A blob
+    /// `GET` from a network mapped to another region that is up and holds the blob is
+    /// redirected (307) to that region's `public_url`.
+    pub routing: BTreeMap<String, String>,
     /// Mutual TLS on the gRPC links: this node's certificate chain (PEM), with
     /// `grpc_tls_key_file` and `grpc_tls_ca_file`; all three or none.
     pub grpc_tls_cert_file: Option<PathBuf>,
@@ -284,6 +292,8 @@ impl Default for Config {
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 6000)),
             advertise_http_addr: None,
             advertise_grpc_addr: None,
+            public_url: None,
+            routing: BTreeMap::new(),
             grpc_tls_cert_file: None,
             grpc_tls_key_file: None,
             grpc_tls_ca_file: None,
@@ -378,6 +388,43 @@ impl Config {
         self.advertise_grpc_addr.clone().unwrap_or_else(|| self.grpc_listen.to_string())
     }
 
+    /// The URL this region's clients reach it at: `public_url`, or one made of the
+    /// advertised registry address. Checked: an `http(s)://` URL with a host and no query.
+    pub fn public_url(&self) -> Result<String, ConfigError> {
+        let url = match &self.public_url {
+            Some(url) => url.trim().trim_end_matches('/').to_string(),
+            None => {
+                let scheme = if self.tls_cert_file.is_some() { "https" } else { "http" };
+                format!("{scheme}://{}", self.http_addr())
+            }
+        };
+        let invalid = |why: &str| ConfigError::Invalid(format!("public_url {url:?}: {why}"));
+        let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).ok_or_else(|| invalid("must start with http:// or https://"))?;
+        let host = rest.split('/').next().unwrap_or_default();
+        if host.is_empty() || rest.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid("expected scheme://host[:port][/path] without a query"));
+        }
+        Ok(url)
+    }
+
+    /// The `[routing]` table, checked: each key a CIDR (`10.20.0.0/16`, `2001:db8::/32`) or
+    /// a single address, each value a region name.
+    pub fn routing_table(&self) -> Result<Vec<(ipnet::IpNet, String)>, ConfigError> {
+        let mut table = Vec::with_capacity(self.routing.len());
+        for (network, region) in &self.routing {
+            let net = network
+                .trim()
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| network.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| ConfigError::Invalid(format!("[routing] key {network:?} is not a CIDR (e.g. \"10.20.0.0/16\")")))?;
+            if region.trim().is_empty() {
+                return Err(ConfigError::Invalid(format!("[routing] {network:?}: empty region name")));
+            }
+            table.push((net.trunc(), region.trim().to_string()));
+        }
+        Ok(table)
+    }
+
     /// The blob store as other nodes would name it, when they can share it: an S3 bucket
     /// and prefix at an endpoint (`s3://bucket/prefix at http://…`, or `at AWS <region>`).
     /// `None` for blobs on this node's own disk. Nodes of one region must report the same
@@ -456,6 +503,15 @@ impl Config {
                         map.insert(from.trim().to_string(), to.trim().to_string());
                     }
                     self.dial_via = map;
+                }
+                "PUBLIC_URL" => self.public_url = Some(value.clone()).filter(|v| !v.is_empty()),
+                "ROUTING" => {
+                    let mut map = BTreeMap::new();
+                    for pair in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        let (network, region) = pair.split_once('=').ok_or_else(|| bad("expected CIDR=REGION,…".into()))?;
+                        map.insert(network.trim().to_string(), region.trim().to_string());
+                    }
+                    self.routing = map;
                 }
                 "ADMIN_TOKEN" => self.admin_token = Some(value.clone()).filter(|v| !v.is_empty()),
                 "ADMIN_ALLOW_REMOTE" => self.admin_allow_remote = num(&value).map_err(bad)?,
@@ -570,13 +626,37 @@ mod tests {
         assert!(bad.is_err());
     }
 
+    #[test]
+    fn public_url_and_routing_are_checked() {
+        let mut c = Config::default();
+        assert_eq!(c.public_url().unwrap(), "http://127.0.0.1:5000");
+        c.advertise_http_addr = Some("eu.internal:5000".into());
+        c.tls_cert_file = Some("cert.pem".into());
+        assert_eq!(c.public_url().unwrap(), "https://eu.internal:5000");
+        c.public_url = Some("https://eu.registry.example.com/".into());
+        assert_eq!(c.public_url().unwrap(), "https://eu.registry.example.com");
+        for bad in ["eu.registry.example.com", "ftp://x", "https://", "https://x?y=1", "https://a b"] {
+            c.public_url = Some(bad.into());
+            assert!(c.public_url().is_err(), "{bad}");
+        }
+        c.apply_env(vec![("MERIDIAN_ROUTING".to_string(), "10.20.0.0/16=eu, 2001:db8::1=ap".to_string())].into_iter()).unwrap();
+        let table = c.routing_table().unwrap();
+        assert_eq!(table.len(), 2);
+        assert!(table.iter().any(|(n, r)| n.to_string() == "2001:db8::1/128" && r == "ap"));
+        c.routing.insert("10.1.2.3/8".into(), "us".into());
+        assert_eq!(c.routing_table().unwrap().iter().find(|(_, r)| r == "us").unwrap().0.to_string(), "10.0.0.0/8");
+        c.routing.insert("not-a-network".into(), "us".into());
+        assert!(c.routing_table().is_err());
+        assert!(c.apply_env(vec![("MERIDIAN_ROUTING".to_string(), "10.0.0.0/8".to_string())].into_iter()).is_err());
+    }
+
     /// Every configuration key appears in the README's configuration table.
     #[test]
     fn config_keys_match_readme() {
         let readme = include_str!("../../../README.md");
         let keys = [
             "listen", "tls_cert_file", "tls_key_file", "data_dir", "region", "node_id", "grpc_listen", "advertise_http_addr",
-            "advertise_grpc_addr", "grpc_tls_cert_file", "grpc_tls_key_file", "grpc_tls_ca_file", "join", "dial_via", "admin_token", "admin_allow_remote", "replication_bandwidth_limit", "log_format", "log_level", "otlp_endpoint",
+            "advertise_grpc_addr", "public_url", "routing", "grpc_tls_cert_file", "grpc_tls_key_file", "grpc_tls_ca_file", "join", "dial_via", "admin_token", "admin_allow_remote", "replication_bandwidth_limit", "log_format", "log_level", "otlp_endpoint",
             "max_manifest_bytes", "max_blob_bytes", "upload_timeout_secs", "max_upload_sessions_per_identity", "header_read_timeout_secs", "body_idle_timeout_secs", "raft.heartbeat_ms",
             "raft.election_timeout_min_ms", "raft.election_timeout_max_ms", "raft.snapshot_every",
             "raft.max_logs_kept", "raft.write_timeout_ms", "auth.enabled", "auth.service", "auth.realm",

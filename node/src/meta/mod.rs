@@ -107,6 +107,8 @@ impl Meta {
             http_addr: config.http_addr(),
             grpc_addr: config.grpc_addr(),
             shared_store: config.shared_store().unwrap_or_default(),
+            // Checked when the node starts (`serve`); a node never starts with a bad one.
+            public_url: config.public_url().unwrap_or_default(),
         };
         let meta = Meta {
             raft,

@@ -15,6 +15,9 @@ pub struct NodeInfo {
     /// shared_store`); empty for a node's own disk. Every node of a region has the same.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub shared_store: String,
+    /// The registry URL the node's clients reach its region at (`Config::public_url`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub public_url: String,
 }
 
 impl std::fmt::Display for NodeInfo {

@@ -35,6 +35,9 @@ pub struct Replicator {
     /// Smoothed round trip per peer node, by its advertised gRPC address, measured
     /// continuously.
     rtt: Mutex<HashMap<String, Duration>>,
+    /// The registry URL each peer node reported in its last answered probe, by its
+    /// advertised gRPC address (where nearest-region routing sends clients).
+    public_urls: Mutex<HashMap<String, String>>,
     pub stats: Arc<ReplicationCounters>,
     /// Bytes landed here per source region, for usage metering.
     usage: Arc<crate::usage::UsageRecorder>,
@@ -71,6 +74,7 @@ impl Replicator {
             recorder: tx,
             throttle: RegionThrottle::new(bandwidth_limit),
             rtt: Mutex::new(HashMap::new()),
+            public_urls: Mutex::new(HashMap::new()),
             stats: Arc::new(ReplicationCounters::default()),
             usage,
         })
@@ -79,6 +83,12 @@ impl Replicator {
     /// The round trip to the node advertising `grpc_addr`; `None`: not measured, or unreachable.
     pub fn rtt_of(&self, grpc_addr: &str) -> Option<Duration> {
         self.rtt.lock().unwrap_or_else(|p| p.into_inner()).get(grpc_addr).copied()
+    }
+
+    /// The registry URL the node advertising `grpc_addr` reported in its last probe;
+    /// `None`: it did not answer the last one (down or cut off), or was not probed yet.
+    pub fn public_url_of(&self, grpc_addr: &str) -> Option<String> {
+        self.public_urls.lock().unwrap_or_else(|p| p.into_inner()).get(grpc_addr).cloned()
     }
 
     fn record_rtt(&self, region: &str, grpc_addr: &str, sample: Duration) {
@@ -261,8 +271,10 @@ async fn record_replicas(meta: Meta, mut rx: mpsc::UnboundedReceiver<Digest>) {
     }
 }
 
-/// Named background task: measures the round trip to every other region every few
-/// seconds (an `Identify` call), which orders fetch sources nearest first.
+/// Named background task: measures the round trip to every other node every few
+/// seconds (an `Identify` call), which orders fetch sources nearest first, and notes the
+/// registry URL each one reports (nearest-region routing redirects only to nodes that
+/// answered their last probe).
 pub async fn measure_rtt(rep: Arc<Replicator>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     use meridian_proto::cluster::forward_service_client::ForwardServiceClient;
     use meridian_proto::cluster::IdentifyRequest;
@@ -275,10 +287,22 @@ pub async fn measure_rtt(rep: Arc<Replicator>, mut shutdown: tokio::sync::watch:
             let mut req = tonic::Request::new(IdentifyRequest {});
             req.set_timeout(Duration::from_secs(2));
             let start = std::time::Instant::now();
-            if ForwardServiceClient::new(channel).identify(req).await.is_ok() {
-                rep.record_rtt(&m.info.region, &m.info.grpc_addr, start.elapsed());
-            } else {
-                rep.rtt.lock().unwrap_or_else(|p| p.into_inner()).remove(&m.info.grpc_addr);
+            match ForwardServiceClient::new(channel).identify(req).await {
+                Ok(identity) => {
+                    rep.record_rtt(&m.info.region, &m.info.grpc_addr, start.elapsed());
+                    let url = identity.into_inner().public_url;
+                    let mut urls = rep.public_urls.lock().unwrap_or_else(|p| p.into_inner());
+                    if url.is_empty() {
+                        // A node of an older version: it serves at its advertised address.
+                        urls.insert(m.info.grpc_addr.clone(), format!("http://{}", m.info.http_addr));
+                    } else {
+                        urls.insert(m.info.grpc_addr.clone(), url);
+                    }
+                }
+                Err(_) => {
+                    rep.rtt.lock().unwrap_or_else(|p| p.into_inner()).remove(&m.info.grpc_addr);
+                    rep.public_urls.lock().unwrap_or_else(|p| p.into_inner()).remove(&m.info.grpc_addr);
+                }
             }
         }
         tokio::select! {
