@@ -32,3 +32,18 @@ async fn metrics_expose_http_request_counter() {
         "metrics lack meridian_http_requests_total:\n{text}"
     );
 }
+
+/// `systemctl reload` sends SIGHUP (deploy/vm/meridian.service's ExecReload): a node on
+/// plain HTTP has no certificate to reload and must keep serving, not die of the signal.
+#[tokio::test]
+async fn a_plain_http_node_keeps_serving_after_sighup() {
+    let node = Node::start().await;
+    unsafe { libc::kill(node.pid() as i32, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !std::fs::read_to_string(&node.log_path).unwrap().contains("SIGHUP: no TLS certificate to reload") {
+        assert!(std::time::Instant::now() < deadline, "no SIGHUP line in the log");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let resp = client().get(node.url("/readyz")).send().await.unwrap();
+    expect_status(resp, 200).await;
+}

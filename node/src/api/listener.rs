@@ -71,7 +71,12 @@ impl RegistryListener {
     /// TLS when `tls` names a certificate and key, plain TCP otherwise. With TLS, a task
     /// accepts connections and runs handshakes; another reloads the pair on SIGHUP.
     pub fn new(listener: TcpListener, tls: Option<(PathBuf, PathBuf)>) -> Result<RegistryListener, TlsError> {
-        let Some((cert, key)) = tls else { return Ok(RegistryListener::Plain(listener)) };
+        let Some((cert, key)) = tls else {
+            // SIGHUP's default action ends the process: `systemctl reload` (ExecReload) on
+            // a node without TLS must not stop it.
+            tokio::spawn(ignore_sighup());
+            return Ok(RegistryListener::Plain(listener));
+        };
         let acceptor = Arc::new(RwLock::new(load_acceptor(&cert, &key)?));
         let local = listener.local_addr().map_err(|e| TlsError::Config(e.to_string()))?;
         let (tx, ready) = mpsc::channel(READY_QUEUE);
@@ -149,6 +154,14 @@ async fn accept_tls(
                 Err(_) => tracing::debug!(peer = %addr, "TLS handshake timed out"),
             }
         });
+    }
+}
+
+/// Named background task: takes SIGHUP on a node without TLS (nothing to reload).
+async fn ignore_sighup() {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: no TLS certificate to reload (the registry listener is plain HTTP)");
     }
 }
 
