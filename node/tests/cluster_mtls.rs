@@ -52,4 +52,11 @@ async fn regions_talk_only_mutual_tls() {
     // Right certificate and token.
     let out = c.admin_at(0, &["region", "list"]).await;
     assert_eq!(out.code, 0, "{out}");
+    // `https://` is what an operator types for a TLS endpoint: accepted with the TLS flags,
+    // refused without them (the client would not encrypt).
+    let https = addr.replace("http://", "https://");
+    let out = Cluster::admin_raw(&https, ADMIN_TOKEN, &["--tls-ca", &ca_s, "--tls-cert", &op_crt_s, "--tls-key", &op_key_s, "region", "list"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let out = Cluster::admin_raw(&https, ADMIN_TOKEN, &["region", "list"]).await;
+    assert_eq!(out.code, 2, "{out}");
 }

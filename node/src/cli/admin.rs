@@ -313,7 +313,14 @@ async fn call<R>(
 /// Performs the command and returns what to print.
 async fn execute(args: AdminArgs) -> Result<String, CliError> {
     let auth = bearer(args.token.as_deref())?;
-    let url = normalize_addr(&args.addr).map_err(CliError::Usage)?;
+    // With the mutual-TLS flags the connection is TLS whichever scheme was typed, so
+    // `https://` is accepted then (and only then: without them it would be a promise of
+    // encryption the client cannot keep).
+    let addr = match (&args.tls_ca, args.addr.trim().strip_prefix("https://")) {
+        (Some(_), Some(rest)) => format!("http://{rest}"),
+        _ => args.addr.clone(),
+    };
+    let url = normalize_addr(&addr).map_err(CliError::Usage)?;
     // A malformed image reference is a usage error whether or not the service is up.
     let mut args = args;
     if let AdminCommand::Replication(ReplicationCommand::Image { reference }) = &mut args.command {

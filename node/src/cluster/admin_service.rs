@@ -55,6 +55,15 @@ pub struct AdminServiceImpl {
     pub users_lock: tokio::sync::Mutex<()>,
 }
 
+/// Whether an admin call may come from `peer`: from loopback always; from elsewhere with
+/// `admin_allow_remote`, or when the caller presented a certificate the cluster CA signed
+/// (mutual TLS on the gRPC links). Other nodes make admin calls too — a joining node asks
+/// to be added, a follower passes membership calls on to the leader — and under mutual
+/// TLS they are authenticated members. The admin token is required either way.
+fn remote_call_allowed(allow_remote: bool, peer: Option<std::net::IpAddr>, has_cluster_cert: bool) -> bool {
+    allow_remote || has_cluster_cert || peer.is_none_or(|ip| ip.is_loopback())
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -96,14 +105,11 @@ impl AdminServiceImpl {
                 "the admin API is disabled on this node: set admin_token in its configuration",
             ));
         };
-        if !self.allow_remote {
-            if let Some(addr) = req.remote_addr() {
-                if !addr.ip().is_loopback() {
-                    return Err(Status::permission_denied(
-                        "admin calls are accepted from loopback only (set admin_allow_remote to change this)",
-                    ));
-                }
-            }
+        let has_cluster_cert = req.peer_certs().is_some_and(|certs| !certs.is_empty());
+        if !remote_call_allowed(self.allow_remote, req.remote_addr().map(|a| a.ip()), has_cluster_cert) {
+            return Err(Status::permission_denied(
+                "admin calls are accepted from loopback only (set admin_allow_remote, or use mutual TLS on the gRPC links, to change this)",
+            ));
         }
         let given = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
         let expected = format!("Bearer {token}");
@@ -545,5 +551,20 @@ impl AdminService for AdminServiceImpl {
     async fn usage(&self, request: Request<UsageRequest>) -> Result<Response<UsageReply>, Status> {
         self.authorize(&request)?;
         lifecycle::usage(self, request.into_inner()).map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remote_call_allowed;
+
+    #[test]
+    fn remote_admin_calls_need_the_setting_or_a_cluster_certificate() {
+        let remote = Some("10.0.0.7".parse().unwrap());
+        let local = Some("127.0.0.1".parse().unwrap());
+        assert!(remote_call_allowed(false, local, false));
+        assert!(!remote_call_allowed(false, remote, false));
+        assert!(remote_call_allowed(true, remote, false));
+        assert!(remote_call_allowed(false, remote, true), "a node authenticated by mutual TLS");
     }
 }
