@@ -1,4 +1,4 @@
-//! The `meridian` binary's entry point: `serve` and `admin`.
+//! The `meridian` binary's entry point: `serve`, `admin` and `restore`.
 
 use clap::{Parser, Subcommand};
 use crate::config::{Config, Overrides};
@@ -31,6 +31,18 @@ enum Command {
     },
     /// Operate a cluster through its admin gRPC service.
     Admin(crate::cli::admin::AdminArgs),
+    /// Turn a stopped copy of one region's data directory (a backup) into the first
+    /// region of a new cluster: this node alone, the other regions' blob copies
+    /// forgotten. Run it on the copy, with the config the node will serve with, then
+    /// `meridian serve` it; other regions join it as new ones.
+    Restore {
+        /// Data directory holding the copy (default: the config's `data_dir`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The node's TOML configuration (its region must be the copy's region).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// The `meridian` command line: parses the arguments and runs the subcommand.
@@ -71,6 +83,50 @@ pub fn main() -> std::process::ExitCode {
                     }
                 }
             })
+        }
+        Command::Restore { data_dir, config } => {
+            let overrides = Overrides { config_file: config, data_dir, ..Overrides::default() };
+            let config = match Config::load(&overrides).and_then(|c| c.public_url().map(|_| c)) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("meridian: {e}");
+                    return std::process::ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("meridian: cannot start the async runtime: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            let me = crate::meta::node_info(&config);
+            match runtime.block_on(crate::meta::restore::restore(&config.data_dir, config.node_id, me)) {
+                Ok(r) => {
+                    println!(
+                        "restored {} as region {:?} (node {}) alone, metadata at index {}",
+                        config.data_dir.display(),
+                        config.region,
+                        config.node_id,
+                        r.applied_index
+                    );
+                    if !r.dropped_regions.is_empty() {
+                        println!("regions no longer members (their blob copies forgotten): {}", r.dropped_regions.join(", "));
+                    }
+                    if r.lost_blobs > 0 {
+                        println!(
+                            "{} blobs ({} bytes) were held only by those regions: their manifests remain, their bytes are not in this backup",
+                            r.lost_blobs, r.lost_bytes
+                        );
+                    }
+                    println!("start it with `meridian serve` and this config; other regions join it as new ones");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("meridian restore: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
         }
         Command::Admin(args) => {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

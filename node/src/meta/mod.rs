@@ -9,6 +9,7 @@ pub mod offline;
 pub mod patterns;
 pub mod quotas;
 pub mod readiness;
+pub mod restore;
 pub mod retention;
 pub mod trash;
 pub mod usage;
@@ -76,6 +77,18 @@ pub struct MemberView {
     pub matched: Option<u64>,
 }
 
+/// What the cluster is told about this node, from its configuration.
+pub fn node_info(config: &crate::config::Config) -> NodeInfo {
+    NodeInfo {
+        region: config.region.clone(),
+        http_addr: config.http_addr(),
+        grpc_addr: config.grpc_addr(),
+        shared_store: config.shared_store().unwrap_or_default(),
+        // Checked when the node starts (`serve`); a node never starts with a bad one.
+        public_url: config.public_url().unwrap_or_default(),
+    }
+}
+
 impl Meta {
     /// Opens the Raft group on `store`. A node without Raft state and without `join`
     /// addresses becomes the single voter of a new cluster (the first region); one with
@@ -95,6 +108,19 @@ impl Meta {
         }
         .validate()
         .map_err(|e| MetaError::Config(e.to_string()))?;
+        // A data directory serves the region it was created for: its local state (blob
+        // copies, replication queue) is that region's, whatever the configuration says.
+        match store.owner_region()? {
+            Some(owner) if owner != config.region => {
+                return Err(MetaError::Config(format!(
+                    "the data directory {} belongs to region {owner:?}, not {:?}",
+                    config.data_dir.display(),
+                    config.region
+                )))
+            }
+            Some(_) => {}
+            None => store.set_owner_region(&config.region)?,
+        }
         let log_store = log_store::LogStore::new(store.clone());
         let state_machine =
             state_machine::StateMachine::new(store.clone(), config.region.clone(), &config.data_dir);
@@ -102,14 +128,7 @@ impl Meta {
         let raft = Raft::new(config.node_id, Arc::new(raft_config), network, log_store, state_machine)
             .await
             .map_err(|e| MetaError::Fatal(e.to_string()))?;
-        let me = NodeInfo {
-            region: config.region.clone(),
-            http_addr: config.http_addr(),
-            grpc_addr: config.grpc_addr(),
-            shared_store: config.shared_store().unwrap_or_default(),
-            // Checked when the node starts (`serve`); a node never starts with a bad one.
-            public_url: config.public_url().unwrap_or_default(),
-        };
+        let me = node_info(config);
         let meta = Meta {
             raft,
             inner: Arc::new(MetaInner {

@@ -25,6 +25,8 @@ pub const CF_SM_TAGS: &str = "sm_tags";
 pub const CF_SM_BLOB_LINKS: &str = "sm_blob_links";
 /// `digest` → `BlobLocation` (size, regions holding a verified copy, references).
 pub const CF_SM_BLOBS: &str = "sm_blobs";
+/// Key in `CF_RAFT_META` of the region the data directory belongs to.
+const OWNER_REGION_KEY: &[u8] = b"owner_region";
 /// `repo\0subject\0referrer` → descriptor JSON for the referrers API.
 pub const CF_SM_REFERRERS: &str = "sm_referrers";
 /// Identities and token-signing keys: `user/<name>` → `UserRecord`, `key/<kid>` → `SigningKey`.
@@ -185,6 +187,20 @@ impl Store {
 
     pub fn exists(&self, cf: &'static str, key: &[u8]) -> Result<bool, StoreError> {
         Ok(self.db.get_pinned_cf(self.cf(cf)?, key)?.is_some())
+    }
+
+    /// The region this data directory belongs to, as its first start recorded it (local,
+    /// beside the Raft vote: every region's state machine is the same, so nothing else in
+    /// a copy of a data directory says whose it was).
+    pub fn owner_region(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.get(CF_RAFT_META, OWNER_REGION_KEY)?.map(|raw| String::from_utf8_lossy(&raw).into_owned()))
+    }
+
+    /// Records the region this data directory belongs to.
+    pub fn set_owner_region(&self, region: &str) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_RAFT_META)?, OWNER_REGION_KEY, region.as_bytes());
+        self.write_durable(batch)
     }
 
     /// Writes a batch and waits until it is on disk (WAL fsync).
