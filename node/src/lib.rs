@@ -36,6 +36,8 @@ const UPLOAD_SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Runs a node until SIGINT/SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    // Taken first: from here on SIGHUP no longer ends the process (see RegistryListener).
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let metrics = observability::init_metrics()?;
     let tls_files = config.tls_files()?;
     // Checked before anything starts: a bad URL or CIDR is a configuration error, not a
@@ -153,7 +155,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let tls = tls_files.is_some();
-    let listener = api::listener::RegistryListener::new(tcp, tls_files).context("setting up TLS")?;
+    let listener = api::listener::RegistryListener::new(tcp, tls_files, hup).context("setting up TLS")?;
     tracing::info!(
         listen = %config.listen,
         grpc_listen = %config.grpc_listen,

@@ -49,18 +49,6 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 struct Ran {
     code: i32,
@@ -152,7 +140,7 @@ fn the_readme_quick_start_works_as_written() {
     // A checkout as a new user has it: deploy/ and README.md, with the built binary.
     let work = tempfile::tempdir().unwrap();
     let root = work.path();
-    copy_dir(&repo_root().join("deploy"), &root.join("deploy"));
+    common::copy_dir(&repo_root().join("deploy"), &root.join("deploy"));
     std::fs::copy(repo_root().join("README.md"), root.join("README.md")).unwrap();
     let binary = common::meridian_bin();
     let target_dir = binary.parent().and_then(Path::parent).expect("target/<profile>/meridian");

@@ -21,18 +21,6 @@ use std::time::Duration;
 
 const REPO: &str = "team/app";
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 fn restore(config: &Path) -> (i32, String) {
     let out = Command::new(common::meridian_bin()).args(["restore", "--config"]).arg(config).output().expect("run meridian restore");
@@ -71,11 +59,20 @@ async fn a_whole_cluster_comes_back_from_one_regions_backup() {
         c[i].stop();
     }
     let backup = c[0].dir.join("backup");
-    copy_dir(&c[0].data_dir, &backup);
+    common::copy_dir(&c[0].data_dir, &backup);
+
+    // A data directory serves the region it was created for: eu's, started as "ap", stops.
+    let renamed = c[1].dir.join("as-ap.toml");
+    let text = std::fs::read_to_string(&c[1].config_path).unwrap().replace("region = \"eu\"", "region = \"ap\"");
+    assert!(text.contains("region = \"ap\""), "{text}");
+    std::fs::write(&renamed, text).unwrap();
+    let out = Command::new(common::meridian_bin()).args(["serve", "--config"]).arg(&renamed).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("belongs to region \"eu\""), "{stderr}");
 
     // A copy restored under another region's name, and an empty directory: refused.
     let wrong = c.add_member_with("ap", 11, Vec::new());
-    copy_dir(&backup, &c[wrong].data_dir);
+    common::copy_dir(&backup, &c[wrong].data_dir);
     let (code, out) = restore(&c[wrong].config_path);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("not \"ap\"") || out.contains("not ap"), "{out}");
@@ -87,7 +84,7 @@ async fn a_whole_cluster_comes_back_from_one_regions_backup() {
 
     // The restore: a new node (new ports) on the copy.
     let us = c.add_member_with("us", 21, Vec::new());
-    copy_dir(&backup, &c[us].data_dir);
+    common::copy_dir(&backup, &c[us].data_dir);
     let (code, out) = restore(&c[us].config_path);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("region \"us\" (node 21) alone"), "{out}");

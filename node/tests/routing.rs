@@ -81,6 +81,16 @@ async fn pull_token(base: &str, pw: &str) -> String {
     body["token"].as_str().expect("token").to_string()
 }
 
+async fn pull_push_token(base: &str, pw: &str, repo: &str) -> String {
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/token?service=meridian&scope=repository:{repo}:pull,push"))
+        .basic_auth("admin", Some(pw))
+        .send()
+        .await
+        .unwrap();
+    resp.json::<serde_json::Value>().await.unwrap()["token"].as_str().unwrap().to_string()
+}
+
 /// Waits until `check` holds for `admin endpoints --json` asked at node `i`.
 async fn endpoints_until(c: &Cluster, i: usize, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -213,15 +223,7 @@ async fn blob_pulls_go_to_the_clients_nearest_region() {
     // A blob only us holds (uploaded, in no manifest, so never replicated): served by us.
     let lone = b"a blob that stays in us".to_vec();
     let lone_digest = common::oci::sha256_digest(&lone);
-    let push_token = {
-        let resp = reqwest::Client::new()
-            .get(format!("{}/token?service=meridian&scope=repository:{REPO}:pull,push", c[us].base))
-            .basic_auth("admin", Some(&pw))
-            .send()
-            .await
-            .unwrap();
-        resp.json::<serde_json::Value>().await.unwrap()["token"].as_str().unwrap().to_string()
-    };
+    let push_token = pull_push_token(&c[us].base, &pw, REPO).await;
     let start = reqwest::Client::new()
         .post(format!("{}/v2/{REPO}/blobs/uploads/?digest={lone_digest}", c[us].base))
         .bearer_auth(&push_token)
@@ -233,6 +235,21 @@ async fn blob_pulls_go_to_the_clients_nearest_region() {
     let resp = mapped.get(format!("{}/v2/{REPO}/blobs/{lone_digest}", c[us].base)).bearer_auth(&token).send().await.unwrap();
     assert_eq!(resp.status(), 200, "a blob eu does not hold is served where the client connected");
     assert_eq!(resp.bytes().await.unwrap().as_ref(), lone.as_slice());
+
+    // The same bytes uploaded to another repository in us, in no manifest yet: eu holds
+    // the blob, but only us knows this repository has it, so us serves it.
+    let other_repo = "team/other";
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v2/{other_repo}/blobs/uploads/?digest={digest}", c[us].base))
+        .bearer_auth(pull_push_token(&c[us].base, &pw, other_repo).await)
+        .body(layer.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let other_token = pull_push_token(&c[us].base, &pw, other_repo).await;
+    let resp = mapped.get(format!("{}/v2/{other_repo}/blobs/{digest}", c[us].base)).bearer_auth(&other_token).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "a blob known only to this region's repository is served here");
 
     // A client with no mapping is never redirected.
     let unmapped = client_from("127.0.0.1");

@@ -86,29 +86,52 @@ pub async fn get(registry: &Registry, name: &str, digest: &str, headers: &Header
     Ok(resp)
 }
 
+/// What deciding a nearest-region redirect needs besides the registry.
+pub struct Routed<'a> {
+    pub routing: &'a crate::routing::NearestRegion,
+    pub auth: &'a crate::auth::Auth,
+    /// The authorized caller, for whom the redirect's grant is signed.
+    pub caller: Option<&'a crate::auth::Caller>,
+}
+
+/// Marks a redirect's URL when it carries no grant (auth off, anonymous pulls).
+const ROUTED_PARAM: &str = "routed";
+
+/// Whether a blob `GET` came by a nearest-region redirect (its URL carries a grant or the
+/// routed mark).
+pub fn arrived_by_redirect(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&').any(|pair| {
+            let key = pair.split('=').next().unwrap_or_default();
+            key == crate::auth::blob_grant::GRANT_PARAM || key == ROUTED_PARAM
+        })
+    })
+}
+
 /// The redirect to the region nearest `client` for a blob `GET`, when the routing table
 /// maps the client to another region that is up and holds the blob (see `routing`).
 /// `None` — serve here — for everything else, including a blob this repository does not
-/// have (the normal path answers that with its own error).
+/// have in the cluster's records (the normal path answers that with its own error; a
+/// blob only uploaded here, in no manifest yet, is not known to other regions).
 pub async fn to_nearest_region(
     registry: &Registry,
-    routing: &crate::routing::NearestRegion,
+    routed: Routed<'_>,
     name: &str,
     digest: &str,
     client: Option<std::net::IpAddr>,
-    grant: Option<String>,
 ) -> Option<Response> {
     let digest = parse_digest(digest).ok()?;
-    let target = routing.redirect(client, &digest)?;
-    registry.blob_size(name, &digest).await.ok()?;
+    let target = routed.routing.redirect(client, &digest)?;
+    registry.store.referenced_blob_size(name, &digest).ok()??;
     metrics::counter!("meridian_routing_redirects_total", "region" => target.region.clone()).increment(1);
     let mut resp = empty(StatusCode::TEMPORARY_REDIRECT);
     // The client's credentials do not follow it to another host; the grant does.
-    let mut location = format!("{}/v2/{name}/blobs/{digest}", target.base_url);
-    if let Some(grant) = grant {
-        location.push_str(&format!("?{}={grant}", crate::auth::blob_grant::GRANT_PARAM));
-    }
-    resp.headers_mut().insert(header::LOCATION, hv(&location));
+    let grant = routed.caller.and_then(|caller| routed.auth.blob_grant(caller, name, &digest.to_string()));
+    let query = match grant {
+        Some(grant) => format!("{}={grant}", crate::auth::blob_grant::GRANT_PARAM),
+        None => format!("{ROUTED_PARAM}=1"),
+    };
+    resp.headers_mut().insert(header::LOCATION, hv(&format!("{}/v2/{name}/blobs/{digest}?{query}", target.base_url)));
     resp.headers_mut().insert("docker-content-digest", hv(&digest.to_string()));
     Some(resp)
 }
@@ -130,6 +153,14 @@ pub async fn delete(registry: &Registry, name: &str, digest: &str) -> ApiResult 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redirected_request_is_recognised_by_its_grant_or_mark() {
+        assert!(arrived_by_redirect(Some("grant=abc.def.ghi")));
+        assert!(arrived_by_redirect(Some("x=1&routed=1")));
+        assert!(!arrived_by_redirect(Some("granted=1&grant_x=2")));
+        assert!(!arrived_by_redirect(None));
+    }
 
     #[test]
     fn ranges() {

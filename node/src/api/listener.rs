@@ -70,18 +70,24 @@ pub fn load_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
 impl RegistryListener {
     /// TLS when `tls` names a certificate and key, plain TCP otherwise. With TLS, a task
     /// accepts connections and runs handshakes; another reloads the pair on SIGHUP.
-    pub fn new(listener: TcpListener, tls: Option<(PathBuf, PathBuf)>) -> Result<RegistryListener, TlsError> {
+    /// `hup`: the SIGHUP stream, taken as the node starts — until then the signal's
+    /// default action (ending the process) would apply, and `systemctl reload` during a
+    /// long start (a log to replay) must not stop the node.
+    pub fn new(
+        listener: TcpListener,
+        tls: Option<(PathBuf, PathBuf)>,
+        hup: Option<tokio::signal::unix::Signal>,
+    ) -> Result<RegistryListener, TlsError> {
         let Some((cert, key)) = tls else {
-            // SIGHUP's default action ends the process: `systemctl reload` (ExecReload) on
-            // a node without TLS must not stop it.
-            tokio::spawn(ignore_sighup());
+            // Nothing to reload, but the signal must still be taken (see above).
+            tokio::spawn(ignore_sighup(hup));
             return Ok(RegistryListener::Plain(listener));
         };
         let acceptor = Arc::new(RwLock::new(load_acceptor(&cert, &key)?));
         let local = listener.local_addr().map_err(|e| TlsError::Config(e.to_string()))?;
         let (tx, ready) = mpsc::channel(READY_QUEUE);
         tokio::spawn(accept_tls(listener, acceptor.clone(), tx));
-        tokio::spawn(reload_on_sighup(acceptor, cert, key));
+        tokio::spawn(reload_on_sighup(acceptor, cert, key, hup));
         Ok(RegistryListener::Tls { local, ready })
     }
 }
@@ -158,16 +164,16 @@ async fn accept_tls(
 }
 
 /// Named background task: takes SIGHUP on a node without TLS (nothing to reload).
-async fn ignore_sighup() {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+async fn ignore_sighup(hup: Option<tokio::signal::unix::Signal>) {
+    let Some(mut hup) = hup else { return };
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: no TLS certificate to reload (the registry listener is plain HTTP)");
     }
 }
 
 /// Named background task: reloads the certificate and key on every SIGHUP.
-async fn reload_on_sighup(acceptor: Arc<RwLock<TlsAcceptor>>, cert: PathBuf, key: PathBuf) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+async fn reload_on_sighup(acceptor: Arc<RwLock<TlsAcceptor>>, cert: PathBuf, key: PathBuf, hup: Option<tokio::signal::unix::Signal>) {
+    let Some(mut hup) = hup else {
         tracing::warn!("cannot listen for SIGHUP; TLS certificates will not be reloaded");
         return;
     };

@@ -136,12 +136,16 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
             return upload_forward::forward(registry, &owner, parts, body).await;
         }
     }
-    // Layer bytes for a client nearer another region come from that region's copy.
+    // Layer bytes for a client nearer another region come from that region's copy — once:
+    // a request that arrived by such a redirect is served here, whatever this node's
+    // table says (two regions whose tables disagree must not bounce a client between them).
     if let (Endpoint::Blob { name, digest }, &Method::GET) = (&endpoint, &parts.method) {
-        let client = parts.extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0 .0.ip());
-        let grant = allowed.caller.as_ref().and_then(|caller| state.auth.blob_grant(caller, name, digest));
-        if let Some(redirect) = blobs::to_nearest_region(registry, &state.routing, name, digest, client, grant).await {
-            return redirect;
+        if !blobs::arrived_by_redirect(parts.uri.query()) {
+            let client = parts.extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0 .0.ip());
+            let routed = blobs::Routed { routing: &state.routing, auth: &state.auth, caller: allowed.caller.as_ref() };
+            if let Some(redirect) = blobs::to_nearest_region(registry, routed, name, digest, client).await {
+                return redirect;
+            }
         }
     }
     let query = allowed.query.as_deref().or(parts.uri.query());
@@ -229,7 +233,10 @@ fn authorize(auth: &Auth, endpoint: &Endpoint<'_>, parts: &axum::http::request::
     let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = match (blob_grant(endpoint, parts), authorization) {
         // A redirected blob read: the grant in the URL stands for the caller's token.
-        (Some((grant, digest)), None) => auth.identify_grant(grant, digest, host)?,
+        // A grant that no longer holds (expired, its user removed) makes the request
+        // anonymous: a repository open to anonymous pulls still serves it, any other
+        // answers with the usual challenge.
+        (Some((grant, digest)), None) => auth.identify_grant(grant, digest, host).unwrap_or(crate::auth::Caller::Anonymous),
         _ => auth.identify(authorization, host, peer)?,
     };
     auth.authorize(&caller, Need::Repo { name: endpoint.name(), actions }, host, parts.method.as_str(), parts.uri.path())?;

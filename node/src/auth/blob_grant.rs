@@ -22,6 +22,11 @@ pub const GRANT_TTL_SECS: u64 = 300;
 /// The query parameter carrying the grant.
 pub const GRANT_PARAM: &str = "grant";
 
+/// The `aud` of grants issued by the token service named `service`.
+pub fn grant_audience(service: &str) -> String {
+    format!("{service}/blob")
+}
+
 impl Auth {
     /// A grant for `caller` to read `digest` from `repo` (`None` when there is nobody to
     /// grant for: auth off, or an anonymous caller, who needs none).
@@ -33,7 +38,9 @@ impl Auth {
         let claims = jwt::Claims {
             iss: self.cfg.service.clone(),
             sub: identity.subject.clone(),
-            aud: self.cfg.service.clone(),
+            // An audience of its own: a verifier that knows no `blob` claim (an older
+            // node) refuses the grant instead of taking it for a repository-wide token.
+            aud: grant_audience(&self.cfg.service),
             exp: now + GRANT_TTL_SECS,
             nbf: now,
             iat: now,

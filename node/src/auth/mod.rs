@@ -383,7 +383,11 @@ impl Auth {
         let now = now_unix();
         let keys = self.store.signing_keys().ok()?;
         let claims = jwt::verify(token, &keys).ok()?;
-        if claims.aud != self.cfg.service || claims.iss != self.cfg.service || now >= claims.exp || claims.nbf > now + LEEWAY_SECS {
+        let audience = match blob {
+            Some(_) => blob_grant::grant_audience(&self.cfg.service),
+            None => self.cfg.service.clone(),
+        };
+        if claims.aud != audience || claims.iss != self.cfg.service || now >= claims.exp || claims.nbf > now + LEEWAY_SECS {
             return None;
         }
         if claims.blob.as_deref() != blob {

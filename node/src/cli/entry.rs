@@ -45,6 +45,14 @@ enum Command {
     },
 }
 
+/// The async runtime a subcommand runs on; the exit code when there is none.
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("meridian: cannot start the async runtime: {e}");
+        std::process::ExitCode::FAILURE
+    })
+}
+
 /// The `meridian` command line: parses the arguments and runs the subcommand.
 /// Lives in the library so test builds of the binary (`chaos-tests`) run the same code.
 pub fn main() -> std::process::ExitCode {
@@ -59,12 +67,9 @@ pub fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::from(2);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("meridian: cannot start the async runtime: {e}");
-                    return std::process::ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             runtime.block_on(async move {
                 let _telemetry = match crate::observability::init_tracing(&config) {
@@ -93,12 +98,9 @@ pub fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::from(2);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("meridian: cannot start the async runtime: {e}");
-                    return std::process::ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             let me = crate::meta::node_info(&config);
             match runtime.block_on(crate::meta::restore::restore(&config.data_dir, config.node_id, me)) {
@@ -110,6 +112,9 @@ pub fn main() -> std::process::ExitCode {
                         config.node_id,
                         r.applied_index
                     );
+                    if r.replayed_entries > 0 {
+                        println!("{} log entries past the copy's applied point applied", r.replayed_entries);
+                    }
                     if !r.dropped_regions.is_empty() {
                         println!("regions no longer members (their blob copies forgotten): {}", r.dropped_regions.join(", "));
                     }
@@ -129,12 +134,9 @@ pub fn main() -> std::process::ExitCode {
             }
         }
         Command::Admin(args) => {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("meridian: cannot start the async runtime: {e}");
-                    return std::process::ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             runtime.block_on(crate::cli::admin::run(args))
         }

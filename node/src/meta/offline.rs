@@ -23,6 +23,8 @@ pub enum OfflineError {
     NotInitialized,
     #[error("the region is one of {0} voters: bulk loading would bypass the others")]
     NotAlone(usize),
+    #[error("the data directory belongs to region {owner:?}, not {region:?}")]
+    OtherRegion { owner: String, region: String },
     #[error("state machine: {0}")]
     StateMachine(String),
     #[error(transparent)]
@@ -39,6 +41,9 @@ impl OfflineLoader {
     /// RocksDB holds a lock on the directory).
     pub async fn open(data_dir: &Path, region: &str) -> Result<OfflineLoader, OfflineError> {
         let store = Store::open(&data_dir.join("db"))?;
+        if let Some(owner) = store.owner_region()?.filter(|o| o != region) {
+            return Err(OfflineError::OtherRegion { owner, region: region.to_string() });
+        }
         let mut sm = StateMachine::new(store, region.to_string(), data_dir);
         let (last, membership) = sm.applied_state().await.map_err(|e| OfflineError::StateMachine(e.to_string()))?;
         let last = last.ok_or(OfflineError::NotInitialized)?;

@@ -9,6 +9,8 @@
 //! * each blob's holders: the other regions' copies went with them (`DropReplica`), so
 //!   they are neither fetched from nor counted; blobs no surviving copy holds are
 //!   reported (their manifests stay, their bytes are not in this backup);
+//! * first, the log entries past the applied point (committed writes not yet applied when
+//!   the copy was taken, and the unanswered tail);
 //! * the membership: this node alone, as its configuration describes it now (the restore
 //!   may run on another host with other addresses).
 //!
@@ -46,6 +48,8 @@ pub enum RestoreError {
 pub struct Restored {
     /// The applied index the metadata was restored at.
     pub applied_index: u64,
+    /// Log entries past the copy's applied point, applied by the restore.
+    pub replayed_entries: u64,
     /// Regions of the old cluster that are no longer members.
     pub dropped_regions: Vec<String>,
     /// Blobs whose only copies were in those regions (bytes not in this backup).
@@ -68,8 +72,28 @@ pub async fn restore(data_dir: &Path, node_id: u64, me: NodeInfo) -> Result<Rest
         return Err(RestoreError::OtherRegion { found, expected: me.region });
     }
 
-    // Every other region's copies are gone with it.
     let mut restored = Restored { dropped_regions: old_regions.iter().filter(|r| **r != me.region).cloned().collect(), ..Restored::default() };
+    // First what the log holds past the applied point: writes acknowledged (committed)
+    // but not yet applied when the copy was taken — a crash-consistent copy has some, as
+    // state-machine writes are not synced — and the uncommitted tail, whose clients got
+    // no answer (their outcome was unknown; this is the last copy of them).
+    let mut pending = Vec::new();
+    let log = store.cf(CF_RAFT_LOG)?;
+    let from = (last.index + 1).to_be_bytes();
+    for item in store.db().iterator_cf(log, rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward)) {
+        let (_, raw) = item.map_err(StoreError::from)?;
+        let entry: Entry = serde_json::from_slice(&raw).map_err(|e| RestoreError::StateMachine(format!("unreadable log entry: {e}")))?;
+        if entry.log_id.index > last.index {
+            pending.push(entry);
+        }
+    }
+    if let Some(tail) = pending.last() {
+        last = tail.log_id;
+        restored.replayed_entries = pending.len() as u64;
+        sm.apply(pending).await.map_err(|e| RestoreError::StateMachine(e.to_string()))?;
+    }
+
+    // Every other region's copies are gone with it.
     let mut commands = Vec::new();
     for item in store.db().iterator_cf_opt(store.cf(CF_SM_BLOBS)?, Store::bulk_read_options(), rocksdb::IteratorMode::Start) {
         let (key, raw) = item.map_err(StoreError::from)?;
@@ -96,7 +120,6 @@ pub async fn restore(data_dir: &Path, node_id: u64, me: NodeInfo) -> Result<Rest
 
     // The old cluster's log, vote and commit point: none of it applies to the new one.
     let mut batch = rocksdb::WriteBatch::default();
-    let log = store.cf(CF_RAFT_LOG)?;
     batch.delete_range_cf(log, [0u8; 8].as_slice(), [0xffu8; 9].as_slice());
     let meta = store.cf(CF_RAFT_META)?;
     for key in [b"committed".as_slice(), b"last_purged"] {

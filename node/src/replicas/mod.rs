@@ -86,7 +86,8 @@ impl Replicator {
     }
 
     /// The registry URL the node advertising `grpc_addr` reported in its last probe;
-    /// `None`: it did not answer the last one (down or cut off), or was not probed yet.
+    /// `None`: it did not answer the last one (down or cut off), was not probed yet, or
+    /// runs a version that reports none.
     pub fn public_url_of(&self, grpc_addr: &str) -> Option<String> {
         self.public_urls.lock().unwrap_or_else(|p| p.into_inner()).get(grpc_addr).cloned()
     }
@@ -293,8 +294,9 @@ pub async fn measure_rtt(rep: Arc<Replicator>, mut shutdown: tokio::sync::watch:
                     let url = identity.into_inner().public_url;
                     let mut urls = rep.public_urls.lock().unwrap_or_else(|p| p.into_inner());
                     if url.is_empty() {
-                        // A node of an older version: it serves at its advertised address.
-                        urls.insert(m.info.grpc_addr.clone(), format!("http://{}", m.info.http_addr));
+                        // A node of an older version: it knows no grants, so nothing is
+                        // routed to it.
+                        urls.remove(&m.info.grpc_addr);
                     } else {
                         urls.insert(m.info.grpc_addr.clone(), url);
                     }

@@ -7,8 +7,10 @@
 //! the copy nearest the client — as ACR's regional data endpoints do.
 //!
 //! The redirect is only ever to a region that can serve at once: one of its nodes answered
-//! this node's last probe (every 2 s, see `replicas::measure_rtt`) and the cluster records
-//! the region as holding the blob. Otherwise the client is served where it connected.
+//! this node's last probe (every 2 s, see `replicas::measure_rtt`) with a URL clients can
+//! reach, and the cluster records the region as holding the blob. Otherwise the client is
+//! served where it connected. A request that arrived by such a redirect is never
+//! redirected again (see `api::blobs::arrived_by_redirect`).
 
 use crate::meta::{Meta, Store};
 use crate::replicas::Replicator;
@@ -94,8 +96,8 @@ impl NearestRegion {
             .into_iter()
             .filter(|m| m.info.region == target)
             .filter_map(|m| {
-                let url = self.replicator.public_url_of(&m.info.grpc_addr)?;
-                Some((self.replicator.rtt_of(&m.info.grpc_addr).unwrap_or(std::time::Duration::MAX), url))
+                let url = self.replicator.public_url_of(&m.info.grpc_addr).filter(|u| routable(u))?;
+                Some((self.replicator.rtt_of(&m.info.grpc_addr)?, url))
             })
             .collect();
         nodes.sort();
@@ -113,7 +115,7 @@ impl NearestRegion {
             .map(|m| {
                 let local = m.node_id == me;
                 let probed = if local { None } else { self.replicator.public_url_of(&m.info.grpc_addr) };
-                let up = local || probed.is_some();
+                let up = local || self.replicator.rtt_of(&m.info.grpc_addr).is_some();
                 // The URL the node reports; for one not answering, what it said when it joined.
                 let public_url = if local {
                     self.meta.me().public_url.clone()
@@ -129,6 +131,13 @@ impl NearestRegion {
         views.sort_by(|a, b| (&a.region, a.node_id).cmp(&(&b.region, b.node_id)));
         views
     }
+}
+
+/// A URL a client can be sent to: not one made of a wildcard listen address (a node with
+/// `listen = "0.0.0.0:5000"` and neither `advertise_http_addr` nor `public_url`).
+fn routable(url: &str) -> bool {
+    let host = url.split("://").nth(1).unwrap_or_default().split('/').next().unwrap_or_default();
+    !(host.starts_with("0.0.0.0") || host.starts_with("[::]"))
 }
 
 /// An IPv4 client reaching a dual-stack listener shows up as `::ffff:a.b.c.d`; the table's
@@ -155,5 +164,13 @@ mod tests {
         assert_eq!(at("2001:db8::1"), Some("us"));
         assert_eq!(at("10.21.0.1"), Some("us"));
         assert_eq!(at("2001:db9::1"), None);
+    }
+
+    #[test]
+    fn wildcard_addresses_are_not_routable() {
+        assert!(routable("https://eu.registry.example.com"));
+        assert!(routable("http://10.0.0.5:5000/prefix"));
+        assert!(!routable("http://0.0.0.0:5000"));
+        assert!(!routable("http://[::]:5000"));
     }
 }
