@@ -202,6 +202,11 @@ for region in overlays:
             fail(f"{region}: the config listens on {listen} / {grpc}, the container declares {ports}")
         if conf.get("region") != region:
             fail(f"{region}: the overlay's config names region {conf.get('region')!r}")
+        # Other regions reach this one, and it reaches them, on the gRPC port every
+        # overlay's pod declares (the regions' Services expose that same port).
+        for addr in [conf.get("advertise_grpc_addr", "")] + list(conf.get("join", [])):
+            if addr and port_of(addr) != ports.get("grpc"):
+                fail(f"{region}: {addr} is not on the gRPC port {ports.get('grpc')}")
         data_dir = env.get("MERIDIAN_DATA_DIR") or conf.get("data_dir")
         if mounts.get(data_dir) not in claims:
             fail(f"{region}: data_dir {data_dir} is not the PersistentVolumeClaim's mount ({mounts})")
