@@ -100,12 +100,8 @@ const ROUTED_PARAM: &str = "routed";
 /// Whether a blob `GET` came by a nearest-region redirect (its URL carries a grant or the
 /// routed mark).
 pub fn arrived_by_redirect(query: Option<&str>) -> bool {
-    query.is_some_and(|q| {
-        q.split('&').any(|pair| {
-            let key = pair.split('=').next().unwrap_or_default();
-            key == crate::auth::blob_grant::GRANT_PARAM || key == ROUTED_PARAM
-        })
-    })
+    let query = super::query::Query::parse(query);
+    query.get(crate::auth::blob_grant::GRANT_PARAM).is_some() || query.get(ROUTED_PARAM).is_some()
 }
 
 /// The redirect to the region nearest `client` for a blob `GET`, when the routing table

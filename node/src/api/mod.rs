@@ -236,7 +236,7 @@ fn authorize(auth: &Auth, endpoint: &Endpoint<'_>, parts: &axum::http::request::
         // A grant that no longer holds (expired, its user removed) makes the request
         // anonymous: a repository open to anonymous pulls still serves it, any other
         // answers with the usual challenge.
-        (Some((grant, digest)), None) => auth.identify_grant(grant, digest, host).unwrap_or(crate::auth::Caller::Anonymous),
+        (Some((grant, digest)), None) => auth.identify_grant(&grant, digest, host).unwrap_or(crate::auth::Caller::Anonymous),
         _ => auth.identify(authorization, host, peer)?,
     };
     auth.authorize(&caller, Need::Repo { name: endpoint.name(), actions }, host, parts.method.as_str(), parts.uri.path())?;
@@ -263,13 +263,12 @@ fn authorize(auth: &Auth, endpoint: &Endpoint<'_>, parts: &axum::http::request::
 
 /// The grant (`?grant=`) of a blob `GET`/`HEAD` that followed a nearest-region redirect,
 /// and the digest it must be for (see `auth::blob_grant`).
-fn blob_grant<'a>(endpoint: &Endpoint<'a>, parts: &'a axum::http::request::Parts) -> Option<(&'a str, &'a str)> {
+fn blob_grant<'a>(endpoint: &Endpoint<'a>, parts: &axum::http::request::Parts) -> Option<(String, &'a str)> {
     let Endpoint::Blob { digest, .. } = endpoint else { return None };
     if !matches!(parts.method, Method::GET | Method::HEAD) {
         return None;
     }
-    let query = parts.uri.query()?;
-    let grant = query.split('&').find_map(|pair| pair.strip_prefix(crate::auth::blob_grant::GRANT_PARAM)?.strip_prefix('='))?;
+    let grant = Query::parse(parts.uri.query()).get(crate::auth::blob_grant::GRANT_PARAM)?.to_string();
     Some((grant, digest))
 }
 
