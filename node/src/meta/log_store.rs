@@ -43,6 +43,19 @@ impl LogStore {
         LogStore { store }
     }
 
+    /// Drops the whole log, the commit point and the purge point, and sets `vote`, in one
+    /// synced write: what `meta::restore` leaves of an old cluster's Raft state.
+    pub fn start_over(&self, vote: &Vote) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.store.cf(CF_RAFT_LOG)?, index_key(0).as_slice(), [0xffu8; 9].as_slice());
+        let meta = self.store.cf(CF_RAFT_META)?;
+        batch.delete_cf(meta, KEY_COMMITTED);
+        batch.delete_cf(meta, KEY_LAST_PURGED);
+        let vote = serde_json::to_vec(vote).map_err(|e| StoreError::Corrupt { cf: CF_RAFT_META, reason: e.to_string() })?;
+        batch.put_cf(meta, KEY_VOTE, vote);
+        self.store.write_durable(batch)
+    }
+
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
         match self.store.get(CF_RAFT_META, key).map_err(read_err)? {
             Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(read_err),

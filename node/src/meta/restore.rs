@@ -21,10 +21,11 @@
 use super::command::Command;
 use super::records::BlobLocation;
 use super::state_machine::StateMachine;
-use super::store::{Store, StoreError, CF_RAFT_LOG, CF_RAFT_META, CF_SM_BLOBS};
+use super::log_store::LogStore;
+use super::store::{Store, StoreError, CF_SM_BLOBS};
 use super::types::{Entry, NodeInfo, Vote};
 use meridian_replication::Digest;
-use openraft::storage::RaftStateMachine;
+use openraft::storage::{RaftLogReader, RaftStateMachine};
 use openraft::{EntryPayload, Membership};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -77,16 +78,8 @@ pub async fn restore(data_dir: &Path, node_id: u64, me: NodeInfo) -> Result<Rest
     // but not yet applied when the copy was taken — a crash-consistent copy has some, as
     // state-machine writes are not synced — and the uncommitted tail, whose clients got
     // no answer (their outcome was unknown; this is the last copy of them).
-    let mut pending = Vec::new();
-    let log = store.cf(CF_RAFT_LOG)?;
-    let from = (last.index + 1).to_be_bytes();
-    for item in store.db().iterator_cf(log, rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward)) {
-        let (_, raw) = item.map_err(StoreError::from)?;
-        let entry: Entry = serde_json::from_slice(&raw).map_err(|e| RestoreError::StateMachine(format!("unreadable log entry: {e}")))?;
-        if entry.log_id.index > last.index {
-            pending.push(entry);
-        }
-    }
+    let mut log = LogStore::new(store.clone());
+    let pending = log.try_get_log_entries(last.index + 1..).await.map_err(|e| RestoreError::StateMachine(e.to_string()))?;
     if let Some(tail) = pending.last() {
         last = tail.log_id;
         restored.replayed_entries = pending.len() as u64;
@@ -118,18 +111,10 @@ pub async fn restore(data_dir: &Path, node_id: u64, me: NodeInfo) -> Result<Rest
     sm.apply(entries).await.map_err(|e| RestoreError::StateMachine(e.to_string()))?;
     restored.applied_index = last.index;
 
-    // The old cluster's log, vote and commit point: none of it applies to the new one.
-    let mut batch = rocksdb::WriteBatch::default();
-    batch.delete_range_cf(log, [0u8; 8].as_slice(), [0xffu8; 9].as_slice());
-    let meta = store.cf(CF_RAFT_META)?;
-    for key in [b"committed".as_slice(), b"last_purged"] {
-        batch.delete_cf(meta, key);
-    }
-    // A vote past every term of the old log: the node's first election then takes a term
+    // The old cluster's log, vote and commit point: none of it applies to the new one. A
+    // vote past every term of the old log: the node's first election then takes a term
     // above its entries' (a log only ever moves to greater leader ids).
-    let vote = Vote::new(last.leader_id.term + 1, node_id);
-    batch.put_cf(meta, b"vote", serde_json::to_vec(&vote).map_err(|e| RestoreError::StateMachine(e.to_string()))?);
-    store.write_durable(batch)?;
+    log.start_over(&Vote::new(last.leader_id.term + 1, node_id))?;
     store.db().flush_wal(true).map_err(StoreError::from)?;
     drop(sm);
     match std::fs::remove_dir_all(data_dir.join("snapshots")) {
