@@ -32,15 +32,21 @@ pub struct Replicator {
     inflight: Mutex<HashMap<Digest, Arc<Transfer>>>,
     recorder: mpsc::UnboundedSender<Digest>,
     throttle: RegionThrottle,
-    /// Smoothed round trip per peer node, by its advertised gRPC address, measured
-    /// continuously.
-    rtt: Mutex<HashMap<String, Duration>>,
-    /// The registry URL each peer node reported in its last answered probe, by its
-    /// advertised gRPC address (where nearest-region routing sends clients).
-    public_urls: Mutex<HashMap<String, String>>,
+    /// What the last answered probe of each peer node said, by its advertised gRPC
+    /// address; a node missing here did not answer its last probe.
+    probes: Mutex<HashMap<String, Probe>>,
     pub stats: Arc<ReplicationCounters>,
     /// Bytes landed here per source region, for usage metering.
     usage: Arc<crate::usage::UsageRecorder>,
+}
+
+/// A peer node as the RTT prober last saw it.
+struct Probe {
+    /// Smoothed round trip, measured continuously.
+    rtt: Duration,
+    /// The registry URL it reported (where nearest-region routing sends clients); `None`
+    /// from a node of a version that reports none.
+    public_url: Option<String>,
 }
 
 /// This node's replication figures since start (what `replication status` shows).
@@ -73,8 +79,7 @@ impl Replicator {
             inflight: Mutex::new(HashMap::new()),
             recorder: tx,
             throttle: RegionThrottle::new(bandwidth_limit),
-            rtt: Mutex::new(HashMap::new()),
-            public_urls: Mutex::new(HashMap::new()),
+            probes: Mutex::new(HashMap::new()),
             stats: Arc::new(ReplicationCounters::default()),
             usage,
         })
@@ -82,24 +87,31 @@ impl Replicator {
 
     /// The round trip to the node advertising `grpc_addr`; `None`: not measured, or unreachable.
     pub fn rtt_of(&self, grpc_addr: &str) -> Option<Duration> {
-        self.rtt.lock().unwrap_or_else(|p| p.into_inner()).get(grpc_addr).copied()
+        self.probes().get(grpc_addr).map(|p| p.rtt)
     }
 
     /// The registry URL the node advertising `grpc_addr` reported in its last probe;
     /// `None`: it did not answer the last one (down or cut off), was not probed yet, or
     /// runs a version that reports none.
     pub fn public_url_of(&self, grpc_addr: &str) -> Option<String> {
-        self.public_urls.lock().unwrap_or_else(|p| p.into_inner()).get(grpc_addr).cloned()
+        self.probes().get(grpc_addr).and_then(|p| p.public_url.clone())
     }
 
-    fn record_rtt(&self, region: &str, grpc_addr: &str, sample: Duration) {
-        let mut rtt = self.rtt.lock().unwrap_or_else(|p| p.into_inner());
-        let smoothed = match rtt.get(grpc_addr) {
+    fn probes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Probe>> {
+        self.probes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes an answered probe: its round trip, and the URL the node reported (empty from
+    /// a node of an older version: it knows no grants, so nothing is routed to it).
+    fn record_probe(&self, region: &str, grpc_addr: &str, sample: Duration, public_url: String) {
+        let mut probes = self.probes();
+        let smoothed = match probes.get(grpc_addr) {
             // Exponentially weighted: one slow probe does not reorder the sources.
-            Some(old) => old.mul_f64(0.7) + sample.mul_f64(0.3),
+            Some(old) => old.rtt.mul_f64(0.7) + sample.mul_f64(0.3),
             None => sample,
         };
-        rtt.insert(grpc_addr.to_string(), smoothed);
+        let public_url = Some(public_url).filter(|u| !u.is_empty());
+        probes.insert(grpc_addr.to_string(), Probe { rtt: smoothed, public_url });
         metrics::gauge!("meridian_region_rtt_seconds", "region" => region.to_string(), "node" => grpc_addr.to_string())
             .set(smoothed.as_secs_f64());
     }
@@ -290,20 +302,11 @@ pub async fn measure_rtt(rep: Arc<Replicator>, mut shutdown: tokio::sync::watch:
             let start = std::time::Instant::now();
             match ForwardServiceClient::new(channel).identify(req).await {
                 Ok(identity) => {
-                    rep.record_rtt(&m.info.region, &m.info.grpc_addr, start.elapsed());
-                    let url = identity.into_inner().public_url;
-                    let mut urls = rep.public_urls.lock().unwrap_or_else(|p| p.into_inner());
-                    if url.is_empty() {
-                        // A node of an older version: it knows no grants, so nothing is
-                        // routed to it.
-                        urls.remove(&m.info.grpc_addr);
-                    } else {
-                        urls.insert(m.info.grpc_addr.clone(), url);
-                    }
+                    let elapsed = start.elapsed();
+                    rep.record_probe(&m.info.region, &m.info.grpc_addr, elapsed, identity.into_inner().public_url);
                 }
                 Err(_) => {
-                    rep.rtt.lock().unwrap_or_else(|p| p.into_inner()).remove(&m.info.grpc_addr);
-                    rep.public_urls.lock().unwrap_or_else(|p| p.into_inner()).remove(&m.info.grpc_addr);
+                    rep.probes().remove(&m.info.grpc_addr);
                 }
             }
         }
