@@ -108,6 +108,25 @@ fn region_up(v: &serde_json::Value, region: &str) -> Option<bool> {
     v["endpoints"].as_array()?.iter().find(|e| e["region"] == region).and_then(|e| e["up"].as_bool())
 }
 
+/// Pulls `REPO:v1` (every platform, digests kept) from `registry` with skopeo into an OCI
+/// layout at `dst`; every original blob must be there, byte-identical.
+async fn pull_and_compare(
+    skopeo: &std::path::Path,
+    creds: &str,
+    registry: &str,
+    dst: &std::path::Path,
+    original: &std::collections::BTreeMap<String, Vec<u8>>,
+    when: &str,
+) {
+    let remote = format!("docker://{registry}/{REPO}:v1");
+    let dst_ref = format!("oci:{}:v1", dst.display());
+    run_skopeo(skopeo, &["--insecure-policy", "copy", "--all", "--preserve-digests", "--src-tls-verify=false", "--src-creds", creds, &remote, &dst_ref]).await;
+    let got = read_layout_blobs(dst);
+    for (digest, bytes) in original {
+        assert_eq!(got.get(digest), Some(bytes), "{digest} differs or is missing {when}");
+    }
+}
+
 /// Bytes of blob bodies a node has answered, and redirects it has sent to `eu`.
 async fn served(c: &Cluster, i: usize) -> (f64, f64) {
     (
@@ -173,14 +192,7 @@ async fn blob_pulls_go_to_the_clients_nearest_region() {
     let relay = source_relay(MAPPED_CLIENT, c[us].http_addr().parse().unwrap()).await;
     let (us_bytes0, us_redirects0) = served(&c, us).await;
     let (eu_bytes0, _) = served(&c, eu).await;
-    let pulled = work.path().join("pulled-via-eu");
-    let remote = format!("docker://{relay}/{REPO}:v1");
-    let dst = format!("oci:{}:v1", pulled.display());
-    run_skopeo(&skopeo, &["--insecure-policy", "copy", "--all", "--preserve-digests", "--src-tls-verify=false", "--src-creds", &creds, &remote, &dst]).await;
-    let got = read_layout_blobs(&pulled);
-    for (digest, bytes) in &layout.blobs {
-        assert_eq!(got.get(digest), Some(bytes), "{digest} differs or is missing after the routed pull");
-    }
+    pull_and_compare(&skopeo, &creds, &relay.to_string(), &work.path().join("pulled-via-eu"), &layout.blobs, "after the routed pull").await;
     // Blob GETs: two layers and two configs (manifests are not blobs).
     let blob_bytes: usize = layout.children.iter().map(|(_, _, config, layer)| config.len() + layer.len()).sum();
     let (us_bytes1, us_redirects1) = served(&c, us).await;
@@ -257,10 +269,7 @@ async fn blob_pulls_go_to_the_clients_nearest_region() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap().as_ref(), layer.as_slice());
     let (_, redirects_before) = served(&c, us).await;
-    let direct = work.path().join("pulled-direct");
-    let remote = format!("docker://{}/{REPO}:v1", c[us].http_addr());
-    let dst = format!("oci:{}:v1", direct.display());
-    run_skopeo(&skopeo, &["--insecure-policy", "copy", "--all", "--src-tls-verify=false", "--src-creds", &creds, &remote, &dst]).await;
+    pull_and_compare(&skopeo, &creds, &c[us].http_addr(), &work.path().join("pulled-direct"), &layout.blobs, "pulled directly").await;
     assert_eq!(served(&c, us).await.1, redirects_before, "an unmapped client was redirected");
 
     // eu down: us sees it within a probe, says so, and serves the mapped client itself.
@@ -268,14 +277,7 @@ async fn blob_pulls_go_to_the_clients_nearest_region() {
     c[eu].stop();
     endpoints_until(&c, us, "eu down", |v| region_up(v, "eu") == Some(false)).await;
     let (us_bytes2, us_redirects2) = served(&c, us).await;
-    let pulled = work.path().join("pulled-eu-down");
-    let remote = format!("docker://{relay}/{REPO}:v1");
-    let dst = format!("oci:{}:v1", pulled.display());
-    run_skopeo(&skopeo, &["--insecure-policy", "copy", "--all", "--preserve-digests", "--src-tls-verify=false", "--src-creds", &creds, &remote, &dst]).await;
-    let got = read_layout_blobs(&pulled);
-    for (digest, bytes) in &layout.blobs {
-        assert_eq!(got.get(digest), Some(bytes), "{digest} differs or is missing with eu down");
-    }
+    pull_and_compare(&skopeo, &creds, &relay.to_string(), &work.path().join("pulled-eu-down"), &layout.blobs, "with eu down").await;
     let (us_bytes3, us_redirects3) = served(&c, us).await;
     assert_eq!(us_redirects3, us_redirects2, "us redirected to a region that is down");
     assert!(us_bytes3 - us_bytes2 >= blob_bytes as f64, "us served {} of {blob_bytes} blob bytes with eu down", us_bytes3 - us_bytes2);
