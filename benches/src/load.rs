@@ -145,6 +145,7 @@ async fn main() -> Result<()> {
                 referrer: None,
                 region: args.region.clone(),
                 at_unix,
+                origin: None,
             }));
         }
         loader.store().write(links)?;
@@ -163,6 +164,7 @@ async fn main() -> Result<()> {
                 at_unix,
                 trash_until: None,
                 only_if_untagged: false,
+                origin: None,
             })
             .collect();
         check(loader.apply(commands).await?, "DeleteManifest")?;

@@ -13,6 +13,7 @@ pub mod blobs;
 pub mod cluster;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod failpoints;
 pub mod lifecycle;
 pub mod meta;
@@ -133,6 +134,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let gc_schedule = tokio::spawn(lifecycle::run_gc_schedule(lifecycle.clone(), shutdown_rx.clone()));
     let registry = Arc::new(registry);
+    let events = events::Events::new(meta.clone(), store.clone(), config.events.clone()).context("setting up webhook delivery")?;
+    let event_delivery = tokio::spawn(events::run_events(events.clone(), shutdown_rx.clone()));
     let grpc = {
         let (config, meta, shutdown) = (config.clone(), meta.clone(), shutdown_rx.clone());
         let grpc_replicator = replicator.clone();
@@ -140,7 +143,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let routing = routing.clone();
         tokio::spawn(async move {
             if let Err(e) =
-                cluster::serve_grpc(&config, grpc_listener, meta, grpc_replicator, lifecycle, uploads, routing, grpc_tls, shutdown).await
+                cluster::serve_grpc(&config, grpc_listener, meta, grpc_replicator, lifecycle, uploads, routing, events, grpc_tls, shutdown).await
             {
                 tracing::error!(error = %e, listen = %config.grpc_listen, "gRPC server failed");
             }
@@ -190,6 +193,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = gc_schedule.await;
     let _ = pull_recorder.await;
     let _ = usage_recorder.await;
+    let _ = event_delivery.await;
     if let Some(j) = joiner {
         let _ = j.await;
     }

@@ -1,10 +1,14 @@
 //! Manifest endpoints: GET/HEAD with `Accept` negotiation, PUT, DELETE.
 
+use super::listener::PeerAddr;
 use super::query::Query;
 use super::{empty, hv, ApiResult};
+use crate::meta::events::Origin;
 use crate::registry::manifest_parse::bare_media_type;
 use crate::registry::{Reference, Registry, RegistryError};
 use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 
@@ -55,16 +59,19 @@ pub async fn put(
     registry: &Registry,
     name: &str,
     reference: &str,
-    headers: &HeaderMap,
+    parts: &Parts,
     query: Option<&str>,
     body: Body,
+    actor: Option<&str>,
 ) -> ApiResult {
+    let headers = &parts.headers;
     let reference = Reference::parse(reference)?;
     let query = Query::parse(query);
     let tags = query.all("tag");
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let body = read_manifest_body(body, registry.max_manifest_bytes, registry.body_idle_timeout).await?;
-    let pushed = registry.put_manifest(name, &reference, content_type.as_deref(), body, tags).await?;
+    let origin = origin(registry, parts, actor);
+    let pushed = registry.put_manifest(name, &reference, content_type.as_deref(), body, tags, origin).await?;
     let mut resp = empty(StatusCode::CREATED);
     let h = resp.headers_mut();
     h.insert(header::LOCATION, hv(&format!("/v2/{name}/manifests/{}", pushed.digest)));
@@ -79,10 +86,24 @@ pub async fn put(
     Ok(resp)
 }
 
-pub async fn delete(registry: &Registry, name: &str, reference: &str) -> ApiResult {
+pub async fn delete(registry: &Registry, name: &str, reference: &str, parts: &Parts, actor: Option<&str>) -> ApiResult {
     let reference = existing_reference(reference)?;
-    registry.delete_manifest(name, &reference).await?;
+    registry.delete_manifest(name, &reference, origin(registry, parts, actor)).await?;
     Ok(empty(StatusCode::ACCEPTED))
+}
+
+/// Who asked for a change, for the events it causes (Distribution's `request` and
+/// `actor`, and the node as `source`).
+fn origin(registry: &Registry, parts: &Parts, actor: Option<&str>) -> Origin {
+    let header = |name: header::HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    Origin {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        addr: parts.extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0 .0.to_string()).unwrap_or_default(),
+        host: super::request_host(&parts.headers, &parts.uri).unwrap_or_default().to_string(),
+        method: parts.method.to_string(),
+        user_agent: header(header::USER_AGENT),
+        ..Origin::internal(actor.unwrap_or_default(), &registry.meta)
+    }
 }
 
 /// The reference of a manifest to read or delete: one that cannot name anything is

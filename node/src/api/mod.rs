@@ -155,7 +155,7 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
             return ApiError(e.into()).into_response();
         }
     }
-    let result = serve(registry, &endpoint, &parts, query, &allowed.owner, body).await;
+    let result = serve(registry, &endpoint, &parts, query, &allowed, body).await;
     // Promise 4: never MANIFEST_UNKNOWN / BLOB_UNKNOWN for acknowledged content. A pull
     // that misses here may have outrun this region's copy of the Raft log (the push was
     // acknowledged elsewhere moments ago): catch up and look again, see `look_again`.
@@ -165,7 +165,7 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         (Endpoint::Manifest { .. }, &Method::GET | &Method::HEAD) | (Endpoint::Blob { .. }, &Method::GET)
     );
     let result = if pull && is_miss(&result) && !linearizable {
-        look_again(registry, &endpoint, &parts, query, &allowed.owner).await
+        look_again(registry, &endpoint, &parts, query, &allowed).await
     } else {
         result
     };
@@ -191,16 +191,16 @@ async fn look_again(
     endpoint: &Endpoint<'_>,
     parts: &axum::http::request::Parts,
     query: Option<&str>,
-    owner: &str,
+    allowed: &Allowed,
 ) -> ApiResult {
     if registry.meta.catch_up(MISS_CATCH_UP).await.is_ok() {
-        let result = serve(registry, endpoint, parts, query, owner, Body::empty()).await;
+        let result = serve(registry, endpoint, parts, query, allowed, Body::empty()).await;
         if !is_miss(&result) {
             return result;
         }
     }
     match registry.meta.catch_up_confirmed(MISS_CONFIRM).await {
-        Ok(()) => serve(registry, endpoint, parts, query, owner, Body::empty()).await,
+        Ok(()) => serve(registry, endpoint, parts, query, allowed, Body::empty()).await,
         Err(e) => Err(ApiError(RegistryError::NoQuorum(format!(
             "not found in this region, which cannot confirm with the leader that nothing was pushed: {e}"
         )))),
@@ -299,17 +299,19 @@ async fn serve(
     endpoint: &Endpoint<'_>,
     parts: &axum::http::request::Parts,
     query: Option<&str>,
-    owner: &str,
+    allowed: &Allowed,
     body: Body,
 ) -> ApiResult {
     let headers = &parts.headers;
+    let owner = allowed.owner.as_str();
+    let actor = allowed.caller.as_ref().and_then(|c| c.subject());
     match (endpoint, &parts.method) {
         (Endpoint::Manifest { name, reference }, &Method::GET) => manifests::get(registry, name, reference, headers, true),
         (Endpoint::Manifest { name, reference }, &Method::HEAD) => manifests::get(registry, name, reference, headers, false),
         (Endpoint::Manifest { name, reference }, &Method::PUT) => {
-            manifests::put(registry, name, reference, headers, query, body).await
+            manifests::put(registry, name, reference, parts, query, body, actor).await
         }
-        (Endpoint::Manifest { name, reference }, &Method::DELETE) => manifests::delete(registry, name, reference).await,
+        (Endpoint::Manifest { name, reference }, &Method::DELETE) => manifests::delete(registry, name, reference, parts, actor).await,
         (Endpoint::Blob { name, digest }, &Method::GET) => blobs::get(registry, name, digest, headers, true).await,
         (Endpoint::Blob { name, digest }, &Method::HEAD) => blobs::get(registry, name, digest, headers, false).await,
         (Endpoint::Blob { name, digest }, &Method::DELETE) => blobs::delete(registry, name, digest).await,

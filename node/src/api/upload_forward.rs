@@ -56,7 +56,7 @@ impl crate::cluster::upload_forwarding::UploadHandler for ForwardedUploads {
             Some(Err(e)) => return ApiError(e).into_response(),
             _ => return ApiError(RegistryError::Unsupported("only upload session requests are passed on".into())).into_response(),
         };
-        super::serve(&self.registry, &endpoint, &parts, parts.uri.query(), "", body)
+        super::serve(&self.registry, &endpoint, &parts, parts.uri.query(), &super::Allowed::default(), body)
             .await
             .unwrap_or_else(|e| e.into_response())
     }

@@ -9,7 +9,8 @@
 //!
 //! Regions, leadership, snapshots, status and replication live in [`cluster`]; users in
 //! [`users`]; scope maps, robot tokens and signing keys in [`identities`]; garbage
-//! collection in [`lifecycle`]; public URLs and nearest-region routing in [`endpoints`].
+//! collection in [`lifecycle`]; public URLs and nearest-region routing in [`endpoints`];
+//! webhooks in [`webhooks`].
 
 mod cluster;
 mod endpoints;
@@ -20,6 +21,7 @@ mod retention;
 mod units;
 mod usage;
 mod users;
+mod webhooks;
 pub use cluster::{
     check_image_reference, render_add, render_image, render_regions, render_remove, render_replication_status,
     render_status, LeaderCommand, RegionCommand, ReplicationCommand,
@@ -29,6 +31,7 @@ pub use lifecycle::GcCommand;
 pub use quotas::QuotaCommand;
 pub use retention::{RetentionCommand, TrashCommand};
 pub use users::{render_user_saved, render_users, UserChange, UserCommand};
+pub use webhooks::WebhookCommand;
 
 use clap::{Args, Subcommand};
 use meridian_proto::admin::admin_service_client::AdminServiceClient;
@@ -123,6 +126,9 @@ pub enum AdminCommand {
     Trash(TrashCommand),
     /// Stored, pushed, pulled and replicated bytes per repository, region or day.
     Usage(usage::UsageArgs),
+    /// Webhooks: events (push, delete, …) POSTed to your endpoints, durably and in order.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
 }
 
 /// Why a command failed.
@@ -338,9 +344,21 @@ async fn execute(args: AdminArgs) -> Result<String, CliError> {
         AdminCommand::Key(cmd) => Some(identities::prepare_key(cmd)),
         _ => None,
     };
+    // And a webhook change its URL, actions and durations (taken out of `args`: the
+    // prepared call is what runs).
+    let webhook_call = match matches!(args.command, AdminCommand::Webhook(_)) {
+        true => match std::mem::replace(&mut args.command, AdminCommand::Status) {
+            AdminCommand::Webhook(cmd) => Some(webhooks::prepare_webhook(cmd)?),
+            _ => None,
+        },
+        false => None,
+    };
     let tls = client_tls(&args)?;
     let admin = Admin::connect(&url, auth, tls).await?;
     let json = args.json;
+    if let Some(prepared) = webhook_call {
+        return webhooks::run_webhook(&admin, prepared, json).await;
+    }
     match args.command {
         AdminCommand::Init => cluster::run_init(&admin, json).await,
         AdminCommand::Region(cmd) => cluster::run_region(&admin, cmd, json).await,
@@ -362,6 +380,7 @@ async fn execute(args: AdminArgs) -> Result<String, CliError> {
         AdminCommand::Retention(cmd) => retention::run_retention(&admin, cmd, json).await,
         AdminCommand::Trash(cmd) => retention::run_trash(&admin, cmd, json).await,
         AdminCommand::Usage(args) => usage::run_usage(&admin, args, json).await,
+        AdminCommand::Webhook(_) => Err(CliError::Usage("no webhook command".to_string())),
     }
 }
 

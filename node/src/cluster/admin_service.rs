@@ -1,12 +1,13 @@
 //! The operator's admin service: leadership, snapshots, status and replication, with
 //! membership changes in [`super::admin_membership`], users in [`super::admin_users`],
 //! scope maps, robot tokens and signing keys in [`super::admin_identities`], garbage
-//! collection, quotas and usage in [`super::admin_lifecycle`], and retention in
-//! [`super::admin_retention`]. Every call needs the admin token; calls that change
+//! collection, quotas and usage in [`super::admin_lifecycle`], retention in
+//! [`super::admin_retention`] and webhooks in [`super::admin_events`]. Every call needs the admin token; calls that change
 //! membership run at the leader (a follower passes them on with the caller's credentials).
 //! Identity changes are proposed from the contacted node (Meta forwards them to the leader)
 //! and identities are listed from its store.
 
+use super::admin_events as events;
 use super::admin_identities as identities;
 use super::admin_lifecycle as lifecycle;
 use super::admin_membership as membership;
@@ -43,6 +44,8 @@ pub struct AdminServiceImpl {
     pub replicator: std::sync::Arc<crate::replicas::Replicator>,
     /// Nearest-region routing: what `endpoints` reports.
     pub routing: std::sync::Arc<crate::routing::NearestRegion>,
+    /// The webhook deliverer (pings go out from here).
+    pub events: crate::events::Events,
     pub token: Option<String>,
     pub allow_remote: bool,
     /// Longest election timeout: how long followers' leader leases last.
@@ -551,6 +554,37 @@ impl AdminService for AdminServiceImpl {
     async fn usage(&self, request: Request<UsageRequest>) -> Result<Response<UsageReply>, Status> {
         self.authorize(&request)?;
         lifecycle::usage(self, request.into_inner()).map(Response::new)
+    }
+
+    async fn put_webhook(&self, request: Request<PutWebhookRequest>) -> Result<Response<WebhookInfo>, Status> {
+        self.authorize(&request)?;
+        events::put(self, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn remove_webhook(&self, request: Request<Name>) -> Result<Response<Empty>, Status> {
+        self.authorize(&request)?;
+        events::remove(self, request.into_inner().name).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn list_webhooks(&self, request: Request<Empty>) -> Result<Response<ListWebhooksReply>, Status> {
+        self.authorize(&request)?;
+        events::list(self).map(Response::new)
+    }
+
+    async fn ping_webhook(&self, request: Request<Name>) -> Result<Response<PingReply>, Status> {
+        self.authorize(&request)?;
+        events::ping(self, request.into_inner().name).await.map(Response::new)
+    }
+
+    async fn webhook_deliveries(&self, request: Request<DeliveriesRequest>) -> Result<Response<DeliveriesReply>, Status> {
+        self.authorize(&request)?;
+        events::deliveries(self, request.into_inner()).map(Response::new)
+    }
+
+    async fn resend_deliveries(&self, request: Request<ResendRequest>) -> Result<Response<ResendReply>, Status> {
+        self.authorize(&request)?;
+        events::resend(self, request.into_inner()).await.map(Response::new)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Everything between nodes: the gRPC server (Raft transport, write forwarding, admin),
 //! the Raft network client, and joining a cluster.
 
+pub mod admin_events;
 pub mod admin_identities;
 pub mod admin_lifecycle;
 pub mod admin_membership;
@@ -35,6 +36,7 @@ pub async fn serve_grpc(
     lifecycle: std::sync::Arc<crate::lifecycle::Lifecycle>,
     uploads: std::sync::Arc<dyn upload_forwarding::UploadHandler>,
     routing: std::sync::Arc<crate::routing::NearestRegion>,
+    events: crate::events::Events,
     tls: Option<tls::GrpcTls>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
@@ -51,6 +53,7 @@ pub async fn serve_grpc(
         lifecycle,
         replicator: replicator.clone(),
         routing,
+        events,
         token: config.admin_token.clone(),
         allow_remote: config.admin_allow_remote,
         election_timeout_max: Duration::from_millis(config.raft.election_timeout_max_ms),

@@ -90,6 +90,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Usage metering.
     pub usage: UsageConfig,
+    /// Delivering webhook events.
+    pub events: EventsConfig,
     /// Where this node keeps its region's blobs.
     pub storage: StorageConfig,
 }
@@ -148,7 +150,7 @@ impl Default for StorageConfig {
 }
 
 /// A secret setting: kept out of `Debug` output (and so out of logs).
-#[derive(Clone, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -180,6 +182,24 @@ pub struct UsageConfig {
 impl Default for UsageConfig {
     fn default() -> Self {
         UsageConfig { keep_days: 90, record_secs: 60 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// The wait after a webhook's first failed attempt; it doubles with each failure.
+    pub backoff_initial_ms: u64,
+    /// The longest wait between two attempts.
+    pub backoff_max_ms: u64,
+    /// The deliverer reports progress (one Raft entry) at most this often; after a leader
+    /// change, at most this much is sent again.
+    pub ack_interval_ms: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig { backoff_initial_ms: 1000, backoff_max_ms: 300_000, ack_interval_ms: 500 }
     }
 }
 
@@ -316,6 +336,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             retention: RetentionConfig::default(),
             usage: UsageConfig::default(),
+            events: EventsConfig::default(),
             storage: StorageConfig::default(),
         }
     }
@@ -469,7 +490,7 @@ impl Config {
     }
 
     /// `MERIDIAN_<KEY>` for top-level keys, `MERIDIAN_<TABLE>_<KEY>` for the keys of
-    /// `[raft]`, `[auth]`, `[gc]`, `[retention]`, `[usage]` and `[storage]`.
+    /// `[raft]`, `[auth]`, `[gc]`, `[retention]`, `[usage]`, `[events]` and `[storage]`.
     pub fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
         for (var, value) in vars {
             let Some(key) = var.strip_prefix("MERIDIAN_") else { continue };
@@ -544,6 +565,9 @@ impl Config {
                 "RETENTION_PULL_RECORD_SECS" => self.retention.pull_record_secs = num(&value).map_err(bad)?,
                 "USAGE_KEEP_DAYS" => self.usage.keep_days = num(&value).map_err(bad)?,
                 "USAGE_RECORD_SECS" => self.usage.record_secs = num(&value).map_err(bad)?,
+                "EVENTS_BACKOFF_INITIAL_MS" => self.events.backoff_initial_ms = num(&value).map_err(bad)?,
+                "EVENTS_BACKOFF_MAX_MS" => self.events.backoff_max_ms = num(&value).map_err(bad)?,
+                "EVENTS_ACK_INTERVAL_MS" => self.events.ack_interval_ms = num(&value).map_err(bad)?,
                 "AUTH_ENABLED" => self.auth.enabled = num(&value).map_err(bad)?,
                 "AUTH_SERVICE" => self.auth.service = value.clone(),
                 "AUTH_REALM" => self.auth.realm = Some(value.clone()).filter(|v| !v.is_empty()),
@@ -662,7 +686,8 @@ mod tests {
             "raft.max_logs_kept", "raft.write_timeout_ms", "auth.enabled", "auth.service", "auth.realm",
             "auth.token_ttl_secs", "auth.anonymous_pull", "auth.failed_login_limit", "gc.interval_secs",
             "gc.upload_grace_secs", "retention.soft_delete_days", "retention.pull_record_secs",
-            "usage.keep_days", "usage.record_secs", "storage.kind", "storage.bucket", "storage.prefix",
+            "usage.keep_days", "usage.record_secs", "events.backoff_initial_ms", "events.backoff_max_ms",
+            "events.ack_interval_ms", "storage.kind", "storage.bucket", "storage.prefix",
             "storage.endpoint", "storage.region", "storage.path_style", "storage.access_key_id",
             "storage.secret_access_key", "storage.credentials_file", "storage.redirect",
         ];
@@ -671,7 +696,7 @@ mod tests {
         }
         // The list above must itself be complete: serialize defaults and count fields.
         let defaults = format!("{:?}", Config::default());
-        // + 6: the `raft`, `auth`, `gc`, `retention`, `usage` and `storage` tables themselves.
-        assert_eq!(defaults.matches(": ").count(), keys.len() + 6, "a config field is missing from the README check");
+        // + 7: the `raft`, `auth`, `gc`, `retention`, `usage`, `events` and `storage` tables.
+        assert_eq!(defaults.matches(": ").count(), keys.len() + 7, "a config field is missing from the README check");
     }
 }

@@ -27,10 +27,16 @@ pub use retention::{glob_matches, Deletion};
 use crate::blobs::Blobs;
 use crate::config::{GcConfig, RetentionConfig};
 use crate::meta::command::{proposer_clock, Command, CommandResult};
+use crate::meta::events::Origin;
 use crate::meta::records::GcSweepReport;
 use crate::meta::{Meta, MetaError, Store};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The actor of events about a retention policy's deletes.
+const RETENTION_ACTOR: &str = "meridian/retention";
+/// The actor of events about an operator's trash restore.
+const ADMIN_ACTOR: &str = "meridian/admin";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -133,13 +139,19 @@ impl Lifecycle {
             }
             let digest = meridian_replication::Digest::parse(&d.digest).map_err(|e| LifecycleError::Sweep(e.to_string()))?;
             let cmd = match &d.tag {
-                Some(tag) => Command::DeleteTag { repo: d.repo.clone(), tag: tag.clone(), if_digest: Some(digest) },
+                Some(tag) => Command::DeleteTag {
+                    repo: d.repo.clone(),
+                    tag: tag.clone(),
+                    if_digest: Some(digest),
+                    origin: Some(Origin::internal(RETENTION_ACTOR, &self.meta)),
+                },
                 None => Command::DeleteManifest {
                     repo: d.repo.clone(),
                     digest,
                     at_unix: proposer_clock(),
                     trash_until: self.retention.trash_for().map(|t| proposer_clock() + t.as_secs()),
                     only_if_untagged: true,
+                    origin: Some(Origin::internal(RETENTION_ACTOR, &self.meta)),
                 },
             };
             let outcome = match self.meta.propose(cmd).await? {
@@ -181,7 +193,13 @@ impl Lifecycle {
 
     /// Puts a trashed manifest back, with `tag` on it when given.
     pub async fn restore(&self, repo: &str, digest: &meridian_replication::Digest, tag: Option<String>) -> Result<bool, LifecycleError> {
-        let cmd = Command::RestoreTrash { repo: repo.to_string(), digest: digest.clone(), tag, at_unix: proposer_clock() };
+        let cmd = Command::RestoreTrash {
+            repo: repo.to_string(),
+            digest: digest.clone(),
+            tag,
+            at_unix: proposer_clock(),
+            origin: Some(Origin::internal(ADMIN_ACTOR, &self.meta)),
+        };
         Ok(self.meta.propose(cmd).await? == CommandResult::Applied)
     }
 

@@ -1,6 +1,7 @@
 //! The entries of Meridian's one history: every repository, manifest and tag change is
 //! one of these commands, applied in log order on every node.
 
+use super::events::{DeliveryStatus, DeliveryUpdate, Origin, ParkedRange, Seq, WebhookRecord};
 use super::quotas::QuotaExceeded;
 use super::retention::RetentionPolicy;
 use super::usage::{Replicated, Traffic};
@@ -30,6 +31,9 @@ pub enum Command {
         /// manifest by the time it applies.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         only_if_untagged: bool,
+        /// Who asked (for the `delete` event).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<Origin>,
     },
     /// Removes one tag; the manifest stays. With `if_digest` (a retention policy's
     /// delete), only while the tag still points there.
@@ -38,6 +42,8 @@ pub enum Command {
         tag: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         if_digest: Option<Digest>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<Origin>,
     },
     /// Removes a blob from a repository. No longer proposed (a blob manifests reference
     /// cannot be deleted on its own); applied as before when found in an older log.
@@ -66,7 +72,14 @@ pub enum Command {
     PutRetentionPolicy { policy: RetentionPolicy },
     RemoveRetentionPolicy { name: String },
     /// Puts a trashed manifest back (with `tag` on it, when given).
-    RestoreTrash { repo: String, digest: Digest, tag: Option<String>, at_unix: u64 },
+    RestoreTrash {
+        repo: String,
+        digest: Digest,
+        tag: Option<String>,
+        at_unix: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<Origin>,
+    },
     /// Deletes a trashed manifest for good, giving back its references; with
     /// `expired_only`, only if its time is up at `at_unix`. One per entry: reads in an
     /// apply see the state before the entry, so two manifests releasing a shared blob in
@@ -92,6 +105,20 @@ pub enum Command {
     /// Creates or replaces a robot token (its secrets included).
     PutRobot { robot: RobotRecord },
     RemoveRobot { name: String },
+    /// Creates a webhook (`create_only`) or replaces an existing one.
+    PutWebhook { webhook: WebhookRecord, create_only: bool },
+    /// Removes a webhook, its progress and its parked deliveries.
+    RemoveWebhook { name: String },
+    /// The event deliverer's progress in one lane (batched, at most one entry per lane
+    /// per `events.ack_interval_ms`); events every webhook is done with are dropped.
+    AckEvents { lane: String, updates: Vec<DeliveryUpdate> },
+    /// A webhook gave up on `from..=through` of a lane after its attempts: the events stay,
+    /// parked, until re-sent; the webhook moves on.
+    ParkEvents { name: String, lane: String, from: Seq, range: ParkedRange },
+    /// Send a webhook's parked events again: all, or the range starting at `from`.
+    ResendParked { name: String, only: Option<(String, Seq)> },
+    /// A re-send of a parked range ended; delivered, the range goes.
+    ParkedDone { name: String, lane: String, from: Seq, delivered: bool, status: DeliveryStatus },
 }
 
 /// The proposer's clock (Unix seconds) for entries that carry one: applying must not read
@@ -101,6 +128,18 @@ pub fn proposer_clock() -> u64 {
 }
 
 impl Command {
+    /// Changes webhooks or the outbox (the deliverer must look again).
+    pub fn is_events(&self) -> bool {
+        matches!(
+            self,
+            Command::PutWebhook { .. }
+                | Command::RemoveWebhook { .. }
+                | Command::ResendParked { .. }
+                | Command::ParkEvents { .. }
+                | Command::ParkedDone { .. }
+        )
+    }
+
     /// Changes identities or keys (verified-credential caches must look again).
     pub fn is_auth(&self) -> bool {
         matches!(
@@ -137,6 +176,9 @@ pub struct PutManifest {
     /// from before it was sent).
     #[serde(default)]
     pub at_unix: u64,
+    /// Who pushed (for the `push` event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

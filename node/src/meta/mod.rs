@@ -4,6 +4,7 @@
 //! straight to [`Store`].
 
 pub mod command;
+pub mod events;
 mod log_store;
 pub mod offline;
 pub mod patterns;

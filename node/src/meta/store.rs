@@ -41,6 +41,10 @@ pub const CF_SM_ACTIVITY: &str = "sm_activity";
 pub const CF_SM_TRASH: &str = "sm_trash";
 /// Usage metering: traffic buckets and what each region stores (see `meta::usage`).
 pub const CF_SM_USAGE: &str = "sm_usage";
+/// Webhooks, how far each has been served, and parked deliveries (see `meta::events`).
+pub const CF_SM_WEBHOOKS: &str = "sm_webhooks";
+/// The outbox: events waiting for their webhooks (see `meta::events`).
+pub const CF_SM_EVENTS: &str = "sm_events";
 /// Upload sessions in progress on this node: `uuid` → session record.
 pub const CF_LOCAL_UPLOADS: &str = "local_uploads";
 /// `repo\0digest` → `LocalLink` (size, when): blobs pushed or mounted into the repository on
@@ -69,7 +73,7 @@ pub fn queue_key(priority: u8, digest: &str) -> Vec<u8> {
 }
 
 /// The column families that make up the replicated state machine (what a snapshot holds).
-pub const STATE_MACHINE_CFS: [&str; 13] = [
+pub const STATE_MACHINE_CFS: [&str; 15] = [
     CF_SM_META,
     CF_SM_REPOS,
     CF_SM_MANIFESTS,
@@ -84,6 +88,8 @@ pub const STATE_MACHINE_CFS: [&str; 13] = [
     CF_SM_ACTIVITY,
     CF_SM_TRASH,
     CF_SM_USAGE,
+    CF_SM_WEBHOOKS,
+    CF_SM_EVENTS,
 ];
 
 /// Raft's own column families.
@@ -120,6 +126,9 @@ pub struct Store {
     /// Woken when a `CollectBlobs` entry is applied (or a snapshot installed), so this
     /// region's garbage-collection sweep removes the copies it no longer needs.
     collected: Arc<tokio::sync::Notify>,
+    /// Counts applied entries that wrote events (or changed webhooks), so the deliverer
+    /// wakes for new work without polling.
+    events: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Store {
@@ -152,7 +161,12 @@ impl Store {
             .chain(LOCAL_CFS.iter())
             .map(|name| ColumnFamilyDescriptor::new(*name, cf_opts.clone()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Store { db: Arc::new(db), auth_epoch: Arc::default(), collected: Arc::default() })
+        Ok(Store {
+            db: Arc::new(db),
+            auth_epoch: Arc::default(),
+            collected: Arc::default(),
+            events: Arc::new(tokio::sync::watch::channel(0).0),
+        })
     }
 
     pub fn auth_epoch(&self) -> u64 {
@@ -171,6 +185,16 @@ impl Store {
     /// Resolves after the next `notify_collected` (or at once if one is pending).
     pub async fn collected(&self) {
         self.collected.notified().await
+    }
+
+    /// Wakes the event deliverer: events were written or webhooks changed.
+    pub fn notify_events(&self) {
+        self.events.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever `notify_events` is called.
+    pub fn events_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events.subscribe()
     }
 
     pub fn db(&self) -> &DB {

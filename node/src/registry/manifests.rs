@@ -6,6 +6,7 @@ use super::names::{validate_tag, Reference};
 use super::errors::QuotaRefusal;
 use super::{Registry, RegistryError, Result};
 use crate::meta::command::{proposer_clock, BlobRef, Command, CommandResult, PutManifest, Referrer};
+use crate::meta::events::Origin;
 use crate::meta::records::StoredManifest;
 use bytes::Bytes;
 use meridian_replication::{Algorithm, Digest};
@@ -30,6 +31,7 @@ impl Registry {
         content_type: Option<&str>,
         body: Bytes,
         query_tags: Vec<String>,
+        origin: Origin,
     ) -> Result<PushedManifest> {
         if body.len() > self.max_manifest_bytes {
             return Err(RegistryError::ManifestTooLarge { limit: self.max_manifest_bytes });
@@ -99,6 +101,7 @@ impl Registry {
             referrer,
             region: self.region.clone(),
             at_unix: proposer_clock(),
+            origin: Some(origin),
         };
         match self.meta.propose(Command::PutManifest(put)).await? {
             CommandResult::Applied => {
@@ -124,7 +127,7 @@ impl Registry {
 
     /// Deleting by digest removes the manifest and every tag on it; deleting by tag
     /// removes only the tag.
-    pub async fn delete_manifest(&self, repo: &str, reference: &Reference) -> Result<()> {
+    pub async fn delete_manifest(&self, repo: &str, reference: &Reference, origin: Origin) -> Result<()> {
         let cmd = match reference {
             Reference::Digest(d) => {
                 let at_unix = proposer_clock();
@@ -135,9 +138,10 @@ impl Registry {
                     at_unix,
                     trash_until,
                     only_if_untagged: false,
+                    origin: Some(origin),
                 }
             }
-            Reference::Tag(t) => Command::DeleteTag { repo: repo.to_string(), tag: t.clone(), if_digest: None },
+            Reference::Tag(t) => Command::DeleteTag { repo: repo.to_string(), tag: t.clone(), if_digest: None, origin: Some(origin) },
         };
         match self.meta.propose(cmd).await? {
             CommandResult::Applied => Ok(()),

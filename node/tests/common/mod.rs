@@ -5,6 +5,7 @@
 pub use chaos_tests::harness::*;
 pub mod containerd;
 pub mod podman;
+pub mod receiver;
 pub mod skopeo;
 
 /// Copies a directory tree (a data directory, `deploy/`).

@@ -3,6 +3,7 @@
 
 use super::StateMachine;
 use crate::meta::command::{BlobRef, CommandResult, PutManifest};
+use crate::meta::events::{EventBook, EventRecord, Origin, CLUSTER_LANE};
 use crate::meta::quotas::{Item, QuotaBook};
 use crate::meta::records::{BlobLink, BlobLocation, ReferrerDescriptor, StoredManifest};
 use crate::meta::retention::ActivityBook;
@@ -15,12 +16,48 @@ use crate::meta::usage::StorageDeltas;
 use meridian_replication::Digest;
 use rocksdb::WriteBatch;
 
+/// How a manifest delete goes (see `Command::DeleteManifest`).
+pub(super) struct Delete<'a> {
+    pub at_unix: u64,
+    pub trash_until: Option<u64>,
+    pub only_if_untagged: bool,
+    pub origin: Option<&'a Origin>,
+}
+
+/// A cluster-wide event about `repo`, stamped from its origin (or, for entries without
+/// one, the entry's own clock).
+fn event(action: &str, repo: &str, digest: &str, origin: Option<&Origin>, at_unix: u64) -> EventRecord {
+    EventRecord {
+        action: action.to_string(),
+        repo: repo.to_string(),
+        digest: digest.to_string(),
+        media_type: String::new(),
+        size: 0,
+        tag: None,
+        region: origin.map(|o| o.region.clone()).unwrap_or_default(),
+        at_ms: origin.map(|o| o.at_ms).filter(|ms| *ms > 0).unwrap_or(at_unix.saturating_mul(1000)),
+        origin: origin.cloned(),
+    }
+}
+
+/// One `push` event per tag set (one untagged event when none is).
+fn push_events(batch: &mut WriteBatch, events: &mut EventBook, template: EventRecord, tags: &[String]) -> Result<(), StoreError> {
+    if tags.is_empty() {
+        return events.emit(batch, CLUSTER_LANE, &template);
+    }
+    for tag in tags {
+        events.emit(batch, CLUSTER_LANE, &EventRecord { tag: Some(tag.clone()), ..template.clone() })?;
+    }
+    Ok(())
+}
+
 impl StateMachine {
     pub(super) fn apply_put_manifest(
         &self,
         batch: &mut WriteBatch,
         put: &PutManifest,
         storage: &mut StorageDeltas,
+        events: &mut EventBook,
     ) -> Result<CommandResult, StoreError> {
         for child in &put.children {
             if !self.store.exists(CF_SM_MANIFESTS, &repo_key(&put.repo, &child.to_string()))? {
@@ -125,6 +162,14 @@ impl StateMachine {
                 .map_err(|e| StoreError::Corrupt { cf: CF_SM_REFERRERS, reason: e.to_string() })?;
             batch.put_cf(self.store.cf(CF_SM_REFERRERS)?, key, value);
         }
+        // Only now, past every refusal: a refused push has no event.
+        let mut pushed = event("push", &put.repo, &digest, put.origin.as_ref(), put.at_unix);
+        pushed.media_type = put.media_type.clone();
+        pushed.size = put.body.len() as u64;
+        if pushed.region.is_empty() {
+            pushed.region = put.region.clone();
+        }
+        push_events(batch, events, pushed, &put.tags)?;
         Ok(CommandResult::Applied)
     }
 
@@ -135,10 +180,10 @@ impl StateMachine {
         batch: &mut WriteBatch,
         repo: &str,
         digest: &str,
-        at_unix: u64,
-        trash_until: Option<u64>,
-        only_if_untagged: bool,
+        delete: Delete,
+        events: &mut EventBook,
     ) -> Result<CommandResult, StoreError> {
+        let Delete { at_unix, trash_until, only_if_untagged, origin } = delete;
         let key = repo_key(repo, digest);
         let Some(raw) = self.store.get(CF_SM_MANIFESTS, &key)? else {
             return Ok(CommandResult::ManifestUnknown);
@@ -184,6 +229,9 @@ impl StateMachine {
             // An older trashed copy stays in the trash, to be restored or purged on its own.
             None => self.release_manifest(batch, repo, digest, &stored, at_unix)?,
         }
+        let mut deleted = event("delete", repo, digest, origin, at_unix);
+        deleted.media_type = stored.media_type.clone();
+        events.emit(batch, CLUSTER_LANE, &deleted)?;
         Ok(CommandResult::Applied)
     }
 
@@ -199,7 +247,15 @@ impl StateMachine {
         QuotaBook::for_repo(&self.store, repo)?.remove(batch, &gone)
     }
 
-    pub(super) fn apply_delete_tag(&self, batch: &mut WriteBatch, repo: &str, tag: &str, if_digest: Option<&Digest>) -> Result<CommandResult, StoreError> {
+    pub(super) fn apply_delete_tag(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &str,
+        tag: &str,
+        if_digest: Option<&Digest>,
+        origin: Option<&Origin>,
+        events: &mut EventBook,
+    ) -> Result<CommandResult, StoreError> {
         let key = repo_key(repo, tag);
         let Some(current) = self.store.get(CF_SM_TAGS, &key)? else {
             return Ok(CommandResult::ManifestUnknown);
@@ -209,13 +265,25 @@ impl StateMachine {
         }
         batch.delete_cf(self.store.cf(CF_SM_TAGS)?, key);
         ActivityBook { store: &self.store }.tag_gone(batch, repo, tag)?;
+        let mut deleted = event("delete", repo, &String::from_utf8_lossy(&current), origin, 0);
+        deleted.tag = Some(tag.to_string());
+        events.emit(batch, CLUSTER_LANE, &deleted)?;
         Ok(CommandResult::Applied)
     }
 
     /// Puts a trashed manifest back as it was (its references never left), with `tag`.
     /// When the same manifest was pushed again meanwhile, the trashed copy's references
     /// go and only the tag is set.
-    pub(super) fn apply_restore(&self, batch: &mut WriteBatch, repo: &str, digest: &str, tag: Option<&str>, at_unix: u64) -> Result<CommandResult, StoreError> {
+    pub(super) fn apply_restore(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &str,
+        digest: &str,
+        tag: Option<&str>,
+        at_unix: u64,
+        origin: Option<&Origin>,
+        events: &mut EventBook,
+    ) -> Result<CommandResult, StoreError> {
         let trash_key = trash::trash_key(repo, digest);
         let Some(raw) = self.store.get(CF_SM_TRASH, &trash_key)? else {
             return Ok(CommandResult::NotFound);
@@ -239,6 +307,11 @@ impl StateMachine {
             batch.put_cf(self.store.cf(CF_SM_TAGS)?, repo_key(repo, t), digest.as_bytes());
         }
         ActivityBook { store: &self.store }.pushed(batch, repo, digest, &tags, at_unix)?;
+        // Back in the registry: to a receiver, the same as a push.
+        let mut restored = event("push", repo, digest, origin, at_unix);
+        restored.media_type = stored.media_type.clone();
+        restored.size = stored.body.len() as u64;
+        push_events(batch, events, restored, &tags)?;
         Ok(CommandResult::Applied)
     }
 

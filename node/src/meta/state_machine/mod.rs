@@ -9,8 +9,11 @@ use super::command::{Command, CommandResult};
 mod manifests;
 mod snapshot_files;
 #[cfg(test)]
+mod events_tests;
+#[cfg(test)]
 mod snapshot_tests;
 
+use super::events::{self, EventBook, Outcome};
 use super::quotas::{self, Item, QuotaBook};
 use super::retention::ActivityBook;
 use super::usage::{self, StorageDeltas};
@@ -35,6 +38,15 @@ const KEY_MEMBERSHIP: &[u8] = b"membership";
 const KEY_RESTORING: &[u8] = b"restoring";
 /// A restore writes the dump in batches of about this many bytes.
 const RESTORE_BATCH_BYTES: usize = 8 << 20;
+
+/// The result of a webhook command.
+fn outcome(o: Outcome) -> CommandResult {
+    match o {
+        Outcome::Done => CommandResult::Applied,
+        Outcome::AlreadyExists => CommandResult::AlreadyExists,
+        Outcome::NotFound => CommandResult::NotFound,
+    }
+}
 
 /// `sm_meta` key of a region's last garbage-collection sweep.
 pub fn gc_report_key(region: &str) -> Vec<u8> {
@@ -77,9 +89,10 @@ impl StateMachine {
 
     /// Adds one command's writes to `batch`; reads see the state before the batch, which
     /// is why `apply` writes each entry's batch before applying the next.
-    fn apply_command(&self, batch: &mut WriteBatch, cmd: &Command) -> Result<CommandResult, StoreError> {
+    /// Events the change causes go into the same batch, through `events`.
+    fn apply_command(&self, batch: &mut WriteBatch, cmd: &Command, events: &mut EventBook) -> Result<CommandResult, StoreError> {
         let mut storage = StorageDeltas::default();
-        let result = self.apply_command_counting(batch, cmd, &mut storage)?;
+        let result = self.apply_command_counting(batch, cmd, &mut storage, events)?;
         for (region, stored) in storage.write(&self.store, batch)? {
             crate::observability::record_region_storage(&region, stored.bytes, stored.blobs);
         }
@@ -87,13 +100,22 @@ impl StateMachine {
     }
 
     /// `apply_command`, summing the changes to what each region stores into `storage`.
-    fn apply_command_counting(&self, batch: &mut WriteBatch, cmd: &Command, storage: &mut StorageDeltas) -> Result<CommandResult, StoreError> {
+    fn apply_command_counting(
+        &self,
+        batch: &mut WriteBatch,
+        cmd: &Command,
+        storage: &mut StorageDeltas,
+        events: &mut EventBook,
+    ) -> Result<CommandResult, StoreError> {
         match cmd {
-            Command::PutManifest(put) => self.apply_put_manifest(batch, put, storage),
-            Command::DeleteManifest { repo, digest, at_unix, trash_until, only_if_untagged } => {
-                self.apply_delete_manifest(batch, repo, &digest.to_string(), *at_unix, *trash_until, *only_if_untagged)
+            Command::PutManifest(put) => self.apply_put_manifest(batch, put, storage, events),
+            Command::DeleteManifest { repo, digest, at_unix, trash_until, only_if_untagged, origin } => {
+                let delete = manifests::Delete { at_unix: *at_unix, trash_until: *trash_until, only_if_untagged: *only_if_untagged, origin: origin.as_ref() };
+                self.apply_delete_manifest(batch, repo, &digest.to_string(), delete, events)
             }
-            Command::DeleteTag { repo, tag, if_digest } => self.apply_delete_tag(batch, repo, tag, if_digest.as_ref()),
+            Command::DeleteTag { repo, tag, if_digest, origin } => {
+                self.apply_delete_tag(batch, repo, tag, if_digest.as_ref(), origin.as_ref(), events)
+            }
             Command::RecordPulls { at_unix, pulls } => {
                 ActivityBook { store: &self.store }.pulled(batch, pulls, *at_unix)?;
                 Ok(CommandResult::Applied)
@@ -106,8 +128,8 @@ impl StateMachine {
                 let removed = ActivityBook { store: &self.store }.remove_policy(batch, name)?;
                 Ok(if removed { CommandResult::Applied } else { CommandResult::NotFound })
             }
-            Command::RestoreTrash { repo, digest, tag, at_unix } => {
-                self.apply_restore(batch, repo, &digest.to_string(), tag.as_deref(), *at_unix)
+            Command::RestoreTrash { repo, digest, tag, at_unix, origin } => {
+                self.apply_restore(batch, repo, &digest.to_string(), tag.as_deref(), *at_unix, origin.as_ref(), events)
             }
             Command::PurgeTrash { repo, digest, at_unix, expired_only } => {
                 self.apply_purge(batch, repo, &digest.to_string(), *at_unix, *expired_only)
@@ -206,6 +228,25 @@ impl StateMachine {
             }),
             Command::RecordGcSweep { report } => {
                 batch.put_cf(self.store.cf(CF_SM_META)?, gc_report_key(&report.region), encode_json(report));
+                Ok(CommandResult::Applied)
+            }
+            Command::PutWebhook { webhook, create_only } => {
+                Ok(outcome(events::apply_put(&self.store, batch, events.index, webhook, *create_only)?))
+            }
+            Command::RemoveWebhook { name } => Ok(outcome(events::apply_remove(&self.store, batch, name)?)),
+            Command::AckEvents { lane, updates } => {
+                events::apply_ack(&self.store, batch, lane, updates)?;
+                Ok(CommandResult::Applied)
+            }
+            Command::ParkEvents { name, lane, from, range } => {
+                Ok(outcome(events::apply_park(&self.store, batch, name, lane, *from, range)?))
+            }
+            Command::ResendParked { name, only } => {
+                let only = only.as_ref().map(|(lane, from)| (lane.as_str(), *from));
+                Ok(outcome(events::apply_resend(&self.store, batch, name, only)?))
+            }
+            Command::ParkedDone { name, lane, from, delivered, status } => {
+                events::apply_parked_done(&self.store, batch, name, lane, *from, *delivered, status)?;
                 Ok(CommandResult::Applied)
             }
         }
@@ -334,6 +375,7 @@ impl StateMachine {
     fn after_restore(&self) {
         self.store.bump_auth_epoch();
         self.store.notify_collected();
+        self.store.notify_events();
     }
 }
 
@@ -427,10 +469,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             let log_id = *entry.get_log_id();
             let mut batch = WriteBatch::default();
+            let mut events = EventBook::new(&self.store, log_id.index);
             let result = match &entry.payload {
                 EntryPayload::Blank => CommandResult::Applied,
                 EntryPayload::Normal(cmd) => self
-                    .apply_command(&mut batch, cmd)
+                    .apply_command(&mut batch, cmd, &mut events)
                     .map_err(|e| StorageError::from(StorageIOError::apply(log_id, &e)))?,
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(log_id), m.clone());
@@ -445,6 +488,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.store.write_waiting_for_space(batch, false).await.map_err(sm_write_err)?;
             if matches!(&entry.payload, EntryPayload::Normal(cmd) if cmd.is_auth()) {
                 self.store.bump_auth_epoch();
+            }
+            if events.written > 0 || matches!(&entry.payload, EntryPayload::Normal(cmd) if cmd.is_events()) {
+                self.store.notify_events();
             }
             if matches!(&result, CommandResult::Collected { blobs, .. } if *blobs > 0) {
                 self.store.notify_collected();
@@ -507,8 +553,10 @@ mod tests {
     }
 
     fn apply(sm: &StateMachine, cmd: Command) -> CommandResult {
+        static INDEX: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let mut batch = WriteBatch::default();
-        let result = sm.apply_command(&mut batch, &cmd).unwrap();
+        let mut events = EventBook::new(&sm.store, INDEX.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let result = sm.apply_command(&mut batch, &cmd, &mut events).unwrap();
         sm.store.write(batch).unwrap();
         result
     }
@@ -529,6 +577,7 @@ mod tests {
             referrer: None,
             region: "us".into(),
             at_unix: 0,
+            origin: None,
         })
     }
 
@@ -541,7 +590,7 @@ mod tests {
         let (_dir, sm) = machine();
         let mut all: Vec<Digest> = ["p", "q", "r"].iter().map(|s| digest(s)).collect();
         assert_eq!(apply(&sm, put("r", "a", &[(&all[0], true), (&all[1], true), (&all[2], true)])), CommandResult::Applied);
-        apply(&sm, Command::DeleteManifest { repo: "r".into(), digest: digest("a"), at_unix: 1000, trash_until: None, only_if_untagged: false });
+        apply(&sm, Command::DeleteManifest { repo: "r".into(), digest: digest("a"), at_unix: 1000, trash_until: None, only_if_untagged: false, origin: None });
         all.sort_by_key(|d| d.to_string());
         let page = |after: Option<&Digest>| -> Vec<Digest> {
             sm.store.collectable_blobs(2000, 60, after, 2).unwrap().into_iter().map(|(d, _)| d).collect()
@@ -561,7 +610,7 @@ mod tests {
         // Pushing a again changes nothing.
         assert_eq!(apply(&sm, put("r", "a", &[(&x, true), (&y, true)])), CommandResult::Applied);
         assert_eq!(location(&sm, &x).unwrap().links, Some(1));
-        apply(&sm, Command::DeleteManifest { repo: "r".into(), digest: digest("a"), at_unix: 1000, trash_until: None, only_if_untagged: false });
+        apply(&sm, Command::DeleteManifest { repo: "r".into(), digest: digest("a"), at_unix: 1000, trash_until: None, only_if_untagged: false, origin: None });
         let lx = location(&sm, &x).unwrap();
         let ly = location(&sm, &y).unwrap();
         assert_eq!((lx.links, lx.unreferenced_since), (Some(1), None), "b still references x");
@@ -588,7 +637,7 @@ mod tests {
         let (_dir, sm) = machine();
         let x = digest("x");
         apply(&sm, put("r", "a", &[(&x, true)]));
-        apply(&sm, Command::DeleteManifest { repo: "r".into(), digest: digest("a"), at_unix: 1000, trash_until: None, only_if_untagged: false });
+        apply(&sm, Command::DeleteManifest { repo: "r".into(), digest: digest("a"), at_unix: 1000, trash_until: None, only_if_untagged: false, origin: None });
         // Another repository references x before the collection is applied.
         apply(&sm, put("s", "b", &[(&x, false)]));
         let collect = Command::CollectBlobs { digests: vec![x.clone()], at_unix: 5000, grace_secs: 60 };
@@ -621,7 +670,7 @@ mod tests {
         }
         assert!(location(&sm, &z).is_none(), "a refused push leaves no blob record");
         // Into the trash: still counted; purged: b's own items go, x stays (a has it).
-        let trash = Command::DeleteManifest { repo: "ns/b".into(), digest: digest("b"), at_unix: 100, trash_until: Some(200), only_if_untagged: false };
+        let trash = Command::DeleteManifest { repo: "ns/b".into(), digest: digest("b"), at_unix: 100, trash_until: Some(200), only_if_untagged: false, origin: None };
         assert_eq!(apply(&sm, trash), CommandResult::Applied);
         assert_eq!(quota_used(&sm, "ns/*"), 22);
         assert_eq!(location(&sm, &y).unwrap().links, Some(1), "a trashed manifest keeps its blobs referenced");
@@ -646,6 +695,7 @@ mod tests {
             at_unix: 100,
             trash_until,
             only_if_untagged: false,
+            origin: None,
         };
         apply(&sm, put("r", "a", &[(&x, true)]));
         assert_eq!(apply(&sm, delete(Some(500))), CommandResult::Applied);

@@ -26,6 +26,7 @@ fn put(repo: &str, manifest: &str) -> Command {
         referrer: None,
         region: "us".into(),
         at_unix: 0,
+        origin: None,
     })
 }
 

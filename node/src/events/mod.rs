@@ -1,0 +1,233 @@
+//! Delivering webhook events from the replicated outbox (`meta::events`).
+//!
+//! The leader delivers the cluster-wide lane: Raft already elects exactly one, it has the
+//! newest applied state, and when its region goes down the next leader — elected within
+//! an election timeout — resumes from the cursors in the cluster state, since every
+//! voter holds the events. Each webhook is served by one task, strictly in order: a batch
+//! is posted, and the next only after it was delivered or parked. Progress goes back into
+//! the log in batches (`AckEvents`, every `events.ack_interval_ms`), so a new leader sends
+//! again at most what was delivered since the last batch, with the same event ids.
+//!
+//! The guarantee: at least once, in order per webhook (parked and re-sent ranges aside).
+//! A receiver that keeps failing is parked after `max_attempts` and then, while it keeps
+//! failing, whatever is pending is parked at the first failed attempt, so a dead receiver
+//! neither holds the outbox nor slows anything else: pushes never wait for deliveries.
+
+mod deliver;
+pub mod envelope;
+
+use crate::config::EventsConfig;
+use crate::meta::command::Command;
+use crate::meta::events::{DeliveryUpdate, WebhookRecord, CLUSTER_LANE};
+use crate::meta::{Meta, Store};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use reqwest_for_object_store as http;
+
+/// How often the supervisor looks for webhooks to serve when nothing wakes it.
+const IDLE_LOOK: Duration = Duration::from_millis(250);
+/// How often the outbox depth gauge is refreshed.
+const DEPTH_EVERY: Duration = Duration::from_secs(2);
+/// Events posted in one envelope at most.
+const BATCH: usize = 16;
+/// Webhook requests in flight across all webhooks.
+const MAX_IN_FLIGHT: usize = 32;
+/// Waiting for a TCP connection to a receiver.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The deliverer: one per node, active while the node leads.
+#[derive(Clone)]
+pub struct Events {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    meta: Meta,
+    store: Store,
+    config: EventsConfig,
+    client: http::Client,
+    in_flight: tokio::sync::Semaphore,
+    /// Webhooks a task serves now.
+    serving: Mutex<HashSet<String>>,
+    /// Progress not yet recorded in the log: lane → webhook → update.
+    acks: Mutex<BTreeMap<String, BTreeMap<String, DeliveryUpdate>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    #[error("no webhook named {0:?}")]
+    UnknownWebhook(String),
+    #[error("storage: {0}")]
+    Store(#[from] crate::meta::store::StoreError),
+}
+
+/// What a ping got.
+#[derive(Debug, Clone)]
+pub struct PingOutcome {
+    pub status: u16,
+    pub error: String,
+    pub millis: u64,
+    pub event_id: String,
+}
+
+impl Events {
+    pub fn new(meta: Meta, store: Store, config: EventsConfig) -> anyhow::Result<Events> {
+        // reqwest here is built without a default TLS provider: use ring, as the node does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = http::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            // A receiver's redirect is an answer, not a place to send the body again
+            // (Distribution counts 3xx as delivered as well).
+            .redirect(http::redirect::Policy::none())
+            .user_agent(concat!("meridian/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Events {
+            inner: Arc::new(Inner {
+                meta,
+                store,
+                config,
+                client,
+                in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+                serving: Mutex::default(),
+                acks: Mutex::default(),
+            }),
+        })
+    }
+
+    /// Posts one signed `ping` event to a webhook now, from this node (not queued).
+    pub async fn ping(&self, name: &str) -> Result<PingOutcome, EventsError> {
+        let hook = self.inner.store.webhook(name)?.ok_or_else(|| EventsError::UnknownWebhook(name.to_string()))?;
+        let me = self.inner.meta.me();
+        let id = uuid::Uuid::new_v4().to_string();
+        let event = serde_json::json!({
+            "id": id,
+            "timestamp": envelope::timestamp(crate::meta::events::now_ms()),
+            "action": "ping",
+            "target": {},
+            "request": {},
+            "actor": {},
+            "source": { "addr": me.http_addr, "instanceID": format!("{}-{}", me.region, self.inner.meta.node_id()) },
+            "region": me.region,
+        });
+        let started = Instant::now();
+        let result = deliver::post(&self.inner.client, &hook, envelope::envelope(&[event])).await;
+        let millis = started.elapsed().as_millis() as u64;
+        Ok(match result {
+            Ok(status) => PingOutcome { status, error: String::new(), millis, event_id: id },
+            Err(f) => PingOutcome { status: f.status, error: f.error, millis, event_id: id },
+        })
+    }
+}
+
+/// Serves every enabled webhook while this node leads, and records progress.
+pub async fn run_events(events: Events, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let inner = events.inner.clone();
+    let acks = tokio::spawn(record_progress(inner.clone(), shutdown.clone()));
+    let mut changed = inner.store.events_changed();
+    let mut depth_at = Instant::now();
+    loop {
+        if inner.meta.is_leader() {
+            match inner.store.webhooks() {
+                Ok(hooks) => {
+                    for hook in hooks.into_iter().filter(|h| h.enabled) {
+                        let fresh = inner.serving.lock().unwrap_or_else(|p| p.into_inner()).insert(hook.name.clone());
+                        if fresh {
+                            tokio::spawn(deliver::serve_webhook(inner.clone(), hook.name, shutdown.clone()));
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading webhooks"),
+            }
+            if depth_at.elapsed() >= DEPTH_EVERY {
+                depth_at = Instant::now();
+                record_depth(&inner);
+            }
+        }
+        tokio::select! {
+            _ = changed.changed() => {}
+            _ = tokio::time::sleep(IDLE_LOOK) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    let _ = acks.await;
+}
+
+/// `meridian_events_outbox_depth{webhook}`: events waiting for each webhook (at most 100k
+/// counted).
+fn record_depth(inner: &Inner) {
+    let Ok(hooks) = inner.store.webhooks() else { return };
+    for hook in hooks {
+        let cursor = inner.store.event_cursor(&hook, CLUSTER_LANE).unwrap_or_default();
+        let depth = inner.store.events_pending(CLUSTER_LANE, cursor, 100_000).unwrap_or(0);
+        metrics::gauge!("meridian_events_outbox_depth", "webhook" => hook.name.clone()).set(depth as f64);
+    }
+}
+
+impl Inner {
+    /// Queues a webhook's progress for the next `AckEvents`.
+    fn report(&self, lane: &str, update: DeliveryUpdate) {
+        let mut acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        let lane = acks.entry(lane.to_string()).or_default();
+        match lane.get_mut(&update.name) {
+            Some(u) => {
+                u.through = u.through.max(update.through);
+                u.delivered += update.delivered;
+                if update.status.is_some() {
+                    u.status = update.status;
+                }
+            }
+            None => {
+                lane.insert(update.name.clone(), update);
+            }
+        }
+    }
+
+    /// Backoff before attempt `attempts + 1`: doubling from the initial wait up to the
+    /// maximum, with jitter (half to all of it) so receivers coming back are not hit by
+    /// every webhook at once.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let initial = self.config.backoff_initial_ms.max(1);
+        let ms = initial.saturating_mul(1u64 << attempts.saturating_sub(1).min(30)).min(self.config.backoff_max_ms.max(initial));
+        let jitter = 0.5 + rand::random::<f64>() * 0.5;
+        Duration::from_millis((ms as f64 * jitter) as u64)
+    }
+
+    fn stop_serving(&self, name: &str) {
+        self.serving.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+    }
+
+    fn webhook(&self, name: &str) -> Option<WebhookRecord> {
+        self.store.webhook(name).ok().flatten().filter(|h| h.enabled)
+    }
+}
+
+/// Records queued progress every `ack_interval_ms`, one `AckEvents` per lane. A node that
+/// no longer leads drops it: the next leader sends those events again.
+async fn record_progress(inner: Arc<Inner>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let every = Duration::from_millis(inner.config.ack_interval_ms.max(10));
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(every) => false,
+            _ = shutdown.changed() => true,
+        };
+        let pending = std::mem::take(&mut *inner.acks.lock().unwrap_or_else(|p| p.into_inner()));
+        for (lane, updates) in pending {
+            let updates: Vec<DeliveryUpdate> = updates.into_values().collect();
+            let cmd = Command::AckEvents { lane: lane.clone(), updates: updates.clone() };
+            if let Err(e) = inner.meta.propose(cmd).await {
+                // Still leading: try again with the next batch. Otherwise the next leader
+                // sends these events again.
+                tracing::debug!(error = %e, "recording event deliveries");
+                if inner.meta.is_leader() {
+                    for u in updates {
+                        inner.report(&lane, u);
+                    }
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}

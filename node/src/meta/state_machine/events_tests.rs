@@ -1,0 +1,192 @@
+//! Events at apply time: written in the entry's own batch, numbered by the log, only for
+//! changes that happened and only when a webhook wants them; dropped once every webhook
+//! is done with them.
+
+use super::*;
+use crate::meta::command::{BlobRef, PutManifest};
+use crate::meta::events::{DeliveryStatus, DeliveryUpdate, EventRecord, ParkedRange, Seq, WebhookRecord, CLUSTER_LANE};
+use meridian_replication::Algorithm;
+
+struct Machine {
+    _dir: tempfile::TempDir,
+    sm: StateMachine,
+    index: u64,
+}
+
+impl Machine {
+    fn new() -> Machine {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let sm = StateMachine::new(store, "us".into(), dir.path());
+        Machine { _dir: dir, sm, index: 0 }
+    }
+
+    /// Applies `cmd` as the next log entry.
+    fn apply(&mut self, cmd: Command) -> CommandResult {
+        self.index += 1;
+        let mut batch = WriteBatch::default();
+        let mut events = EventBook::new(&self.sm.store, self.index);
+        let result = self.sm.apply_command(&mut batch, &cmd, &mut events).unwrap();
+        self.sm.store.write(batch).unwrap();
+        result
+    }
+
+    fn events(&self) -> Vec<(Seq, EventRecord)> {
+        self.sm.store.events_after(CLUSTER_LANE, Seq::default(), usize::MAX).unwrap()
+    }
+}
+
+fn digest(seed: &str) -> Digest {
+    Digest::of_bytes(Algorithm::Sha256, seed.as_bytes())
+}
+
+fn webhook(name: &str, actions: &[&str]) -> WebhookRecord {
+    WebhookRecord {
+        name: name.into(),
+        url: "http://127.0.0.1:9/hook".into(),
+        actions: actions.iter().map(|a| a.to_string()).collect(),
+        repos: vec![],
+        region: None,
+        headers: vec![],
+        secret: None,
+        enabled: true,
+        timeout_ms: 1000,
+        max_attempts: 3,
+        since: Seq::default(),
+    }
+}
+
+fn put(repo: &str, manifest: &str, tags: &[&str]) -> Command {
+    Command::PutManifest(PutManifest {
+        repo: repo.into(),
+        digest: digest(manifest),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        body: manifest.into(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        blobs: vec![BlobRef { digest: digest(&format!("layer {manifest}")), size: 100, held_here: true }],
+        children: vec![],
+        referrer: None,
+        region: "us".into(),
+        at_unix: 1000,
+        origin: None,
+    })
+}
+
+fn ack(name: &str, through: Seq) -> Command {
+    let update = DeliveryUpdate { name: name.into(), through: Some(through), delivered: 1, status: None };
+    Command::AckEvents { lane: CLUSTER_LANE.into(), updates: vec![update] }
+}
+
+#[test]
+fn with_no_webhook_nothing_is_recorded() {
+    let mut m = Machine::new();
+    m.apply(put("r", "a", &["v1"]));
+    assert!(m.events().is_empty());
+}
+
+#[test]
+fn a_push_records_one_event_per_tag_numbered_by_its_entry() {
+    let mut m = Machine::new();
+    m.apply(Command::PutWebhook { webhook: webhook("ci", &["push"]), create_only: true });
+    m.apply(put("r", "a", &["v1", "latest"]));
+    m.apply(put("r", "b", &[]));
+    let events = m.events();
+    let seqs: Vec<Seq> = events.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, [Seq::new(2, 0), Seq::new(2, 1), Seq::new(3, 0)]);
+    let tags: Vec<Option<String>> = events.iter().map(|(_, e)| e.tag.clone()).collect();
+    assert_eq!(tags, [Some("v1".to_string()), Some("latest".to_string()), None]);
+    assert!(events.iter().all(|(_, e)| e.action == "push" && e.repo == "r" && e.region == "us" && e.at_ms == 1_000_000));
+    assert_eq!(events[0].1.size, 1);
+}
+
+#[test]
+fn refused_changes_and_unwanted_actions_record_nothing() {
+    let mut m = Machine::new();
+    m.apply(Command::PutWebhook { webhook: webhook("ci", &["push"]), create_only: true });
+    m.apply(Command::SetQuota { pattern: "small/*".into(), limit_bytes: 10 });
+    assert!(matches!(m.apply(put("small/x", "a", &["v1"])), CommandResult::QuotaExceeded(_)));
+    let mut index = put("r", "idx", &[]);
+    if let Command::PutManifest(p) = &mut index {
+        p.children = vec![digest("missing")];
+    }
+    assert!(matches!(m.apply(index), CommandResult::ManifestBlobUnknown(_)));
+    assert!(m.events().is_empty(), "a refused push has no event");
+    // Deletes are not what this webhook asked for.
+    m.apply(put("r", "a", &["v1"]));
+    m.apply(Command::DeleteTag { repo: "r".into(), tag: "v1".into(), if_digest: None, origin: None });
+    assert_eq!(m.events().len(), 1);
+    // A conditional delete that finds the tag moved changes nothing, so says nothing.
+    m.apply(Command::PutWebhook { webhook: webhook("all", &["push", "delete"]), create_only: true });
+    m.apply(put("r", "b", &["v2"]));
+    let before = m.events().len();
+    let moved = Command::DeleteTag { repo: "r".into(), tag: "v2".into(), if_digest: Some(digest("a")), origin: None };
+    assert_eq!(m.apply(moved), CommandResult::StillNeeded);
+    assert_eq!(m.events().len(), before);
+    let gone = Command::DeleteManifest { repo: "r".into(), digest: digest("b"), at_unix: 5, trash_until: None, only_if_untagged: false, origin: None };
+    assert_eq!(m.apply(gone), CommandResult::Applied);
+    let last = m.events().pop().unwrap().1;
+    assert_eq!((last.action.as_str(), last.digest.clone()), ("delete", digest("b").to_string()));
+}
+
+#[test]
+fn events_go_once_every_webhook_is_past_them_and_parked_ones_stay() {
+    let mut m = Machine::new();
+    m.apply(Command::PutWebhook { webhook: webhook("a", &["push"]), create_only: true });
+    m.apply(Command::PutWebhook { webhook: webhook("b", &["push"]), create_only: true });
+    for name in ["x", "y", "z"] {
+        m.apply(put("r", name, &["t"]));
+    }
+    let seqs: Vec<Seq> = m.events().iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs.len(), 3);
+    m.apply(ack("a", seqs[2]));
+    assert_eq!(m.events().len(), 3, "b still needs them");
+    m.apply(ack("b", seqs[0]));
+    assert_eq!(m.events().len(), 2);
+    // An older report from a deposed deliverer moves nothing back.
+    m.apply(ack("a", seqs[0]));
+    assert_eq!(m.sm.store.event_cursor(&m.sm.store.webhook("a").unwrap().unwrap(), CLUSTER_LANE).unwrap(), seqs[2]);
+    // b parks the rest: they stay until re-sent.
+    let range = ParkedRange { through: seqs[2], attempts: 3, last_status: 500, last_error: "500".into(), parked_unix: 1, resend: false };
+    m.apply(Command::ParkEvents { name: "b".into(), lane: CLUSTER_LANE.into(), from: seqs[1], range });
+    assert_eq!(m.events().len(), 2);
+    assert_eq!(m.sm.store.parked("b").unwrap().len(), 1);
+    m.apply(Command::ResendParked { name: "b".into(), only: None });
+    assert!(m.sm.store.parked("b").unwrap()[0].range.resend);
+    let done = DeliveryStatus::default();
+    m.apply(Command::ParkedDone { name: "b".into(), lane: CLUSTER_LANE.into(), from: seqs[1], delivered: true, status: done });
+    assert!(m.sm.store.parked("b").unwrap().is_empty());
+    assert!(m.events().is_empty(), "nothing left that a webhook needs");
+}
+
+#[test]
+fn a_new_or_re_enabled_webhook_starts_after_its_entry_and_removal_frees_the_outbox() {
+    let mut m = Machine::new();
+    m.apply(Command::PutWebhook { webhook: webhook("a", &["push"]), create_only: true });
+    m.apply(put("r", "x", &["t"]));
+    m.apply(Command::PutWebhook { webhook: webhook("late", &["push"]), create_only: true });
+    let late = m.sm.store.webhook("late").unwrap().unwrap();
+    assert_eq!(m.sm.store.event_cursor(&late, CLUSTER_LANE).unwrap(), Seq::new(3, 0), "the push before it is not for it");
+    assert_eq!(
+        m.apply(Command::PutWebhook { webhook: webhook("late", &["push"]), create_only: true }),
+        CommandResult::AlreadyExists
+    );
+    assert_eq!(m.apply(Command::PutWebhook { webhook: webhook("nope", &["push"]), create_only: false }), CommandResult::NotFound);
+    let mut off = webhook("a", &["push"]);
+    off.enabled = false;
+    m.apply(Command::PutWebhook { webhook: off, create_only: false });
+    assert!(m.events().is_empty(), "a disabled webhook holds nothing, and the one left is past the event");
+    m.apply(put("r", "y", &["t"]));
+    assert_eq!(m.events().len(), 1);
+    assert_eq!(m.apply(Command::RemoveWebhook { name: "late".into() }), CommandResult::Applied);
+    assert!(m.events().is_empty());
+    assert_eq!(m.apply(Command::RemoveWebhook { name: "late".into() }), CommandResult::NotFound);
+}
+
+#[test]
+fn the_secret_never_shows_in_debug_output() {
+    let mut hook = webhook("a", &["push"]);
+    hook.secret = Some(crate::config::Secret::new("hunter2"));
+    hook.headers = vec![("Authorization".into(), crate::config::Secret::new("Bearer tok"))];
+    let text = format!("{:?}", Command::PutWebhook { webhook: hook, create_only: true });
+    assert!(!text.contains("hunter2") && !text.contains("Bearer tok"), "{text}");
+}
