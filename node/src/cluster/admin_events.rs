@@ -5,7 +5,7 @@
 use super::admin_service::{check_name, internal, meta_status, AdminServiceImpl, USER_CATCH_UP_TIMEOUT};
 use crate::config::Secret;
 use crate::meta::command::{Command, CommandResult};
-use crate::meta::events::{event_id, Seq, WebhookRecord, ACTIONS, CLUSTER_LANE};
+use crate::meta::events::{event_id, known_lanes, DeliveryStatus, Seq, WebhookRecord, ACTIONS, CLUSTER_LANE};
 use meridian_proto::admin::*;
 use tonic::Status;
 
@@ -160,20 +160,36 @@ pub async fn remove(svc: &AdminServiceImpl, name: String) -> Result<(), Status> 
     }
 }
 
-/// A webhook with how its deliveries go, from this node's applied state.
+/// Every lane: the cluster-wide one first, then each region's.
+fn lanes(svc: &AdminServiceImpl) -> Result<Vec<String>, Status> {
+    let mut lanes = vec![CLUSTER_LANE.to_string()];
+    lanes.extend(known_lanes(store(svc)).map_err(internal)?.into_iter().filter(|l| !l.is_empty()));
+    Ok(lanes)
+}
+
+/// A webhook with how its deliveries go (every lane), from this node's applied state.
 fn status(svc: &AdminServiceImpl, hook: &WebhookRecord) -> Result<WebhookStatus, Status> {
     let store = store(svc);
-    let cursor = store.event_cursor(hook, CLUSTER_LANE).map_err(internal)?;
-    let pending = if hook.enabled {
-        store
-            .events_after(CLUSTER_LANE, cursor, 100_000)
-            .map_err(internal)?
-            .iter()
-            .filter(|(_, e)| hook.wants(&e.action, &e.repo, &e.region))
-            .count() as u64
-    } else {
-        0
-    };
+    let mut pending = 0;
+    let mut last = DeliveryStatus::default();
+    let mut delivered = 0;
+    for lane in lanes(svc)? {
+        if hook.enabled {
+            let cursor = store.event_cursor(hook, &lane).map_err(internal)?;
+            pending += store
+                .events_after(&lane, cursor, 100_000)
+                .map_err(internal)?
+                .iter()
+                .filter(|(_, e)| hook.wants(&e.action, &e.repo, &e.region))
+                .count() as u64;
+        }
+        if let Some(s) = store.delivery_status(&hook.name, &lane).map_err(internal)? {
+            delivered += s.delivered;
+            if s.last_attempt_unix >= last.last_attempt_unix {
+                last = s;
+            }
+        }
+    }
     let mut parked = 0;
     for p in store.parked(&hook.name).map_err(internal)? {
         parked += store
@@ -184,7 +200,6 @@ fn status(svc: &AdminServiceImpl, hook: &WebhookRecord) -> Result<WebhookStatus,
             .filter(|(_, e)| hook.wants(&e.action, &e.repo, &e.region) || !hook.enabled)
             .count() as u64;
     }
-    let last = store.delivery_status(&hook.name, CLUSTER_LANE).map_err(internal)?.unwrap_or_default();
     Ok(WebhookStatus {
         webhook: Some(info(hook)),
         pending,
@@ -193,7 +208,7 @@ fn status(svc: &AdminServiceImpl, hook: &WebhookRecord) -> Result<WebhookStatus,
         last_error: last.last_error,
         attempts: last.attempts,
         last_attempt_unix: last.last_attempt_unix,
-        delivered: last.delivered,
+        delivered,
     })
 }
 
@@ -247,23 +262,27 @@ pub fn deliveries(svc: &AdminServiceImpl, req: DeliveriesRequest) -> Result<Deli
             }
         }
     }
-    if !req.parked_only && hook.enabled {
-        let cursor = store.event_cursor(&hook, CLUSTER_LANE).map_err(internal)?;
+    for lane in lanes(svc)? {
+        if req.parked_only || !hook.enabled {
+            break;
+        }
+        let cursor = store.event_cursor(&hook, &lane).map_err(internal)?;
+        let last = store.delivery_status(&hook.name, &lane).map_err(internal)?.unwrap_or_default();
         let mut first = true;
-        for (seq, e) in store.events_after(CLUSTER_LANE, cursor, 100_000).map_err(internal)? {
+        for (seq, e) in store.events_after(&lane, cursor, 100_000).map_err(internal)? {
             if out.len() >= limit {
                 break;
             }
             if !hook.wants(&e.action, &e.repo, &e.region) {
                 continue;
             }
-            let mut d = delivery(CLUSTER_LANE, seq, &e, "pending");
+            let mut d = delivery(&lane, seq, &e, "pending");
             if std::mem::take(&mut first) {
-                // The batch being tried now carries the last attempt's outcome.
-                d.attempts = summary.attempts;
-                d.last_status = summary.last_status;
-                d.last_error = summary.last_error.clone();
-                d.last_attempt_unix = summary.last_attempt_unix;
+                // The batch being tried now carries its lane's last attempt.
+                d.attempts = last.attempts;
+                d.last_status = last.last_status as u32;
+                d.last_error = last.last_error.clone();
+                d.last_attempt_unix = last.last_attempt_unix;
             }
             out.push(d);
         }

@@ -3,7 +3,7 @@
 use super::envelope::{self, DELIVERY_HEADER, MEDIA_TYPE, SIGNATURE_HEADER};
 use super::{http, Inner, BATCH};
 use crate::meta::command::Command;
-use crate::meta::events::{now_ms, DeliveryStatus, DeliveryUpdate, EventRecord, Parked, ParkedRange, Seq, WebhookRecord, CLUSTER_LANE};
+use crate::meta::events::{now_ms, DeliveryStatus, DeliveryUpdate, EventRecord, Parked, ParkedRange, Seq, WebhookRecord};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,13 +62,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Serves one webhook until this node stops leading, the webhook goes or is disabled, or
+/// Serves one webhook in one lane until this node stops delivering it, the webhook goes or is disabled, or
 /// the node shuts down.
-pub async fn serve_webhook(inner: Arc<Inner>, name: String, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut task = Task { inner: inner.clone(), name: name.clone(), delivered_through: None, attempts: 0, failing: false };
+pub async fn serve_webhook(inner: Arc<Inner>, name: String, lane: String, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut task =
+        Task { inner: inner.clone(), name: name.clone(), lane: lane.clone(), delivered_through: None, attempts: 0, failing: false };
     let mut changed = inner.store.events_changed();
     loop {
-        if *shutdown.borrow() || !inner.meta.is_leader() {
+        if *shutdown.borrow() || !inner.delivers(&lane) {
             break;
         }
         let Some(hook) = inner.webhook(&name) else { break };
@@ -90,7 +91,7 @@ pub async fn serve_webhook(inner: Arc<Inner>, name: String, mut shutdown: tokio:
             }
         }
     }
-    inner.stop_serving(&name);
+    inner.stop_serving(&name, &lane);
 }
 
 enum Step {
@@ -105,6 +106,7 @@ enum Step {
 struct Task {
     inner: Arc<Inner>,
     name: String,
+    lane: String,
     /// Delivered here, maybe not yet recorded in the log.
     delivered_through: Option<Seq>,
     /// Failed attempts in a row at the current batch.
@@ -116,11 +118,12 @@ struct Task {
 impl Task {
     async fn step(&mut self, hook: &WebhookRecord) -> anyhow::Result<Step> {
         let store = &self.inner.store;
-        if let Some(parked) = store.parked(&hook.name)?.into_iter().find(|p| p.range.resend) {
+        let lane = self.lane.clone();
+        if let Some(parked) = store.parked(&hook.name)?.into_iter().find(|p| p.range.resend && p.lane == lane) {
             return self.resend(hook, parked).await;
         }
-        let cursor = store.event_cursor(hook, CLUSTER_LANE)?.max(self.delivered_through.unwrap_or_default());
-        let scanned = store.events_after(CLUSTER_LANE, cursor, SCAN)?;
+        let cursor = store.event_cursor(hook, &lane)?.max(self.delivered_through.unwrap_or_default());
+        let scanned = store.events_after(&lane, cursor, SCAN)?;
         let Some(last_scanned) = scanned.last().map(|(s, _)| *s) else { return Ok(Step::Idle) };
         let mut batch: Vec<(Seq, EventRecord)> = Vec::new();
         let mut through = last_scanned;
@@ -139,7 +142,7 @@ impl Task {
             self.report(Some(through), 0, None);
             return Ok(Step::More);
         }
-        match self.send(hook, CLUSTER_LANE, &batch).await {
+        match self.send(hook, &lane, &batch).await {
             Ok(status) => {
                 self.delivered_through = Some(through);
                 self.attempts = 0;
@@ -188,7 +191,7 @@ impl Task {
 
     /// The last event of the lane now, up to `PARK_ALL_UP_TO` past `through`.
     fn last_pending(&self, through: Seq) -> anyhow::Result<Seq> {
-        let rest = self.inner.store.events_after(CLUSTER_LANE, through, PARK_ALL_UP_TO)?;
+        let rest = self.inner.store.events_after(&self.lane, through, PARK_ALL_UP_TO)?;
         Ok(rest.last().map(|(s, _)| *s).unwrap_or(through))
     }
 
@@ -202,7 +205,7 @@ impl Task {
             parked_unix: now_ms() / 1000,
             resend: false,
         };
-        let cmd = Command::ParkEvents { name: hook.name.clone(), lane: CLUSTER_LANE.to_string(), from, range };
+        let cmd = Command::ParkEvents { name: hook.name.clone(), lane: self.lane.clone(), from, range };
         self.inner.meta.propose(cmd).await?;
         tracing::warn!(webhook = %hook.name, attempts = self.attempts, error = %failure.error, "parked event deliveries");
         metrics::counter!("meridian_events_parked_total", "webhook" => hook.name.clone()).increment(1);
@@ -229,7 +232,7 @@ impl Task {
         let mut next = chunks.next();
         let result = loop {
             let Some(chunk) = next else { break Ok(0) };
-            if !self.inner.meta.is_leader() {
+            if !self.inner.delivers(&self.lane) {
                 return Ok(Step::Idle);
             }
             match self.send(hook, &parked.lane, chunk).await {
@@ -259,9 +262,9 @@ impl Task {
         DeliveryStatus { last_status, last_error, attempts: self.attempts, last_attempt_unix: now_ms() / 1000, delivered: 0 }
     }
 
-    /// Queues progress in the cluster lane for the next `AckEvents`.
+    /// Queues progress in this task's lane for the next `AckEvents`.
     fn report(&self, through: Option<Seq>, delivered: u64, status: Option<DeliveryStatus>) {
         let update = DeliveryUpdate { name: self.name.clone(), through, delivered, status };
-        self.inner.report(CLUSTER_LANE, update);
+        self.inner.report(&self.lane, update);
     }
 }

@@ -59,7 +59,7 @@ pub fn event_json(lane: &str, seq: Seq, e: &EventRecord) -> Value {
         }
     }
     let actor = if origin.actor.is_empty() { json!({}) } else { json!({ "name": origin.actor }) };
-    json!({
+    let mut event = json!({
         "id": event_id(lane, seq),
         "timestamp": timestamp(e.at_ms),
         "action": e.action,
@@ -68,7 +68,11 @@ pub fn event_json(lane: &str, seq: Seq, e: &EventRecord) -> Value {
         "actor": actor,
         "source": { "addr": origin.source_addr, "instanceID": origin.instance_id },
         "region": e.region,
-    })
+    });
+    if let Some(from) = &e.push_region {
+        event["pushRegion"] = json!(from);
+    }
+    event
 }
 
 /// `{"events":[…]}` from events already serialized.
@@ -118,6 +122,7 @@ mod tests {
             region: "us".into(),
             at_ms: origin.at_ms,
             origin: Some(origin),
+            push_region: None,
         };
         let v = event_json("", Seq::new(7, 0), &push);
         assert_eq!(v["timestamp"], "2025-12-01T10:00:00.123Z");

@@ -1,6 +1,8 @@
 //! Delivering webhook events from the replicated outbox (`meta::events`).
 //!
-//! The leader delivers the cluster-wide lane: Raft already elects exactly one, it has the
+//! Each region delivers its own lane of `replicated` events (the region's member with the
+//! lowest node id; the leader, for a region no longer in the membership), so "complete in
+//! X" comes from X. The leader delivers the cluster-wide lane: Raft already elects exactly one, it has the
 //! newest applied state, and when its region goes down the next leader — elected within
 //! an election timeout — resumes from the cursors in the cluster state, since every
 //! voter holds the events. Each webhook is served by one task, strictly in order: a batch
@@ -48,8 +50,8 @@ struct Inner {
     config: EventsConfig,
     client: http::Client,
     in_flight: tokio::sync::Semaphore,
-    /// Webhooks a task serves now.
-    serving: Mutex<HashSet<String>>,
+    /// (webhook, lane) pairs a task serves now.
+    serving: Mutex<HashSet<(String, String)>>,
     /// Progress not yet recorded in the log: lane → webhook → update.
     acks: Mutex<BTreeMap<String, BTreeMap<String, DeliveryUpdate>>>,
 }
@@ -127,13 +129,17 @@ pub async fn run_events(events: Events, mut shutdown: tokio::sync::watch::Receiv
     let mut changed = inner.store.events_changed();
     let mut depth_at = Instant::now();
     loop {
-        if inner.meta.is_leader() {
+        let lanes = inner.lanes_delivered_here();
+        if !lanes.is_empty() {
             match inner.store.webhooks() {
                 Ok(hooks) => {
-                    for hook in hooks.into_iter().filter(|h| h.enabled) {
-                        let fresh = inner.serving.lock().unwrap_or_else(|p| p.into_inner()).insert(hook.name.clone());
-                        if fresh {
-                            tokio::spawn(deliver::serve_webhook(inner.clone(), hook.name, shutdown.clone()));
+                    for hook in hooks.iter().filter(|h| h.enabled) {
+                        for lane in &lanes {
+                            let key = (hook.name.clone(), lane.clone());
+                            let fresh = inner.serving.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
+                            if fresh {
+                                tokio::spawn(deliver::serve_webhook(inner.clone(), hook.name.clone(), lane.clone(), shutdown.clone()));
+                            }
                         }
                     }
                 }
@@ -141,7 +147,7 @@ pub async fn run_events(events: Events, mut shutdown: tokio::sync::watch::Receiv
             }
             if depth_at.elapsed() >= DEPTH_EVERY {
                 depth_at = Instant::now();
-                record_depth(&inner);
+                record_depth(&inner, &lanes);
             }
         }
         tokio::select! {
@@ -153,14 +159,17 @@ pub async fn run_events(events: Events, mut shutdown: tokio::sync::watch::Receiv
     let _ = acks.await;
 }
 
-/// `meridian_events_outbox_depth{webhook}`: events waiting for each webhook (at most 100k
-/// counted).
-fn record_depth(inner: &Inner) {
+/// `meridian_events_outbox_depth{webhook,lane}`: events waiting for each webhook in the
+/// lanes this node delivers (at most 100k counted; lane `cluster` is the cluster-wide one).
+fn record_depth(inner: &Inner, lanes: &[String]) {
     let Ok(hooks) = inner.store.webhooks() else { return };
     for hook in hooks {
-        let cursor = inner.store.event_cursor(&hook, CLUSTER_LANE).unwrap_or_default();
-        let depth = inner.store.events_pending(CLUSTER_LANE, cursor, 100_000).unwrap_or(0);
-        metrics::gauge!("meridian_events_outbox_depth", "webhook" => hook.name.clone()).set(depth as f64);
+        for lane in lanes {
+            let cursor = inner.store.event_cursor(&hook, lane).unwrap_or_default();
+            let depth = inner.store.events_pending(lane, cursor, 100_000).unwrap_or(0);
+            let label = if lane.is_empty() { "cluster".to_string() } else { lane.clone() };
+            metrics::gauge!("meridian_events_outbox_depth", "webhook" => hook.name.clone(), "lane" => label).set(depth as f64);
+        }
     }
 }
 
@@ -193,8 +202,30 @@ impl Inner {
         Duration::from_millis((ms as f64 * jitter) as u64)
     }
 
-    fn stop_serving(&self, name: &str) {
-        self.serving.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+    fn stop_serving(&self, name: &str, lane: &str) {
+        self.serving.lock().unwrap_or_else(|p| p.into_inner()).remove(&(name.to_string(), lane.to_string()));
+    }
+
+    /// Whether this node delivers `lane`: the cluster lane at the leader; a region's lane
+    /// at that region's member with the lowest node id, or at the leader when the region
+    /// has no member left.
+    fn delivers(&self, lane: &str) -> bool {
+        if lane == CLUSTER_LANE {
+            return self.meta.is_leader();
+        }
+        let members = self.meta.members();
+        match members.iter().filter(|m| m.info.region == lane).map(|m| m.node_id).min() {
+            Some(id) => id == self.meta.node_id(),
+            None => self.meta.is_leader(),
+        }
+    }
+
+    /// The lanes this node delivers now.
+    fn lanes_delivered_here(&self) -> Vec<String> {
+        let mut lanes: std::collections::BTreeSet<String> = crate::meta::events::known_lanes(&self.store).unwrap_or_default().into_iter().collect();
+        lanes.insert(CLUSTER_LANE.to_string());
+        lanes.insert(self.meta.me().region.clone());
+        lanes.into_iter().filter(|l| self.delivers(l)).collect()
     }
 
     fn webhook(&self, name: &str) -> Option<WebhookRecord> {

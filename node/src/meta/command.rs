@@ -88,7 +88,13 @@ pub enum Command {
     /// What a region's garbage-collection sweep did (for `meridian admin gc status`).
     RecordGcSweep { report: GcSweepReport },
     /// Verified copies of these blobs have landed in `region` (batched).
-    AddReplicas { region: String, digests: Vec<Digest> },
+    AddReplicas {
+        region: String,
+        digests: Vec<Digest>,
+        /// The proposer's clock (ms), for the `replicated` events it completes.
+        #[serde(default)]
+        at_ms: u64,
+    },
     /// `region`'s copy of a blob turned out corrupt and was quarantined.
     DropReplica { region: String, digest: Digest },
     /// Creates a user, or replaces one unless `create_only`.

@@ -180,6 +180,9 @@ pub struct EventRecord {
     pub at_ms: u64,
     #[serde(default)]
     pub origin: Option<Origin>,
+    /// For `replicated`: where the image was pushed (`region` is where it is complete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_region: Option<String>,
 }
 
 /// How delivering to one webhook goes, as the deliverer last reported it.
@@ -370,6 +373,14 @@ pub(super) struct EventBook<'a> {
 impl<'a> EventBook<'a> {
     pub fn new(store: &'a Store, index: u64) -> EventBook<'a> {
         EventBook { store, index, written: 0, hooks: None }
+    }
+
+    /// Whether some enabled webhook subscribes to `action` (for any repository).
+    pub fn wants_action(&mut self, action: &str) -> Result<bool, StoreError> {
+        if self.hooks.is_none() {
+            self.hooks = Some(self.store.webhooks()?);
+        }
+        Ok(self.hooks.iter().flatten().any(|h| h.enabled && h.actions.iter().any(|a| a == action)))
     }
 
     /// Records `event` in `lane` if some webhook wants it: with no webhook for it, an event
@@ -583,7 +594,7 @@ fn lanes_of(store: &Store, name: &str) -> Result<Vec<String>, StoreError> {
 }
 
 /// Every lane that holds events (a handful: the cluster lane and one per region).
-fn known_lanes(store: &Store) -> Result<Vec<String>, StoreError> {
+pub fn known_lanes(store: &Store) -> Result<Vec<String>, StoreError> {
     let mut lanes = Vec::new();
     let cf = store.cf(CF_SM_EVENTS)?;
     let mut iter = store.db().raw_iterator_cf(cf);

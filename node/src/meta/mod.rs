@@ -4,6 +4,7 @@
 //! straight to [`Store`].
 
 pub mod command;
+mod completion;
 pub mod events;
 mod log_store;
 pub mod offline;

@@ -45,6 +45,8 @@ pub const CF_SM_USAGE: &str = "sm_usage";
 pub const CF_SM_WEBHOOKS: &str = "sm_webhooks";
 /// The outbox: events waiting for their webhooks (see `meta::events`).
 pub const CF_SM_EVENTS: &str = "sm_events";
+/// Images waiting to be complete in a region, for `replicated` events (see `meta::completion`).
+pub const CF_SM_COMPLETION: &str = "sm_completion";
 /// Upload sessions in progress on this node: `uuid` → session record.
 pub const CF_LOCAL_UPLOADS: &str = "local_uploads";
 /// `repo\0digest` → `LocalLink` (size, when): blobs pushed or mounted into the repository on
@@ -73,7 +75,7 @@ pub fn queue_key(priority: u8, digest: &str) -> Vec<u8> {
 }
 
 /// The column families that make up the replicated state machine (what a snapshot holds).
-pub const STATE_MACHINE_CFS: [&str; 15] = [
+pub const STATE_MACHINE_CFS: [&str; 16] = [
     CF_SM_META,
     CF_SM_REPOS,
     CF_SM_MANIFESTS,
@@ -90,6 +92,7 @@ pub const STATE_MACHINE_CFS: [&str; 15] = [
     CF_SM_USAGE,
     CF_SM_WEBHOOKS,
     CF_SM_EVENTS,
+    CF_SM_COMPLETION,
 ];
 
 /// Raft's own column families.

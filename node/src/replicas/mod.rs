@@ -270,7 +270,7 @@ async fn record_replicas(meta: Meta, mut rx: mpsc::UnboundedReceiver<Digest>) {
         }
         pending.sort();
         pending.dedup();
-        let cmd = Command::AddReplicas { region: region.clone(), digests: pending.clone() };
+        let cmd = Command::AddReplicas { region: region.clone(), digests: pending.clone(), at_ms: crate::meta::events::now_ms() };
         match meta.propose(cmd).await {
             Ok(_) => {
                 metrics::counter!("meridian_replication_replicas_recorded_total").increment(pending.len() as u64);

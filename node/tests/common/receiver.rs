@@ -33,12 +33,18 @@ pub struct Received {
     pub answered: u16,
     /// The signature header matched the body under the receiver's secret.
     pub signature_ok: bool,
+    /// The check given to `start_checking` held for every event, at arrival.
+    pub check_ok: bool,
 }
+
+/// A check run on each event as it arrives, before the receiver answers.
+pub type Check = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
 
 struct Inner {
     behaviour: Behaviour,
     secret: Option<String>,
     received: Vec<Received>,
+    check: Option<Check>,
 }
 
 pub struct Receiver {
@@ -77,7 +83,14 @@ async fn hook(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
             Behaviour::Always(s) => (s, false),
             Behaviour::Hang => (0, true),
         };
-        g.received.push(Received { headers, body: body.to_vec(), at: Instant::now(), answered: answer, signature_ok });
+        let check_ok = match &g.check {
+            Some(check) => serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["events"].as_array().cloned())
+                .is_some_and(|events| events.iter().all(|e| check(e))),
+            None => true,
+        };
+        g.received.push(Received { headers, body: body.to_vec(), at: Instant::now(), answered: answer, signature_ok, check_ok });
         (answer, hang)
     };
     if hang {
@@ -89,7 +102,17 @@ async fn hook(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
 impl Receiver {
     /// Listens on 127.0.0.1 (an ephemeral port); `secret` is what signatures are checked with.
     pub async fn start(secret: Option<&str>) -> Receiver {
-        let inner = Arc::new(Mutex::new(Inner { behaviour: Behaviour::Ok, secret: secret.map(str::to_string), received: Vec::new() }));
+        Receiver::start_with(secret, None).await
+    }
+
+    /// A receiver that runs `check` on every event as it arrives (see `Received::check_ok`).
+    pub async fn start_checking(check: Check) -> Receiver {
+        Receiver::start_with(None, Some(check)).await
+    }
+
+    async fn start_with(secret: Option<&str>, check: Option<Check>) -> Receiver {
+        let inner =
+            Arc::new(Mutex::new(Inner { behaviour: Behaviour::Ok, secret: secret.map(str::to_string), received: Vec::new(), check }));
         let app = axum::Router::new().route("/hook", axum::routing::post(hook)).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -190,3 +190,69 @@ fn the_secret_never_shows_in_debug_output() {
     let text = format!("{:?}", Command::PutWebhook { webhook: hook, create_only: true });
     assert!(!text.contains("hunter2") && !text.contains("Bearer tok"), "{text}");
 }
+
+/// Two regions, us and eu, in the membership.
+fn two_regions(m: &Machine) {
+    use crate::meta::types::{NodeInfo, StoredMembership};
+    let node = |region: &str| NodeInfo { region: region.into(), ..NodeInfo::default() };
+    let nodes = std::collections::BTreeMap::from([(1u64, node("us")), (2u64, node("eu"))]);
+    let membership = openraft::Membership::new(vec![std::collections::BTreeSet::from([1, 2])], nodes);
+    let stored = StoredMembership::new(None, membership);
+    m.sm.store.db().put_cf(m.sm.store.cf(CF_SM_META).unwrap(), KEY_MEMBERSHIP, encode_json(&stored)).unwrap();
+}
+
+fn replicated_in(m: &Machine, region: &str) -> Vec<EventRecord> {
+    m.sm.store.events_after(region, Seq::default(), usize::MAX).unwrap().into_iter().map(|(_, e)| e).collect()
+}
+
+#[test]
+fn an_index_is_complete_in_a_region_once_its_last_child_blob_lands_and_only_once() {
+    let mut m = Machine::new();
+    two_regions(&m);
+    m.apply(Command::PutWebhook { webhook: webhook("cd", &["replicated"]), create_only: true });
+    m.apply(put("r", "amd", &[]));
+    m.apply(put("r", "arm", &[]));
+    // Complete in us (the pushing region holds every blob) at once.
+    assert_eq!(replicated_in(&m, "us").len(), 2);
+    let mut index = put("r", "idx", &["v1"]);
+    if let Command::PutManifest(p) = &mut index {
+        p.blobs.clear();
+        p.children = vec![digest("amd"), digest("arm")];
+    }
+    m.apply(index);
+    assert_eq!(replicated_in(&m, "us").len(), 3);
+    assert!(replicated_in(&m, "eu").is_empty());
+    let land = |blobs: &[&str]| Command::AddReplicas {
+        region: "eu".into(),
+        digests: blobs.iter().map(|b| digest(&format!("layer {b}"))).collect(),
+        at_ms: 7,
+    };
+    m.apply(land(&["amd"]));
+    let eu: Vec<String> = replicated_in(&m, "eu").iter().map(|e| e.digest.clone()).collect();
+    assert_eq!(eu, [digest("amd").to_string()], "the index still lacks arm's blob");
+    // arm's blob landing twice (one entry, then again) completes arm and the index once.
+    m.apply(land(&["arm", "arm"]));
+    m.apply(land(&["arm"]));
+    let eu = replicated_in(&m, "eu");
+    let digests: Vec<String> = eu.iter().map(|e| e.digest.clone()).collect();
+    assert_eq!(digests.len(), 3, "{digests:?}");
+    assert_eq!(digests[0], digest("amd").to_string());
+    let last_two: std::collections::BTreeSet<&String> = digests[1..].iter().collect();
+    assert_eq!(last_two, [digest("arm").to_string(), digest("idx").to_string()].iter().collect());
+    assert!(eu.iter().all(|e| e.region == "eu" && e.push_region.as_deref() == Some("us") && e.at_ms == 7));
+    let idx = eu.iter().find(|e| e.digest == digest("idx").to_string()).unwrap();
+    assert_eq!(idx.tag.as_deref(), Some("v1"));
+}
+
+#[test]
+fn a_deleted_image_waits_for_nothing() {
+    let mut m = Machine::new();
+    two_regions(&m);
+    m.apply(Command::PutWebhook { webhook: webhook("cd", &["replicated"]), create_only: true });
+    m.apply(put("r", "a", &["v1"]));
+    let gone = Command::DeleteManifest { repo: "r".into(), digest: digest("a"), at_unix: 5, trash_until: None, only_if_untagged: false, origin: None };
+    m.apply(gone);
+    m.apply(Command::AddReplicas { region: "eu".into(), digests: vec![digest("layer a")], at_ms: 1 });
+    assert!(replicated_in(&m, "eu").is_empty());
+    assert!(m.sm.store.scan_prefix(crate::meta::store::CF_SM_COMPLETION, b"", None, 10).unwrap().is_empty());
+}

@@ -3,6 +3,7 @@
 
 use super::StateMachine;
 use crate::meta::command::{BlobRef, CommandResult, PutManifest};
+use crate::meta::completion;
 use crate::meta::events::{EventBook, EventRecord, Origin, CLUSTER_LANE};
 use crate::meta::quotas::{Item, QuotaBook};
 use crate::meta::records::{BlobLink, BlobLocation, ReferrerDescriptor, StoredManifest};
@@ -37,6 +38,7 @@ fn event(action: &str, repo: &str, digest: &str, origin: Option<&Origin>, at_uni
         region: origin.map(|o| o.region.clone()).unwrap_or_default(),
         at_ms: origin.map(|o| o.at_ms).filter(|ms| *ms > 0).unwrap_or(at_unix.saturating_mul(1000)),
         origin: origin.cloned(),
+        push_region: None,
     }
 }
 
@@ -99,6 +101,8 @@ impl StateMachine {
         if let Err(exceeded) = QuotaBook::for_repo(&self.store, &put.repo)?.add(batch, &added)? {
             return Ok(CommandResult::QuotaExceeded(exceeded));
         }
+        // Where each blob is once this entry is written (for `replicated` events).
+        let mut held_after = std::collections::BTreeMap::new();
         for BlobRef { digest: blob, size, held_here } in blobs.iter().copied() {
             let blob_key = blob.to_string();
             let link_key = repo_key(&put.repo, &blob_key);
@@ -136,6 +140,7 @@ impl StateMachine {
             }
             batch.put_cf(self.store.cf(CF_SM_BLOBS)?, blob_key.as_bytes(), location.encode());
             batch.put_cf(self.store.cf(CF_SM_BLOB_LINKS)?, link_key, BlobLink { size: *size, refs }.encode());
+            held_after.insert(blob_key, location.regions);
         }
         let stored = StoredManifest {
             media_type: put.media_type.clone(),
@@ -168,6 +173,20 @@ impl StateMachine {
         pushed.size = put.body.len() as u64;
         if pushed.region.is_empty() {
             pushed.region = put.region.clone();
+        }
+        if is_new {
+            let done = completion::Pushed {
+                repo: &put.repo,
+                digest: &digest,
+                media_type: &pushed.media_type,
+                size: pushed.size,
+                tag: put.tags.first().map(String::as_str),
+                push_region: &put.region,
+                origin: put.origin.as_ref(),
+                at_ms: pushed.at_ms,
+            };
+            let children: Vec<String> = put.children.iter().map(|c| c.to_string()).collect();
+            completion::track_push(&self.store, batch, events, &done, &held_after, &children)?;
         }
         push_events(batch, events, pushed, &put.tags)?;
         Ok(CommandResult::Applied)
@@ -229,6 +248,7 @@ impl StateMachine {
             // An older trashed copy stays in the trash, to be restored or purged on its own.
             None => self.release_manifest(batch, repo, digest, &stored, at_unix)?,
         }
+        completion::forget(&self.store, batch, repo, digest)?;
         let mut deleted = event("delete", repo, digest, origin, at_unix);
         deleted.media_type = stored.media_type.clone();
         events.emit(batch, CLUSTER_LANE, &deleted)?;

@@ -13,6 +13,7 @@ mod events_tests;
 #[cfg(test)]
 mod snapshot_tests;
 
+use super::completion;
 use super::events::{self, EventBook, Outcome};
 use super::quotas::{self, Item, QuotaBook};
 use super::retention::ActivityBook;
@@ -134,12 +135,14 @@ impl StateMachine {
             Command::PurgeTrash { repo, digest, at_unix, expired_only } => {
                 self.apply_purge(batch, repo, &digest.to_string(), *at_unix, *expired_only)
             }
-            Command::AddReplicas { region, digests } => {
+            Command::AddReplicas { region, digests, at_ms } => {
+                let mut newly = Vec::new();
                 for digest in digests {
                     let key = digest.to_string();
                     let Some(raw) = self.store.get(CF_SM_BLOBS, key.as_bytes())? else { continue };
                     let mut location = BlobLocation::decode(&raw)?;
                     if !location.regions.contains(region) {
+                        newly.push(key.clone());
                         storage.add(region, location.size);
                         location.regions.push(region.clone());
                         location.regions.sort();
@@ -149,6 +152,7 @@ impl StateMachine {
                         self.dequeue(batch, &key)?;
                     }
                 }
+                completion::landed(&self.store, batch, events, region, &newly, *at_ms)?;
                 Ok(CommandResult::Applied)
             }
             Command::DropReplica { region, digest } => {
