@@ -5,7 +5,7 @@
 use super::admin_service::{check_name, internal, meta_status, AdminServiceImpl, USER_CATCH_UP_TIMEOUT};
 use crate::config::Secret;
 use crate::meta::command::{Command, CommandResult};
-use crate::meta::events::{event_id, known_lanes, DeliveryStatus, Seq, WebhookRecord, ACTIONS, CLUSTER_LANE};
+use crate::meta::events::{event_id, known_lanes, url_problem, DeliveryStatus, Seq, WebhookRecord, ACTIONS, CLUSTER_LANE};
 use meridian_proto::admin::*;
 use tonic::Status;
 
@@ -36,19 +36,10 @@ fn info(hook: &WebhookRecord) -> WebhookInfo {
     }
 }
 
-/// A receiver URL: http or https, with a host, and no credentials in it (they would be
-/// shown by `list`; custom headers are the place for them).
 fn check_url(url: &str) -> Result<(), Status> {
-    let bad = |why: &str| Err(Status::invalid_argument(format!("--url {url:?}: {why}")));
-    let Ok(parsed) = url.parse::<axum::http::Uri>() else { return bad("not a URL") };
-    if !matches!(parsed.scheme_str(), Some("http") | Some("https")) {
-        return bad("must be http:// or https://");
-    }
-    match parsed.authority() {
-        None => bad("has no host"),
-        Some(a) if a.host().is_empty() => bad("has no host"),
-        Some(a) if a.as_str().contains('@') => bad("must not carry credentials; use --header"),
-        Some(_) => Ok(()),
+    match url_problem(url) {
+        Some(why) => Err(Status::invalid_argument(format!("--url {url:?}: {why}"))),
+        None => Ok(()),
     }
 }
 

@@ -106,6 +106,20 @@ impl WebhookRecord {
     }
 }
 
+/// What is wrong with a receiver URL, if anything: it must be http or https, with a host,
+/// and carry no credentials (they would be shown by `list`; headers are the place).
+pub fn url_problem(url: &str) -> Option<&'static str> {
+    let Ok(uri) = url.parse::<axum::http::Uri>() else { return Some("not a URL") };
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Some("must be http:// or https://");
+    }
+    match uri.authority() {
+        Some(a) if a.as_str().contains('@') => Some("must not carry credentials; use --header"),
+        Some(a) if !a.host().is_empty() => None,
+        _ => Some("has no host"),
+    }
+}
+
 /// Who and what caused a change, for the event's `request`, `actor` and `source`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Origin {

@@ -13,8 +13,7 @@ use meridian_proto::admin::{
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
-/// The actions a webhook may subscribe to.
-const ACTIONS: [&str; 4] = ["push", "delete", "replicated", "base_updated"];
+use crate::meta::events::ACTIONS;
 
 /// `meridian admin webhook …`
 #[derive(Subcommand, Debug)]
@@ -174,15 +173,9 @@ fn prepare(name: &str, s: WebhookSettings) -> Result<(WebhookInfo, Vec<String>),
 }
 
 fn check_url(url: &str) -> Result<(), CliError> {
-    let bad = |why: &str| Err(CliError::Usage(format!("--url {url:?}: {why}")));
-    let Ok(uri) = url.parse::<axum::http::Uri>() else { return bad("not a URL") };
-    if !matches!(uri.scheme_str(), Some("http" | "https")) {
-        return bad("must be http:// or https://");
-    }
-    match uri.authority() {
-        Some(a) if !a.host().is_empty() && !a.as_str().contains('@') => Ok(()),
-        Some(a) if a.as_str().contains('@') => bad("must not carry credentials; use --header"),
-        _ => bad("has no host"),
+    match crate::meta::events::url_problem(url) {
+        Some(why) => Err(CliError::Usage(format!("--url {url:?}: {why}"))),
+        None => Ok(()),
     }
 }
 
