@@ -4,7 +4,8 @@
 //!   and image — an index's only once its children's blobs have landed;
 //! - each `replicated` event for eu arrives only once every blob of the image is on eu's
 //!   own disk, checked by the receiver the moment the event arrives;
-//! - a webhook filtered to eu gets only eu's events.
+//! - a webhook filtered to eu gets only eu's events;
+//! - a `replicated` event never reaches a receiver before the image's `push` event.
 
 mod common;
 
@@ -90,6 +91,12 @@ async fn a_push_gives_one_push_event_and_one_replicated_event_per_region_once_it
             .filter_map(|e| e["target"]["digest"].as_str())
             .collect();
         assert!(images.contains(index_digest.as_str()) && images.contains(single.digest.as_str()), "{region}: {images:?}");
+    }
+    // "Complete in X" never comes before "pushed", whichever region delivers it.
+    for (i, e) in events.iter().enumerate().filter(|(_, e)| e["action"] == "replicated") {
+        let digest = &e["target"]["digest"];
+        let pushed_at = events.iter().position(|p| p["action"] == "push" && &p["target"]["digest"] == digest);
+        assert!(pushed_at.is_some_and(|p| p < i), "replicated before its push: {e}");
     }
     let replicated_eu = events.iter().find(|e| e["action"] == "replicated" && e["region"] == "eu" && e["target"]["tag"] == "v1").unwrap();
     assert_eq!(replicated_eu["pushRegion"], "us");

@@ -3,7 +3,9 @@
 use super::envelope::{self, DELIVERY_HEADER, MEDIA_TYPE, SIGNATURE_HEADER};
 use super::{http, Inner, BATCH};
 use crate::meta::command::Command;
-use crate::meta::events::{now_ms, DeliveryStatus, DeliveryUpdate, EventRecord, Parked, ParkedRange, Seq, WebhookRecord};
+use crate::meta::events::{
+    now_ms, DeliveryStatus, DeliveryUpdate, EventRecord, Parked, ParkedRange, Seq, WebhookRecord, CLUSTER_LANE,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,17 +126,22 @@ impl Task {
         }
         let cursor = store.event_cursor(hook, &lane)?.max(self.delivered_through.unwrap_or_default());
         let scanned = store.events_after(&lane, cursor, SCAN)?;
-        let Some(last_scanned) = scanned.last().map(|(s, _)| *s) else { return Ok(Step::Idle) };
         let mut batch: Vec<(Seq, EventRecord)> = Vec::new();
-        let mut through = last_scanned;
+        let mut through = cursor;
         for (seq, event) in scanned {
             if batch.len() == BATCH {
                 break;
             }
-            through = seq;
             if hook.wants(&event.action, &event.repo, &event.region) {
+                if !self.push_delivered(hook, &event)? {
+                    break;
+                }
                 batch.push((seq, event));
             }
+            through = seq;
+        }
+        if through == cursor {
+            return Ok(Step::Idle);
         }
         if batch.is_empty() {
             // Nothing here is for this webhook: move past it.
@@ -187,6 +194,19 @@ impl Task {
             tracing::info!(webhook = %hook.name, events = batch.len(), attempt = self.attempts + 1, error = %f.error, "event delivery failed");
         }
         result
+    }
+
+    /// Whether the webhook is done with the `push` events of the entry that pushed the
+    /// image this `replicated` event is about (or never gets them): "complete in X" never
+    /// reaches a receiver before "pushed". Other events need nothing first.
+    fn push_delivered(&self, hook: &WebhookRecord, event: &EventRecord) -> anyhow::Result<bool> {
+        let (Some(index), Some(pushed_in)) = (event.push_index, event.push_region.as_deref()) else { return Ok(true) };
+        if !hook.wants("push", &event.repo, pushed_in) {
+            return Ok(true);
+        }
+        let store = &self.inner.store;
+        let cursor = store.event_cursor(hook, CLUSTER_LANE)?;
+        Ok(store.events_after(CLUSTER_LANE, cursor, 1)?.first().is_none_or(|(next, _)| next.index > index))
     }
 
     /// The last event of the lane now, up to `PARK_ALL_UP_TO` past `through`.

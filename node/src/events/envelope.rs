@@ -123,6 +123,7 @@ mod tests {
             at_ms: origin.at_ms,
             origin: Some(origin),
             push_region: None,
+            push_index: None,
         };
         let v = event_json("", Seq::new(7, 0), &push);
         assert_eq!(v["timestamp"], "2025-12-01T10:00:00.123Z");

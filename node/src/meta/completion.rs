@@ -26,6 +26,8 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Waiting {
     missing: BTreeSet<String>,
+    #[serde(default)]
+    push_index: u64,
     media_type: String,
     size: u64,
     tag: Option<String>,
@@ -44,6 +46,8 @@ pub(super) struct Pushed<'a> {
     pub push_region: &'a str,
     pub origin: Option<&'a Origin>,
     pub at_ms: u64,
+    /// The log index of the push.
+    pub push_index: u64,
 }
 
 fn waiting_key(region: &str, repo: &str, digest: &str) -> Vec<u8> {
@@ -77,6 +81,7 @@ fn event(p: &Pushed, region: &str, at_ms: u64) -> EventRecord {
         at_ms,
         origin: p.origin.cloned(),
         push_region: Some(p.push_region.into()),
+        push_index: Some(p.push_index),
     }
 }
 
@@ -121,6 +126,7 @@ pub(super) fn track_push(
         }
         let waiting = Waiting {
             missing,
+            push_index: pushed.push_index,
             media_type: pushed.media_type.into(),
             size: pushed.size,
             tag: pushed.tag.map(str::to_string),
@@ -169,6 +175,7 @@ pub(super) fn landed(store: &Store, batch: &mut WriteBatch, events: &mut EventBo
             push_region: &waiting.push_region,
             origin: waiting.origin.as_ref(),
             at_ms,
+            push_index: waiting.push_index,
         };
         events.emit(batch, region, &event(&pushed, region, at_ms))?;
     }

@@ -197,6 +197,9 @@ pub struct EventRecord {
     /// For `replicated`: where the image was pushed (`region` is where it is complete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push_region: Option<String>,
+    /// For `replicated`: the log index of the push (its `push` events come first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_index: Option<u64>,
 }
 
 /// How delivering to one webhook goes, as the deliverer last reported it.

@@ -39,6 +39,7 @@ fn event(action: &str, repo: &str, digest: &str, origin: Option<&Origin>, at_uni
         at_ms: origin.map(|o| o.at_ms).filter(|ms| *ms > 0).unwrap_or(at_unix.saturating_mul(1000)),
         origin: origin.cloned(),
         push_region: None,
+        push_index: None,
     }
 }
 
@@ -184,6 +185,7 @@ impl StateMachine {
                 push_region: &put.region,
                 origin: put.origin.as_ref(),
                 at_ms: pushed.at_ms,
+                push_index: events.index,
             };
             let children: Vec<String> = put.children.iter().map(|c| c.to_string()).collect();
             completion::track_push(&self.store, batch, events, &done, &held_after, &children)?;
