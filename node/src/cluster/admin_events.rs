@@ -298,7 +298,8 @@ pub async fn resend(svc: &AdminServiceImpl, req: ResendRequest) -> Result<Resend
             .take_while(|(s, _)| *s <= p.range.through)
             .map(|(s, _)| s)
             .collect();
-        let named = in_range.iter().any(|s| wanted.remove(event_id(&p.lane, *s).as_str()));
+        // Every id this range holds is taken off (not just the first).
+        let named = in_range.iter().fold(false, |named, s| wanted.remove(event_id(&p.lane, *s).as_str()) | named);
         if req.all_parked || named {
             events += in_range.len() as u64;
             ranges.push((p.lane, p.from));

@@ -141,6 +141,11 @@ impl Task {
             through = seq;
         }
         if through == cursor {
+            // Delivered here but not (yet) recorded — a report lost to a failed proposal:
+            // say it again, or the lane is never trimmed and gated events wait forever.
+            if self.delivered_through.is_some_and(|d| d > store.event_cursor(hook, &lane).unwrap_or_default()) {
+                self.report(self.delivered_through, 0, None);
+            }
             return Ok(Step::Idle);
         }
         if batch.is_empty() {
@@ -252,7 +257,7 @@ impl Task {
         let mut next = chunks.next();
         let result = loop {
             let Some(chunk) = next else { break Ok(0) };
-            if !self.inner.delivers(&self.lane) {
+            if !self.inner.delivers(&self.lane) || self.inner.webhook(&hook.name).is_none() {
                 return Ok(Step::Idle);
             }
             match self.send(hook, &parked.lane, chunk).await {

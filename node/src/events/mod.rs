@@ -250,7 +250,7 @@ async fn record_progress(inner: Arc<Inner>, mut shutdown: tokio::sync::watch::Re
                 // Still leading: try again with the next batch. Otherwise the next leader
                 // sends these events again.
                 tracing::debug!(error = %e, "recording event deliveries");
-                if inner.meta.is_leader() {
+                if inner.delivers(&lane) {
                     for u in updates {
                         inner.report(&lane, u);
                     }

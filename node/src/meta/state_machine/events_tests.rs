@@ -256,3 +256,23 @@ fn a_deleted_image_waits_for_nothing() {
     assert!(replicated_in(&m, "eu").is_empty());
     assert!(m.sm.store.scan_prefix(crate::meta::store::CF_SM_COMPLETION, b"", None, 10).unwrap().is_empty());
 }
+
+#[test]
+fn an_image_waiting_in_a_region_completes_when_a_push_there_brings_its_blob() {
+    let mut m = Machine::new();
+    two_regions(&m);
+    m.apply(Command::PutWebhook { webhook: webhook("cd", &["replicated"]), create_only: true });
+    m.apply(put("r", "a", &["v1"]));
+    assert!(replicated_in(&m, "eu").is_empty());
+    // Another image pushed in eu uploads the same layer: eu now holds it, and no
+    // AddReplicas will ever come for it.
+    let mut same_layer = put("r2", "b", &[]);
+    if let Command::PutManifest(p) = &mut same_layer {
+        p.region = "eu".into();
+        p.blobs = vec![BlobRef { digest: digest("layer a"), size: 100, held_here: true }];
+    }
+    m.apply(same_layer);
+    let eu: Vec<String> = replicated_in(&m, "eu").iter().map(|e| e.digest.clone()).collect();
+    assert!(eu.contains(&digest("a").to_string()), "{eu:?}");
+    assert!(eu.contains(&digest("b").to_string()), "{eu:?}");
+}

@@ -104,6 +104,9 @@ impl StateMachine {
         }
         // Where each blob is once this entry is written (for `replicated` events).
         let mut held_after = std::collections::BTreeMap::new();
+        // Blobs this push is the first copy of in its region: images pushed before and
+        // waiting there for them are complete too.
+        let mut landed_here = Vec::new();
         for BlobRef { digest: blob, size, held_here } in blobs.iter().copied() {
             let blob_key = blob.to_string();
             let link_key = repo_key(&put.repo, &blob_key);
@@ -126,6 +129,7 @@ impl StateMachine {
                 (None, _) => 1,
             };
             if *held_here && !location.regions.contains(&put.region) {
+                landed_here.push(blob_key.clone());
                 storage.add(&put.region, location.size);
                 location.regions.push(put.region.clone());
                 location.regions.sort();
@@ -175,6 +179,7 @@ impl StateMachine {
         if pushed.region.is_empty() {
             pushed.region = put.region.clone();
         }
+        completion::landed(&self.store, batch, events, &put.region, &landed_here, pushed.at_ms)?;
         if is_new {
             let done = completion::Pushed {
                 repo: &put.repo,
