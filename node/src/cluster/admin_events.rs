@@ -184,10 +184,9 @@ fn status(svc: &AdminServiceImpl, hook: &WebhookRecord) -> Result<WebhookStatus,
     let mut parked = 0;
     for p in store.parked(&hook.name).map_err(internal)? {
         parked += store
-            .events_after(&p.lane, p.from.prev(), usize::MAX)
+            .parked_events(&p)
             .map_err(internal)?
             .iter()
-            .take_while(|(s, _)| *s <= p.range.through)
             .filter(|(_, e)| hook.wants(&e.action, &e.repo, &e.region) || !hook.enabled)
             .count() as u64;
     }
@@ -238,8 +237,8 @@ pub fn deliveries(svc: &AdminServiceImpl, req: DeliveriesRequest) -> Result<Deli
     let mut out = Vec::new();
     for p in store.parked(&hook.name).map_err(internal)? {
         let state = if p.range.resend { "resending" } else { "parked" };
-        for (seq, e) in store.events_after(&p.lane, p.from.prev(), usize::MAX).map_err(internal)? {
-            if seq > p.range.through || out.len() >= limit {
+        for (seq, e) in store.parked_events(&p).map_err(internal)? {
+            if out.len() >= limit {
                 break;
             }
             if hook.wants(&e.action, &e.repo, &e.region) || !hook.enabled {
@@ -291,13 +290,7 @@ pub async fn resend(svc: &AdminServiceImpl, req: ResendRequest) -> Result<Resend
     let mut ranges = Vec::new();
     let mut events = 0u64;
     for p in store.parked(&hook.name).map_err(internal)? {
-        let in_range: Vec<Seq> = store
-            .events_after(&p.lane, p.from.prev(), usize::MAX)
-            .map_err(internal)?
-            .into_iter()
-            .take_while(|(s, _)| *s <= p.range.through)
-            .map(|(s, _)| s)
-            .collect();
+        let in_range: Vec<Seq> = store.parked_events(&p).map_err(internal)?.into_iter().map(|(s, _)| s).collect();
         // Every id this range holds is taken off (not just the first).
         let named = in_range.iter().fold(false, |named, s| wanted.remove(event_id(&p.lane, *s).as_str()) | named);
         if req.all_parked || named {

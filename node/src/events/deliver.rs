@@ -245,11 +245,9 @@ impl Task {
     /// `max_attempts` times, it stays parked with the new status.
     async fn resend(&mut self, hook: &WebhookRecord, parked: Parked) -> anyhow::Result<Step> {
         let store = &self.inner.store;
-        let before = parked.from.prev();
         let events: Vec<(Seq, EventRecord)> = store
-            .events_after(&parked.lane, before, usize::MAX)?
+            .parked_events(&parked)?
             .into_iter()
-            .take_while(|(s, _)| *s <= parked.range.through)
             .filter(|(_, e)| hook.wants(&e.action, &e.repo, &e.region))
             .collect();
         let mut attempts = 0;

@@ -344,6 +344,28 @@ impl Store {
             .collect()
     }
 
+    /// The events a parked range holds, in order. Read a page at a time and stopped at the
+    /// range's end: later events of the lane are never loaded.
+    pub fn parked_events(&self, parked: &Parked) -> Result<Vec<(Seq, EventRecord)>, StoreError> {
+        const PAGE: usize = 256;
+        let mut out = Vec::new();
+        let mut after = parked.from.prev();
+        loop {
+            let page = self.events_after(&parked.lane, after, PAGE)?;
+            let full = page.len() == PAGE;
+            for (seq, event) in page {
+                if seq > parked.range.through {
+                    return Ok(out);
+                }
+                after = seq;
+                out.push((seq, event));
+            }
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
     /// How many events of `lane` come after `after` (counting at most `cap`).
     pub fn events_pending(&self, lane: &str, after: Seq, cap: usize) -> Result<u64, StoreError> {
         let prefix = lane_prefix(lane);
