@@ -14,7 +14,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use meridian_node::blobs::FsBlobStore;
-use meridian_node::meta::command::{BlobRef, Command, CommandResult, PutManifest};
+use meridian_node::meta::command::{BlobRef, Command, CommandResult, ImageShape, PutManifest};
 use meridian_node::meta::offline::OfflineLoader;
 use meridian_node::meta::records::LocalLink;
 use meridian_node::meta::store::{repo_key, CF_LOCAL_BLOB_LINKS};
@@ -146,6 +146,8 @@ async fn main() -> Result<()> {
                 region: args.region.clone(),
                 at_unix,
                 origin: None,
+                // As a push of an image would: linked to its base by its layer.
+                image: Some(ImageShape { layers: vec![layer.clone()], ..ImageShape::default() }),
             }));
         }
         loader.store().write(links)?;

@@ -10,11 +10,12 @@
 //! Regions, leadership, snapshots, status and replication live in [`cluster`]; users in
 //! [`users`]; scope maps, robot tokens and signing keys in [`identities`]; garbage
 //! collection in [`lifecycle`]; public URLs and nearest-region routing in [`endpoints`];
-//! webhooks in [`webhooks`].
+//! webhooks in [`webhooks`]; base-image dependents in [`images`].
 
 mod cluster;
 mod endpoints;
 mod identities;
+mod images;
 mod lifecycle;
 mod quotas;
 mod retention;
@@ -27,6 +28,7 @@ pub use cluster::{
     render_status, LeaderCommand, RegionCommand, ReplicationCommand,
 };
 pub use identities::{KeyCommand, ScopeMapCommand, TokenCommand};
+pub use images::ImageCommand;
 pub use lifecycle::GcCommand;
 pub use quotas::QuotaCommand;
 pub use retention::{RetentionCommand, TrashCommand};
@@ -100,6 +102,9 @@ pub enum AdminCommand {
     /// Show how far blob replication has got.
     #[command(subcommand)]
     Replication(ReplicationCommand),
+    /// Which images are built on an image (base-image updates).
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Create, change, remove or list the registry's users.
     #[command(subcommand)]
     User(UserCommand),
@@ -329,7 +334,9 @@ async fn execute(args: AdminArgs) -> Result<String, CliError> {
     let url = normalize_addr(&addr).map_err(CliError::Usage)?;
     // A malformed image reference is a usage error whether or not the service is up.
     let mut args = args;
-    if let AdminCommand::Replication(ReplicationCommand::Image { reference }) = &mut args.command {
+    if let AdminCommand::Replication(ReplicationCommand::Image { reference })
+    | AdminCommand::Image(ImageCommand::Dependents { reference }) = &mut args.command
+    {
         *reference = check_image_reference(reference).map_err(CliError::Usage)?;
     }
     // A user command checks its role and reads its password before connecting.
@@ -367,6 +374,7 @@ async fn execute(args: AdminArgs) -> Result<String, CliError> {
         AdminCommand::Status => cluster::run_status(&admin, json).await,
         AdminCommand::Endpoints => endpoints::run_endpoints(&admin, json).await,
         AdminCommand::Replication(cmd) => cluster::run_replication(&admin, cmd, json).await,
+        AdminCommand::Image(cmd) => images::run_image(&admin, cmd, json).await,
         AdminCommand::User(_) => {
             let prepared = user_call.take().ok_or_else(|| CliError::Usage("no user command".to_string()))?;
             users::run_user(&admin, prepared, json).await

@@ -414,6 +414,38 @@ impl AdminService for AdminServiceImpl {
         }))
     }
 
+    async fn image_dependents(&self, request: Request<ImageRequest>) -> Result<Response<ImageDependentsReply>, Status> {
+        self.authorize(&request)?;
+        let reference = request.into_inner().reference;
+        let (repo, digest) = self.resolve_image(&reference)?;
+        let store = self.replicator.store();
+        if !store.manifest_exists(&repo, &digest).map_err(internal)? {
+            return Err(Status::not_found(format!("{repo}@{digest} is not known")));
+        }
+        let digest = digest.to_string();
+        // Asked by tag: images built on what the tag pointed at before count too (outdated).
+        let tag = (!reference.contains('@')).then(|| reference.rsplit_once(':').map(|(_, t)| t)).flatten();
+        let dependents = store.dependents(&repo, &digest, tag).map_err(internal)?;
+        let own = store.lineage(&repo, &digest).map_err(internal)?.unwrap_or_default();
+        Ok(Response::new(ImageDependentsReply {
+            repository: repo,
+            digest,
+            bases: own.bases,
+            via: own.via,
+            dependents: dependents
+                .into_iter()
+                .map(|d| Dependent {
+                    repository: d.repo,
+                    digest: d.digest,
+                    tags: d.tags,
+                    via: d.via,
+                    base_digest: d.base,
+                    outdated: d.outdated,
+                })
+                .collect(),
+        }))
+    }
+
     async fn drain_region(&self, request: Request<DrainRegionRequest>) -> Result<Response<DrainRegionReply>, Status> {
         self.authorize(&request)?;
         if let Some(mut leader) = self.leader_admin()? {

@@ -72,6 +72,14 @@ pub fn event_json(lane: &str, seq: Seq, e: &EventRecord) -> Value {
     if let Some(from) = &e.push_region {
         event["pushRegion"] = json!(from);
     }
+    if let Some(base) = &e.base {
+        event["base"] = json!({
+            "repository": base.repository,
+            "tag": base.tag,
+            "oldDigest": base.old_digest,
+            "newDigest": base.new_digest,
+        });
+    }
     event
 }
 
@@ -124,6 +132,7 @@ mod tests {
             origin: Some(origin),
             push_region: None,
             push_index: None,
+            base: None,
         };
         let v = event_json("", Seq::new(7, 0), &push);
         assert_eq!(v["timestamp"], "2025-12-01T10:00:00.123Z");

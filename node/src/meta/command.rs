@@ -185,6 +185,23 @@ pub struct PutManifest {
     /// Who pushed (for the `push` event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// An image or index (not an artifact, not a referrer): what finding its base needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageShape>,
+}
+
+/// What `meta::bases` needs to know of a pushed image to find what it was built on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ImageShape {
+    /// Its layers in order, foreign layers included (empty for an index).
+    #[serde(default)]
+    pub layers: Vec<Digest>,
+    /// `org.opencontainers.image.base.digest`, as annotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_digest: Option<String>,
+    /// `org.opencontainers.image.base.name`, as annotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

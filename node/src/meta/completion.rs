@@ -82,6 +82,7 @@ fn event(p: &Pushed, region: &str, at_ms: u64) -> EventRecord {
         origin: p.origin.cloned(),
         push_region: Some(p.push_region.into()),
         push_index: Some(p.push_index),
+        base: None,
     }
 }
 

@@ -7,7 +7,7 @@
 //! event. The delivering node (`crate::events`) reports progress back through the log
 //! (`AckEvents`, `ParkEvents`), and events every webhook is done with are dropped then.
 //!
-//! Events sit in lanes: `""` holds the cluster-wide ones (`push`, `delete`), delivered by
+//! Events sit in lanes: `""` holds the cluster-wide ones (`push`, `delete`, `base_updated`), delivered by
 //! the leader. A lane's events are ordered by `Seq`: the log index of the entry that
 //! produced them, then their place in that entry — the same on every node.
 //!
@@ -16,6 +16,7 @@
 //! → `DeliveryStatus` (JSON); `k\0name\0lane\0from` → `ParkedRange` (JSON).
 //! `sm_events` keys: `lane\0seq` → `EventRecord` (JSON).
 
+pub use super::bases::BaseChange;
 use super::patterns::pattern_matches;
 use super::records::encode_json;
 use super::store::{Store, StoreError, CF_SM_EVENTS, CF_SM_WEBHOOKS};
@@ -200,6 +201,9 @@ pub struct EventRecord {
     /// For `replicated`: the log index of the push (its `push` events come first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push_index: Option<u64>,
+    /// For `base_updated`: the base tag that moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseChange>,
 }
 
 /// How delivering to one webhook goes, as the deliverer last reported it.

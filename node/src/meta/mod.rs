@@ -3,6 +3,7 @@
 //! follower forwarded over gRPC — and return once applied on this node. Reads go
 //! straight to [`Store`].
 
+pub mod bases;
 pub mod command;
 mod completion;
 pub mod events;

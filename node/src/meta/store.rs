@@ -47,6 +47,8 @@ pub const CF_SM_WEBHOOKS: &str = "sm_webhooks";
 pub const CF_SM_EVENTS: &str = "sm_events";
 /// Images waiting to be complete in a region, for `replicated` events (see `meta::completion`).
 pub const CF_SM_COMPLETION: &str = "sm_completion";
+/// Which image was built on which, for `base_updated` events (see `meta::bases`).
+pub const CF_SM_BASES: &str = "sm_bases";
 /// Upload sessions in progress on this node: `uuid` → session record.
 pub const CF_LOCAL_UPLOADS: &str = "local_uploads";
 /// `repo\0digest` → `LocalLink` (size, when): blobs pushed or mounted into the repository on
@@ -75,7 +77,7 @@ pub fn queue_key(priority: u8, digest: &str) -> Vec<u8> {
 }
 
 /// The column families that make up the replicated state machine (what a snapshot holds).
-pub const STATE_MACHINE_CFS: [&str; 16] = [
+pub const STATE_MACHINE_CFS: [&str; 17] = [
     CF_SM_META,
     CF_SM_REPOS,
     CF_SM_MANIFESTS,
@@ -93,6 +95,7 @@ pub const STATE_MACHINE_CFS: [&str; 16] = [
     CF_SM_WEBHOOKS,
     CF_SM_EVENTS,
     CF_SM_COMPLETION,
+    CF_SM_BASES,
 ];
 
 /// Raft's own column families.

@@ -37,7 +37,14 @@ pub struct ParsedManifest {
     /// The referrers API's `artifactType` for this manifest.
     pub artifact_type: Option<String>,
     pub annotations: Option<BTreeMap<String, String>>,
+    /// An image manifest's layers in order, foreign ones included (what it was built from).
+    pub layers: Vec<Digest>,
+    /// An image manifest whose config is a container image config (not an artifact).
+    pub is_image: bool,
 }
+
+/// Config media types of container images (as opposed to artifacts).
+const IMAGE_CONFIGS: [&str; 2] = ["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
 
 fn invalid(msg: impl Into<String>) -> RegistryError {
     RegistryError::ManifestInvalid(msg.into())
@@ -134,18 +141,38 @@ pub fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<ParsedM
             let config = descriptor(obj.get("config").ok_or_else(|| invalid("missing config"))?, "config")?;
             let layers = descriptors(obj, "layers", media_type == DOCKER_MANIFEST)?;
             let mut blobs = vec![config.clone()];
+            let all_layers = layers.iter().map(|(l, _)| l.digest.clone()).collect();
             for (layer, has_urls) in layers {
                 if has_urls && FOREIGN_LAYERS.contains(&layer.media_type.as_str()) {
                     continue;
                 }
                 blobs.push(layer);
             }
+            let is_image = IMAGE_CONFIGS.contains(&bare_media_type(&config.media_type).as_str());
             let artifact_type = artifact_type.or(Some(config.media_type.clone()));
-            Ok(ParsedManifest { media_type, blobs, children: Vec::new(), subject, artifact_type, annotations })
+            Ok(ParsedManifest {
+                media_type,
+                blobs,
+                children: Vec::new(),
+                subject,
+                artifact_type,
+                annotations,
+                layers: all_layers,
+                is_image,
+            })
         }
         OCI_INDEX | DOCKER_LIST => {
             let children = descriptors(obj, "manifests", true)?.into_iter().map(|(d, _)| d).collect();
-            Ok(ParsedManifest { media_type, blobs: Vec::new(), children, subject, artifact_type, annotations })
+            Ok(ParsedManifest {
+                media_type,
+                blobs: Vec::new(),
+                children,
+                subject,
+                artifact_type,
+                annotations,
+                layers: Vec::new(),
+                is_image: false,
+            })
         }
         other => Err(invalid(format!("unsupported manifest media type {other}"))),
     }

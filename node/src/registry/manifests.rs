@@ -5,7 +5,8 @@ use super::manifest_parse::parse_manifest;
 use super::names::{validate_tag, Reference};
 use super::errors::QuotaRefusal;
 use super::{Registry, RegistryError, Result};
-use crate::meta::command::{proposer_clock, BlobRef, Command, CommandResult, PutManifest, Referrer};
+use crate::meta::bases::{BASE_DIGEST_ANNOTATION, BASE_NAME_ANNOTATION};
+use crate::meta::command::{proposer_clock, BlobRef, Command, CommandResult, ImageShape, PutManifest, Referrer};
 use crate::meta::events::Origin;
 use crate::meta::records::StoredManifest;
 use bytes::Bytes;
@@ -90,6 +91,16 @@ impl Registry {
             artifact_type: parsed.artifact_type.clone(),
             annotations: parsed.annotations.clone(),
         });
+        // Images and indexes (not artifacts, not referrers) are linked to their base.
+        let image = (parsed.subject.is_none() && (parsed.is_image || !parsed.children.is_empty())).then(|| {
+            // Builders write these empty on an image built from scratch.
+            let annotation = |key: &str| parsed.annotations.as_ref().and_then(|a| a.get(key)).filter(|v| !v.is_empty()).cloned();
+            ImageShape {
+                layers: parsed.layers.clone(),
+                base_digest: annotation(BASE_DIGEST_ANNOTATION),
+                base_name: annotation(BASE_NAME_ANNOTATION),
+            }
+        });
         let put = PutManifest {
             repo: repo.to_string(),
             digest: digest.clone(),
@@ -102,6 +113,7 @@ impl Registry {
             region: self.region.clone(),
             at_unix: proposer_clock(),
             origin: Some(origin),
+            image,
         };
         match self.meta.propose(Command::PutManifest(put)).await? {
             CommandResult::Applied => {

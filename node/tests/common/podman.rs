@@ -24,7 +24,10 @@ impl Podman {
         let bin = command_path("podman").unwrap_or_else(|| {
             panic!("podman is not installed: run `deploy/install-deps.sh --test` (it installs podman); this test is required")
         });
-        Podman { bin, dir: tempfile::tempdir().expect("tempdir") }
+        let dir = tempfile::tempdir().expect("tempdir");
+        // podman insists the auth file exists, logged in or not.
+        std::fs::write(dir.path().join("auth.json"), "{\"auths\":{}}").expect("auth file");
+        Podman { bin, dir }
     }
 
     /// The directory builds can use as their context.
@@ -86,13 +89,33 @@ impl Podman {
     /// Builds `FROM scratch` + one `COPY` of `content` for `platform` as `tag` (no cache:
     /// podman's cache does not key on the platform); returns the image id.
     pub async fn build_scratch(&self, tag: &str, platform: &str, content: &[u8]) -> String {
-        let ctx = self.dir.path().join(format!("ctx-{}", tag.replace(['/', ':'], "_")));
+        self.build_from(tag, "scratch", platform, content).await
+    }
+
+    /// Builds `FROM base` + one `COPY` of `content` (a file named after `tag`) as `tag`;
+    /// returns the image id. A base in a registry is pulled without TLS.
+    pub async fn build_from(&self, tag: &str, base: &str, platform: &str, content: &[u8]) -> String {
+        let name = tag.replace(['/', ':'], "_");
+        let ctx = self.dir.path().join(format!("ctx-{name}"));
         std::fs::create_dir_all(&ctx).expect("build context");
         std::fs::write(ctx.join("payload.bin"), content).expect("payload");
-        std::fs::write(ctx.join("Containerfile"), "FROM scratch\nCOPY payload.bin /payload.bin\n").expect("Containerfile");
+        let containerfile = format!("FROM {base}\nCOPY payload.bin /{name}.bin\n");
+        std::fs::write(ctx.join("Containerfile"), containerfile).expect("Containerfile");
         let ctx_s = ctx.to_string_lossy().to_string();
-        let out = self.run(&["build", "-q", "--no-cache", "--platform", platform, "-t", tag, &ctx_s]).await;
+        let args = ["build", "-q", "--no-cache", "--tls-verify=false", "--platform", platform, "-t", tag, &ctx_s];
+        let out = self.run(&args).await;
         out.lines().last().unwrap_or_default().trim().to_string()
+    }
+
+    /// `podman push --tls-verify=false [EXTRA…] IMAGE`; returns the pushed manifest's digest.
+    pub async fn push(&self, image: &str, extra: &[&str]) -> String {
+        let file = self.dir.path().join(format!("{}.digest", image.replace(['/', ':'], "_")));
+        let file_s = file.to_string_lossy().to_string();
+        let mut args = vec!["push", "--tls-verify=false", "--digestfile", &file_s];
+        args.extend_from_slice(extra);
+        args.push(image);
+        self.run(&args).await;
+        std::fs::read_to_string(&file).expect("digest file").trim().to_string()
     }
 
     /// `podman image inspect --format FORMAT IMAGE`.

@@ -2,59 +2,10 @@
 //! changes that happened and only when a webhook wants them; dropped once every webhook
 //! is done with them.
 
+use super::test_machine::{digest, webhook, Machine};
 use super::*;
 use crate::meta::command::{BlobRef, PutManifest};
-use crate::meta::events::{DeliveryStatus, DeliveryUpdate, EventRecord, ParkedRange, Seq, WebhookRecord, CLUSTER_LANE};
-use meridian_replication::Algorithm;
-
-struct Machine {
-    _dir: tempfile::TempDir,
-    sm: StateMachine,
-    index: u64,
-}
-
-impl Machine {
-    fn new() -> Machine {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let sm = StateMachine::new(store, "us".into(), dir.path());
-        Machine { _dir: dir, sm, index: 0 }
-    }
-
-    /// Applies `cmd` as the next log entry.
-    fn apply(&mut self, cmd: Command) -> CommandResult {
-        self.index += 1;
-        let mut batch = WriteBatch::default();
-        let mut events = EventBook::new(&self.sm.store, self.index);
-        let result = self.sm.apply_command(&mut batch, &cmd, &mut events).unwrap();
-        self.sm.store.write(batch).unwrap();
-        result
-    }
-
-    fn events(&self) -> Vec<(Seq, EventRecord)> {
-        self.sm.store.events_after(CLUSTER_LANE, Seq::default(), usize::MAX).unwrap()
-    }
-}
-
-fn digest(seed: &str) -> Digest {
-    Digest::of_bytes(Algorithm::Sha256, seed.as_bytes())
-}
-
-fn webhook(name: &str, actions: &[&str]) -> WebhookRecord {
-    WebhookRecord {
-        name: name.into(),
-        url: "http://127.0.0.1:9/hook".into(),
-        actions: actions.iter().map(|a| a.to_string()).collect(),
-        repos: vec![],
-        region: None,
-        headers: vec![],
-        secret: None,
-        enabled: true,
-        timeout_ms: 1000,
-        max_attempts: 3,
-        since: Seq::default(),
-    }
-}
+use crate::meta::events::{DeliveryStatus, DeliveryUpdate, EventRecord, ParkedRange, Seq, CLUSTER_LANE};
 
 fn put(repo: &str, manifest: &str, tags: &[&str]) -> Command {
     Command::PutManifest(PutManifest {
@@ -69,6 +20,7 @@ fn put(repo: &str, manifest: &str, tags: &[&str]) -> Command {
         region: "us".into(),
         at_unix: 1000,
         origin: None,
+        image: None,
     })
 }
 

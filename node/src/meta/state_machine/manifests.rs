@@ -2,6 +2,7 @@
 //! reference counts on blobs and quotas they move.
 
 use super::StateMachine;
+use crate::meta::bases::{self, TagMove};
 use crate::meta::command::{BlobRef, CommandResult, PutManifest};
 use crate::meta::completion;
 use crate::meta::events::{EventBook, EventRecord, Origin, CLUSTER_LANE};
@@ -40,6 +41,7 @@ fn event(action: &str, repo: &str, digest: &str, origin: Option<&Origin>, at_uni
         origin: origin.cloned(),
         push_region: None,
         push_index: None,
+        base: None,
     }
 }
 
@@ -154,8 +156,14 @@ impl StateMachine {
             body: put.body.as_bytes().to_vec(),
         };
         batch.put_cf(self.store.cf(CF_SM_MANIFESTS)?, repo_key(&put.repo, &digest), stored.encode());
+        // Tags moving away from another digest (the `base_updated` fan-out, below).
+        let mut moved = Vec::new();
         for tag in &put.tags {
-            batch.put_cf(self.store.cf(CF_SM_TAGS)?, repo_key(&put.repo, tag), digest.as_bytes());
+            let key = repo_key(&put.repo, tag);
+            if let Some(old) = self.store.get(CF_SM_TAGS, &key)?.filter(|old| old != digest.as_bytes()) {
+                moved.push((tag.as_str(), String::from_utf8_lossy(&old).into_owned()));
+            }
+            batch.put_cf(self.store.cf(CF_SM_TAGS)?, key, digest.as_bytes());
         }
         ActivityBook { store: &self.store }.pushed(batch, &put.repo, &digest, &put.tags, put.at_unix)?;
         batch.put_cf(self.store.cf(CF_SM_REPOS)?, put.repo.as_bytes(), b"");
@@ -180,6 +188,7 @@ impl StateMachine {
             pushed.region = put.region.clone();
         }
         completion::landed(&self.store, batch, events, &put.region, &landed_here, pushed.at_ms)?;
+        let children: Vec<String> = put.children.iter().map(|c| c.to_string()).collect();
         if is_new {
             let done = completion::Pushed {
                 repo: &put.repo,
@@ -192,10 +201,17 @@ impl StateMachine {
                 at_ms: pushed.at_ms,
                 push_index: events.index,
             };
-            let children: Vec<String> = put.children.iter().map(|c| c.to_string()).collect();
             completion::track_push(&self.store, batch, events, &done, &held_after, &children)?;
         }
+        if let (true, Some(shape)) = (is_new, &put.image) {
+            bases::record(&self.store, batch, &put.repo, &digest, shape, &children)?;
+        }
+        let (region, at_ms) = (pushed.region.clone(), pushed.at_ms);
         push_events(batch, events, pushed, &put.tags)?;
+        for (tag, old) in &moved {
+            let mv = TagMove { repo: &put.repo, tag, old, new: &digest, origin: put.origin.as_ref(), region: &region, at_ms };
+            bases::tag_moved(&self.store, batch, events, &mv)?;
+        }
         Ok(CommandResult::Applied)
     }
 
@@ -253,7 +269,10 @@ impl StateMachine {
                 batch.put_cf(self.store.cf(CF_SM_TRASH)?, &trash_key, trash::encode(&header, &raw));
             }
             // An older trashed copy stays in the trash, to be restored or purged on its own.
-            None => self.release_manifest(batch, repo, digest, &stored, at_unix)?,
+            None => {
+                self.release_manifest(batch, repo, digest, &stored, at_unix)?;
+                bases::forget(&self.store, batch, repo, digest)?;
+            }
         }
         completion::forget(&self.store, batch, repo, digest)?;
         let mut deleted = event("delete", repo, digest, origin, at_unix);
@@ -330,15 +349,25 @@ impl StateMachine {
             }
         }
         let tags: Vec<String> = tag.map(|t| vec![t.to_string()]).unwrap_or_default();
+        let mut moved = Vec::new();
         for t in &tags {
-            batch.put_cf(self.store.cf(CF_SM_TAGS)?, repo_key(repo, t), digest.as_bytes());
+            let key = repo_key(repo, t);
+            if let Some(old) = self.store.get(CF_SM_TAGS, &key)?.filter(|old| old != digest.as_bytes()) {
+                moved.push((t.as_str(), String::from_utf8_lossy(&old).into_owned()));
+            }
+            batch.put_cf(self.store.cf(CF_SM_TAGS)?, key, digest.as_bytes());
         }
         ActivityBook { store: &self.store }.pushed(batch, repo, digest, &tags, at_unix)?;
         // Back in the registry: to a receiver, the same as a push.
         let mut restored = event("push", repo, digest, origin, at_unix);
         restored.media_type = stored.media_type.clone();
         restored.size = stored.body.len() as u64;
+        let (region, at_ms) = (restored.region.clone(), restored.at_ms);
         push_events(batch, events, restored, &tags)?;
+        for (tag, old) in &moved {
+            let mv = TagMove { repo, tag, old, new: digest, origin, region: &region, at_ms };
+            bases::tag_moved(&self.store, batch, events, &mv)?;
+        }
         Ok(CommandResult::Applied)
     }
 
@@ -354,6 +383,10 @@ impl StateMachine {
         }
         self.release_manifest(batch, repo, digest, &StoredManifest::decode(record)?, at_unix)?;
         batch.delete_cf(self.store.cf(CF_SM_TRASH)?, &trash_key);
+        // Its base rows stayed while it was restorable; a copy pushed again since owns them.
+        if !self.store.exists(CF_SM_MANIFESTS, &repo_key(repo, digest))? {
+            bases::forget(&self.store, batch, repo, digest)?;
+        }
         Ok(CommandResult::Applied)
     }
 

@@ -9,9 +9,13 @@ use super::command::{Command, CommandResult};
 mod manifests;
 mod snapshot_files;
 #[cfg(test)]
+mod bases_tests;
+#[cfg(test)]
 mod events_tests;
 #[cfg(test)]
 mod snapshot_tests;
+#[cfg(test)]
+mod test_machine;
 
 use super::completion;
 use super::events::{self, EventBook, Outcome};
@@ -582,6 +586,7 @@ mod tests {
             region: "us".into(),
             at_unix: 0,
             origin: None,
+            image: None,
         })
     }
 

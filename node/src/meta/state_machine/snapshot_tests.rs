@@ -27,6 +27,7 @@ fn put(repo: &str, manifest: &str) -> Command {
         region: "us".into(),
         at_unix: 0,
         origin: None,
+        image: None,
     })
 }
 
