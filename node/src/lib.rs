@@ -134,7 +134,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let gc_schedule = tokio::spawn(lifecycle::run_gc_schedule(lifecycle.clone(), shutdown_rx.clone()));
     let registry = Arc::new(registry);
-    let events = events::Events::new(meta.clone(), store.clone(), config.events.clone()).context("setting up webhook delivery")?;
+    let peer_up: events::PeerUp = {
+        let replicator = replicator.clone();
+        Arc::new(move |grpc_addr: &str| replicator.rtt_of(grpc_addr).is_some())
+    };
+    let events = events::Events::new(meta.clone(), store.clone(), config.events.clone(), peer_up).context("setting up webhook delivery")?;
     let event_delivery = tokio::spawn(events::run_events(events.clone(), shutdown_rx.clone()));
     let grpc = {
         let (config, meta, shutdown) = (config.clone(), meta.clone(), shutdown_rx.clone());

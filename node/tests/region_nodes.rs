@@ -3,13 +3,15 @@
 //! to the other node. Upload sessions continue across them (the session's requests are
 //! passed on to the node that holds it), blobs pushed through one are usable through the
 //! other, pulls are byte-identical from both and from a filesystem region, and a node of
-//! the region killed mid-upload leaves the other serving. Membership: a node whose store
+//! the region killed mid-upload leaves the other serving — and delivering the region's
+//! `replicated` events, which its lowest node delivered until then. Membership: a node whose store
 //! differs from its region's is refused; `region remove` takes one node of a region.
 
 mod common;
 
 use common::cluster::{wait_manifest, Cluster, ClusterOptions};
 use common::oci::{self, OCI_MANIFEST};
+use common::receiver::Receiver;
 use common::Node;
 use std::time::{Duration, Instant};
 
@@ -178,7 +180,12 @@ async fn transfers(c: &Cluster, nodes: &[usize]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_killed_mid_upload_leaves_the_region_serving() {
     let (mut c, us, eu1, eu2) = two_node_region().await;
+    // "Complete in eu" events: delivered by eu's lowest node (eu1) while it is up.
+    let rx = Receiver::start(None).await;
+    c.admin_json_at(us, &["webhook", "add", "eu-done", "--url", &rx.url(), "--actions", "replicated", "--region", "eu"]).await;
     let image = oci::push_image(&c[eu1], REPO, "before", "killed-node").await;
+    let first = rx.wait_distinct(1, Duration::from_secs(20)).await;
+    assert_eq!(first[0]["target"]["digest"], image.digest.as_str(), "{first:?}");
 
     // A session on eu1 with one chunk in; then eu1 dies.
     let layer = oci::test_bytes("killed-node-layer", 3 << 20);
@@ -200,6 +207,10 @@ async fn a_node_killed_mid_upload_leaves_the_region_serving() {
     }
     let pushed = oci::push_image(&c[eu2], REPO, "during", "killed-node-during").await;
     wait_manifest(&c[us], REPO, "during", &pushed.manifest, Duration::from_secs(10)).await.unwrap();
+    // eu2 takes over eu's events once its probes find eu1 gone.
+    let events = rx.wait_distinct(2, Duration::from_secs(30)).await;
+    assert_eq!(events[1]["target"]["digest"], pushed.digest.as_str(), "{events:?}");
+    assert_eq!(events[1]["region"], "eu");
 
     // eu1 back: the session continues where it was, through eu2.
     c.restart(eu1).await;

@@ -1,8 +1,8 @@
 //! Delivering webhook events from the replicated outbox (`meta::events`).
 //!
 //! Each region delivers its own lane of `replicated` events (the region's member with the
-//! lowest node id; the leader, for a region no longer in the membership), so "complete in
-//! X" comes from X. The leader delivers the cluster-wide lane: Raft already elects exactly one, it has the
+//! lowest node id among those up; the leader, for a region that is down or no longer in
+//! the membership), so "complete in X" comes from X while X is there. The leader delivers the cluster-wide lane: Raft already elects exactly one, it has the
 //! newest applied state, and when its region goes down the next leader — elected within
 //! an election timeout — resumes from the cursors in the cluster state, since every
 //! voter holds the events. Each webhook is served by one task, strictly in order: a batch
@@ -37,6 +37,14 @@ const BATCH: usize = 16;
 const MAX_IN_FLIGHT: usize = 32;
 /// Waiting for a TCP connection to a receiver.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Peers are probed every 2 s (`replicas`): until a node has had time to hear from its
+/// region's other nodes, it takes them all to be up, so a restart does not send a region's
+/// events twice.
+const PEER_PROBE_GRACE: Duration = Duration::from_secs(10);
+
+/// Whether the node advertising this gRPC address answered its last liveness probe
+/// (handed in by the composition root: `replicas` probes every member).
+pub type PeerUp = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// The deliverer: one per node, active while the node leads.
 #[derive(Clone)]
@@ -48,6 +56,8 @@ struct Inner {
     meta: Meta,
     store: Store,
     config: EventsConfig,
+    peer_up: PeerUp,
+    started: Instant,
     client: http::Client,
     in_flight: tokio::sync::Semaphore,
     /// (webhook, lane) pairs a task serves now.
@@ -74,7 +84,7 @@ pub struct PingOutcome {
 }
 
 impl Events {
-    pub fn new(meta: Meta, store: Store, config: EventsConfig) -> anyhow::Result<Events> {
+    pub fn new(meta: Meta, store: Store, config: EventsConfig, peer_up: PeerUp) -> anyhow::Result<Events> {
         // reqwest here is built without a default TLS provider: use ring, as the node does.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = http::Client::builder()
@@ -89,6 +99,8 @@ impl Events {
                 meta,
                 store,
                 config,
+                peer_up,
+                started: Instant::now(),
                 client,
                 in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
                 serving: Mutex::default(),
@@ -207,15 +219,20 @@ impl Inner {
     }
 
     /// Whether this node delivers `lane`: the cluster lane at the leader; a region's lane
-    /// at that region's member with the lowest node id, or at the leader when the region
-    /// has no member left.
+    /// at that region's member with the lowest node id that is up (it answered its last
+    /// probe; this node is up), or at the leader when no member of the region is (a
+    /// region that is down, or gone). Two nodes may both think they deliver a lane for a
+    /// moment (a probe lost): receivers get an event twice then, with the same id.
     fn delivers(&self, lane: &str) -> bool {
         if lane == CLUSTER_LANE {
             return self.meta.is_leader();
         }
-        let members = self.meta.members();
-        match members.iter().filter(|m| m.info.region == lane).map(|m| m.node_id).min() {
-            Some(id) => id == self.meta.node_id(),
+        let me = self.meta.node_id();
+        let settling = self.started.elapsed() < PEER_PROBE_GRACE;
+        let mut members: Vec<_> = self.meta.members().into_iter().filter(|m| m.info.region == lane).collect();
+        members.sort_by_key(|m| m.node_id);
+        match members.iter().find(|m| m.node_id == me || settling || (self.peer_up)(&m.info.grpc_addr)) {
+            Some(m) => m.node_id == me,
             None => self.meta.is_leader(),
         }
     }
