@@ -176,6 +176,9 @@ impl Lifecycle {
     /// Deletes for good the trashed manifests whose time is up (all of them, or of one
     /// repository, with `all`); returns how many went.
     pub async fn purge_trash(&self, repo: Option<&str>, all: bool) -> Result<usize, LifecycleError> {
+        // What is in the trash is read here, and a follower may not have applied a delete
+        // its client already got 202 for: catch up with the leader first.
+        self.meta.read_barrier().await?;
         let now = proposer_clock();
         let entries: Vec<(String, meridian_replication::Digest)> = self
             .store
