@@ -139,7 +139,7 @@ async fn main() -> Result<()> {
                 tags: vec![img.tag],
                 blobs: vec![
                     BlobRef { digest: config, size: img.config.len() as u64, held_here: true },
-                    BlobRef { digest: layer, size: 1024, held_here: true },
+                    BlobRef { digest: layer.clone(), size: 1024, held_here: true },
                 ],
                 children: Vec::new(),
                 referrer: None,
