@@ -13,7 +13,8 @@
 //!   manifest per op (unique annotation), referencing one config blob and one
 //!   layer uploaded once before the measurement.
 //!
-//! `geo` holds one-shot cross-region measurements (see `geo.rs`).
+//! `geo` holds one-shot cross-region measurements (see `geo.rs`); `receiver` is a webhook
+//! receiver that records delivery latency (see `receiver.rs`).
 //!
 //! `report` turns JSON-lines result files into a markdown comparison table.
 //!
@@ -25,6 +26,7 @@
 //! body is sent as two chunks (shared prefix `Bytes` + tail) without copying.
 
 mod geo;
+mod receiver;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -82,6 +84,8 @@ enum Cmd {
     ManifestPut,
     /// Render JSON-lines result files as a markdown comparison table.
     Report(ReportArgs),
+    /// A webhook receiver recording delivery latency (for `benches/events.sh`).
+    Receiver(receiver::ReceiverArgs),
     /// One-shot measurements across regions (visibility lag, image push/pull).
     Geo {
         #[command(subcommand)]
@@ -231,6 +235,7 @@ fn main() -> Result<()> {
     let scenario = match (&cli.cmd, cli.scenario) {
         (Some(Cmd::Report(args)), _) => return report(args),
         (Some(Cmd::Geo { cmd }), _) => return runtime(&cli.opts)?.block_on(geo::run(cmd, &cli.opts)),
+        (Some(Cmd::Receiver(args)), _) => return runtime(&cli.opts)?.block_on(receiver::run(args)),
         (Some(Cmd::BlobPush), _) => Scenario::BlobPush,
         (Some(Cmd::BlobPull), _) => Scenario::BlobPull,
         (Some(Cmd::ImagePush), _) => Scenario::ImagePush,

@@ -139,7 +139,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::new(move |grpc_addr: &str| replicator.rtt_of(grpc_addr).is_some())
     };
     let events = events::Events::new(meta.clone(), store.clone(), config.events.clone(), peer_up).context("setting up webhook delivery")?;
-    let event_delivery = tokio::spawn(events::run_events(events.clone(), shutdown_rx.clone()));
+    let event_delivery = events::start_delivery(events.clone(), shutdown_rx.clone()).context("starting webhook delivery")?;
     let grpc = {
         let (config, meta, shutdown) = (config.clone(), meta.clone(), shutdown_rx.clone());
         let grpc_replicator = replicator.clone();

@@ -1,7 +1,8 @@
 //! One webhook's delivery task, and the HTTP request that delivers.
 
 use super::envelope::{self, DELIVERY_HEADER, MEDIA_TYPE, SIGNATURE_HEADER};
-use super::{http, Inner, BATCH};
+use super::tail::Cached;
+use super::{http, Inner, BATCH, COALESCE};
 use crate::meta::command::Command;
 use crate::meta::events::{
     now_ms, DeliveryStatus, DeliveryUpdate, EventRecord, Parked, ParkedRange, Seq, WebhookRecord, CLUSTER_LANE,
@@ -77,6 +78,15 @@ pub async fn serve_webhook(inner: Arc<Inner>, name: String, lane: String, mut sh
         let Some(hook) = inner.webhook(&name) else { break };
         let wait = match task.step(&hook).await {
             Ok(Step::More) => None,
+            Ok(Step::Sent { full: true }) => None,
+            Ok(Step::Sent { full: false }) => {
+                // Let the next events gather (see `COALESCE`); new events do not cut this short.
+                tokio::select! {
+                    _ = tokio::time::sleep(COALESCE) => {}
+                    _ = shutdown.changed() => break,
+                }
+                None
+            }
             Ok(Step::Idle) => Some(super::IDLE_LOOK),
             Ok(Step::Backoff(d)) => Some(d),
             Err(e) => {
@@ -99,6 +109,8 @@ pub async fn serve_webhook(inner: Arc<Inner>, name: String, lane: String, mut sh
 enum Step {
     /// Go on at once.
     More,
+    /// A batch was delivered; a full one means more may be waiting.
+    Sent { full: bool },
     /// Nothing to send.
     Idle,
     /// The receiver failed: wait this long.
@@ -125,18 +137,19 @@ impl Task {
             return self.resend(hook, parked).await;
         }
         let cursor = store.event_cursor(hook, &lane)?.max(self.delivered_through.unwrap_or_default());
-        let scanned = store.events_after(&lane, cursor, SCAN)?;
-        let mut batch: Vec<(Seq, EventRecord)> = Vec::new();
+        let scanned = self.inner.tail.after(store, &lane, cursor, SCAN)?;
+        let mut batch: Vec<(Seq, Arc<Cached>)> = Vec::new();
         let mut through = cursor;
-        for (seq, event) in scanned {
+        for (seq, cached) in scanned {
             if batch.len() == BATCH {
                 break;
             }
+            let event = &cached.event;
             if hook.wants(&event.action, &event.repo, &event.region) {
-                if !self.push_delivered(hook, &event)? {
+                if !self.push_delivered(hook, event)? {
                     break;
                 }
-                batch.push((seq, event));
+                batch.push((seq, cached));
             }
             through = seq;
         }
@@ -154,13 +167,13 @@ impl Task {
             self.report(Some(through), 0, None);
             return Ok(Step::More);
         }
-        match self.send(hook, &lane, &batch).await {
+        match self.send(hook, &batch).await {
             Ok(status) => {
                 self.delivered_through = Some(through);
                 self.attempts = 0;
                 self.failing = false;
                 self.report(Some(through), batch.len() as u64, Some(self.status(status, String::new())));
-                Ok(Step::More)
+                Ok(Step::Sent { full: batch.len() == BATCH })
             }
             Err(failure) => {
                 self.attempts += 1;
@@ -178,10 +191,11 @@ impl Task {
     }
 
     /// Posts a batch (at most `MAX_IN_FLIGHT` across webhooks), counting the outcome.
-    async fn send(&self, hook: &WebhookRecord, lane: &str, batch: &[(Seq, EventRecord)]) -> Result<u16, Failure> {
-        let events: Vec<serde_json::Value> = batch.iter().map(|(seq, e)| envelope::event_json(lane, *seq, e)).collect();
+    async fn send(&self, hook: &WebhookRecord, batch: &[(Seq, Arc<Cached>)]) -> Result<u16, Failure> {
+        let parts: Vec<&[u8]> = batch.iter().map(|(_, c)| c.bytes.as_slice()).collect();
+        let body = envelope::envelope(&parts);
         let _permit = self.inner.in_flight.acquire().await;
-        let result = post(&self.inner.client, hook, envelope::envelope(&events)).await;
+        let result = post(&self.inner.client, hook, body).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(f) => f.outcome,
@@ -191,9 +205,9 @@ impl Task {
         if result.is_ok() {
             metrics::counter!("meridian_events_delivered_total", "webhook" => hook.name.clone()).increment(batch.len() as u64);
             let now = now_ms();
-            for (_, e) in batch {
-                metrics::histogram!("meridian_events_delivery_latency_seconds", "webhook" => hook.name.clone())
-                    .record(now.saturating_sub(e.at_ms) as f64 / 1000.0);
+            let latency = metrics::histogram!("meridian_events_delivery_latency_seconds", "webhook" => hook.name.clone());
+            for (_, c) in batch {
+                latency.record(now.saturating_sub(c.event.at_ms) as f64 / 1000.0);
             }
         } else if let Err(f) = &result {
             tracing::info!(webhook = %hook.name, events = batch.len(), attempt = self.attempts + 1, error = %f.error, "event delivery failed");
@@ -245,10 +259,11 @@ impl Task {
     /// `max_attempts` times, it stays parked with the new status.
     async fn resend(&mut self, hook: &WebhookRecord, parked: Parked) -> anyhow::Result<Step> {
         let store = &self.inner.store;
-        let events: Vec<(Seq, EventRecord)> = store
+        let events: Vec<(Seq, Arc<Cached>)> = store
             .parked_events(&parked)?
             .into_iter()
             .filter(|(_, e)| hook.wants(&e.action, &e.repo, &e.region))
+            .map(|(seq, e)| (seq, Cached::new(&parked.lane, seq, e)))
             .collect();
         let mut attempts = 0;
         let mut chunks = events.chunks(BATCH);
@@ -258,7 +273,7 @@ impl Task {
             if !self.inner.delivers(&self.lane) || self.inner.webhook(&hook.name).is_none() {
                 return Ok(Step::Idle);
             }
-            match self.send(hook, &parked.lane, chunk).await {
+            match self.send(hook, chunk).await {
                 Ok(_) => {
                     attempts = 0;
                     next = chunks.next();

@@ -2,9 +2,9 @@
 //! `timestamp`, `action`, `target`, `request`, `actor`, `source`), so a receiver written
 //! for Distribution or ACR works unchanged, plus `region`; and the signature over it.
 
-use crate::meta::events::{event_id, EventRecord, Seq};
+use crate::meta::events::{event_id, EventRecord, Origin, Seq};
 use hmac::{Hmac, Mac};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 use sha2::Sha256;
 
 /// The envelope's media type (Distribution's).
@@ -23,69 +23,130 @@ pub fn timestamp(at_ms: u64) -> String {
     }
 }
 
-/// One event as Distribution shapes it. A delete's target holds only what identifies what
-/// went (repository, digest, tag), as in Distribution.
-pub fn event_json(lane: &str, seq: Seq, e: &EventRecord) -> Value {
-    let mut target = Map::new();
-    if e.action != "delete" {
-        if !e.media_type.is_empty() {
-            target.insert("mediaType".into(), json!(e.media_type));
-        }
-        target.insert("size".into(), json!(e.size));
-        target.insert("length".into(), json!(e.size));
-    }
-    if !e.digest.is_empty() {
-        target.insert("digest".into(), json!(e.digest));
-    }
-    target.insert("repository".into(), json!(e.repo));
-    let url_base = e.origin.as_ref().map(|o| o.url_base.as_str()).unwrap_or_default();
-    if e.action != "delete" && !url_base.is_empty() && !e.digest.is_empty() {
-        target.insert("url".into(), json!(format!("{}/v2/{}/manifests/{}", url_base.trim_end_matches('/'), e.repo, e.digest)));
-    }
-    if let Some(tag) = &e.tag {
-        target.insert("tag".into(), json!(tag));
-    }
-    let origin = e.origin.clone().unwrap_or_default();
-    let mut request = Map::new();
-    for (k, v) in [
-        ("id", &origin.request_id),
-        ("addr", &origin.addr),
-        ("host", &origin.host),
-        ("method", &origin.method),
-        ("useragent", &origin.user_agent),
-    ] {
-        if !v.is_empty() {
-            request.insert(k.into(), json!(v));
-        }
-    }
-    let actor = if origin.actor.is_empty() { json!({}) } else { json!({ "name": origin.actor }) };
-    let mut event = json!({
-        "id": event_id(lane, seq),
-        "timestamp": timestamp(e.at_ms),
-        "action": e.action,
-        "target": target,
-        "request": request,
-        "actor": actor,
-        "source": { "addr": origin.source_addr, "instanceID": origin.instance_id },
-        "region": e.region,
-    });
-    if let Some(from) = &e.push_region {
-        event["pushRegion"] = json!(from);
-    }
-    if let Some(base) = &e.base {
-        event["base"] = json!({
-            "repository": base.repository,
-            "tag": base.tag,
-            "oldDigest": base.old_digest,
-            "newDigest": base.new_digest,
-        });
-    }
-    event
+#[derive(Serialize)]
+struct Target<'a> {
+    #[serde(rename = "mediaType", skip_serializing_if = "Option::is_none")]
+    media_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    length: Option<u64>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    digest: &'a str,
+    repository: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tag: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Request<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    addr: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    host: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    method: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    useragent: &'a str,
+}
+
+#[derive(Serialize)]
+struct Actor<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct Source<'a> {
+    addr: &'a str,
+    #[serde(rename = "instanceID")]
+    instance_id: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Base<'a> {
+    repository: &'a str,
+    tag: &'a str,
+    old_digest: &'a str,
+    new_digest: &'a str,
+}
+
+#[derive(Serialize)]
+struct Event<'a> {
+    id: String,
+    timestamp: String,
+    action: &'a str,
+    target: Target<'a>,
+    request: Request<'a>,
+    actor: Actor<'a>,
+    source: Source<'a>,
+    region: &'a str,
+    #[serde(rename = "pushRegion", skip_serializing_if = "Option::is_none")]
+    push_region: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base: Option<Base<'a>>,
+}
+
+/// One event as Distribution shapes it, serialized. A delete's target holds only what
+/// identifies what went (repository, digest, tag), as in Distribution. Typed rather than
+/// built as a `serde_json::Value`: delivery serializes every event once per webhook.
+pub fn event_bytes(lane: &str, seq: Seq, e: &EventRecord) -> Vec<u8> {
+    let origin = e.origin.as_ref();
+    let field = |f: fn(&Origin) -> &str| origin.map(f).unwrap_or_default();
+    let removed = e.action == "delete";
+    let url_base = field(|o| &o.url_base);
+    let event = Event {
+        id: event_id(lane, seq),
+        timestamp: timestamp(e.at_ms),
+        action: &e.action,
+        target: Target {
+            media_type: (!removed && !e.media_type.is_empty()).then_some(e.media_type.as_str()),
+            size: (!removed).then_some(e.size),
+            length: (!removed).then_some(e.size),
+            digest: &e.digest,
+            repository: &e.repo,
+            url: (!removed && !url_base.is_empty() && !e.digest.is_empty())
+                .then(|| format!("{}/v2/{}/manifests/{}", url_base.trim_end_matches('/'), e.repo, e.digest)),
+            tag: e.tag.as_deref(),
+        },
+        request: Request {
+            id: field(|o| &o.request_id),
+            addr: field(|o| &o.addr),
+            host: field(|o| &o.host),
+            method: field(|o| &o.method),
+            useragent: field(|o| &o.user_agent),
+        },
+        actor: Actor { name: field(|o| &o.actor) },
+        source: Source { addr: field(|o| &o.source_addr), instance_id: field(|o| &o.instance_id) },
+        region: &e.region,
+        push_region: e.push_region.as_deref(),
+        base: e.base.as_ref().map(|b| Base {
+            repository: &b.repository,
+            tag: &b.tag,
+            old_digest: &b.old_digest,
+            new_digest: &b.new_digest,
+        }),
+    };
+    serde_json::to_vec(&event).unwrap_or_default()
 }
 
 /// `{"events":[…]}` from events already serialized.
-pub fn envelope(events: &[Value]) -> Vec<u8> {
-    serde_json::to_vec(&json!({ "events": events })).unwrap_or_default()
+pub fn envelope<B: AsRef<[u8]>>(events: &[B]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(events.iter().map(|e| e.as_ref().len() + 1).sum::<usize>() + 12);
+    body.extend_from_slice(b"{\"events\":[");
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(e.as_ref());
+    }
+    body.extend_from_slice(b"]}");
+    body
 }
 
 /// `sha256=<hex>` of the body under `secret`.
@@ -103,7 +164,13 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::events::Origin;
+    use serde_json::Value;
+
+    fn event_json(lane: &str, seq: Seq, e: &EventRecord) -> Value {
+        let body = envelope(&[event_bytes(lane, seq, e)]);
+        let mut v: Value = serde_json::from_slice(&body).unwrap();
+        v["events"][0].take()
+    }
 
     #[test]
     fn a_push_event_has_distributions_fields_and_a_delete_only_what_went() {

@@ -17,6 +17,7 @@
 
 mod deliver;
 pub mod envelope;
+mod tail;
 
 use crate::config::EventsConfig;
 use crate::meta::command::Command;
@@ -32,7 +33,15 @@ const IDLE_LOOK: Duration = Duration::from_millis(250);
 /// How often the outbox depth gauge is refreshed.
 const DEPTH_EVERY: Duration = Duration::from_secs(2);
 /// Events posted in one envelope at most.
-const BATCH: usize = 16;
+const BATCH: usize = 64;
+/// After a batch that was not full, a webhook's next POST waits this long, so while
+/// pushes keep coming their events travel together (up to `BATCH` a POST) instead of one
+/// POST each: nine webhooks at 300 pushes a second would otherwise cost the node a
+/// quarter of a core. An event after a quiet spell goes at once.
+const COALESCE: Duration = Duration::from_millis(100);
+/// The least time between two passes of the supervisor (which starts a task per webhook
+/// and lane): a new webhook or lane waits at most this long.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(100);
 /// Webhook requests in flight across all webhooks.
 const MAX_IN_FLIGHT: usize = 32;
 /// Waiting for a TCP connection to a receiver.
@@ -64,6 +73,8 @@ struct Inner {
     serving: Mutex<HashSet<(String, String)>>,
     /// Progress not yet recorded in the log: lane → webhook → update.
     acks: Mutex<BTreeMap<String, BTreeMap<String, DeliveryUpdate>>>,
+    /// The newest events of each lane, read and serialized once for every webhook.
+    tail: tail::Tail,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +116,7 @@ impl Events {
                 in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
                 serving: Mutex::default(),
                 acks: Mutex::default(),
+                tail: tail::Tail::default(),
             }),
         })
     }
@@ -125,7 +137,7 @@ impl Events {
             "region": me.region,
         });
         let started = Instant::now();
-        let result = deliver::post(&self.inner.client, &hook, envelope::envelope(&[event])).await;
+        let result = deliver::post(&self.inner.client, &hook, envelope::envelope(&[serde_json::to_vec(&event).unwrap_or_default()])).await;
         let millis = started.elapsed().as_millis() as u64;
         Ok(match result {
             Ok(status) => PingOutcome { status, error: String::new(), millis, event_id: id },
@@ -134,8 +146,40 @@ impl Events {
     }
 }
 
+/// How much lower than the node's other threads delivery runs (a nice value).
+const DELIVERY_NICE: libc::c_int = 10;
+
+/// Starts delivery on a thread of its own, at a lower CPU priority: receivers are
+/// background work, and on a busy node the requests that produce events come first (the
+/// ten-webhook benchmark in `benches/RESULTS.md`). The receiver says when it has stopped.
+pub fn start_delivery(events: Events, shutdown: tokio::sync::watch::Receiver<bool>) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("meridian-events".into()).spawn(move || {
+        lower_priority();
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(run_events(events, shutdown)),
+            Err(e) => tracing::error!(error = %e, "cannot start the webhook delivery runtime; no events are delivered"),
+        }
+        let _ = done_tx.send(());
+    })?;
+    Ok(done_rx)
+}
+
+/// Lowers this thread's scheduling priority (Linux keeps a nice value per thread; threads
+/// it starts inherit it).
+fn lower_priority() {
+    // SAFETY: plain system calls about this thread itself; no memory is passed.
+    let result = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, DELIVERY_NICE)
+    };
+    if result != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "webhook delivery runs at the node's priority");
+    }
+}
+
 /// Serves every enabled webhook while this node leads, and records progress.
-pub async fn run_events(events: Events, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+async fn run_events(events: Events, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let inner = events.inner.clone();
     let acks = tokio::spawn(record_progress(inner.clone(), shutdown.clone()));
     let mut changed = inner.store.events_changed();
@@ -161,6 +205,12 @@ pub async fn run_events(events: Events, mut shutdown: tokio::sync::watch::Receiv
                 depth_at = Instant::now();
                 record_depth(&inner, &lanes);
             }
+        }
+        // At most one pass per `SUPERVISE_EVERY` however fast events come: a pass reads
+        // every webhook and lane, and the tasks it starts read their events themselves.
+        tokio::select! {
+            _ = tokio::time::sleep(SUPERVISE_EVERY) => {}
+            _ = shutdown.changed() => break,
         }
         tokio::select! {
             _ = changed.changed() => {}
