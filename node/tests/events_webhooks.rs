@@ -10,6 +10,7 @@
 //!   arrives, in order;
 //! - a receiver answering 500 forever is parked after its attempts, visible in
 //!   `deliveries`, while another webhook gets everything; re-sent once it heals; `ping`;
+//!   parked events not re-sent within `events.parked_keep_secs` are dropped;
 //! - a hanging receiver and an unreachable one do not slow pushes.
 
 mod common;
@@ -178,6 +179,41 @@ async fn the_delivering_node_killed_mid_backlog_loses_nothing() {
     assert_eq!(events[12]["target"]["tag"], "after");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(rx.accepted().len(), settled + 1, "only the new event arrived: {:#?}", &rx.accepted()[settled..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_events_not_sent_again_within_their_keep_are_dropped() {
+    let c = Cluster::start_with(options(1).env("MERIDIAN_EVENTS_PARKED_KEEP_SECS", "3")).await;
+    let dead = Receiver::start(None).await;
+    dead.set(Behaviour::Always(503));
+    c.admin_json_at(0, &["webhook", "add", "dead", "--url", &dead.url(), "--max-attempts", "1"]).await;
+    oci::push_image(&c[0], "team/app", "v1", "expiring").await;
+    let parked_count = |v: &Value| v["webhooks"].as_array().and_then(|w| w.first()).map(|w| w["parked"].clone()).unwrap_or(Value::Null);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = c.admin_json_at(0, &["webhook", "list"]).await;
+        if parked_count(&listed) == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never parked: {listed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Kept for three seconds, then dropped with its event: nothing parked or pending.
+    let parked_at = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let listed = c.admin_json_at(0, &["webhook", "list"]).await;
+        if parked_count(&listed) == 0 {
+            break listed;
+        }
+        assert!(Instant::now() < deadline, "still parked: {listed}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(parked_at.elapsed() >= Duration::from_secs(1), "dropped before its keep was up");
+    assert_eq!(listed["webhooks"][0]["pending"], 0, "{listed}");
+    let d = c.admin_json_at(0, &["webhook", "deliveries", "dead", "--parked"]).await;
+    assert!(d["deliveries"].as_array().is_some_and(Vec::is_empty), "{d}");
+    assert!(metric(&c[0], "meridian_events_parked_expired_total", &[]).await >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -195,11 +195,13 @@ pub struct EventsConfig {
     /// The deliverer reports progress (one Raft entry) at most this often; after a leader
     /// change, at most this much is sent again.
     pub ack_interval_ms: u64,
+    /// Parked events not re-sent within this long are dropped (0 keeps them for ever).
+    pub parked_keep_secs: u64,
 }
 
 impl Default for EventsConfig {
     fn default() -> Self {
-        EventsConfig { backoff_initial_ms: 1000, backoff_max_ms: 300_000, ack_interval_ms: 500 }
+        EventsConfig { backoff_initial_ms: 1000, backoff_max_ms: 300_000, ack_interval_ms: 500, parked_keep_secs: 7 * 86_400 }
     }
 }
 
@@ -568,6 +570,7 @@ impl Config {
                 "EVENTS_BACKOFF_INITIAL_MS" => self.events.backoff_initial_ms = num(&value).map_err(bad)?,
                 "EVENTS_BACKOFF_MAX_MS" => self.events.backoff_max_ms = num(&value).map_err(bad)?,
                 "EVENTS_ACK_INTERVAL_MS" => self.events.ack_interval_ms = num(&value).map_err(bad)?,
+                "EVENTS_PARKED_KEEP_SECS" => self.events.parked_keep_secs = num(&value).map_err(bad)?,
                 "AUTH_ENABLED" => self.auth.enabled = num(&value).map_err(bad)?,
                 "AUTH_SERVICE" => self.auth.service = value.clone(),
                 "AUTH_REALM" => self.auth.realm = Some(value.clone()).filter(|v| !v.is_empty()),
@@ -687,7 +690,7 @@ mod tests {
             "auth.token_ttl_secs", "auth.anonymous_pull", "auth.failed_login_limit", "gc.interval_secs",
             "gc.upload_grace_secs", "retention.soft_delete_days", "retention.pull_record_secs",
             "usage.keep_days", "usage.record_secs", "events.backoff_initial_ms", "events.backoff_max_ms",
-            "events.ack_interval_ms", "storage.kind", "storage.bucket", "storage.prefix",
+            "events.ack_interval_ms", "events.parked_keep_secs", "storage.kind", "storage.bucket", "storage.prefix",
             "storage.endpoint", "storage.region", "storage.path_style", "storage.access_key_id",
             "storage.secret_access_key", "storage.credentials_file", "storage.redirect",
         ];

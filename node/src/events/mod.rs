@@ -236,6 +236,31 @@ fn record_depth(inner: &Inner, lanes: &[String]) {
 }
 
 impl Inner {
+    /// How often the leader looks for parked ranges past `events.parked_keep_secs`: a
+    /// quarter of it, between a second and a minute.
+    fn expire_every(&self) -> Duration {
+        Duration::from_secs((self.config.parked_keep_secs / 4).clamp(1, 60))
+    }
+
+    /// At the leader: drops parked ranges older than `events.parked_keep_secs`, when there
+    /// are any (one entry then, none otherwise).
+    async fn expire_parked(&self) {
+        let keep = self.config.parked_keep_secs;
+        if keep == 0 || !self.meta.is_leader() {
+            return;
+        }
+        let before_unix = crate::meta::command::proposer_clock().saturating_sub(keep);
+        match self.store.oldest_parked_unix() {
+            Ok(Some(oldest)) if oldest < before_unix => {
+                if let Err(e) = self.meta.propose(Command::ExpireParked { before_unix }).await {
+                    tracing::debug!(error = %e, "dropping expired parked events");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reading parked events"),
+        }
+    }
+
     /// Queues a webhook's progress for the next `AckEvents`.
     fn report(&self, lane: &str, update: DeliveryUpdate) {
         let mut acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
@@ -304,7 +329,12 @@ impl Inner {
 /// no longer leads drops it: the next leader sends those events again.
 async fn record_progress(inner: Arc<Inner>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let every = Duration::from_millis(inner.config.ack_interval_ms.max(10));
+    let mut expired_at = Instant::now();
     loop {
+        if expired_at.elapsed() >= inner.expire_every() {
+            expired_at = Instant::now();
+            inner.expire_parked().await;
+        }
         let stopping = tokio::select! {
             _ = tokio::time::sleep(every) => false,
             _ = shutdown.changed() => true,

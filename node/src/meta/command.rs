@@ -125,6 +125,9 @@ pub enum Command {
     ResendParked { name: String, only: Option<(String, Seq)> },
     /// A re-send of a parked range ended; delivered, the range goes.
     ParkedDone { name: String, lane: String, from: Seq, delivered: bool, status: DeliveryStatus },
+    /// Parked ranges parked before `before_unix` (the proposer's clock) are dropped, with
+    /// their events (`events.parked_keep_secs`).
+    ExpireParked { before_unix: u64 },
 }
 
 /// The proposer's clock (Unix seconds) for entries that carry one: applying must not read
@@ -143,6 +146,7 @@ impl Command {
                 | Command::ResendParked { .. }
                 | Command::ParkEvents { .. }
                 | Command::ParkedDone { .. }
+                | Command::ExpireParked { .. }
         )
     }
 

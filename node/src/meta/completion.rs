@@ -183,6 +183,23 @@ pub(super) fn landed(store: &Store, batch: &mut WriteBatch, events: &mut EventBo
     Ok(())
 }
 
+/// The membership changes to one with the regions `next`: images waiting in a region that
+/// left wait for nothing (it sends no `replicated` event any more).
+pub(super) fn regions_left(store: &Store, batch: &mut WriteBatch, next: &BTreeSet<String>) -> Result<(), StoreError> {
+    let cf = store.cf(CF_SM_COMPLETION)?;
+    for region in regions(store)?.difference(next) {
+        for kind in ['p', 'w'] {
+            let start = format!("{kind}\0{region}\0").into_bytes();
+            let mut end = start.clone();
+            if let Some(last) = end.last_mut() {
+                *last = 1;
+            }
+            batch.delete_range_cf(cf, start, end);
+        }
+    }
+    Ok(())
+}
+
 /// A manifest deleted: it waits for nothing any more.
 pub(super) fn forget(store: &Store, batch: &mut WriteBatch, repo: &str, digest: &str) -> Result<(), StoreError> {
     let cf = store.cf(CF_SM_COMPLETION)?;

@@ -577,6 +577,43 @@ pub(super) fn apply_parked_done(
     }
 }
 
+/// Drops every parked range parked before `before_unix`, and the events only they held.
+/// Returns how many ranges went.
+pub(super) fn apply_expire_parked(store: &Store, batch: &mut WriteBatch, before_unix: u64) -> Result<usize, StoreError> {
+    let cf = store.cf(CF_SM_WEBHOOKS)?;
+    let mut by_lane: BTreeMap<String, Overlay> = BTreeMap::new();
+    for hook in store.webhooks()? {
+        for p in store.parked(&hook.name)? {
+            if p.range.parked_unix >= before_unix {
+                continue;
+            }
+            batch.delete_cf(cf, parked_key(&hook.name, &p.lane, p.from));
+            by_lane.entry(p.lane.clone()).or_default().parked_removed.push((hook.name.clone(), p.from));
+        }
+    }
+    let expired = by_lane.values().map(|o| o.parked_removed.len()).sum();
+    for (lane, overlay) in &by_lane {
+        trim(store, batch, lane, overlay)?;
+    }
+    if expired > 0 {
+        metrics::counter!("meridian_events_parked_expired_total").increment(expired as u64);
+    }
+    Ok(expired)
+}
+
+impl Store {
+    /// The oldest parked range's parking time (Unix seconds), if any range is parked.
+    pub fn oldest_parked_unix(&self) -> Result<Option<u64>, StoreError> {
+        let mut oldest = None;
+        for hook in self.webhooks()? {
+            for p in self.parked(&hook.name)? {
+                oldest = Some(oldest.map_or(p.range.parked_unix, |o: u64| o.min(p.range.parked_unix)));
+            }
+        }
+        Ok(oldest)
+    }
+}
+
 /// Changes of the entry being applied that `trim` must see (reads see the state before it).
 #[derive(Default)]
 struct Overlay {

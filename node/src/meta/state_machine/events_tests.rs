@@ -228,3 +228,44 @@ fn an_image_waiting_in_a_region_completes_when_a_push_there_brings_its_blob() {
     assert!(eu.contains(&digest("a").to_string()), "{eu:?}");
     assert!(eu.contains(&digest("b").to_string()), "{eu:?}");
 }
+
+#[test]
+fn parked_ranges_past_their_keep_go_with_their_events() {
+    let mut m = Machine::new();
+    m.apply(Command::PutWebhook { webhook: webhook("a", &["push"]), create_only: true });
+    for name in ["x", "y"] {
+        m.apply(put("r", name, &["t"]));
+    }
+    let seqs: Vec<Seq> = m.events().iter().map(|(s, _)| *s).collect();
+    let range = ParkedRange { through: seqs[0], attempts: 3, last_status: 500, last_error: "boom".into(), parked_unix: 100, resend: false };
+    m.apply(Command::ParkEvents { name: "a".into(), lane: CLUSTER_LANE.into(), from: seqs[0], range });
+    m.apply(ack("a", seqs[1]));
+    assert_eq!(m.events().len(), 2, "the parked range holds the outbox from its first event");
+    m.apply(Command::ExpireParked { before_unix: 100 });
+    assert_eq!(m.sm.store.parked("a").unwrap().len(), 1, "parked at 100 is not parked before 100");
+    assert_eq!(m.sm.store.oldest_parked_unix().unwrap(), Some(100));
+    m.apply(Command::ExpireParked { before_unix: 101 });
+    assert!(m.sm.store.parked("a").unwrap().is_empty());
+    assert!(m.events().is_empty(), "its events go with it");
+    assert_eq!(m.sm.store.oldest_parked_unix().unwrap(), None);
+}
+
+#[test]
+fn images_waiting_in_a_region_that_left_wait_for_nothing() {
+    use crate::meta::types::{NodeInfo, StoredMembership};
+    let mut m = Machine::new();
+    two_regions(&m);
+    m.apply(Command::PutWebhook { webhook: webhook("cd", &["replicated"]), create_only: true });
+    m.apply(put("r", "a", &["v1"]));
+    let waiting = |m: &Machine| m.sm.store.scan_prefix(crate::meta::store::CF_SM_COMPLETION, b"", None, 10).unwrap().len();
+    assert_eq!(waiting(&m), 2, "eu waits for the image, and for its blob");
+    // eu leaves: only us in the membership entry.
+    let nodes = std::collections::BTreeMap::from([(1u64, NodeInfo { region: "us".into(), ..NodeInfo::default() })]);
+    let only_us = StoredMembership::new(None, openraft::Membership::new(vec![std::collections::BTreeSet::from([1])], nodes));
+    let mut batch = WriteBatch::default();
+    m.sm.apply_membership(&mut batch, only_us).unwrap();
+    m.sm.store.write(batch).unwrap();
+    assert_eq!(waiting(&m), 0);
+    m.apply(Command::AddReplicas { region: "eu".into(), digests: vec![digest("layer a")], at_ms: 1 });
+    assert!(replicated_in(&m, "eu").is_empty(), "a region that left says nothing");
+}

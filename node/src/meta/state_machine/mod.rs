@@ -257,7 +257,19 @@ impl StateMachine {
                 events::apply_parked_done(&self.store, batch, name, lane, *from, *delivered, status)?;
                 Ok(CommandResult::Applied)
             }
+            Command::ExpireParked { before_unix } => {
+                events::apply_expire_parked(&self.store, batch, *before_unix)?;
+                Ok(CommandResult::Applied)
+            }
         }
+    }
+
+    /// A membership entry: stored; regions it no longer has wait for no image.
+    pub(super) fn apply_membership(&self, batch: &mut WriteBatch, stored: StoredMembership) -> Result<(), StoreError> {
+        let next: std::collections::BTreeSet<String> = stored.membership().nodes().map(|(_, n)| n.region.clone()).collect();
+        completion::regions_left(&self.store, batch, &next)?;
+        batch.put_cf(self.store.cf(CF_SM_META)?, KEY_MEMBERSHIP, encode_json(&stored));
+        Ok(())
     }
 
     /// Forgets every listed blob that is still unreferenced and has been for the grace:
@@ -484,9 +496,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     .apply_command(&mut batch, cmd, &mut events)
                     .map_err(|e| StorageError::from(StorageIOError::apply(log_id, &e)))?,
                 EntryPayload::Membership(m) => {
-                    let stored = StoredMembership::new(Some(log_id), m.clone());
-                    let bytes = serde_json::to_vec(&stored).map_err(sm_write_err)?;
-                    batch.put_cf(self.store.cf(CF_SM_META).map_err(sm_write_err)?, KEY_MEMBERSHIP, bytes);
+                    self.apply_membership(&mut batch, StoredMembership::new(Some(log_id), m.clone())).map_err(sm_write_err)?;
                     CommandResult::Applied
                 }
             };
