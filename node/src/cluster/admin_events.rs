@@ -6,6 +6,7 @@ use super::admin_service::{check_name, internal, meta_status, AdminServiceImpl, 
 use crate::config::Secret;
 use crate::meta::command::{Command, CommandResult};
 use crate::meta::events::{event_id, known_lanes, url_problem, DeliveryStatus, Seq, WebhookRecord, ACTIONS, CLUSTER_LANE};
+use crate::meta::{MemberView, STATE_VERSION};
 use meridian_proto::admin::*;
 use tonic::Status;
 
@@ -126,6 +127,13 @@ pub async fn put(svc: &AdminServiceImpl, req: PutWebhookRequest) -> Result<Webho
         updated(old, w, &req.set_fields)?
     };
     check(&hook)?;
+    let behind = members_behind(&svc.meta.members(), svc.meta.node_id(), |addr| svc.replicator.state_version_of(addr));
+    if !behind.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "webhooks need every node on this version or newer, and {} runs an older one: upgrade it first",
+            behind.join(", ")
+        )));
+    }
     let cmd = Command::PutWebhook { webhook: hook.clone(), create_only: req.create };
     match svc.meta.propose(cmd).await.map_err(meta_status)? {
         CommandResult::Applied => Ok(info(&hook)),
@@ -133,6 +141,17 @@ pub async fn put(svc: &AdminServiceImpl, req: PutWebhookRequest) -> Result<Webho
         CommandResult::NotFound => Err(unknown(&name)),
         other => Err(Status::internal(format!("unexpected result of a webhook change: {other:?}"))),
     }
+}
+
+/// Members whose last answer to this node's probes reported a state machine older than
+/// this one's: they could not apply the entries a webhook brings. A member that did not
+/// answer is not counted: in a rolling upgrade it is down to come back upgraded.
+fn members_behind(members: &[MemberView], me: u64, version_of: impl Fn(&str) -> Option<u32>) -> Vec<String> {
+    members
+        .iter()
+        .filter(|m| m.node_id != me && version_of(&m.info.grpc_addr).is_some_and(|v| v < STATE_VERSION))
+        .map(|m| format!("{} (node {})", m.info.region, m.node_id))
+        .collect()
 }
 
 fn unknown(name: &str) -> Status {
@@ -306,4 +325,33 @@ pub async fn resend(svc: &AdminServiceImpl, req: ResendRequest) -> Result<Resend
         svc.meta.propose(cmd).await.map_err(meta_status)?;
     }
     Ok(ResendReply { events })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::types::NodeInfo;
+
+    #[test]
+    fn a_member_reporting_an_older_state_machine_holds_webhooks_back() {
+        let member = |id: u64, region: &str| MemberView {
+            node_id: id,
+            info: NodeInfo { region: region.into(), grpc_addr: format!("10.0.0.{id}:6000"), ..NodeInfo::default() },
+            voter: true,
+            leader: id == 1,
+            matched: None,
+        };
+        let members = [member(1, "us"), member(2, "eu"), member(3, "ap")];
+        let versions = |old: Option<u32>| {
+            move |addr: &str| match addr {
+                "10.0.0.2:6000" => Some(STATE_VERSION),
+                "10.0.0.3:6000" => old,
+                _ => Some(0),
+            }
+        };
+        assert_eq!(members_behind(&members, 1, versions(Some(0))), ["ap (node 3)"], "0: a node older than the field");
+        assert!(members_behind(&members, 1, versions(Some(STATE_VERSION))).is_empty());
+        assert!(members_behind(&members, 1, versions(None)).is_empty(), "down, to come back upgraded");
+        assert!(members_behind(&members, 1, versions(Some(STATE_VERSION + 1))).is_empty());
+    }
 }

@@ -81,6 +81,7 @@ impl ForwardService for ForwardServiceImpl {
             last_applied: self.meta.applied_index(),
             shared_store: me.shared_store.clone(),
             public_url: me.public_url.clone(),
+            state_version: crate::meta::STATE_VERSION,
         }))
     }
 

@@ -69,6 +69,12 @@ struct MetaInner {
     quorum_grace: Duration,
 }
 
+/// Which commands this build's state machine understands, reported to the other nodes
+/// (`Identify`): 1 before webhooks; 2 with webhooks, the event outbox and base images.
+/// A command a member cannot decode would stop it at apply, so the commands a newer
+/// version adds are not proposed while a member reports an older one.
+pub const STATE_VERSION: u32 = 2;
+
 /// A leader's view of one member, for status and region listings.
 #[derive(Debug, Clone)]
 pub struct MemberView {

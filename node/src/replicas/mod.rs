@@ -47,6 +47,8 @@ struct Probe {
     /// The registry URL it reported (where nearest-region routing sends clients); `None`
     /// from a node of a version that reports none.
     public_url: Option<String>,
+    /// The `meta::STATE_VERSION` it reported (0: older than the field).
+    state_version: u32,
 }
 
 /// This node's replication figures since start (what `replication status` shows).
@@ -97,13 +99,19 @@ impl Replicator {
         self.probes().get(grpc_addr).and_then(|p| p.public_url.clone())
     }
 
+    /// The `meta::STATE_VERSION` the node advertising `grpc_addr` reported in its last
+    /// probe; `None` when it did not answer it.
+    pub fn state_version_of(&self, grpc_addr: &str) -> Option<u32> {
+        self.probes().get(grpc_addr).map(|p| p.state_version)
+    }
+
     fn probes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Probe>> {
         self.probes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Notes an answered probe: its round trip, and the URL the node reported (empty from
     /// a node of an older version: it knows no grants, so nothing is routed to it).
-    fn record_probe(&self, region: &str, grpc_addr: &str, sample: Duration, public_url: String) {
+    fn record_probe(&self, region: &str, grpc_addr: &str, sample: Duration, public_url: String, state_version: u32) {
         let mut probes = self.probes();
         let smoothed = match probes.get(grpc_addr) {
             // Exponentially weighted: one slow probe does not reorder the sources.
@@ -111,7 +119,7 @@ impl Replicator {
             None => sample,
         };
         let public_url = Some(public_url).filter(|u| !u.is_empty());
-        probes.insert(grpc_addr.to_string(), Probe { rtt: smoothed, public_url });
+        probes.insert(grpc_addr.to_string(), Probe { rtt: smoothed, public_url, state_version });
         metrics::gauge!("meridian_region_rtt_seconds", "region" => region.to_string(), "node" => grpc_addr.to_string())
             .set(smoothed.as_secs_f64());
     }
@@ -303,7 +311,8 @@ pub async fn measure_rtt(rep: Arc<Replicator>, mut shutdown: tokio::sync::watch:
             match ForwardServiceClient::new(channel).identify(req).await {
                 Ok(identity) => {
                     let elapsed = start.elapsed();
-                    rep.record_probe(&m.info.region, &m.info.grpc_addr, elapsed, identity.into_inner().public_url);
+                    let identity = identity.into_inner();
+                    rep.record_probe(&m.info.region, &m.info.grpc_addr, elapsed, identity.public_url, identity.state_version);
                 }
                 Err(_) => {
                     rep.probes().remove(&m.info.grpc_addr);
