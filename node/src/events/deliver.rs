@@ -138,6 +138,8 @@ impl Task {
         }
         let cursor = store.event_cursor(hook, &lane)?.max(self.delivered_through.unwrap_or_default());
         let scanned = self.inner.tail.after(store, &lane, cursor, SCAN)?;
+        // A scan that filled up may have left events behind: no pause before the next.
+        let more_waiting = scanned.len() == SCAN;
         let mut batch: Vec<(Seq, Arc<Cached>)> = Vec::new();
         let mut through = cursor;
         for (seq, cached) in scanned {
@@ -173,7 +175,7 @@ impl Task {
                 self.attempts = 0;
                 self.failing = false;
                 self.report(Some(through), batch.len() as u64, Some(self.status(status, String::new())));
-                Ok(Step::Sent { full: batch.len() == BATCH })
+                Ok(Step::Sent { full: batch.len() == BATCH || more_waiting })
             }
             Err(failure) => {
                 self.attempts += 1;
@@ -245,7 +247,7 @@ impl Task {
             resend: false,
         };
         let cmd = Command::ParkEvents { name: hook.name.clone(), lane: self.lane.clone(), from, range };
-        self.inner.meta.propose(cmd).await?;
+        self.inner.propose(cmd).await?;
         tracing::warn!(webhook = %hook.name, attempts = self.attempts, error = %failure.error, "parked event deliveries");
         metrics::counter!("meridian_events_parked_total", "webhook" => hook.name.clone()).increment(1);
         self.delivered_through = Some(through);
@@ -292,7 +294,7 @@ impl Task {
             Err(f) => (false, DeliveryStatus { attempts, ..self.status(f.status, f.error) }),
         };
         let cmd = Command::ParkedDone { name: hook.name.clone(), lane: parked.lane, from: parked.from, delivered, status };
-        self.inner.meta.propose(cmd).await?;
+        self.inner.propose(cmd).await?;
         Ok(Step::More)
     }
 

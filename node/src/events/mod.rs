@@ -63,6 +63,9 @@ pub struct Events {
 
 struct Inner {
     meta: Meta,
+    /// The node's main runtime: proposals go through it, so the gRPC channel to the
+    /// leader a proposal may open lives there, not on delivery's low-priority thread.
+    main: tokio::runtime::Handle,
     store: Store,
     config: EventsConfig,
     peer_up: PeerUp,
@@ -108,6 +111,7 @@ impl Events {
         Ok(Events {
             inner: Arc::new(Inner {
                 meta,
+                main: tokio::runtime::Handle::current(),
                 store,
                 config,
                 peer_up,
@@ -236,6 +240,12 @@ fn record_depth(inner: &Inner, lanes: &[String]) {
 }
 
 impl Inner {
+    /// Proposes `cmd` from the node's main runtime (see `main`).
+    async fn propose(&self, cmd: Command) -> Result<crate::meta::command::CommandResult, anyhow::Error> {
+        let meta = self.meta.clone();
+        Ok(self.main.spawn(async move { meta.propose(cmd).await }).await??)
+    }
+
     /// How often the leader looks for parked ranges past `events.parked_keep_secs`: a
     /// quarter of it, between a second and a minute.
     fn expire_every(&self) -> Duration {
@@ -252,7 +262,7 @@ impl Inner {
         let before_unix = crate::meta::command::proposer_clock().saturating_sub(keep);
         match self.store.oldest_parked_unix() {
             Ok(Some(oldest)) if oldest < before_unix => {
-                if let Err(e) = self.meta.propose(Command::ExpireParked { before_unix }).await {
+                if let Err(e) = self.propose(Command::ExpireParked { before_unix }).await {
                     tracing::debug!(error = %e, "dropping expired parked events");
                 }
             }
@@ -343,7 +353,7 @@ async fn record_progress(inner: Arc<Inner>, mut shutdown: tokio::sync::watch::Re
         for (lane, updates) in pending {
             let updates: Vec<DeliveryUpdate> = updates.into_values().collect();
             let cmd = Command::AckEvents { lane: lane.clone(), updates: updates.clone() };
-            if let Err(e) = inner.meta.propose(cmd).await {
+            if let Err(e) = inner.propose(cmd).await {
                 // Still leading: try again with the next batch. Otherwise the next leader
                 // sends these events again.
                 tracing::debug!(error = %e, "recording event deliveries");

@@ -86,6 +86,9 @@ pub(super) struct TagMove<'a> {
     pub origin: Option<&'a Origin>,
     pub region: &'a str,
     pub at_ms: u64,
+    /// False for a second tag of the entry moving away from the same digest: its
+    /// dependents are told once.
+    pub tell: bool,
 }
 
 fn corrupt(reason: impl Into<String>) -> StoreError {
@@ -143,7 +146,12 @@ fn read_lineage(store: &Store, repo: &str, digest: &str) -> Result<Option<Lineag
 /// A `base.name` annotation taken apart: the repository, and the tag or digest it names.
 fn parse_base_name(name: &str) -> (&str, Option<&str>, Option<&str>) {
     let name = strip_host(name);
-    if let Some((repo, digest)) = name.split_once('@') {
+    if let Some((named, digest)) = name.split_once('@') {
+        // `repo:tag@digest`: the digest decides; a `:` after the last `/` starts the tag.
+        let repo = match named.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => repo,
+            _ => named,
+        };
         return (repo, None, Some(digest));
     }
     // `repo:tag`, the tag defaulting to `latest`; a `:` before the last `/` is a port.
@@ -157,21 +165,21 @@ fn is_digest(s: &str) -> bool {
     meridian_replication::Digest::parse(s).is_ok()
 }
 
-/// The images of the longest known layer chain that is a prefix of `chains` (digest,
-/// repository), the image itself left out.
-fn layer_bases(store: &Store, digest: &str, chains: &[String]) -> Result<Vec<(String, String)>, StoreError> {
+/// The images of the longest known layer chain that is a prefix of `chains` among those
+/// `accept` takes (digest, repository), still in the registry (not trashed or deleted).
+fn layer_bases(store: &Store, chains: &[String], accept: impl Fn(&str, &str) -> bool) -> Result<Vec<String>, StoreError> {
     for chain in chains.iter().rev() {
         let prefix = format!("c\0{chain}\0").into_bytes();
-        let mut found = Vec::new();
+        let mut found = BTreeSet::new();
         for (key, _) in store.scan_prefix(CF_SM_BASES, &prefix, None, 4 * MAX_BASES)? {
             let rest = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
             let (base, base_repo) = rest.split_once('\0').ok_or_else(|| corrupt("chain key"))?;
-            if base != digest {
-                found.push((base.to_string(), base_repo.to_string()));
+            if accept(base, base_repo) && store.exists(CF_SM_MANIFESTS, &repo_key(base_repo, base))? {
+                found.insert(base.to_string());
             }
         }
         if !found.is_empty() {
-            return Ok(found);
+            return Ok(found.into_iter().take(MAX_BASES).collect());
         }
     }
     Ok(Vec::new())
@@ -189,10 +197,6 @@ fn layer_bases(store: &Store, digest: &str, chains: &[String]) -> Result<Vec<(St
 fn find_bases(store: &Store, repo: &str, digest: &str, shape: &ImageShape, chains: &[String]) -> Result<(Vec<String>, &'static str), StoreError> {
     let annotated_digest = shape.base_digest.as_deref().filter(|d| is_digest(d));
     let named = shape.base_name.as_deref().filter(|n| !n.is_empty()).map(parse_base_name);
-    let by_layers = layer_bases(store, digest, chains)?;
-    let pick = |found: Vec<String>| -> Vec<String> {
-        found.into_iter().collect::<BTreeSet<_>>().into_iter().take(MAX_BASES).collect()
-    };
     match (named, annotated_digest) {
         (None, Some(d)) => return Ok((vec![d.to_string()], VIA_ANNOTATION)),
         (Some((named_repo, tag, name_digest)), _) => {
@@ -201,9 +205,9 @@ fn find_bases(store: &Store, repo: &str, digest: &str, shape: &ImageShape, chain
                     return Ok((vec![d.to_string()], VIA_ANNOTATION));
                 }
             }
-            let in_named: Vec<String> = by_layers.iter().filter(|(_, r)| r == named_repo).map(|(d, _)| d.clone()).collect();
+            let in_named = layer_bases(store, chains, |d, r| d != digest && r == named_repo)?;
             if !in_named.is_empty() {
-                return Ok((pick(in_named), VIA_ANNOTATION));
+                return Ok((in_named, VIA_ANNOTATION));
             }
             if let Some(tag) = tag {
                 if let Some(d) = store.get(CF_SM_TAGS, &repo_key(named_repo, tag))? {
@@ -213,8 +217,8 @@ fn find_bases(store: &Store, repo: &str, digest: &str, shape: &ImageShape, chain
         }
         (None, None) => {}
     }
-    let others: Vec<String> = by_layers.into_iter().filter(|(_, r)| r != repo).map(|(d, _)| d).collect();
-    Ok((pick(others), VIA_LAYERS))
+    // An image's own repository holds its earlier builds, not its base.
+    Ok((layer_bases(store, chains, |d, r| d != digest && r != repo)?, VIA_LAYERS))
 }
 
 /// A new manifest of `repo`: finds and records its bases.
@@ -337,7 +341,7 @@ pub(super) fn tag_moved(store: &Store, batch: &mut WriteBatch, events: &mut Even
     history.insert(0, mv.old.to_string());
     history.truncate(TAG_HISTORY);
     batch.put_cf(store.cf(CF_SM_BASES)?, key, encode_json(&history));
-    if !events.wants_action("base_updated")? {
+    if !mv.tell || !events.wants_action("base_updated")? {
         return Ok(());
     }
     let mut dependents = Vec::new();

@@ -584,7 +584,8 @@ pub(super) fn apply_expire_parked(store: &Store, batch: &mut WriteBatch, before_
     let mut by_lane: BTreeMap<String, Overlay> = BTreeMap::new();
     for hook in store.webhooks()? {
         for p in store.parked(&hook.name)? {
-            if p.range.parked_unix >= before_unix {
+            // A range being sent again is left to its re-send.
+            if p.range.parked_unix >= before_unix || p.range.resend {
                 continue;
             }
             batch.delete_cf(cf, parked_key(&hook.name, &p.lane, p.from));

@@ -171,3 +171,27 @@ fn a_base_name_annotation_resolves_against_the_tags() {
     let lineage = m.sm.store.lineage("app/u", &digest("u-1").to_string()).unwrap().unwrap();
     assert!(lineage.bases.is_empty() && lineage.via.is_empty(), "{lineage:?}");
 }
+
+#[test]
+fn a_rebuild_with_the_same_layers_still_finds_the_base_and_trashed_images_are_no_base() {
+    let mut m = Machine::new();
+    m.apply(Command::PutWebhook { webhook: webhook("ci", &["base_updated"]), create_only: true });
+    m.apply(image("base/alpine", "alpine-1", &["l1"], &["1", "latest"], None));
+    m.apply(image("app/a", "a-1", &["l1", "a"], &["1"], None));
+    // Only the config changed: its full chain is its own repository's earlier build.
+    m.apply(image("app/a", "a-1-relabelled", &["l1", "a"], &["1"], None));
+    let lineage = m.sm.store.lineage("app/a", &digest("a-1-relabelled").to_string()).unwrap().unwrap();
+    assert_eq!(lineage.bases, [digest("alpine-1").to_string()]);
+    // A trashed image is nobody's base.
+    m.apply(image("mid/python", "py-1", &["l1", "py"], &["1"], None));
+    let trashed = Command::DeleteManifest { repo: "mid/python".into(), digest: digest("py-1"), at_unix: 5, trash_until: Some(99), only_if_untagged: false, origin: None };
+    assert_eq!(m.apply(trashed), CommandResult::Applied);
+    m.apply(image("app/p", "p-1", &["l1", "py", "p"], &["1"], None));
+    let lineage = m.sm.store.lineage("app/p", &digest("p-1").to_string()).unwrap().unwrap();
+    assert_eq!(lineage.bases, [digest("alpine-1").to_string()]);
+    // Two tags of one push leave the same digest: each dependent is told once.
+    m.apply(image("base/alpine", "alpine-2", &["l2"], &["1", "latest"], None));
+    let mut told: Vec<String> = base_events(&m).iter().map(|e| e.repo.clone()).collect();
+    told.sort();
+    assert_eq!(told, ["app/a", "app/p"], "{:?}", base_events(&m));
+}

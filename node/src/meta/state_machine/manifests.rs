@@ -208,8 +208,9 @@ impl StateMachine {
         }
         let (region, at_ms) = (pushed.region.clone(), pushed.at_ms);
         push_events(batch, events, pushed, &put.tags)?;
-        for (tag, old) in &moved {
-            let mv = TagMove { repo: &put.repo, tag, old, new: &digest, origin: put.origin.as_ref(), region: &region, at_ms };
+        for (i, (tag, old)) in moved.iter().enumerate() {
+            let tell = !moved[..i].iter().any(|(_, earlier)| earlier == old);
+            let mv = TagMove { repo: &put.repo, tag, old, new: &digest, origin: put.origin.as_ref(), region: &region, at_ms, tell };
             bases::tag_moved(&self.store, batch, events, &mv)?;
         }
         Ok(CommandResult::Applied)
@@ -365,7 +366,7 @@ impl StateMachine {
         let (region, at_ms) = (restored.region.clone(), restored.at_ms);
         push_events(batch, events, restored, &tags)?;
         for (tag, old) in &moved {
-            let mv = TagMove { repo, tag, old, new: digest, origin, region: &region, at_ms };
+            let mv = TagMove { repo, tag, old, new: digest, origin, region: &region, at_ms, tell: true };
             bases::tag_moved(&self.store, batch, events, &mv)?;
         }
         Ok(CommandResult::Applied)
