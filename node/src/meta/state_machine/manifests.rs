@@ -26,6 +26,15 @@ pub(super) struct Delete<'a> {
     pub origin: Option<&'a Origin>,
 }
 
+/// Where moved tags now point, and who moved them (for `base_updated` events).
+struct Moves<'a> {
+    repo: &'a str,
+    digest: &'a str,
+    origin: Option<&'a Origin>,
+    region: &'a str,
+    at_ms: u64,
+}
+
 /// A cluster-wide event about `repo`, stamped from its origin (or, for entries without
 /// one, the entry's own clock).
 fn event(action: &str, repo: &str, digest: &str, origin: Option<&Origin>, at_unix: u64) -> EventRecord {
@@ -156,15 +165,7 @@ impl StateMachine {
             body: put.body.as_bytes().to_vec(),
         };
         batch.put_cf(self.store.cf(CF_SM_MANIFESTS)?, repo_key(&put.repo, &digest), stored.encode());
-        // Tags moving away from another digest (the `base_updated` fan-out, below).
-        let mut moved = Vec::new();
-        for tag in &put.tags {
-            let key = repo_key(&put.repo, tag);
-            if let Some(old) = self.store.get(CF_SM_TAGS, &key)?.filter(|old| old != digest.as_bytes()) {
-                moved.push((tag.as_str(), String::from_utf8_lossy(&old).into_owned()));
-            }
-            batch.put_cf(self.store.cf(CF_SM_TAGS)?, key, digest.as_bytes());
-        }
+        let moved = self.set_tags(batch, &put.repo, &put.tags, &digest)?;
         ActivityBook { store: &self.store }.pushed(batch, &put.repo, &digest, &put.tags, put.at_unix)?;
         batch.put_cf(self.store.cf(CF_SM_REPOS)?, put.repo.as_bytes(), b"");
         if let Some(referrer) = &put.referrer {
@@ -208,11 +209,8 @@ impl StateMachine {
         }
         let (region, at_ms) = (pushed.region.clone(), pushed.at_ms);
         push_events(batch, events, pushed, &put.tags)?;
-        for (i, (tag, old)) in moved.iter().enumerate() {
-            let tell = !moved[..i].iter().any(|(_, earlier)| earlier == old);
-            let mv = TagMove { repo: &put.repo, tag, old, new: &digest, origin: put.origin.as_ref(), region: &region, at_ms, tell };
-            bases::tag_moved(&self.store, batch, events, &mv)?;
-        }
+        let moves = Moves { repo: &put.repo, digest: &digest, origin: put.origin.as_ref(), region: &region, at_ms };
+        self.tell_moved(batch, events, &moved, &moves)?;
         Ok(CommandResult::Applied)
     }
 
@@ -350,14 +348,7 @@ impl StateMachine {
             }
         }
         let tags: Vec<String> = tag.map(|t| vec![t.to_string()]).unwrap_or_default();
-        let mut moved = Vec::new();
-        for t in &tags {
-            let key = repo_key(repo, t);
-            if let Some(old) = self.store.get(CF_SM_TAGS, &key)?.filter(|old| old != digest.as_bytes()) {
-                moved.push((t.as_str(), String::from_utf8_lossy(&old).into_owned()));
-            }
-            batch.put_cf(self.store.cf(CF_SM_TAGS)?, key, digest.as_bytes());
-        }
+        let moved = self.set_tags(batch, repo, &tags, digest)?;
         ActivityBook { store: &self.store }.pushed(batch, repo, digest, &tags, at_unix)?;
         // Back in the registry: to a receiver, the same as a push.
         let mut restored = event("push", repo, digest, origin, at_unix);
@@ -365,11 +356,33 @@ impl StateMachine {
         restored.size = stored.body.len() as u64;
         let (region, at_ms) = (restored.region.clone(), restored.at_ms);
         push_events(batch, events, restored, &tags)?;
-        for (tag, old) in &moved {
-            let mv = TagMove { repo, tag, old, new: digest, origin, region: &region, at_ms, tell: true };
+        self.tell_moved(batch, events, &moved, &Moves { repo, digest, origin, region: &region, at_ms })?;
+        Ok(CommandResult::Applied)
+    }
+
+    /// Points `tags` of `repo` at `digest`; returns the tags that pointed elsewhere, with
+    /// the digest each left (for the `base_updated` fan-out).
+    fn set_tags(&self, batch: &mut WriteBatch, repo: &str, tags: &[String], digest: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut moved = Vec::new();
+        for tag in tags {
+            let key = repo_key(repo, tag);
+            if let Some(old) = self.store.get(CF_SM_TAGS, &key)?.filter(|old| old != digest.as_bytes()) {
+                moved.push((tag.clone(), String::from_utf8_lossy(&old).into_owned()));
+            }
+            batch.put_cf(self.store.cf(CF_SM_TAGS)?, key, digest.as_bytes());
+        }
+        Ok(moved)
+    }
+
+    /// Records each moved tag's old digest and tells the images built on it, each old
+    /// digest once however many tags left it in this entry.
+    fn tell_moved(&self, batch: &mut WriteBatch, events: &mut EventBook, moved: &[(String, String)], to: &Moves) -> Result<(), StoreError> {
+        for (i, (tag, old)) in moved.iter().enumerate() {
+            let tell = !moved[..i].iter().any(|(_, earlier)| earlier == old);
+            let mv = TagMove { repo: to.repo, tag, old, new: to.digest, origin: to.origin, region: to.region, at_ms: to.at_ms, tell };
             bases::tag_moved(&self.store, batch, events, &mv)?;
         }
-        Ok(CommandResult::Applied)
+        Ok(())
     }
 
     /// Deletes a trashed manifest for good (with `expired_only`, if expired at `at_unix`).
