@@ -70,13 +70,31 @@ pub fn app(state: AppState) -> Router {
 
 /// A request that will need the cluster's identities — one with credentials, or any
 /// `/token` request — waits for them on a cluster's first start (`IDENTITIES_WAIT` at
-/// most; nothing once they have been seen, or with auth off).
+/// most; nothing once they have been seen, or with auth off). Credentials naming an
+/// identity this node has not heard of catch it up first (`catch_up_for_identity`).
 async fn wait_for_identities(State(state): State<AppState>, req: Request, next: axum::middleware::Next) -> Response {
-    if req.headers().contains_key(header::AUTHORIZATION) || req.uri().path() == "/token" {
+    let authorization = req.headers().get(header::AUTHORIZATION);
+    if authorization.is_some() || req.uri().path() == "/token" {
         state.auth.wait_for_identities(IDENTITIES_WAIT).await;
+    }
+    if let Some(value) = authorization.and_then(|v| v.to_str().ok()) {
+        catch_up_for_identity(&state, state.auth.names_unheard_identity(value)).await;
     }
     next.run(req).await
 }
+
+/// A user, robot, robot secret or signing key created in another region a moment ago
+/// may not be applied here yet: before refusing credentials that name one, the node
+/// catches up with the leader's commit index (one round trip; the leader pays nothing).
+/// Unknown names stay refused after that, they only wait for the round trip.
+pub(crate) async fn catch_up_for_identity(state: &AppState, unheard: bool) {
+    if unheard {
+        let _ = state.meta.catch_up(IDENTITY_CATCH_UP).await;
+    }
+}
+
+/// How long credentials naming an unheard-of identity wait for this node to catch up.
+const IDENTITY_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `GET /v2/`: the API version check, and where clients learn how to authenticate.
 async fn api_version(State(state): State<AppState>, req: Request) -> Response {

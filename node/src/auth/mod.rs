@@ -245,6 +245,51 @@ impl Auth {
         }
     }
 
+    /// Whether `authorization` names an identity this node has not heard of: a user or
+    /// robot it has no record of, a robot secret it does not hold, a token signed with a
+    /// key it lacks or for a subject it lacks. Such credentials may have been created in
+    /// another region a moment ago, so the caller catches this node up with the leader
+    /// before judging them (promise: what the cluster acknowledged works everywhere).
+    /// Cheap: no argon2, so a wrong password for a known user is never "unheard of".
+    pub fn names_unheard_identity(&self, authorization: &str) -> bool {
+        if !self.cfg.enabled {
+            return false;
+        }
+        if let Some(token) = strip_scheme(authorization, "bearer") {
+            let token = token.trim();
+            if lock(&self.tokens).contains_key(token) {
+                return false;
+            }
+            let Ok(keys) = self.store.signing_keys() else { return false };
+            return match jwt::verify(token, &keys) {
+                Err(e) => e == jwt::TokenError::UnknownKey,
+                Ok(claims) => matches!(self.identity(&claims.sub, claims.sid.as_deref()), Ok(None)),
+            };
+        }
+        match strip_scheme(authorization, "basic").and_then(|e| decode_basic(e.trim())) {
+            Some((user, password)) => self.names_unheard_login(&user, &password),
+            None => false,
+        }
+    }
+
+    /// `names_unheard_identity` for a user name and password (a `/token` form's too).
+    pub fn names_unheard_login(&self, user: &str, password: &str) -> bool {
+        if !self.cfg.enabled {
+            return false;
+        }
+        match user.strip_prefix(ROBOT_PREFIX) {
+            Some(robot) => match self.store.robot(robot) {
+                Ok(Some(record)) => {
+                    let hash = robot_secret_hash(password);
+                    !record.secrets.iter().any(|s| s.sha256 == hash)
+                }
+                Ok(None) => true,
+                Err(_) => false,
+            },
+            None => matches!(self.store.user(user), Ok(None)),
+        }
+    }
+
     pub fn service(&self) -> &str {
         &self.cfg.service
     }
