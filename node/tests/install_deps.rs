@@ -76,7 +76,10 @@ fn a_fresh_machine_gets_clang_and_libclang_dev() {
 #[test]
 fn the_test_command_adds_the_real_clients_a_fresh_machine_lacks() {
     let fresh = fresh_machine();
-    assert_eq!(would_install(&fresh, &["--test"]), ["clang", "libclang-dev", "skopeo", "podman", "containerd", "docker-compose"]);
+    assert_eq!(
+        would_install(&fresh, &["--test"]),
+        ["clang", "libclang-dev", "skopeo", "podman", "containerd", "docker-compose", "chromium", "chromium-driver"]
+    );
     // kubectl comes with the machine (Google's package); without it, Debian's.
     let mut bare = fresh.clone();
     bare.remove("kubectl");
@@ -87,7 +90,7 @@ fn the_test_command_adds_the_real_clients_a_fresh_machine_lacks() {
 #[test]
 fn installed_packages_are_left_alone_and_removed_ones_count_as_missing() {
     let mut machine = fresh_machine();
-    for p in ["clang", "libclang-dev", "skopeo", "podman", "containerd", "docker-compose", "docker-registry"] {
+    for p in ["clang", "libclang-dev", "skopeo", "podman", "containerd", "docker-compose", "chromium", "chromium-driver", "docker-registry"] {
         machine.insert(p.to_string(), "install ok installed".to_string());
     }
     assert!(would_install(&machine, &["--test"]).is_empty());

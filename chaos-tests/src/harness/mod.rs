@@ -11,6 +11,7 @@
 //! `MERIDIAN_AUTH_ENABLED=true`: most suites exercise the API itself; the `auth_*`
 //! suites exercise authentication and authorization.
 
+pub mod browser;
 pub mod certs;
 pub mod cluster;
 pub mod garage;

@@ -2,8 +2,7 @@
 
 use super::{empty, hv, ApiResult};
 use crate::registry::names::parse_digest;
-use crate::registry::{BlobSource, Registry, RegistryError};
-use crate::replicas::transfer::read_stream;
+use crate::registry::{Registry, RegistryError};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
@@ -57,11 +56,7 @@ pub async fn get(registry: &Registry, name: &str, digest: &str, headers: &Header
         return Ok(resp);
     }
     let source = registry.open_blob(name, &digest).await?;
-    let size = match &source {
-        BlobSource::Local(reader) => reader.size(),
-        BlobSource::Remote(t) => t.size,
-        BlobSource::Peer(relay) => relay.size,
-    };
+    let size = source.size();
     let range = match &range_header {
         Some(v) => parse_range(v, size)?,
         None => None,
@@ -71,11 +66,7 @@ pub async fn get(registry: &Registry, name: &str, digest: &str, headers: &Header
         None => (StatusCode::OK, 0, size),
     };
     registry.usage.pulled(name, len, false);
-    let body = match source {
-        BlobSource::Local(reader) => Body::from_stream(reader.stream(start, len)),
-        BlobSource::Remote(transfer) => Body::from_stream(read_stream(transfer, start, len)),
-        BlobSource::Peer(relay) => Body::from_stream(relay.into_stream(start, len)),
-    };
+    let body = Body::from_stream(source.into_stream(start, len));
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();

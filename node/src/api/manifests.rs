@@ -94,7 +94,7 @@ pub async fn delete(registry: &Registry, name: &str, reference: &str, parts: &Pa
 
 /// Who asked for a change, for the events it causes (Distribution's `request` and
 /// `actor`, and the node as `source`).
-fn origin(registry: &Registry, parts: &Parts, actor: Option<&str>) -> Origin {
+pub(crate) fn origin(registry: &Registry, parts: &Parts, actor: Option<&str>) -> Origin {
     let header = |name: header::HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     Origin {
         request_id: uuid::Uuid::new_v4().to_string(),

@@ -8,7 +8,8 @@ pub mod server;
 mod token;
 pub mod errors;
 mod manifests;
-mod query;
+pub(crate) use manifests::origin as change_origin;
+pub mod query;
 pub mod route;
 mod uploads;
 pub mod upload_forward;
@@ -52,9 +53,14 @@ pub type ApiResult = Result<Response, ApiError>;
 /// `Auth::wait_for_identities`). An election and one commit take well under this.
 const IDENTITIES_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The registry's HTTP application.
-pub fn app(state: AppState) -> Router {
-    crate::failpoints::routes(Router::new())
+/// The registry's HTTP application; `ui`, the web console's router (handed in by the
+/// composition root, so this module names nothing of it), is nested at `/ui`.
+pub fn app(state: AppState, ui: Option<Router>) -> Router {
+    let router = match ui {
+        Some(ui) => Router::new().nest_service("/ui", ui),
+        None => Router::new(),
+    };
+    crate::failpoints::routes(router)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
@@ -294,7 +300,7 @@ fn blob_grant<'a>(endpoint: &Endpoint<'a>, parts: &axum::http::request::Parts) -
 /// CNCF Distribution, whose behaviour the Go clients are built against, the method decides:
 /// reading needs `pull`; writing needs `pull` and `push` (a push reads back what it
 /// wrote); deleting a manifest or blob needs `delete`; cancelling an upload needs `push`.
-fn required_actions(endpoint: &Endpoint<'_>, method: &Method) -> Option<&'static [Action]> {
+pub(crate) fn required_actions(endpoint: &Endpoint<'_>, method: &Method) -> Option<&'static [Action]> {
     const PULL: &[Action] = &[Action::Pull];
     const PULL_PUSH: &[Action] = &[Action::Pull, Action::Push];
     match (endpoint, method) {

@@ -294,6 +294,29 @@ impl Auth {
         &self.cfg.service
     }
 
+    /// A console login: a registry user's name and password. Robot tokens are for
+    /// machines: their names get the very answer a wrong password gets, and count as a
+    /// failed login.
+    pub fn console_login(&self, user: &str, password: &str, peer: Option<IpAddr>) -> Result<Caller, AuthError> {
+        if user.starts_with(ROBOT_PREFIX) {
+            self.logins.check(user, peer).map_err(AuthError::TooManyRequests)?;
+            self.logins.record_failure(user, peer);
+            metrics::counter!("meridian_auth_failed_logins_total").increment(1);
+            return Err(AuthError::BadCredentials);
+        }
+        self.verify_password(user, password, peer)
+    }
+
+    /// The caller a console session of user `name` acts as: the user's *current* role,
+    /// `None` once the user is gone.
+    pub fn user_caller(&self, name: &str) -> Option<Caller> {
+        if name.starts_with(ROBOT_PREFIX) {
+            return None;
+        }
+        let (identity, _) = self.identity(name, None).ok()??;
+        Some(Caller::Identity(identity))
+    }
+
     /// The token endpoint URL for challenges: configured, or this host's `/token`.
     fn realm(&self, host: Option<&str>) -> String {
         match (&self.cfg.realm, host) {

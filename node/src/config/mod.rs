@@ -4,6 +4,9 @@
 //! environment variables, command-line flags. The README's configuration table lists
 //! exactly these fields; `config_keys_match_readme` keeps the two in step.
 
+mod console;
+pub use console::{ConsoleConfig, MAX_PAGE_SIZE};
+
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -94,6 +97,8 @@ pub struct Config {
     pub events: EventsConfig,
     /// Where this node keeps its region's blobs.
     pub storage: StorageConfig,
+    /// The web console under `/ui/`.
+    pub console: ConsoleConfig,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -340,6 +345,7 @@ impl Default for Config {
             usage: UsageConfig::default(),
             events: EventsConfig::default(),
             storage: StorageConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -492,7 +498,7 @@ impl Config {
     }
 
     /// `MERIDIAN_<KEY>` for top-level keys, `MERIDIAN_<TABLE>_<KEY>` for the keys of
-    /// `[raft]`, `[auth]`, `[gc]`, `[retention]`, `[usage]`, `[events]` and `[storage]`.
+    /// `[raft]`, `[auth]`, `[gc]`, `[retention]`, `[usage]`, `[events]`, `[storage]` and `[console]`.
     pub fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
         for (var, value) in vars {
             let Some(key) = var.strip_prefix("MERIDIAN_") else { continue };
@@ -571,6 +577,10 @@ impl Config {
                 "EVENTS_BACKOFF_MAX_MS" => self.events.backoff_max_ms = num(&value).map_err(bad)?,
                 "EVENTS_ACK_INTERVAL_MS" => self.events.ack_interval_ms = num(&value).map_err(bad)?,
                 "EVENTS_PARKED_KEEP_SECS" => self.events.parked_keep_secs = num(&value).map_err(bad)?,
+                "CONSOLE_ENABLED" => self.console.enabled = num(&value).map_err(bad)?,
+                "CONSOLE_SESSION_TTL_SECS" => self.console.session_ttl_secs = num(&value).map_err(bad)?,
+                "CONSOLE_IDLE_TIMEOUT_SECS" => self.console.idle_timeout_secs = num(&value).map_err(bad)?,
+                "CONSOLE_PAGE_SIZE" => self.console.page_size = num(&value).map_err(bad)?,
                 "AUTH_ENABLED" => self.auth.enabled = num(&value).map_err(bad)?,
                 "AUTH_SERVICE" => self.auth.service = value.clone(),
                 "AUTH_REALM" => self.auth.realm = Some(value.clone()).filter(|v| !v.is_empty()),
@@ -693,13 +703,14 @@ mod tests {
             "events.ack_interval_ms", "events.parked_keep_secs", "storage.kind", "storage.bucket", "storage.prefix",
             "storage.endpoint", "storage.region", "storage.path_style", "storage.access_key_id",
             "storage.secret_access_key", "storage.credentials_file", "storage.redirect",
+            "console.enabled", "console.session_ttl_secs", "console.idle_timeout_secs", "console.page_size",
         ];
         for key in keys {
             assert!(readme.contains(&format!("`{key}`")), "README lacks config key {key}");
         }
         // The list above must itself be complete: serialize defaults and count fields.
         let defaults = format!("{:?}", Config::default());
-        // + 7: the `raft`, `auth`, `gc`, `retention`, `usage`, `events` and `storage` tables.
-        assert_eq!(defaults.matches(": ").count(), keys.len() + 7, "a config field is missing from the README check");
+        // + 8: the `raft`, `auth`, `gc`, `retention`, `usage`, `events`, `storage` and `console` tables.
+        assert_eq!(defaults.matches(": ").count(), keys.len() + 8, "a config field is missing from the README check");
     }
 }

@@ -20,6 +20,7 @@ pub mod reads;
 pub mod records;
 mod state_machine;
 pub mod store;
+pub mod summaries;
 pub mod types;
 
 use crate::cluster::peers::{Peers, MAX_MESSAGE_BYTES};

@@ -41,11 +41,11 @@ pub struct RetentionPolicy {
 }
 
 /// Kinds of time in `sm_activity`.
-const PUSHED: &str = "m";
-const TAGGED: &str = "t";
+pub(super) const PUSHED: &str = "m";
+pub(super) const TAGGED: &str = "t";
 const PULLED: &str = "p";
 
-fn activity_key(repo: &str, kind: &str, name: &str) -> Vec<u8> {
+pub(super) fn activity_key(repo: &str, kind: &str, name: &str) -> Vec<u8> {
     repo_key(repo, &format!("{kind}\0{name}"))
 }
 

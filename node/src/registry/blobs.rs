@@ -21,6 +21,42 @@ pub enum BlobSource {
     Peer(crate::replicas::relay::Relay),
 }
 
+impl BlobSource {
+    pub fn size(&self) -> u64 {
+        match self {
+            BlobSource::Local(reader) => reader.size(),
+            BlobSource::Remote(t) => t.size,
+            BlobSource::Peer(relay) => relay.size,
+        }
+    }
+
+    /// The bytes `start..start+len`, as they are read or arrive.
+    pub fn into_stream(self, start: u64, len: u64) -> futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>> {
+        use futures::StreamExt;
+        match self {
+            BlobSource::Local(reader) => reader.stream(start, len),
+            BlobSource::Remote(transfer) => crate::replicas::transfer::read_stream(transfer, start, len).boxed(),
+            BlobSource::Peer(relay) => relay.into_stream(start, len),
+        }
+    }
+
+    /// The whole blob in memory, when it is at most `max` bytes (`None` otherwise, or
+    /// when reading fails).
+    pub async fn read_small(self, max: u64) -> Option<Vec<u8>> {
+        use futures::StreamExt;
+        let size = self.size();
+        if size > max {
+            return None;
+        }
+        let mut stream = self.into_stream(0, size);
+        let mut out = Vec::with_capacity(size as usize);
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk.ok()?);
+        }
+        (out.len() as u64 == size).then_some(out)
+    }
+}
+
 impl Registry {
     /// Size of a blob this repository may serve. Answered from the applied state (the
     /// link records the size), so a HEAD never waits for a transfer.

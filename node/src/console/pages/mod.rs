@@ -1,0 +1,35 @@
+//! The console's pages, one file per page (or pair of form handlers).
+
+pub mod delete;
+pub mod login;
+pub mod manifest;
+pub mod repo;
+pub mod repos;
+
+use super::html::{self, Section};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use maud::html;
+
+/// A page saying only `message`, with `status`.
+pub fn message(status: StatusCode, title: &str, message: &str) -> Response {
+    let body = html! {
+        h1 { (title) }
+        p.error #message { (message) }
+        p { a href="/ui/repos" { "Back to the repositories" } }
+    };
+    (status, Html(html::page(title, Section::Login, None, body).into_string())).into_response()
+}
+
+pub fn not_found() -> Response {
+    message(StatusCode::NOT_FOUND, "Not found", "There is no such page.")
+}
+
+/// A form that failed the CSRF checks.
+pub fn forged() -> Response {
+    message(
+        StatusCode::FORBIDDEN,
+        "Form refused",
+        "This form has expired or was sent from another site. Reload the page and try again.",
+    )
+}
