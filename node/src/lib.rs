@@ -165,6 +165,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             store: store.clone(),
             meta: meta.clone(),
             registry: registry.clone(),
+            views: cluster::views::ClusterViews { meta: meta.clone(), replicator: replicator.clone() },
             cfg: config.console.clone(),
             secure: tls_files.is_some() || public_url.starts_with("https://"),
             tls: tls_files.is_some(),

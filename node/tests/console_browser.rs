@@ -252,3 +252,76 @@ async fn image_pages_show_platforms_layers_config_and_referrers_and_never_run_wh
     assert_eq!(verdict, json!({ "pwned": null, "imgs": 0, "jsLinks": 0, "scripts": 1 }));
     b.shot("attacks-shown-as-text").await;
 }
+
+/// Logs `user` in through the login form at `base`.
+async fn log_in(b: &Browser, base: &str, user: &str, password: &str) {
+    b.goto(&format!("{base}/ui/login")).await;
+    b.type_into("#user", user).await;
+    b.type_into("#password", password).await;
+    b.click("#login").await;
+    b.wait_for("header span#user", WAIT).await;
+}
+
+/// Three regions with slow replication: an image pushed in the first, watched in the
+/// second. Its matrix shows the regions still missing blobs, then — without a reload —
+/// every region complete, with the same counts as `meridian admin replication image`.
+/// The regions page lists the three and charts them live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replication_matrix_turns_complete_live_and_the_regions_page_charts_the_cluster() {
+    let skopeo = ensure_skopeo();
+    let c = Cluster::start_with(
+        ClusterOptions::new(3)
+            .env("MERIDIAN_AUTH_ENABLED", "true")
+            .env("MERIDIAN_ADMIN_PASSWORD", ADMIN_PW)
+            .env("MERIDIAN_REPLICATION_BANDWIDTH_LIMIT", "1000000"),
+    )
+    .await;
+    for i in 0..3 {
+        c.wait_for_user(i, "admin").await;
+    }
+    let b = Browser::start("the_replication_matrix_turns_complete_live_and_the_regions_page_charts_the_cluster").await;
+    let watcher = c[1].base.clone();
+    log_in(&b, &watcher, "admin", ADMIN_PW).await;
+
+    // About 8 MB in the first region; the others fetch it at about 1 MB/s.
+    let work = tempfile::tempdir().unwrap();
+    let layout = build_layout(&work.path().join("src"), 4 << 20);
+    let index = common::oci::sha256_digest(&layout.index);
+    let src = format!("oci:{}:v1", work.path().join("src").display());
+    let dst = format!("docker://{}/team/big:v1", c[0].http_addr());
+    let creds = format!("admin:{ADMIN_PW}");
+    run_skopeo(&skopeo, &["--insecure-policy", "copy", "--all", "--preserve-digests", "--dest-tls-verify=false", "--dest-creds", &creds, &src, &dst]).await;
+
+    b.goto(&format!("{watcher}/ui/r/team/big/-/m/{index}/replication")).await;
+    b.wait_for("#matrix", WAIT).await;
+    assert_eq!(b.js("return document.getElementById('matrix').getAttribute('data-complete');", json!([])).await, json!("false"));
+    let columns = b.js("return Array.from(document.querySelectorAll('#matrix thead th[data-region]')).map(th => th.textContent);", json!([])).await;
+    assert_eq!(columns, json!(["r1", "r2", "r3"]));
+    b.shot("matrix-incomplete").await;
+    b.wait_for("#matrix[data-complete='true']", Duration::from_secs(90)).await;
+    assert_eq!(b.count("#matrix td.missing").await, 0);
+    b.shot("matrix-complete").await;
+
+    // The same answer as the CLI's.
+    let cli = c.admin_json_at(1, &["replication", "image", "team/big:v1"]).await;
+    let blobs = cli["blobs"].as_u64().expect("blobs");
+    let shown = b.js("return Array.from(document.querySelectorAll('#matrix td.total')).map(td => td.textContent);", json!([])).await;
+    let want: Vec<String> = cli["regions"]
+        .as_array()
+        .expect("regions")
+        .iter()
+        .map(|r| format!("{} / {blobs}", r["present"].as_u64().unwrap_or(0)))
+        .collect();
+    assert_eq!(shown, json!(want));
+    assert_eq!(b.count("#matrix tbody tr").await as u64, blobs);
+
+    // The regions page: three regions, one leader, a chart fed every 2 s.
+    b.click("#nav-regions").await;
+    b.wait_for("#regions", WAIT).await;
+    assert_eq!(b.count("#regions tbody tr").await, 3);
+    let roles = b.js("return Array.from(document.querySelectorAll('#regions td.role')).map(td => td.textContent).sort();", json!([])).await;
+    assert_eq!(roles, json!(["leader", "voter", "voter"]));
+    b.wait_for("#chart[data-samples='2'] svg.chart polyline", Duration::from_secs(15)).await;
+    assert_eq!(b.count("#chart svg.chart").await, 2);
+    b.shot("regions").await;
+}

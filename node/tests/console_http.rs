@@ -330,11 +330,24 @@ async fn deletes_need_the_delete_permission_a_genuine_form_and_say_what_goes() {
     let r = post(&delete, &reader, &[("origin", &base)], &[("_csrf", &reader_token), ("ref", "v1")]).await;
     assert_eq!(r.status, 403, "a reader's delete went through: {}", r.body);
     assert_eq!(manifest_status(&base, "team/app", "v1").await, 200);
+    // Nor may it see the cluster's regions.
+    assert!(!page.body.contains("id=\"nav-regions\""), "a reader sees the Regions link");
+    assert_eq!(get(&format!("{base}/ui/regions"), Some(&reader)).await.status, 403);
+    assert_eq!(get(&format!("{base}/ui/live/regions"), Some(&reader)).await.status, 403);
+    assert_eq!(get(&format!("{base}/ui/live/regions"), None).await.status, 401);
 
     // An admin sees them; the confirmation says what goes.
     let admin = login(&base, &base, "admin", ADMIN_PW, "meridian_session").await;
     let page = get(&tags_page, Some(&admin)).await;
     assert!(page.body.contains("href=\"/ui/r/team/app/-/delete?ref=v1\""), "{}", page.body);
+    assert!(page.body.contains("id=\"nav-regions\""), "an admin sees the Regions link");
+    let live = get(&format!("{base}/ui/live/regions"), Some(&admin)).await;
+    assert_eq!(live.status, 200);
+    let live: serde_json::Value = serde_json::from_str(&live.body).expect("JSON");
+    assert_eq!(live["regions"][0]["role"], "leader");
+    let matrix = get(&format!("{base}/ui/live/r/team/app/-/m/{index}/replication"), Some(&admin)).await;
+    let matrix: serde_json::Value = serde_json::from_str(&matrix.body).expect("matrix JSON");
+    assert_eq!((matrix["complete"].as_bool(), matrix["total"].as_u64()), (Some(true), Some(4)), "{matrix}");
     let confirm = get(&format!("{delete}?ref=v1"), Some(&admin)).await;
     assert_eq!(confirm.status, 200);
     assert!(confirm.body.contains("The tag <strong>v1</strong> will be removed."), "{}", confirm.body);

@@ -13,15 +13,12 @@ use super::admin_lifecycle as lifecycle;
 use super::admin_membership as membership;
 use super::admin_retention as retention;
 use super::admin_users as users;
-use crate::meta::{MemberView, Meta, MetaError};
-use futures::future::join_all;
+use crate::meta::{Meta, MetaError};
 use meridian_proto::admin::admin_service_client::AdminServiceClient;
 use meridian_proto::admin::admin_service_server::AdminService;
 use meridian_proto::admin::*;
-use meridian_proto::cluster::forward_service_client::ForwardServiceClient;
-use meridian_proto::cluster::{IdentifyRequest, NodeIdentity, NodeReplicationStats, ReplicationStatsRequest};
+use meridian_proto::cluster::NodeIdentity;
 use meridian_replication::Digest;
-use std::collections::BTreeSet;
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -145,14 +142,7 @@ impl AdminServiceImpl {
     }
 
     pub(super) async fn identify(&self, grpc_addr: &str) -> Result<NodeIdentity, Status> {
-        let channel = self.meta.peers().channel(grpc_addr)?;
-        let mut req = Request::new(IdentifyRequest {});
-        req.set_timeout(IDENTIFY_TIMEOUT);
-        ForwardServiceClient::new(channel)
-            .identify(req)
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| Status::unavailable(format!("cannot reach the node at {grpc_addr}: {}", s.message())))
+        self.views().identify(grpc_addr).await
     }
 
     /// Regions as the leader sees them, asked with a short deadline; at the leader, or
@@ -172,35 +162,16 @@ impl AdminServiceImpl {
     }
 
     /// Regions as this node sees them, probing each member.
-    /// Grouped by region (name, then node id): a region's nodes are listed together.
     pub(super) async fn regions(&self) -> Vec<RegionInfo> {
-        let mut members = self.meta.members();
-        members.sort_by(|a, b| (&a.info.region, a.node_id).cmp(&(&b.info.region, b.node_id)));
-        let leader_last = self.meta.raft().metrics().borrow().last_log_index.unwrap_or(0);
-        let probes = members.iter().map(|m| self.identify(&m.info.grpc_addr));
-        let identities = join_all(probes).await;
-        members
-            .iter()
-            .zip(identities)
-            .map(|(m, id)| {
-                let (reachable, last_applied) = match &id {
-                    Ok(i) => (true, i.last_applied),
-                    Err(_) => (false, m.matched.unwrap_or(0)),
-                };
-                region_info(m, reachable, last_applied, leader_last.saturating_sub(last_applied))
-            })
-            .collect()
+        self.views().regions().await
+    }
+
+    fn views(&self) -> super::views::ClusterViews {
+        super::views::ClusterViews { meta: self.meta.clone(), replicator: self.replicator.clone() }
     }
 }
 
 impl AdminServiceImpl {
-    async fn node_stats(&self, grpc_addr: &str) -> Result<NodeReplicationStats, Status> {
-        let channel = self.meta.peers().channel(grpc_addr)?;
-        let mut req = Request::new(ReplicationStatsRequest {});
-        req.set_timeout(IDENTIFY_TIMEOUT);
-        ForwardServiceClient::new(channel).replication_stats(req).await.map(|r| r.into_inner())
-    }
-
     /// `repo:tag` or `repo@digest` → the repository and the manifest digest.
     fn resolve_image(&self, reference: &str) -> Result<(String, Digest), Status> {
         let bad = || Status::invalid_argument(format!("{reference:?} is not REPO:TAG or REPO@DIGEST"));
@@ -216,45 +187,8 @@ impl AdminServiceImpl {
             .ok_or_else(|| Status::not_found(format!("{repo}:{tag} is not known")))?;
         Ok((repo.to_string(), digest))
     }
-
-    /// Every blob of a manifest, and of an index's child manifests.
-    fn image_blobs(&self, repo: &str, digest: &Digest) -> Result<Vec<Digest>, Status> {
-        use crate::registry::manifest_parse::parse_manifest;
-        let store = self.replicator.store();
-        let mut out = Vec::new();
-        let mut pending = vec![digest.clone()];
-        let mut seen = BTreeSet::new();
-        while let Some(d) = pending.pop() {
-            if !seen.insert(d.clone()) {
-                continue;
-            }
-            let m = store
-                .manifest(repo, &d)
-                .map_err(internal)?
-                .ok_or_else(|| Status::not_found(format!("{repo}@{d} is not known")))?;
-            let parsed = parse_manifest(Some(&m.media_type), &m.body).map_err(internal)?;
-            out.extend(parsed.blobs.into_iter().map(|b| b.digest));
-            pending.extend(parsed.children.into_iter().map(|c| c.digest));
-        }
-        out.sort();
-        out.dedup();
-        Ok(out)
-    }
 }
 
-fn region_info(m: &MemberView, reachable: bool, last_applied: u64, lag: u64) -> RegionInfo {
-    RegionInfo {
-        node_id: m.node_id,
-        name: m.info.region.clone(),
-        http_addr: m.info.http_addr.clone(),
-        grpc_addr: m.info.grpc_addr.clone(),
-        role: if m.leader { "leader" } else if m.voter { "voter" } else { "learner" }.to_string(),
-        last_applied,
-        lag,
-        reachable,
-        shared_store: m.info.shared_store.clone(),
-    }
-}
 
 #[tonic::async_trait]
 impl AdminService for AdminServiceImpl {
@@ -357,61 +291,13 @@ impl AdminService for AdminServiceImpl {
 
     async fn replication_status(&self, request: Request<Empty>) -> Result<Response<ReplicationStatusReply>, Status> {
         self.authorize(&request)?;
-        // At a follower, its own last log index is what it has received from the leader.
-        let leader_last = self.meta.raft().metrics().borrow().last_log_index.unwrap_or(0);
-        let members = self.meta.members();
-        let probes = join_all(members.iter().map(|m| self.node_stats(&m.info.grpc_addr))).await;
-        let regions = members
-            .iter()
-            .zip(probes)
-            .map(|(m, stats)| match stats {
-                Ok(s) => RegionReplication {
-                    name: m.info.region.clone(),
-                    reachable: true,
-                    apply_lag: leader_last.saturating_sub(s.last_applied),
-                    pending_blobs: s.pending_blobs,
-                    pending_bytes: s.pending_bytes,
-                    bytes_received: s.bytes_received,
-                    throughput_bytes_per_sec: s.throughput_bytes_per_sec,
-                    transfers_failed: s.transfers_failed,
-                    digest_mismatches: s.digest_mismatches,
-                },
-                Err(_) => RegionReplication { name: m.info.region.clone(), reachable: false, ..Default::default() },
-            })
-            .collect();
-        Ok(Response::new(ReplicationStatusReply { regions }))
+        Ok(Response::new(ReplicationStatusReply { regions: self.views().replication_status().await }))
     }
-
     async fn replication_image(&self, request: Request<ImageRequest>) -> Result<Response<ImageReplicationReply>, Status> {
         self.authorize(&request)?;
         let reference = request.into_inner().reference;
         let (repo, digest) = self.resolve_image(&reference)?;
-        let blobs = self.image_blobs(&repo, &digest)?;
-        let store = self.replicator.store();
-        let mut bytes = 0u64;
-        let mut holders: Vec<Vec<String>> = Vec::with_capacity(blobs.len());
-        for blob in &blobs {
-            let location = store.blob_location(blob).map_err(internal)?;
-            bytes += location.as_ref().map(|l| l.size).unwrap_or(0);
-            holders.push(location.map(|l| l.regions).unwrap_or_default());
-        }
-        // A region is one holder however many nodes it has.
-        let names: BTreeSet<String> = self.meta.members().into_iter().map(|m| m.info.region).collect();
-        let regions = names
-            .into_iter()
-            .map(|name| {
-                let present = holders.iter().filter(|h| h.contains(&name)).count() as u64;
-                let missing = blobs.len() as u64 - present;
-                ImageRegion { name, present, missing, complete: missing == 0 }
-            })
-            .collect();
-        Ok(Response::new(ImageReplicationReply {
-            repository: repo,
-            digest: digest.to_string(),
-            blobs: blobs.len() as u64,
-            bytes,
-            regions,
-        }))
+        Ok(Response::new(self.views().image_matrix(&repo, &digest)?.reply()))
     }
 
     async fn image_dependents(&self, request: Request<ImageRequest>) -> Result<Response<ImageDependentsReply>, Status> {

@@ -15,6 +15,7 @@ pub mod peers;
 pub mod raft_service;
 pub mod tls;
 pub mod upload_forwarding;
+pub mod views;
 
 use crate::config::Config;
 use crate::meta::Meta;

@@ -43,12 +43,15 @@ pub struct Viewer<'a> {
     pub user: Option<&'a str>,
     /// The CSRF token for the logout form.
     pub csrf: &'a str,
+    /// An administrator: the Regions section is shown.
+    pub admin: bool,
 }
 
 /// Which section of the header is current.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Section {
     Repositories,
+    Regions,
     Login,
 }
 
@@ -72,6 +75,9 @@ pub fn page(title: &str, section: Section, viewer: Option<&Viewer<'_>>, body: Ma
                     @if let Some(viewer) = viewer {
                         nav {
                             a href="/ui/repos" class=[(section == Section::Repositories).then_some("here")] { "Repositories" }
+                            @if viewer.admin {
+                                a #nav-regions href="/ui/regions" class=[(section == Section::Regions).then_some("here")] { "Regions" }
+                            }
                         }
                         @if let Some(user) = viewer.user {
                             div.who {

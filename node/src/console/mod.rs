@@ -30,6 +30,8 @@ pub struct Console {
     pub store: Store,
     pub meta: Meta,
     pub registry: Arc<Registry>,
+    /// The cluster's regions and where blobs are, as `meridian admin` sees them.
+    pub views: crate::cluster::views::ClusterViews,
     pub cfg: ConsoleConfig,
     /// The listener serves HTTPS, or `public_url` is `https://`: cookies are `Secure`
     /// with the `__Host-` prefix.
@@ -48,6 +50,9 @@ pub fn routes(console: Console) -> Router {
         .route("/logout", post(pages::login::logout))
         .route("/repos", get(pages::repos::show))
         .route("/r/{*path}", get(pages::repo::show).post(pages::repo::post))
+        .route("/regions", get(pages::regions::show))
+        .route("/live/regions", get(pages::regions::live))
+        .route("/live/r/{*path}", get(pages::repo::live))
         .route("/static/{hash}/{name}", get(asset))
         .fallback(|| async { pages::not_found() })
         .layer(axum::middleware::from_fn(headers))

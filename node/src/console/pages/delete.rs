@@ -3,7 +3,7 @@
 //! — `DELETE /v2/<name>/manifests/<ref>` — authorized by the API's own table of what a
 //! request needs, and made through the same registry call, so webhooks name the user.
 
-use super::super::html::{self, Section, Viewer};
+use super::super::html::{self, Section};
 use super::super::{csrf, see_other, with_cookies, Console, Visitor};
 use super::repo::{manifest_url, short_digest, tags_url};
 use crate::api::query::Query;
@@ -12,7 +12,7 @@ use crate::auth::Caller;
 use crate::registry::names::Reference;
 use crate::registry::RegistryError;
 use axum::http::{request::Parts, Method, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use maud::html;
 
 /// Tags read at most when listing those a manifest delete takes with it.
@@ -67,7 +67,6 @@ pub fn confirm(console: &Console, visitor: &Visitor, name: &str, raw_query: Opti
         }
     };
     let token = visitor.csrf(console);
-    let viewer = Viewer { user: visitor.user.as_deref(), csrf: &token };
     let back = match &reference {
         Reference::Tag(_) => tags_url(name),
         Reference::Digest(d) => manifest_url(name, &d.to_string()),
@@ -83,8 +82,7 @@ pub fn confirm(console: &Console, visitor: &Visitor, name: &str, raw_query: Opti
             a #cancel href=(back) { "Cancel" }
         }
     };
-    let page = html::page("Delete", Section::Repositories, Some(&viewer), body);
-    with_cookies(Html(page.into_string()).into_response(), &visitor.set_cookies)
+    super::render(console, visitor, "Delete", Section::Repositories, body)
 }
 
 /// The confirmed delete (`POST /ui/r/<name>/-/delete`).

@@ -46,6 +46,7 @@ pub async fn show(console: &Console, caller: &crate::auth::Caller, name: &str, d
                 tr { th { "Refers to" } td { (digest_link(name, &s.digest)) } }
             }
         }
+        p { a #replication href=(super::regions::replication_url(name, &digest_s)) { "Where is it? Blobs by region" } }
         @if super::delete::may_delete(console, caller, name, &digest_s) {
             p { a.delete #delete-manifest href=(super::delete::delete_url(name, &digest_s)) { "Delete this manifest" } }
         }

@@ -3,10 +3,12 @@
 pub mod delete;
 pub mod login;
 pub mod manifest;
+pub mod regions;
 pub mod repo;
 pub mod repos;
 
-use super::html::{self, Section};
+use super::html::{self, Section, Viewer};
+use super::{with_cookies, Console, Visitor};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use maud::html;
@@ -32,4 +34,12 @@ pub fn forged() -> Response {
         "Form refused",
         "This form has expired or was sent from another site. Reload the page and try again.",
     )
+}
+
+/// A whole page for `visitor`: the layout around `body`, with any cookies to set.
+pub fn render(console: &Console, visitor: &Visitor, title: &str, section: Section, body: maud::Markup) -> Response {
+    let csrf = visitor.csrf(console);
+    let viewer = Viewer { user: visitor.user.as_deref(), csrf: &csrf, admin: regions::may_see_regions(console, visitor) };
+    let page = html::page(title, section, Some(&viewer), body);
+    with_cookies(Html(page.into_string()).into_response(), &visitor.set_cookies)
 }

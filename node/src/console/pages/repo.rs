@@ -4,9 +4,9 @@
 //! the repository, exactly as the registry API's reads do, and read the state directly:
 //! browsing is not pulling (no pull time, no usage recorded).
 
-use super::super::html::{self, Section, Viewer};
+use super::super::html::{self, Section};
 use super::super::image_view::{self, Kind, ManifestView};
-use super::super::{see_other, with_cookies, Console};
+use super::super::{see_other, Console};
 use crate::api::query::Query;
 use crate::auth::scope::Action;
 use crate::auth::Need;
@@ -14,7 +14,7 @@ use crate::registry::names::validate_name;
 use crate::registry::BlobSource;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 use meridian_replication::Digest;
 use std::sync::Arc;
@@ -38,6 +38,7 @@ enum Target<'a> {
     Tags(&'a str),
     Delete(&'a str),
     Manifest(&'a str, Digest),
+    Replication(&'a str, Digest),
 }
 
 fn parse(path: &str) -> Option<Target<'_>> {
@@ -46,7 +47,11 @@ fn parse(path: &str) -> Option<Target<'_>> {
     match rest.split_once('/') {
         None if rest == "tags" => Some(Target::Tags(name)),
         None if rest == "delete" => Some(Target::Delete(name)),
-        Some(("m", digest)) => Some(Target::Manifest(name, Digest::parse(digest).ok()?)),
+        Some(("m", rest)) => match rest.split_once('/') {
+            None => Some(Target::Manifest(name, Digest::parse(rest).ok()?)),
+            Some((digest, "replication")) => Some(Target::Replication(name, Digest::parse(digest).ok()?)),
+            Some(_) => None,
+        },
         _ => None,
     }
 }
@@ -67,7 +72,7 @@ pub async fn show(
     };
     let Some(target) = parse(&path) else { return super::not_found() };
     let name = match &target {
-        Target::Tags(n) | Target::Delete(n) | Target::Manifest(n, _) => *n,
+        Target::Tags(n) | Target::Delete(n) | Target::Manifest(n, _) | Target::Replication(n, _) => *n,
     };
     if !console.auth.allows(&visitor.caller, Need::Repo { name, actions: &[Action::Pull] }) {
         return super::message(StatusCode::FORBIDDEN, "Not allowed", "You may not pull from this repository.");
@@ -77,19 +82,28 @@ pub async fn show(
         Target::Delete(name) => return super::delete::confirm(&console, &visitor, name, raw.as_deref()),
         Target::Tags(name) => tags(&console, &visitor.caller, &headers, name, query.get("after").filter(|a| !a.is_empty())).await,
         Target::Manifest(name, digest) => super::manifest::show(&console, &visitor.caller, name, &digest).await,
+        Target::Replication(name, digest) => super::regions::matrix_page(&console, name, &digest),
     };
     match page {
-        Ok(Some((title, body))) => {
-            let csrf = visitor.csrf(&console);
-            let viewer = Viewer { user: visitor.user.as_deref(), csrf: &csrf };
-            let page = html::page(&title, Section::Repositories, Some(&viewer), body);
-            with_cookies(Html(page.into_string()).into_response(), &visitor.set_cookies)
-        }
+        Ok(Some((title, body))) => super::render(&console, &visitor, &title, Section::Repositories, body),
         Ok(None) => super::not_found(),
         Err(e) => {
             tracing::warn!(error = %e, "console: reading a repository failed");
             super::message(StatusCode::SERVICE_UNAVAILABLE, "Repository", "Cannot read this repository right now.")
         }
+    }
+}
+
+/// `GET /ui/live/r/{*path}`: an image's replication matrix as JSON, for live updates.
+pub async fn live(State(console): State<Arc<Console>>, Path(path): Path<String>, headers: HeaderMap) -> Response {
+    let Some(visitor) = console.visitor(&headers) else { return StatusCode::UNAUTHORIZED.into_response() };
+    let Some(Target::Replication(name, digest)) = parse(&path) else { return StatusCode::NOT_FOUND.into_response() };
+    if !console.auth.allows(&visitor.caller, Need::Repo { name, actions: &[Action::Pull] }) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    match console.views.image_matrix(name, &digest) {
+        Ok(m) => super::regions::matrix_json(&m),
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
     }
 }
 

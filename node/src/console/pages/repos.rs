@@ -4,13 +4,13 @@
 //! read in order from where the previous page ended, and a filter reads at most
 //! `SCAN_BUDGET` names per request before offering to continue.
 
-use super::super::html::{self, Section, Viewer};
-use super::super::{see_other, with_cookies, Console};
+use super::super::html::{self, Section};
+use super::super::{see_other, Console};
 use crate::api::query::Query;
 use crate::meta::summaries::RepoSummary;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use maud::html;
 use std::sync::Arc;
 
@@ -49,8 +49,6 @@ pub async fn show(State(console): State<Arc<Console>>, headers: HeaderMap, RawQu
             return super::message(StatusCode::SERVICE_UNAVAILABLE, "Repositories", "Cannot read the repositories right now.");
         }
     };
-    let csrf = visitor.csrf(&console);
-    let viewer = Viewer { user: visitor.user.as_deref(), csrf: &csrf };
     let q_param = filter.as_deref().map(|q| format!("q={}&", html::query_value(q))).unwrap_or_default();
     let body = html! {
         h1 { "Repositories" }
@@ -88,8 +86,7 @@ pub async fn show(State(console): State<Arc<Console>>, headers: HeaderMap, RawQu
             }
         }
     };
-    let page = html::page("Repositories", Section::Repositories, Some(&viewer), body);
-    with_cookies(Html(page.into_string()).into_response(), &visitor.set_cookies)
+    super::render(&console, &visitor, "Repositories", Section::Repositories, body)
 }
 
 /// Up to `rows` repositories after `after` that `caller` may list and whose name
