@@ -141,14 +141,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let events = events::Events::new(meta.clone(), store.clone(), config.events.clone(), peer_up).context("setting up webhook delivery")?;
     let event_delivery = events::start_delivery(events.clone(), shutdown_rx.clone()).context("starting webhook delivery")?;
+    let identities = Arc::new(cluster::identity_admin::IdentityAdmin::new(meta.clone(), store.clone()));
     let grpc = {
         let (config, meta, shutdown) = (config.clone(), meta.clone(), shutdown_rx.clone());
+        let identities = identities.clone();
         let grpc_replicator = replicator.clone();
         let uploads = Arc::new(api::upload_forward::ForwardedUploads { registry: registry.clone() });
         let routing = routing.clone();
         tokio::spawn(async move {
             if let Err(e) =
-                cluster::serve_grpc(&config, grpc_listener, meta, grpc_replicator, lifecycle, uploads, routing, events, grpc_tls, shutdown).await
+                cluster::serve_grpc(&config, grpc_listener, meta, grpc_replicator, lifecycle, uploads, routing, events, identities, grpc_tls, shutdown)
+                    .await
             {
                 tracing::error!(error = %e, listen = %config.grpc_listen, "gRPC server failed");
             }
@@ -166,6 +169,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             meta: meta.clone(),
             registry: registry.clone(),
             views: cluster::views::ClusterViews { meta: meta.clone(), replicator: replicator.clone() },
+            identities: identities.clone(),
             cfg: config.console.clone(),
             secure: tls_files.is_some() || public_url.starts_with("https://"),
             tls: tls_files.is_some(),

@@ -325,3 +325,94 @@ async fn the_replication_matrix_turns_complete_live_and_the_regions_page_charts_
     assert_eq!(b.count("#chart svg.chart").await, 2);
     b.shot("regions").await;
 }
+
+/// An administrator manages access in the console: adds a user, resets its password
+/// (shown once), creates a robot token whose shown secret skopeo then pushes with in
+/// another region, cannot demote the last admin, removes the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_manages_users_and_tokens_and_the_shown_secrets_work() {
+    let skopeo = ensure_skopeo();
+    let c = Cluster::start_with(
+        ClusterOptions::new(3).env("MERIDIAN_AUTH_ENABLED", "true").env("MERIDIAN_ADMIN_PASSWORD", ADMIN_PW),
+    )
+    .await;
+    c.wait_for_user(0, "admin").await;
+    let base = c[0].base.clone();
+    let b = Browser::start("an_admin_manages_users_and_tokens_and_the_shown_secrets_work").await;
+    log_in(&b, &base, "admin", ADMIN_PW).await;
+    b.click("#nav-access").await;
+    b.wait_for("#users", WAIT).await;
+
+    // A user with a typed password, then a reset: the new password shown once.
+    b.type_into("#new-user", "dev").await;
+    b.js("document.getElementById('new-user-role').value = 'writer';", json!([])).await;
+    b.type_into("#new-user-password", "typed-password-1").await;
+    b.click("#add-user").await;
+    assert_eq!(b.text("#notice").await, "User dev added with role writer.");
+    assert_eq!(login_status(&base, "dev", "typed-password-1").await, 303);
+    b.click("#users tr[data-user='dev'] button.reset").await;
+    let password = b.js("return document.getElementById('secret-value').value;", json!([])).await.as_str().unwrap_or_default().to_string();
+    assert_eq!(password.len(), 24);
+    b.shot("password-shown-once").await;
+    assert_eq!(login_status(&base, "dev", &password).await, 303, "the shown password does not log in");
+    assert_eq!(login_status(&base, "dev", "typed-password-1").await, 401, "the old password still works");
+    b.goto(&format!("{base}/ui/access")).await;
+    b.wait_for("#users", WAIT).await;
+    assert_eq!(b.count("#secret").await, 0, "the password was shown again");
+
+    // A robot token: its secret shown once, and skopeo pushes with it in another region.
+    b.type_into("#new-token", "ci").await;
+    b.js("document.getElementById('new-token-map').value = 'writer';", json!([])).await;
+    b.click("#create-token").await;
+    let login = b.text("#secret-login").await;
+    let secret = b.js("return document.getElementById('secret-value').value;", json!([])).await.as_str().unwrap_or_default().to_string();
+    assert_eq!(login, "robot$ci");
+    b.shot("token-shown-once").await;
+    let work = tempfile::tempdir().unwrap();
+    build_layout(&work.path().join("src"), 10_000);
+    let src = format!("oci:{}:v1", work.path().join("src").display());
+    let dst = format!("docker://{}/team/robot:v1", c[2].http_addr());
+    let creds = format!("{login}:{secret}");
+    run_skopeo(&skopeo, &["--insecure-policy", "copy", "--all", "--dest-tls-verify=false", "--dest-creds", &creds, &src, &dst]).await;
+    assert_eq!(manifest_status(&c[2].base, "team/robot", "v1").await, 200);
+
+    // The last admin cannot be demoted; refused with the reason.
+    b.goto(&format!("{base}/ui/access")).await;
+    b.js("document.querySelector(\"#users tr[data-user='admin'] select\").value = 'reader';", json!([])).await;
+    b.click("#users tr[data-user='admin'] button.set-role").await;
+    assert!(b.text("#notice").await.contains("last user with role admin"), "{}", b.text("#notice").await);
+    b.shot("last-admin-kept").await;
+
+    // Removing the user ends its logins.
+    b.click("#users tr[data-user='dev'] button.remove").await;
+    assert_eq!(b.text("#notice").await, "User dev removed.");
+    assert_eq!(b.count("#users tr[data-user='dev']").await, 0);
+    assert_eq!(login_status(&base, "dev", &password).await, 401);
+}
+
+/// The status of a console login at `base` (303: logged in; 401: refused).
+async fn login_status(base: &str, user: &str, password: &str) -> u16 {
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let page = client.get(format!("{base}/ui/login")).send().await.expect("login page");
+    let cookie = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("meridian_login="))
+        .and_then(|c| c.split(';').next())
+        .expect("pre-session cookie")
+        .to_string();
+    let html = page.text().await.expect("login page body");
+    let token = html.split("name=\"_csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).expect("CSRF token").to_string();
+    client
+        .post(format!("{base}/ui/login"))
+        .header("cookie", cookie)
+        .header("origin", base)
+        .form(&[("_csrf", token.as_str()), ("user", user), ("password", password)])
+        .send()
+        .await
+        .expect("login")
+        .status()
+        .as_u16()
+}

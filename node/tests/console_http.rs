@@ -335,6 +335,12 @@ async fn deletes_need_the_delete_permission_a_genuine_form_and_say_what_goes() {
     assert_eq!(get(&format!("{base}/ui/regions"), Some(&reader)).await.status, 403);
     assert_eq!(get(&format!("{base}/ui/live/regions"), Some(&reader)).await.status, 403);
     assert_eq!(get(&format!("{base}/ui/live/regions"), None).await.status, 401);
+    // Nor manage access: no link, no page, and its forms refused.
+    assert!(!page.body.contains("id=\"nav-access\""), "a reader sees the Access link");
+    assert_eq!(get(&format!("{base}/ui/access"), Some(&reader)).await.status, 403);
+    let r = post(&format!("{base}/ui/access/user-add"), &reader, &[("origin", &base)], &[("_csrf", &reader_token), ("name", "mallory"), ("role", "admin"), ("password", "mallory-password")]).await;
+    assert_eq!(r.status, 403, "a reader added a user");
+    assert!(c.admin_json_at(0, &["user", "list"]).await["users"].as_array().expect("users").iter().all(|u| u["name"] != "mallory"));
 
     // An admin sees them; the confirmation says what goes.
     let admin = login(&base, &base, "admin", ADMIN_PW, "meridian_session").await;

@@ -4,7 +4,8 @@
 //! "exists?" and "in use?" are answered from every acknowledged write. Secrets never reach
 //! a reply (except a new robot secret, once) nor a log line.
 
-use super::admin_service::{check_name, internal, meta_status, AdminServiceImpl, USER_CATCH_UP_TIMEOUT};
+use super::admin_service::{check_name, internal, meta_status, USER_CATCH_UP_TIMEOUT};
+use super::identity_admin::IdentityAdmin;
 use crate::auth::scope::{parse_grant, role_grants, BUILTIN_SCOPE_MAPS};
 use crate::auth::{jwt, now_unix, password::random_secret, robot_secret_hash, ROBOT_PREFIX};
 use crate::meta::command::{Command, CommandResult};
@@ -28,7 +29,7 @@ fn is_builtin_map(name: &str) -> bool {
 
 /// Proposes an identity change and turns a refusal into the matching status; `what`
 /// names the record (`scope map "x"`).
-async fn propose(svc: &AdminServiceImpl, what: &str, cmd: Command) -> Result<(), Status> {
+async fn propose(svc: &IdentityAdmin, what: &str, cmd: Command) -> Result<(), Status> {
     match svc.meta.propose(cmd).await.map_err(meta_status)? {
         CommandResult::Applied => Ok(()),
         CommandResult::AlreadyExists => Err(Status::already_exists(format!("{what} already exists"))),
@@ -80,12 +81,12 @@ fn check_put_scope_map(req: &ScopeMapInfo) -> Result<Vec<Grant>, Status> {
     req.grants.iter().map(|g| parse_grant(g.trim()).map_err(Status::invalid_argument)).collect()
 }
 
-pub async fn put_scope_map(svc: &AdminServiceImpl, req: ScopeMapInfo) -> Result<ScopeMapInfo, Status> {
+pub async fn put_scope_map(svc: &IdentityAdmin, req: ScopeMapInfo) -> Result<ScopeMapInfo, Status> {
     let grants = check_put_scope_map(&req)?;
     let ScopeMapInfo { name, replace, .. } = req;
     let _serialized = svc.users_lock.lock().await;
     svc.meta.catch_up(USER_CATCH_UP_TIMEOUT).await.map_err(meta_status)?;
-    let existing = svc.replicator.store().scope_map(&name).map_err(internal)?;
+    let existing = svc.store().scope_map(&name).map_err(internal)?;
     let created_unix = match (existing, replace) {
         (Some(_), false) => {
             return Err(Status::already_exists(format!(
@@ -103,14 +104,14 @@ pub async fn put_scope_map(svc: &AdminServiceImpl, req: ScopeMapInfo) -> Result<
     Ok(info)
 }
 
-pub async fn remove_scope_map(svc: &AdminServiceImpl, name: String) -> Result<(), Status> {
+pub async fn remove_scope_map(svc: &IdentityAdmin, name: String) -> Result<(), Status> {
     check_name("scope map", &name)?;
     if is_builtin_map(&name) {
         return Err(Status::failed_precondition(format!("{name:?} is a built-in scope map and cannot be removed")));
     }
     let _serialized = svc.users_lock.lock().await;
     svc.meta.catch_up(USER_CATCH_UP_TIMEOUT).await.map_err(meta_status)?;
-    let store = svc.replicator.store();
+    let store = svc.store();
     if store.scope_map(&name).map_err(internal)?.is_none() {
         return Err(Status::not_found(format!("no scope map named {name:?}")));
     }
@@ -127,9 +128,9 @@ pub async fn remove_scope_map(svc: &AdminServiceImpl, name: String) -> Result<()
     Ok(())
 }
 
-pub fn list_scope_maps(svc: &AdminServiceImpl) -> Result<ListScopeMapsReply, Status> {
+pub fn list_scope_maps(svc: &IdentityAdmin) -> Result<ListScopeMapsReply, Status> {
     let mut custom: Vec<ScopeMapInfo> =
-        svc.replicator.store().scope_maps().map_err(internal)?.iter().map(scope_map_info).collect();
+        svc.store().scope_maps().map_err(internal)?.iter().map(scope_map_info).collect();
     custom.sort_by(|a, b| a.name.cmp(&b.name));
     let mut scope_maps = builtin_scope_maps();
     scope_maps.extend(custom);
@@ -148,12 +149,12 @@ fn new_secret_id(taken: &[RobotSecret]) -> String {
     }
 }
 
-pub async fn create_token(svc: &AdminServiceImpl, req: CreateTokenRequest) -> Result<CreatedToken, Status> {
+pub async fn create_token(svc: &IdentityAdmin, req: CreateTokenRequest) -> Result<CreatedToken, Status> {
     let CreateTokenRequest { name, scope_map, expires_in_secs } = req;
     check_name("token", &name)?;
     let _serialized = svc.users_lock.lock().await;
     svc.meta.catch_up(USER_CATCH_UP_TIMEOUT).await.map_err(meta_status)?;
-    let store = svc.replicator.store();
+    let store = svc.store();
     let now = now_unix();
     let (mut robot, created) = match store.robot(&name).map_err(internal)? {
         Some(current) => {
@@ -204,13 +205,12 @@ pub async fn create_token(svc: &AdminServiceImpl, req: CreateTokenRequest) -> Re
     })
 }
 
-pub async fn revoke_token(svc: &AdminServiceImpl, req: RevokeTokenRequest) -> Result<(), Status> {
+pub async fn revoke_token(svc: &IdentityAdmin, req: RevokeTokenRequest) -> Result<(), Status> {
     let RevokeTokenRequest { name, secret_id } = req;
     check_name("token", &name)?;
     let _serialized = svc.users_lock.lock().await;
     svc.meta.catch_up(USER_CATCH_UP_TIMEOUT).await.map_err(meta_status)?;
     let mut robot = svc
-        .replicator
         .store()
         .robot(&name)
         .map_err(internal)?
@@ -245,8 +245,8 @@ fn token_info(robot: &RobotRecord) -> TokenInfo {
     }
 }
 
-pub fn list_tokens(svc: &AdminServiceImpl) -> Result<ListTokensReply, Status> {
-    let mut tokens: Vec<TokenInfo> = svc.replicator.store().robots().map_err(internal)?.iter().map(token_info).collect();
+pub fn list_tokens(svc: &IdentityAdmin) -> Result<ListTokensReply, Status> {
+    let mut tokens: Vec<TokenInfo> = svc.store().robots().map_err(internal)?.iter().map(token_info).collect();
     tokens.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(ListTokensReply { tokens })
 }
@@ -272,10 +272,10 @@ fn next_key(newest: Option<&SigningKey>, now: u64) -> SigningKey {
     jwt::new_key(format!("k{}", random_secret(ID_LEN)), created)
 }
 
-pub async fn rotate_key(svc: &AdminServiceImpl) -> Result<KeyInfo, Status> {
+pub async fn rotate_key(svc: &IdentityAdmin) -> Result<KeyInfo, Status> {
     let _serialized = svc.users_lock.lock().await;
     svc.meta.catch_up(USER_CATCH_UP_TIMEOUT).await.map_err(meta_status)?;
-    let keys = svc.replicator.store().signing_keys().map_err(internal)?;
+    let keys = svc.store().signing_keys().map_err(internal)?;
     let key = next_key(keys.last(), now_unix());
     let info = KeyInfo { kid: key.kid.clone(), created_unix: key.created_unix, signing: true };
     propose(svc, &format!("signing key {:?}", info.kid), Command::AddSigningKey { key }).await?;
@@ -283,13 +283,13 @@ pub async fn rotate_key(svc: &AdminServiceImpl) -> Result<KeyInfo, Status> {
     Ok(info)
 }
 
-pub async fn retire_key(svc: &AdminServiceImpl, kid: String) -> Result<(), Status> {
+pub async fn retire_key(svc: &IdentityAdmin, kid: String) -> Result<(), Status> {
     if kid.is_empty() {
         return Err(Status::invalid_argument("no key id given"));
     }
     let _serialized = svc.users_lock.lock().await;
     svc.meta.catch_up(USER_CATCH_UP_TIMEOUT).await.map_err(meta_status)?;
-    let keys = svc.replicator.store().signing_keys().map_err(internal)?;
+    let keys = svc.store().signing_keys().map_err(internal)?;
     let position = keys
         .iter()
         .position(|k| k.kid == kid)
@@ -304,8 +304,8 @@ pub async fn retire_key(svc: &AdminServiceImpl, kid: String) -> Result<(), Statu
     Ok(())
 }
 
-pub fn list_keys(svc: &AdminServiceImpl) -> Result<ListKeysReply, Status> {
-    let keys = svc.replicator.store().signing_keys().map_err(internal)?;
+pub fn list_keys(svc: &IdentityAdmin) -> Result<ListKeysReply, Status> {
+    let keys = svc.store().signing_keys().map_err(internal)?;
     let last = keys.len().saturating_sub(1);
     let keys = keys
         .iter()

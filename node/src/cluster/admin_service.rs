@@ -50,9 +50,8 @@ pub struct AdminServiceImpl {
     /// Membership changes run one at a time: openraft refuses a change while another is
     /// still being committed.
     pub membership_lock: tokio::sync::Mutex<()>,
-    /// User changes through this node run one at a time, so "is this the last admin?"
-    /// cannot be answered for two removals at once.
-    pub users_lock: tokio::sync::Mutex<()>,
+    /// Identity changes (shared with the web console, with their lock).
+    pub identities: std::sync::Arc<super::identity_admin::IdentityAdmin>,
 }
 
 /// Whether an admin call may come from `peer`: from loopback always; from elsewhere with
@@ -343,66 +342,66 @@ impl AdminService for AdminServiceImpl {
 
     async fn put_user(&self, request: Request<PutUserRequest>) -> Result<Response<UserInfo>, Status> {
         self.authorize(&request)?;
-        users::put_user(self, request.into_inner()).await.map(Response::new)
+        users::put_user(&self.identities, request.into_inner()).await.map(Response::new)
     }
 
     async fn remove_user(&self, request: Request<UserName>) -> Result<Response<Empty>, Status> {
         self.authorize(&request)?;
-        users::remove_user(self, request.into_inner().name).await?;
+        users::remove_user(&self.identities, request.into_inner().name).await?;
         Ok(Response::new(Empty {}))
     }
 
     async fn list_users(&self, request: Request<Empty>) -> Result<Response<ListUsersReply>, Status> {
         self.authorize(&request)?;
-        users::list_users(self).map(Response::new)
+        users::list_users(&self.identities).map(Response::new)
     }
 
     async fn put_scope_map(&self, request: Request<ScopeMapInfo>) -> Result<Response<ScopeMapInfo>, Status> {
         self.authorize(&request)?;
-        identities::put_scope_map(self, request.into_inner()).await.map(Response::new)
+        identities::put_scope_map(&self.identities, request.into_inner()).await.map(Response::new)
     }
 
     async fn remove_scope_map(&self, request: Request<Name>) -> Result<Response<Empty>, Status> {
         self.authorize(&request)?;
-        identities::remove_scope_map(self, request.into_inner().name).await?;
+        identities::remove_scope_map(&self.identities, request.into_inner().name).await?;
         Ok(Response::new(Empty {}))
     }
 
     async fn list_scope_maps(&self, request: Request<Empty>) -> Result<Response<ListScopeMapsReply>, Status> {
         self.authorize(&request)?;
-        identities::list_scope_maps(self).map(Response::new)
+        identities::list_scope_maps(&self.identities).map(Response::new)
     }
 
     async fn create_token(&self, request: Request<CreateTokenRequest>) -> Result<Response<CreatedToken>, Status> {
         self.authorize(&request)?;
-        identities::create_token(self, request.into_inner()).await.map(Response::new)
+        identities::create_token(&self.identities, request.into_inner()).await.map(Response::new)
     }
 
     async fn revoke_token(&self, request: Request<RevokeTokenRequest>) -> Result<Response<Empty>, Status> {
         self.authorize(&request)?;
-        identities::revoke_token(self, request.into_inner()).await?;
+        identities::revoke_token(&self.identities, request.into_inner()).await?;
         Ok(Response::new(Empty {}))
     }
 
     async fn list_tokens(&self, request: Request<Empty>) -> Result<Response<ListTokensReply>, Status> {
         self.authorize(&request)?;
-        identities::list_tokens(self).map(Response::new)
+        identities::list_tokens(&self.identities).map(Response::new)
     }
 
     async fn rotate_key(&self, request: Request<Empty>) -> Result<Response<KeyInfo>, Status> {
         self.authorize(&request)?;
-        identities::rotate_key(self).await.map(Response::new)
+        identities::rotate_key(&self.identities).await.map(Response::new)
     }
 
     async fn retire_key(&self, request: Request<KeyId>) -> Result<Response<Empty>, Status> {
         self.authorize(&request)?;
-        identities::retire_key(self, request.into_inner().kid).await?;
+        identities::retire_key(&self.identities, request.into_inner().kid).await?;
         Ok(Response::new(Empty {}))
     }
 
     async fn list_keys(&self, request: Request<Empty>) -> Result<Response<ListKeysReply>, Status> {
         self.authorize(&request)?;
-        identities::list_keys(self).map(Response::new)
+        identities::list_keys(&self.identities).map(Response::new)
     }
 
     async fn gc_run(&self, request: Request<GcRunRequest>) -> Result<Response<GcRunReply>, Status> {

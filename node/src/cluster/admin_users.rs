@@ -3,7 +3,8 @@
 //! `users_lock`, after this node has caught up with the leader, and never leave the
 //! cluster without a user with role admin. Passwords never reach a reply nor a log line.
 
-use super::admin_service::{check_name, internal, meta_status, AdminServiceImpl, USER_CATCH_UP_TIMEOUT};
+use super::admin_service::{check_name, internal, meta_status, USER_CATCH_UP_TIMEOUT};
+use super::identity_admin::IdentityAdmin;
 use crate::auth::{now_unix, password};
 use crate::meta::command::{Command, CommandResult};
 use crate::meta::records::{Role, UserRecord};
@@ -62,13 +63,13 @@ async fn hash_password(secret: String) -> Result<String, Status> {
 }
 
 /// Users with role admin, from this node's store.
-fn admin_count(svc: &AdminServiceImpl) -> Result<usize, Status> {
-    let users = svc.replicator.store().users().map_err(internal)?;
+fn admin_count(svc: &IdentityAdmin) -> Result<usize, Status> {
+    let users = svc.store().users().map_err(internal)?;
     Ok(users.iter().filter(|u| u.role == Role::Admin).count())
 }
 
 /// Proposes a user change and turns a refusal into the matching status.
-async fn propose_user(svc: &AdminServiceImpl, name: &str, cmd: Command) -> Result<(), Status> {
+async fn propose_user(svc: &IdentityAdmin, name: &str, cmd: Command) -> Result<(), Status> {
     match svc.meta.propose(cmd).await.map_err(meta_status)? {
         CommandResult::Applied => Ok(()),
         CommandResult::AlreadyExists => Err(Status::already_exists(format!("user {name:?} already exists"))),
@@ -77,13 +78,13 @@ async fn propose_user(svc: &AdminServiceImpl, name: &str, cmd: Command) -> Resul
     }
 }
 
-pub async fn put_user(svc: &AdminServiceImpl, req: PutUserRequest) -> Result<UserInfo, Status> {
+pub async fn put_user(svc: &IdentityAdmin, req: PutUserRequest) -> Result<UserInfo, Status> {
     let role = check_put_user(&req)?;
     let PutUserRequest { name, password: secret, replace, .. } = req;
     let _serialized = svc.users_lock.lock().await;
     // Answer "exists"/"unknown" from a store that has every acknowledged write.
     svc.meta.catch_up(USER_CATCH_UP_TIMEOUT).await.map_err(meta_status)?;
-    let existing = svc.replicator.store().user(&name).map_err(internal)?;
+    let existing = svc.store().user(&name).map_err(internal)?;
     let user = match (existing, replace) {
         (Some(_), false) => return Err(Status::already_exists(format!("user {name:?} already exists"))),
         (None, true) => return Err(Status::not_found(format!("no user named {name:?}"))),
@@ -112,12 +113,11 @@ pub async fn put_user(svc: &AdminServiceImpl, req: PutUserRequest) -> Result<Use
     Ok(info)
 }
 
-pub async fn remove_user(svc: &AdminServiceImpl, name: String) -> Result<(), Status> {
+pub async fn remove_user(svc: &IdentityAdmin, name: String) -> Result<(), Status> {
     check_user_name(&name)?;
     let _serialized = svc.users_lock.lock().await;
     svc.meta.catch_up(USER_CATCH_UP_TIMEOUT).await.map_err(meta_status)?;
     let user = svc
-        .replicator
         .store()
         .user(&name)
         .map_err(internal)?
@@ -132,8 +132,8 @@ pub async fn remove_user(svc: &AdminServiceImpl, name: String) -> Result<(), Sta
     Ok(())
 }
 
-pub fn list_users(svc: &AdminServiceImpl) -> Result<ListUsersReply, Status> {
-    let mut users: Vec<UserInfo> = svc.replicator.store().users().map_err(internal)?.iter().map(user_info).collect();
+pub fn list_users(svc: &IdentityAdmin) -> Result<ListUsersReply, Status> {
+    let mut users: Vec<UserInfo> = svc.store().users().map_err(internal)?.iter().map(user_info).collect();
     users.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(ListUsersReply { users })
 }

@@ -10,6 +10,7 @@ pub mod admin_service;
 pub mod admin_users;
 pub mod blob_transfer_service;
 pub mod forward_service;
+pub mod identity_admin;
 pub mod network;
 pub mod peers;
 pub mod raft_service;
@@ -38,6 +39,7 @@ pub async fn serve_grpc(
     uploads: std::sync::Arc<dyn upload_forwarding::UploadHandler>,
     routing: std::sync::Arc<crate::routing::NearestRegion>,
     events: crate::events::Events,
+    identities: std::sync::Arc<identity_admin::IdentityAdmin>,
     tls: Option<tls::GrpcTls>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
@@ -59,7 +61,7 @@ pub async fn serve_grpc(
         allow_remote: config.admin_allow_remote,
         election_timeout_max: Duration::from_millis(config.raft.election_timeout_max_ms),
         membership_lock: tokio::sync::Mutex::new(()),
-        users_lock: tokio::sync::Mutex::new(()),
+        identities,
     });
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = tls {

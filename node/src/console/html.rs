@@ -45,6 +45,8 @@ pub struct Viewer<'a> {
     pub csrf: &'a str,
     /// An administrator: the Regions section is shown.
     pub admin: bool,
+    /// May manage identities: the Access section is shown.
+    pub access: bool,
 }
 
 /// Which section of the header is current.
@@ -52,6 +54,7 @@ pub struct Viewer<'a> {
 pub enum Section {
     Repositories,
     Regions,
+    Access,
     Login,
 }
 
@@ -77,6 +80,9 @@ pub fn page(title: &str, section: Section, viewer: Option<&Viewer<'_>>, body: Ma
                             a href="/ui/repos" class=[(section == Section::Repositories).then_some("here")] { "Repositories" }
                             @if viewer.admin {
                                 a #nav-regions href="/ui/regions" class=[(section == Section::Regions).then_some("here")] { "Regions" }
+                            }
+                            @if viewer.access {
+                                a #nav-access href="/ui/access" class=[(section == Section::Access).then_some("here")] { "Access" }
                             }
                         }
                         @if let Some(user) = viewer.user {

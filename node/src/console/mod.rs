@@ -32,6 +32,8 @@ pub struct Console {
     pub registry: Arc<Registry>,
     /// The cluster's regions and where blobs are, as `meridian admin` sees them.
     pub views: crate::cluster::views::ClusterViews,
+    /// Users, robot tokens and scope maps, changed as `meridian admin` changes them.
+    pub identities: Arc<crate::cluster::identity_admin::IdentityAdmin>,
     pub cfg: ConsoleConfig,
     /// The listener serves HTTPS, or `public_url` is `https://`: cookies are `Secure`
     /// with the `__Host-` prefix.
@@ -51,6 +53,8 @@ pub fn routes(console: Console) -> Router {
         .route("/repos", get(pages::repos::show))
         .route("/r/{*path}", get(pages::repo::show).post(pages::repo::post))
         .route("/regions", get(pages::regions::show))
+        .route("/access", get(pages::access::show))
+        .route("/access/{action}", post(pages::access::submit))
         .route("/live/regions", get(pages::regions::live))
         .route("/live/r/{*path}", get(pages::repo::live))
         .route("/static/{hash}/{name}", get(asset))

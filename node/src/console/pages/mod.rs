@@ -1,5 +1,6 @@
 //! The console's pages, one file per page (or pair of form handlers).
 
+pub mod access;
 pub mod delete;
 pub mod login;
 pub mod manifest;
@@ -39,7 +40,12 @@ pub fn forged() -> Response {
 /// A whole page for `visitor`: the layout around `body`, with any cookies to set.
 pub fn render(console: &Console, visitor: &Visitor, title: &str, section: Section, body: maud::Markup) -> Response {
     let csrf = visitor.csrf(console);
-    let viewer = Viewer { user: visitor.user.as_deref(), csrf: &csrf, admin: regions::may_see_regions(console, visitor) };
+    let viewer = Viewer {
+        user: visitor.user.as_deref(),
+        csrf: &csrf,
+        admin: regions::may_see_regions(console, visitor),
+        access: access::may_manage(console, visitor),
+    };
     let page = html::page(title, section, Some(&viewer), body);
     with_cookies(Html(page.into_string()).into_response(), &visitor.set_cookies)
 }
