@@ -170,6 +170,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             registry: registry.clone(),
             views: cluster::views::ClusterViews { meta: meta.clone(), replicator: replicator.clone() },
             identities: identities.clone(),
+            regions_cache: Default::default(),
             cfg: config.console.clone(),
             secure: tls_files.is_some() || public_url.starts_with("https://"),
             tls: tls_files.is_some(),

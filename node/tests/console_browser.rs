@@ -351,6 +351,7 @@ async fn an_admin_manages_users_and_tokens_and_the_shown_secrets_work() {
     assert_eq!(b.text("#notice").await, "User dev added with role writer.");
     assert_eq!(login_status(&base, "dev", "typed-password-1").await, 303);
     b.click("#users tr[data-user='dev'] button.reset").await;
+    b.wait_for("#secret-value", WAIT).await;
     let password = b.js("return document.getElementById('secret-value').value;", json!([])).await.as_str().unwrap_or_default().to_string();
     assert_eq!(password.len(), 24);
     b.shot("password-shown-once").await;
@@ -364,6 +365,7 @@ async fn an_admin_manages_users_and_tokens_and_the_shown_secrets_work() {
     b.type_into("#new-token", "ci").await;
     b.js("document.getElementById('new-token-map').value = 'writer';", json!([])).await;
     b.click("#create-token").await;
+    b.wait_for("#secret-value", WAIT).await;
     let login = b.text("#secret-login").await;
     let secret = b.js("return document.getElementById('secret-value').value;", json!([])).await.as_str().unwrap_or_default().to_string();
     assert_eq!(login, "robot$ci");

@@ -205,7 +205,6 @@ async fn login_cookies_forms_and_the_repositories_page() {
     let r = post(&logout_url, &session, &[("origin", &origin)], &[("_csrf", &token)]).await;
     assert_eq!(r.status, 303);
     assert_eq!(r.header("location"), "/ui/login");
-    assert_eq!(r.header("clear-site-data"), "\"cookies\"");
     let gone = r.set_cookie("meridian_session").expect("the session cookie deleted");
     assert!(gone.starts_with("meridian_session=;") && gone.contains("Max-Age=0"), "{gone}");
 }
@@ -386,4 +385,59 @@ async fn deletes_need_the_delete_permission_a_genuine_form_and_say_what_goes() {
     }
     let r = post(&delete, &admin, &[("origin", &base)], &[("_csrf", &token), ("ref", "v2")]).await;
     assert_eq!(r.status, 404, "deleting what is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_forms_take_grants_and_expiries_as_written_and_can_be_switched_off() {
+    let c = Cluster::start_with(
+        ClusterOptions::new(1).env("MERIDIAN_AUTH_ENABLED", "true").env("MERIDIAN_ADMIN_PASSWORD", ADMIN_PW),
+    )
+    .await;
+    c.wait_for_user(0, "admin").await;
+    let base = c[0].base.clone();
+    let admin = login(&base, &base, "admin", ADMIN_PW, "meridian_session").await;
+    let page = get(&format!("{base}/ui/access"), Some(&admin)).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let token = page.csrf();
+    let access = |action: &str| format!("{base}/ui/access/{action}");
+
+    // Grants are separated by spaces; a grant's actions by commas.
+    let r = post(&access("scope-map-add"), &admin, &[("origin", &base)], &[("_csrf", &token), ("name", "ci-team"), ("grants", "team/*:pull,push other/app:pull")]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let maps = c.admin_json_at(0, &["scope-map", "list"]).await;
+    let map = maps["scope_maps"].as_array().expect("scope maps").iter().find(|m| m["name"] == "ci-team").cloned().expect("ci-team");
+    assert_eq!(map["grants"], serde_json::json!(["team/*:pull,push", "other/app:pull"]), "{map}");
+
+    // An expiry that is not a whole number of days is refused, not taken as "never".
+    let r = post(&access("token-create"), &admin, &[("origin", &base)], &[("_csrf", &token), ("name", "ci"), ("scope_map", "ci-team"), ("expires_days", "30d")]).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("is not a whole number of days"));
+    let tokens = c.admin_json_at(0, &["token", "list"]).await;
+    assert!(tokens["tokens"].as_array().expect("tokens").is_empty(), "a token was created: {tokens}");
+    let r = post(&access("token-create"), &admin, &[("origin", &base)], &[("_csrf", &token), ("name", "ci"), ("scope_map", "ci-team"), ("expires_days", "2")]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("cache-control"), "no-store", "a page showing a secret may be stored");
+    let tokens = c.admin_json_at(0, &["token", "list"]).await;
+    let expires = tokens["tokens"][0]["secrets"][0]["expires_unix"].as_u64().unwrap_or(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!((now + 2 * 86_400 - 60..=now + 2 * 86_400 + 60).contains(&expires), "expires {expires}, now {now}: {tokens}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_management_in_the_console_can_be_switched_off() {
+    let c = Cluster::start_with(
+        ClusterOptions::new(1)
+            .env("MERIDIAN_AUTH_ENABLED", "true")
+            .env("MERIDIAN_ADMIN_PASSWORD", ADMIN_PW)
+            .env("MERIDIAN_CONSOLE_MANAGE_IDENTITIES", "false"),
+    )
+    .await;
+    c.wait_for_user(0, "admin").await;
+    let base = c[0].base.clone();
+    let admin = login(&base, &base, "admin", ADMIN_PW, "meridian_session").await;
+    let page = get(&format!("{base}/ui/repos"), Some(&admin)).await;
+    assert!(page.body.contains("id=\"nav-regions\"") && !page.body.contains("id=\"nav-access\""));
+    assert_eq!(get(&format!("{base}/ui/access"), Some(&admin)).await.status, 403);
+    let r = post(&format!("{base}/ui/access/user-add"), &admin, &[("origin", &base)], &[("_csrf", &page.csrf()), ("name", "dev"), ("role", "reader"), ("password", "dev-password-1")]).await;
+    assert_eq!(r.status, 403);
 }

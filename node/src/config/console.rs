@@ -13,6 +13,9 @@ pub struct ConsoleConfig {
     pub idle_timeout_secs: u64,
     /// Rows on a page of repositories or tags (at most `MAX_PAGE_SIZE`).
     pub page_size: usize,
+    /// Administrators may manage users, robot tokens and scope maps in the console (off:
+    /// only `meridian admin`, with the admin token, can).
+    pub manage_identities: bool,
 }
 
 /// The most rows one console page shows, whatever `page_size` says.
@@ -20,7 +23,7 @@ pub const MAX_PAGE_SIZE: usize = 500;
 
 impl Default for ConsoleConfig {
     fn default() -> Self {
-        ConsoleConfig { enabled: true, session_ttl_secs: 8 * 3600, idle_timeout_secs: 30 * 60, page_size: 100 }
+        ConsoleConfig { enabled: true, session_ttl_secs: 8 * 3600, idle_timeout_secs: 30 * 60, page_size: 100, manage_identities: true }
     }
 }
 

@@ -581,6 +581,7 @@ impl Config {
                 "CONSOLE_SESSION_TTL_SECS" => self.console.session_ttl_secs = num(&value).map_err(bad)?,
                 "CONSOLE_IDLE_TIMEOUT_SECS" => self.console.idle_timeout_secs = num(&value).map_err(bad)?,
                 "CONSOLE_PAGE_SIZE" => self.console.page_size = num(&value).map_err(bad)?,
+                "CONSOLE_MANAGE_IDENTITIES" => self.console.manage_identities = num(&value).map_err(bad)?,
                 "AUTH_ENABLED" => self.auth.enabled = num(&value).map_err(bad)?,
                 "AUTH_SERVICE" => self.auth.service = value.clone(),
                 "AUTH_REALM" => self.auth.realm = Some(value.clone()).filter(|v| !v.is_empty()),
@@ -704,6 +705,7 @@ mod tests {
             "storage.endpoint", "storage.region", "storage.path_style", "storage.access_key_id",
             "storage.secret_access_key", "storage.credentials_file", "storage.redirect",
             "console.enabled", "console.session_ttl_secs", "console.idle_timeout_secs", "console.page_size",
+            "console.manage_identities",
         ];
         for key in keys {
             assert!(readme.contains(&format!("`{key}`")), "README lacks config key {key}");

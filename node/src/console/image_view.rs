@@ -75,12 +75,22 @@ pub struct HistoryRow {
     pub empty_layer: bool,
 }
 
-/// `s` cut at `MAX_TEXT` characters.
+/// `s` cut at `MAX_TEXT` characters, with the invisible and direction-changing
+/// characters that could make text look like something else shown as `\u{…}`.
 pub fn text(s: &str) -> String {
-    match s.char_indices().nth(MAX_TEXT) {
+    let cut = match s.char_indices().nth(MAX_TEXT) {
         Some((at, _)) => format!("{}…", &s[..at]),
         None => s.to_string(),
+    };
+    if !cut.chars().any(spoofing) {
+        return cut;
     }
+    cut.chars().map(|c| if spoofing(c) { format!("\\u{{{:x}}}", c as u32) } else { c.to_string() }).collect()
+}
+
+/// Zero-width and bidirectional-control characters.
+fn spoofing(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 fn string(v: &Value) -> Option<String> {
@@ -116,13 +126,23 @@ fn desc(v: &Value) -> Desc {
 }
 
 const IMAGE_CONFIGS: [&str; 2] = ["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
+const INDEXES: [&str; 2] = ["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
 
-/// Reads a stored manifest; `None` if it is not JSON at all.
+/// Reads a stored manifest of `media_type` (as stored: what the registry validated it
+/// as); `None` if it is not JSON at all. Only the fields its kind has are read: the
+/// registry checks an index's `manifests` and an image's `config` and `layers`, nothing
+/// else.
 pub fn manifest(media_type: &str, body: &[u8]) -> Option<ManifestView> {
     let v: Value = serde_json::from_slice(body).ok()?;
-    let children: Vec<Desc> = v["manifests"].as_array().map(|a| a.iter().take(MAX_ROWS).map(desc).collect()).unwrap_or_default();
-    let config = v.get("config").filter(|c| c.is_object()).map(desc);
-    let kind = if v.get("manifests").is_some() {
+    let list = |key: &str| -> Vec<Desc> { v[key].as_array().map(|a| a.iter().take(MAX_ROWS).map(desc).collect()).unwrap_or_default() };
+    let bare = media_type.split(';').next().unwrap_or_default().trim();
+    let is_index = INDEXES.contains(&bare) || (bare.is_empty() && v.get("manifests").is_some());
+    let (config, layers, children) = if is_index {
+        (None, Vec::new(), list("manifests"))
+    } else {
+        (v.get("config").filter(|c| c.is_object()).map(desc), list("layers"), Vec::new())
+    };
+    let kind = if is_index {
         Kind::Index
     } else if config.as_ref().is_some_and(|c| IMAGE_CONFIGS.contains(&c.media_type.as_str())) {
         Kind::Image
@@ -135,10 +155,10 @@ pub fn manifest(media_type: &str, body: &[u8]) -> Option<ManifestView> {
     });
     Some(ManifestView {
         kind,
-        media_type: string(&v["mediaType"]).unwrap_or_else(|| text(media_type)),
+        media_type: if bare.is_empty() { string(&v["mediaType"]).unwrap_or_default() } else { text(bare) },
         artifact_type,
         config,
-        layers: v["layers"].as_array().map(|a| a.iter().take(MAX_ROWS).map(desc).collect()).unwrap_or_default(),
+        layers,
         children,
         subject: v.get("subject").filter(|s| s.is_object()).map(desc),
         annotations: pairs(&v["annotations"]),
@@ -191,7 +211,7 @@ mod tests {
             "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": "sha256:l", "size": 100}],
             "unknownField": {"ignored": true}
         });
-        let m = manifest("", image.to_string().as_bytes()).unwrap();
+        let m = manifest("application/vnd.docker.distribution.manifest.v2+json", image.to_string().as_bytes()).unwrap();
         assert_eq!(m.kind, Kind::Image);
         assert_eq!(m.layers.len(), 1);
         assert_eq!(m.size(50), 160);
@@ -203,7 +223,7 @@ mod tests {
             ],
             "annotations": {"org.opencontainers.image.url": "javascript:alert(1)"}
         });
-        let m = manifest("", index.to_string().as_bytes()).unwrap();
+        let m = manifest("application/vnd.oci.image.index.v1+json", index.to_string().as_bytes()).unwrap();
         assert_eq!(m.kind, Kind::Index);
         let platforms: Vec<_> = m.children.iter().map(|c| c.platform.clone().unwrap()).collect();
         assert_eq!(platforms, ["linux/arm64/v8", "linux/amd64"]);
@@ -213,11 +233,18 @@ mod tests {
             "config": {"mediaType": "application/vnd.dev.cosign.artifact.sig.v1+json", "digest": "sha256:e", "size": 2},
             "layers": [], "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:a", "size": 5}
         });
-        let m = manifest("", signature.to_string().as_bytes()).unwrap();
+        let m = manifest("application/vnd.oci.image.manifest.v1+json", signature.to_string().as_bytes()).unwrap();
         assert_eq!(m.kind, Kind::Artifact);
         assert_eq!(m.artifact_type.as_deref(), Some("application/vnd.dev.cosign.artifact.sig.v1+json"));
         assert_eq!(m.subject.unwrap().digest, "sha256:a");
         assert!(manifest("", b"not json").is_none());
+        // An image manifest that also carries `manifests` (ignored by the registry) is an image.
+        let odd = json!({"schemaVersion": 2, "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:c", "size": 1},
+            "layers": [], "manifests": [{"digest": "sha256:x", "platform": {"os": "fake", "architecture": "x"}}]});
+        let m = manifest("application/vnd.oci.image.manifest.v1+json", odd.to_string().as_bytes()).unwrap();
+        assert_eq!((m.kind, m.children.len()), (Kind::Image, 0));
+        // Invisible and direction-changing characters are shown, not obeyed.
+        assert_eq!(text("abc\u{202E}fed\u{200B}"), "abc\\u{202e}fed\\u{200b}");
     }
 
     #[test]

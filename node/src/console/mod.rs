@@ -34,6 +34,8 @@ pub struct Console {
     pub views: crate::cluster::views::ClusterViews,
     /// Users, robot tokens and scope maps, changed as `meridian admin` changes them.
     pub identities: Arc<crate::cluster::identity_admin::IdentityAdmin>,
+    /// The last probe of the regions (see `pages::regions`).
+    pub regions_cache: tokio::sync::Mutex<Option<(Instant, Arc<pages::regions::Snapshot>)>>,
     pub cfg: ConsoleConfig,
     /// The listener serves HTTPS, or `public_url` is `https://`: cookies are `Secure`
     /// with the `__Host-` prefix.
@@ -162,7 +164,7 @@ impl Console {
             session::open(cookie, &keys, now, self.cfg.idle_timeout_secs, |name| self.store.user(name).ok().flatten()).ok()?;
         let caller = self.auth.user_caller(&session.u)?;
         let mut set_cookies = Vec::new();
-        if now.saturating_sub(session.seen) >= session::REISSUE_AFTER_SECS {
+        if session::due_for_reissue(session.seen, now, self.cfg.idle_timeout_secs) {
             if let Some(renewed) = session::reissue(key, &session, &user, now) {
                 set_cookies.push(self.cookie(self.session_cookie(), &renewed, session.exp.saturating_sub(now)));
             }

@@ -22,8 +22,14 @@ const LABEL: &[u8] = b"meridian/console/session/v1";
 const VERSION: &str = "1";
 /// Clock skew between regions tolerated on a session's times.
 const LEEWAY_SECS: u64 = 30;
-/// A session last re-issued longer ago than this gets a fresh cookie (sliding idle time).
-pub const REISSUE_AFTER_SECS: u64 = 60;
+/// A session last re-issued longer ago than this (or than half the idle timeout, if
+/// shorter) gets a fresh cookie (sliding idle time).
+const REISSUE_AFTER_SECS: u64 = 60;
+
+/// Whether a session last re-issued at `seen` gets a fresh cookie at `now`.
+pub fn due_for_reissue(seen: u64, now: u64, idle_secs: u64) -> bool {
+    now.saturating_sub(seen) >= REISSUE_AFTER_SECS.min(idle_secs / 2).max(1)
+}
 
 /// What a session cookie says, once verified.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,7 +110,7 @@ pub fn nonce() -> String {
 /// A new session for `user`, logged in `now`, signed with `key` (the newest).
 pub fn start(key: &SigningKey, user: &UserRecord, now: u64, ttl_secs: u64) -> Option<(Session, String)> {
     let session =
-        Session { u: user.name.clone(), iat: now, seen: now, exp: now + ttl_secs.max(1), g: generation(key, user)?, n: nonce() };
+        Session { u: user.name.clone(), iat: now, seen: now, exp: now.saturating_add(ttl_secs.max(1)), g: generation(key, user)?, n: nonce() };
     let cookie = seal(key, &session)?;
     Some((session, cookie))
 }
@@ -203,6 +209,16 @@ mod tests {
         let raw = Hmac::<Sha256>::new_from_slice(&[1u8; 32]).unwrap().chain_update(parts[2]).finalize().into_bytes();
         let as_token = format!("1.k1.{}.{}", parts[2], URL_SAFE_NO_PAD.encode(raw));
         assert_eq!(open(&as_token, &keys, 1001, 600, u).unwrap_err(), Refused::BadSignature);
+    }
+
+    #[test]
+    fn sessions_are_reissued_well_within_their_idle_time() {
+        assert!(!due_for_reissue(1000, 1059, 1800));
+        assert!(due_for_reissue(1000, 1060, 1800));
+        // A short idle timeout: re-issued at half of it, so an active session never lapses.
+        assert!(!due_for_reissue(1000, 1009, 20));
+        assert!(due_for_reissue(1000, 1010, 20));
+        assert!(due_for_reissue(1000, 1001, 1));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! state with bounded scans: a page of huge repositories costs at most `cap` rows each.
 
 use super::retention::{activity_key, PUSHED, TAGGED};
-use super::store::{repo_key, repo_prefix, Store, StoreError, CF_SM_ACTIVITY, CF_SM_TAGS};
+use super::records::BlobLink;
+use super::store::{repo_key, repo_prefix, Store, StoreError, CF_SM_ACTIVITY, CF_SM_BLOB_LINKS, CF_SM_TAGS};
 
 /// One tag of a repository's tag list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,8 +21,10 @@ pub struct RepoSummary {
     pub tags: u64,
     /// More tags than the cap (the count is a lower bound).
     pub tags_capped: bool,
-    /// Bytes of its distinct blobs and manifests.
+    /// Bytes of its distinct blobs (the first `cap` of them).
     pub bytes: u64,
+    /// More blobs than the cap (the size is a lower bound).
+    pub bytes_capped: bool,
     /// When a manifest was last pushed to it (Unix seconds), among the first `cap`.
     pub last_push_unix: Option<u64>,
 }
@@ -30,14 +33,19 @@ impl Store {
     /// `repo`'s list-row figures, each scan stopping after `cap` rows.
     pub fn repo_summary(&self, repo: &str, cap: usize) -> Result<RepoSummary, StoreError> {
         let tags = self.scan_prefix(CF_SM_TAGS, &repo_prefix(repo), None, cap.saturating_add(1))?.len();
-        let (bytes, _) = self.repo_stored(repo)?;
+        let links = self.scan_prefix(CF_SM_BLOB_LINKS, &repo_prefix(repo), None, cap.saturating_add(1))?;
+        let bytes_capped = links.len() > cap;
+        let mut bytes = 0u64;
+        for (_, v) in links.iter().take(cap) {
+            bytes = bytes.saturating_add(BlobLink::decode(v)?.size);
+        }
         let pushed = activity_key(repo, PUSHED, "");
         let last_push_unix = self
             .scan_prefix(CF_SM_ACTIVITY, &pushed, None, cap)?
             .into_iter()
             .filter_map(|(_, v)| Some(u64::from_be_bytes(v.as_slice().try_into().ok()?)))
             .max();
-        Ok(RepoSummary { tags: tags.min(cap) as u64, tags_capped: tags > cap, bytes, last_push_unix })
+        Ok(RepoSummary { tags: tags.min(cap) as u64, tags_capped: tags > cap, bytes, bytes_capped, last_push_unix })
     }
 
     /// Up to `limit` tags of `repo` after `after`, in ASCII order, with what they point at

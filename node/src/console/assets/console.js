@@ -58,7 +58,8 @@ function updateMatrix(table, data) {
 
 var SVG = "http://www.w3.org/2000/svg";
 var COLORS = ["#2456c9", "#c9242f", "#1e7d3a", "#b36b00", "#6b2bb3", "#00838f"];
-var samples = {}; // region -> {lag: [], rate: []}
+var lagSamples = {}; // "region #node" -> recent apply lags
+var rateSamples = {}; // region -> recent transfer rates (its nodes summed)
 
 function chart(title, series, unit) {
   var w = 600, h = 120, pad = 4;
@@ -90,43 +91,47 @@ function chart(title, series, unit) {
   return wrap;
 }
 
+// The regions table and chart: a row and a lag line per node (a region may have
+// several), the transfer rate summed per region.
 function updateRegions(el, data) {
   data.regions.forEach(function (r) {
-    document.querySelectorAll("#regions tr").forEach(function (tr) {
-      if (tr.getAttribute("data-region") !== r.name) return;
+    document.querySelectorAll("#regions tr[data-node]").forEach(function (tr) {
+      if (tr.getAttribute("data-node") !== String(r.node)) return;
       var cells = { applied: r.applied, lag: r.lag };
       Object.keys(cells).forEach(function (c) { var td = tr.querySelector("td." + c); if (td) td.textContent = String(cells[c]); });
     });
-    var s = samples[r.name] || (samples[r.name] = { lag: [], rate: [] });
-    s.lag.push(r.lag);
-    if (s.lag.length > 90) s.lag.shift();
+    var key = r.name + " #" + r.node;
+    var s = lagSamples[key] || (lagSamples[key] = []);
+    s.push(r.lag);
+    if (s.length > 90) s.shift();
   });
-  data.replication.forEach(function (q) {
-    var s = samples[q.name] || (samples[q.name] = { lag: [], rate: [] });
-    s.rate.push(q.rate);
-    if (s.rate.length > 90) s.rate.shift();
-    document.querySelectorAll("#queues tr").forEach(function (tr) {
-      if (tr.getAttribute("data-region") !== q.name) return;
-      var td = tr.querySelector("td.pending-blobs");
-      if (td) td.textContent = String(q.pendingBlobs);
-    });
+  var rates = {};
+  data.replication.forEach(function (q) { rates[q.name] = (rates[q.name] || 0) + q.rate; });
+  Object.keys(rates).forEach(function (name) {
+    var s = rateSamples[name] || (rateSamples[name] = []);
+    s.push(rates[name]);
+    if (s.length > 90) s.shift();
   });
-  var lag = {}, rate = {};
-  Object.keys(samples).forEach(function (k) { lag[k] = samples[k].lag; rate[k] = samples[k].rate; });
   while (el.firstChild) el.removeChild(el.firstChild);
-  el.appendChild(chart("Apply lag", lag, " entries"));
-  el.appendChild(chart("Transfer rate", rate, " B/s"));
-  var legend = document.createElement("p");
-  legend.className = "legend";
-  Object.keys(samples).sort().forEach(function (name, i) {
+  el.appendChild(chart("Apply lag", lagSamples, " entries"));
+  el.appendChild(legend(lagSamples));
+  el.appendChild(chart("Transfer rate", rateSamples, " B/s"));
+  el.appendChild(legend(rateSamples));
+  var first = lagSamples[Object.keys(lagSamples)[0]] || [];
+  el.setAttribute("data-samples", String(first.length));
+  return false;
+}
+
+function legend(series) {
+  var p = document.createElement("p");
+  p.className = "legend";
+  Object.keys(series).sort().forEach(function (name, i) {
     var item = document.createElement("span");
     item.style.color = COLORS[i % COLORS.length];
     item.textContent = "\u25A0 " + name + " ";
-    legend.appendChild(item);
+    p.appendChild(item);
   });
-  el.appendChild(legend);
-  el.setAttribute("data-samples", String((samples[Object.keys(samples)[0]] || { lag: [] }).lag.length));
-  return false;
+  return p;
 }
 
 document.addEventListener("DOMContentLoaded", function () {

@@ -23,9 +23,10 @@ const RESET_PASSWORD_CHARS: usize = 24;
 /// The largest access form accepted.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
-/// Whether `visitor` may manage identities here: an administrator, with auth on.
+/// Whether `visitor` may manage identities here: an administrator, with auth on and
+/// `console.manage_identities`.
 pub fn may_manage(console: &Console, visitor: &Visitor) -> bool {
-    console.auth.enabled() && super::regions::may_see_regions(console, visitor)
+    console.cfg.manage_identities && super::regions::may_see_regions(console, visitor)
 }
 
 /// The outcome of a form, shown above the lists.
@@ -85,9 +86,14 @@ pub async fn submit(State(console): State<Arc<Console>>, Path(action): Path<Stri
             users::remove_user(admin, name.clone()).await.map(|()| Notice::Done(format!("User {name} removed.")))
         }
         "token-create" => {
-            let days: u64 = field("expires_days").parse().unwrap_or(0);
-            let req = CreateTokenRequest { name: field("name"), scope_map: field("scope_map"), expires_in_secs: days.saturating_mul(86_400) };
-            identities::create_token(admin, req).await.map(|t| Notice::Secret {
+            match expiry_days(&field("expires_days")) {
+                Err(e) => Err(e),
+                Ok(days) => {
+                    let req = CreateTokenRequest { name: field("name"), scope_map: field("scope_map"), expires_in_secs: days.saturating_mul(86_400) };
+                    identities::create_token(admin, req).await
+                }
+            }
+            .map(|t| Notice::Secret {
                 what: format!("Secret {} of token {} (scope map {})", t.secret_id, t.username, t.scope_map),
                 login: t.username,
                 secret: t.secret,
@@ -102,7 +108,8 @@ pub async fn submit(State(console): State<Arc<Console>>, Path(action): Path<Stri
             })
         }
         "scope-map-add" => {
-            let grants = field("grants").split([',', ' ', '\n']).map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect();
+            // Grants are separated by white space: a grant's actions by commas.
+            let grants = field("grants").split_whitespace().map(String::from).collect();
             let req = ScopeMapInfo { name: field("name"), grants, replace: false, builtin: false, created_unix: 0 };
             identities::put_scope_map(admin, req).await.map(|m| Notice::Done(format!("Scope map {} added.", m.name)))
         }
@@ -123,6 +130,14 @@ pub async fn submit(State(console): State<Arc<Console>>, Path(action): Path<Stri
     // A page holding a secret is never stored (the layer's `no-store` says so too).
     resp.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     resp
+}
+
+/// A token's expiry in days: empty means never; anything but a whole number is refused.
+fn expiry_days(field: &str) -> Result<u64, tonic::Status> {
+    if field.is_empty() {
+        return Ok(0);
+    }
+    field.parse().map_err(|_| tonic::Status::invalid_argument(format!("expiry {field:?} is not a whole number of days")))
 }
 
 /// The admin API's status as the console answers it.
@@ -249,7 +264,7 @@ fn page(console: &Console, visitor: &Visitor, status: StatusCode, notice: Option
         h3 { "Add a scope map" }
         (form("scope-map-add", html! {
             input type="text" name="name" placeholder="name" required;
-            input type="text" name="grants" placeholder="team/*:pull,push other/app:pull" required;
+            input type="text" name="grants" placeholder="team/*:pull,push other/app:pull (space-separated)" required;
             button type="submit" { "Add" }
         }))
     };

@@ -119,8 +119,7 @@ pub async fn submit(State(console): State<Arc<Console>>, req: Request) -> Respon
     with_cookies(see_other(&next), &set)
 }
 
-/// `POST /ui/logout`: the session cookie is deleted (and the browser told to clear the
-/// site's cookies). Without a valid session there is nothing to forge, so only a
+/// `POST /ui/logout`: the session cookie is deleted. Without a valid session there is nothing to forge, so only a
 /// session's logout needs its CSRF token.
 pub async fn logout(State(console): State<Arc<Console>>, headers: HeaderMap, body: Body) -> Response {
     let Ok(body) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
@@ -135,9 +134,9 @@ pub async fn logout(State(console): State<Arc<Console>>, headers: HeaderMap, bod
             tracing::info!(user = %user, "console logout");
         }
     }
-    let mut resp = with_cookies(see_other("/ui/login"), &[console.cookie(console.session_cookie(), "", 0)]);
-    resp.headers_mut().insert("clear-site-data", HeaderValue::from_static("\"cookies\""));
-    resp
+    // Only the session cookie goes: `Clear-Site-Data` would clear every cookie of the
+    // whole site (other applications on the same domain).
+    with_cookies(see_other("/ui/login"), &[console.cookie(console.session_cookie(), "", 0)])
 }
 
 #[cfg(test)]

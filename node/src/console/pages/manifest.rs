@@ -22,7 +22,9 @@ pub async fn show(console: &Console, caller: &crate::auth::Caller, name: &str, d
         return Ok(Some((name.to_string(), body)));
     };
     let tags = console.store.tags_of(name, &digest_s, TAG_SCAN)?;
-    let referrers = console.store.referrers(name, digest)?;
+    let mut referrers = console.store.referrers(name, digest)?;
+    let more_referrers = referrers.len().saturating_sub(image_view::MAX_ROWS);
+    referrers.truncate(image_view::MAX_ROWS);
     let config = match (&view.kind, &view.config) {
         (Kind::Image, Some(c)) => config_bytes(console, name, &c.digest).await.and_then(|b| image_view::config(&b)),
         _ => None,
@@ -102,11 +104,12 @@ pub async fn show(console: &Console, caller: &crate::auth::Caller, name: &str, d
                             td.artifact-type { (r.artifact_type.as_deref().map(image_view::text).unwrap_or_default()) }
                             td { (digest_link(name, &r.digest)) }
                             td.num { (html::bytes(r.size)) }
-                            td { (pairs(r.annotations.iter().flatten().map(|(k, v)| (image_view::text(k), image_view::text(v))))) }
+                            td { (pairs(r.annotations.iter().flatten().take(image_view::MAX_ROWS).map(|(k, v)| (image_view::text(k), image_view::text(v))))) }
                         }
                     }
                 }
             }
+            @if more_referrers > 0 { p.muted { "And " (more_referrers) " more, not shown." } }
         }
         @if !view.annotations.is_empty() {
             h2 { "Annotations" }

@@ -17,10 +17,11 @@ use meridian_replication::Digest;
 use serde_json::json;
 use std::sync::Arc;
 
-/// Whether the visitor may see the cluster's regions: what listing the whole catalog
-/// needs (role `admin`).
+/// Whether the visitor may see the cluster's regions (node addresses, roles, queues —
+/// what the admin API shows behind its token): an administrator, with auth on (with it
+/// off anyone could, so nobody does).
 pub fn may_see_regions(console: &Console, visitor: &Visitor) -> bool {
-    console.auth.allows(&visitor.caller, Need::Catalog)
+    console.auth.enabled() && console.auth.allows(&visitor.caller, Need::Catalog)
 }
 
 /// `GET /ui/regions`.
@@ -29,14 +30,15 @@ pub async fn show(State(console): State<Arc<Console>>, headers: HeaderMap) -> Re
     if !may_see_regions(&console, &visitor) {
         return super::message(StatusCode::FORBIDDEN, "Not allowed", "Only administrators see the cluster's regions.");
     }
-    let (regions, queues) = tokio::join!(console.views.regions(), console.views.replication_status());
+    let snapshot = cluster_snapshot(&console).await;
+    let (regions, queues) = (&snapshot.0, &snapshot.1);
     let body = html! {
         h1 { "Regions" }
         table #regions {
             thead { tr { th { "Region" } th.num { "Node" } th { "Role" } th { "Reachable" } th.num { "Applied" } th.num { "Lag" } th { "Registry" } } }
             tbody {
-                @for r in &regions {
-                    tr data-region=(r.name) {
+                @for r in regions {
+                    tr data-region=(r.name) data-node=(r.node_id) {
                         td.region { (r.name) }
                         td.num { (r.node_id) }
                         td.role { (r.role) }
@@ -52,7 +54,7 @@ pub async fn show(State(console): State<Arc<Console>>, headers: HeaderMap) -> Re
         table #queues {
             thead { tr { th { "Region" } th.num { "Pending blobs" } th.num { "Pending bytes" } th.num { "Rate" } th.num { "Failed transfers" } th.num { "Digest mismatches" } } }
             tbody {
-                @for q in &queues {
+                @for q in queues {
                     tr data-region=(q.name) {
                         td.region { (q.name) }
                         td.num.pending-blobs { (q.pending_blobs) }
@@ -72,13 +74,35 @@ pub async fn show(State(console): State<Arc<Console>>, headers: HeaderMap) -> Re
     super::render(&console, &visitor, "Regions", Section::Regions, body)
 }
 
+/// The regions and their replication queues, probed at most once a second whatever the
+/// number of open consoles: callers within a second of the last probe share its answer,
+/// and concurrent callers wait for the one probe in flight.
+async fn cluster_snapshot(console: &Console) -> Arc<Snapshot> {
+    let mut cached = console.regions_cache.lock().await;
+    if let Some((at, snapshot)) = cached.as_ref() {
+        if at.elapsed() < SNAPSHOT_FRESH {
+            return snapshot.clone();
+        }
+    }
+    let (regions, queues) = tokio::join!(console.views.regions(), console.views.replication_status());
+    let snapshot = Arc::new((regions, queues));
+    *cached = Some((std::time::Instant::now(), snapshot.clone()));
+    snapshot
+}
+
+/// What `cluster_snapshot` answers.
+pub type Snapshot = (Vec<meridian_proto::admin::RegionInfo>, Vec<meridian_proto::admin::RegionReplication>);
+/// How long a probe of the regions is reused.
+const SNAPSHOT_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `GET /ui/live/regions`: the figures the chart plots.
 pub async fn live(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
     let Some(visitor) = console.visitor(&headers) else { return StatusCode::UNAUTHORIZED.into_response() };
     if !may_see_regions(&console, &visitor) {
         return StatusCode::FORBIDDEN.into_response();
     }
-    let (regions, queues) = tokio::join!(console.views.regions(), console.views.replication_status());
+    let snapshot = cluster_snapshot(&console).await;
+    let (regions, queues) = (&snapshot.0, &snapshot.1);
     let body = json!({
         "regions": regions.iter().map(|r| json!({
             "name": r.name, "node": r.node_id, "role": r.role, "reachable": r.reachable,

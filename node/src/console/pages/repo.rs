@@ -19,8 +19,10 @@ use maud::{html, Markup};
 use meridian_replication::Digest;
 use std::sync::Arc;
 
-/// The largest config blob read for display.
+/// The largest config blob read for a manifest page.
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
+/// The largest config read for a tag list's platform column (one per row).
+const MAX_LISTED_CONFIG_BYTES: u64 = 64 << 10;
 
 /// `/ui/r/<name>/-/tags`.
 pub fn tags_url(name: &str) -> String {
@@ -180,7 +182,9 @@ async fn tags(console: &Console, caller: &crate::auth::Caller, headers: &HeaderM
 /// `sha256:0123456789ab…`.
 pub fn short_digest(digest: &str) -> String {
     match digest.split_once(':') {
-        Some((alg, hex)) if hex.len() > 12 => format!("{alg}:{}…", &hex[..12]),
+        // By characters: a digest in a manifest the registry never checked (an index's
+        // `layers`, say) may hold anything.
+        Some((alg, hex)) if hex.chars().count() > 12 => format!("{alg}:{}…", hex.chars().take(12).collect::<String>()),
         _ => digest.to_string(),
     }
 }
@@ -204,7 +208,7 @@ fn platforms(view: Option<&ManifestView>, image_platform: Option<&str>) -> Marku
 async fn local_platform(console: &Console, config_digest: &str) -> Option<String> {
     let digest = Digest::parse(config_digest).ok()?;
     let reader = console.registry.blobs.open(&digest).await.ok()??;
-    let bytes = BlobSource::Local(reader).read_small(MAX_CONFIG_BYTES).await?;
+    let bytes = BlobSource::Local(reader).read_small(MAX_LISTED_CONFIG_BYTES).await?;
     image_view::config(&bytes)?.platform
 }
 
@@ -212,6 +216,10 @@ async fn local_platform(console: &Console, config_digest: &str) -> Option<String
 /// that holds it as a pull would (without recording a pull).
 pub async fn config_bytes(console: &Console, repo: &str, digest: &str) -> Option<Vec<u8>> {
     let digest = Digest::parse(digest).ok()?;
+    // Sized from the state first: a "config" naming a big layer never starts a transfer.
+    if console.registry.blob_size(repo, &digest).await.ok()? > MAX_CONFIG_BYTES {
+        return None;
+    }
     console.registry.open_blob(repo, &digest).await.ok()?.read_small(MAX_CONFIG_BYTES).await
 }
 
@@ -262,5 +270,6 @@ mod tests {
             assert_eq!(parse(bad), None, "{bad}");
         }
         assert_eq!(short_digest(&d), format!("sha256:{}…", "a".repeat(12)));
+        assert_eq!(short_digest("sha256:ééééééééééééé"), "sha256:éééééééééééé…");
     }
 }

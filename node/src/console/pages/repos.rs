@@ -70,7 +70,7 @@ pub async fn show(State(console): State<Arc<Console>>, headers: HeaderMap, RawQu
                         tr {
                             td.name { a href=(super::repo::tags_url(name)) { (name) } }
                             td.num.tags { (s.tags) @if s.tags_capped { "+" } }
-                            td.num.size title=(s.bytes) { (html::bytes(s.bytes)) }
+                            td.num.size title=(s.bytes) { (html::bytes(s.bytes)) @if s.bytes_capped { "+" } }
                             td.pushed { @if let Some(t) = s.last_push_unix { (html::time(t)) } @else { "—" } }
                         }
                     }
@@ -108,15 +108,18 @@ fn list(
         for name in batch {
             read += 1;
             cursor = Some(name.clone());
-            let matches = filter.is_none_or(|f| name.to_lowercase().contains(f));
-            if matches && console.auth.may_list(caller, &name) {
+            let visible = console.auth.may_list(caller, &name);
+            if visible && filter.is_none_or(|f| name.to_lowercase().contains(f)) {
                 if names.len() == rows {
                     more = true;
                     break 'scan;
                 }
                 names.push(name);
             }
-            if read >= SCAN_BUDGET {
+            // The budget ends a scan only at a name the visitor may see, so "continue
+            // after" never reveals one it may not (users' roles cover every repository
+            // today, so this costs nothing yet).
+            if read >= SCAN_BUDGET && visible {
                 budget_spent = names.len() < rows;
                 more = true;
                 break 'scan;
