@@ -44,7 +44,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let tls_files = config.tls_files()?;
     // Checked before anything starts: a bad URL or CIDR is a configuration error, not a
     // surprise on the first routed pull.
-    config.public_url()?;
+    let public_url = config.public_url()?;
     let routing_table = routing::RoutingTable::new(config.routing_table()?);
     let grpc_tls = match config.grpc_tls_files()? {
         Some((cert, key, ca)) => Some(cluster::tls::GrpcTls::load(&cert, &key, &ca).context("loading gRPC TLS files")?),
@@ -161,7 +161,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let rtt_prober = tokio::spawn(replicas::measure_rtt(replicator.clone(), shutdown_rx.clone()));
     let joiner = (!config.join.is_empty()).then(|| tokio::spawn(cluster::join_cluster(config.clone(), meta.clone(), shutdown_rx.clone())));
 
-    let public_url = config.public_url()?;
     let ui = config.console.enabled.then(|| {
         console::routes(console::Console {
             auth: auth.clone(),

@@ -5,6 +5,7 @@
 mod common;
 
 use common::browser::Browser;
+use common::console::{login_status, manifest_status};
 use common::cluster::{Cluster, ClusterOptions};
 use common::skopeo::{build_layout, ensure_skopeo, run_skopeo};
 use serde_json::json;
@@ -86,7 +87,7 @@ async fn a_user_logs_in_sees_the_repositories_and_logs_out() {
     b.click("#confirm").await;
     b.wait_for("#tags", WAIT).await;
     assert_eq!(b.js("return Array.from(document.querySelectorAll('#tags td.tag')).map(td => td.textContent);", json!([])).await, json!(["v2"]));
-    assert_eq!(manifest_status(&base, "team/alpha", "v1").await, 404);
+    assert_eq!(manifest_status(&base, ADMIN_PW, "team/alpha", "v1").await, 404);
     b.shot("deleted").await;
 
     // A page elsewhere that posts a delete form on its own. From another site
@@ -106,7 +107,7 @@ async fn a_user_logs_in_sees_the_repositories_and_logs_out() {
     b.goto(&same_site).await;
     assert_eq!(b.text("#message").await, "This form has expired or was sent from another site. Reload the page and try again.");
     b.shot("cross-origin-form-refused").await;
-    assert_eq!(manifest_status(&base, "team/alpha", "v2").await, 200, "a form from elsewhere deleted a tag");
+    assert_eq!(manifest_status(&base, ADMIN_PW, "team/alpha", "v2").await, 200, "a form from elsewhere deleted a tag");
     b.goto(&format!("{base}/ui/repos")).await;
     b.wait_for("#repos", WAIT).await;
 
@@ -118,19 +119,6 @@ async fn a_user_logs_in_sees_the_repositories_and_logs_out() {
     assert!(b.url().await.contains("/ui/login?next="), "{}", b.url().await);
     assert!(b.cookies().await.iter().all(|c| c["name"] != "meridian_session"), "the session cookie survived logout");
     b.shot("logged-out").await;
-}
-
-/// `GET /v2/<repo>/manifests/<reference>` as admin: its status.
-async fn manifest_status(base: &str, repo: &str, reference: &str) -> u16 {
-    reqwest::Client::new()
-        .get(format!("{base}/v2/{repo}/manifests/{reference}"))
-        .basic_auth("admin", Some(ADMIN_PW))
-        .header("accept", "application/vnd.oci.image.index.v1+json")
-        .send()
-        .await
-        .expect("GET manifest")
-        .status()
-        .as_u16()
 }
 
 /// Serves `html` to every request on a port of its own at loopback address `ip`
@@ -376,7 +364,7 @@ async fn an_admin_manages_users_and_tokens_and_the_shown_secrets_work() {
     let dst = format!("docker://{}/team/robot:v1", c[2].http_addr());
     let creds = format!("{login}:{secret}");
     run_skopeo(&skopeo, &["--insecure-policy", "copy", "--all", "--dest-tls-verify=false", "--dest-creds", &creds, &src, &dst]).await;
-    assert_eq!(manifest_status(&c[2].base, "team/robot", "v1").await, 200);
+    assert_eq!(manifest_status(&c[2].base, ADMIN_PW, "team/robot", "v1").await, 200);
 
     // The last admin cannot be demoted; refused with the reason.
     b.goto(&format!("{base}/ui/access")).await;
@@ -390,31 +378,4 @@ async fn an_admin_manages_users_and_tokens_and_the_shown_secrets_work() {
     assert_eq!(b.text("#notice").await, "User dev removed.");
     assert_eq!(b.count("#users tr[data-user='dev']").await, 0);
     assert_eq!(login_status(&base, "dev", &password).await, 401);
-}
-
-/// The status of a console login at `base` (303: logged in; 401: refused).
-async fn login_status(base: &str, user: &str, password: &str) -> u16 {
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    let page = client.get(format!("{base}/ui/login")).send().await.expect("login page");
-    let cookie = page
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("meridian_login="))
-        .and_then(|c| c.split(';').next())
-        .expect("pre-session cookie")
-        .to_string();
-    let html = page.text().await.expect("login page body");
-    let token = html.split("name=\"_csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).expect("CSRF token").to_string();
-    client
-        .post(format!("{base}/ui/login"))
-        .header("cookie", cookie)
-        .header("origin", base)
-        .form(&[("_csrf", token.as_str()), ("user", user), ("password", password)])
-        .send()
-        .await
-        .expect("login")
-        .status()
-        .as_u16()
 }

@@ -8,83 +8,10 @@ mod common;
 
 use common::cluster::{metric, Cluster, ClusterOptions};
 use common::skopeo::{build_layout, ensure_skopeo, run_skopeo};
-use reqwest::header::HeaderMap;
+use common::console::{get, login, manifest_status, post, Reply};
 use std::time::{Duration, Instant};
 
 const ADMIN_PW: &str = "console-admin-password";
-
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> String {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
-    }
-
-    /// The `Set-Cookie` line for cookie `name`, if the reply sets it.
-    fn set_cookie(&self, name: &str) -> Option<String> {
-        self.headers
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|c| c.starts_with(&format!("{name}=")))
-            .map(String::from)
-    }
-
-    /// `name=value` of cookie `name`, to send back.
-    fn cookie(&self, name: &str) -> String {
-        let line = self.set_cookie(name).unwrap_or_else(|| panic!("no {name} cookie set: {:?}", self.headers));
-        line.split(';').next().unwrap_or_default().to_string()
-    }
-
-    /// The CSRF token of the page's first form.
-    fn csrf(&self) -> String {
-        let marker = "name=\"_csrf\" value=\"";
-        let at = self.body.find(marker).unwrap_or_else(|| panic!("no CSRF field in {}", self.body)) + marker.len();
-        self.body[at..].split('"').next().unwrap_or_default().to_string()
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client")
-}
-
-async fn get(url: &str, cookie: Option<&str>) -> Reply {
-    let mut req = client().get(url);
-    if let Some(c) = cookie {
-        req = req.header("cookie", c);
-    }
-    let resp = req.send().await.expect("GET");
-    Reply { status: resp.status().as_u16(), headers: resp.headers().clone(), body: resp.text().await.unwrap_or_default() }
-}
-
-async fn post(url: &str, cookie: &str, headers: &[(&str, &str)], form: &[(&str, &str)]) -> Reply {
-    let mut req = client().post(url).header("cookie", cookie).form(form);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.expect("POST");
-    Reply { status: resp.status().as_u16(), headers: resp.headers().clone(), body: resp.text().await.unwrap_or_default() }
-}
-
-/// Logs in at `base` (whose origin is `origin`) and returns the session cookie to send.
-async fn login(base: &str, origin: &str, user: &str, password: &str, cookie_name: &str) -> String {
-    let page = get(&format!("{base}/ui/login"), None).await;
-    assert_eq!(page.status, 200);
-    let pre = page.cookie(cookie_name.replace("session", "login").as_str());
-    let done = post(
-        &format!("{base}/ui/login"),
-        &pre,
-        &[("origin", origin)],
-        &[("_csrf", &page.csrf()), ("user", user), ("password", password), ("next", "/ui/repos")],
-    )
-    .await;
-    assert_eq!(done.status, 303, "login of {user} at {base}: {}", done.body);
-    done.cookie(cookie_name)
-}
 
 /// Repository names in the page's table, in order.
 fn listed(body: &str) -> Vec<String> {
@@ -282,19 +209,6 @@ async fn a_session_works_in_every_region_until_its_password_changes_or_its_user_
     }
 }
 
-/// `GET /v2/<repo>/manifests/<reference>` as admin: its status.
-async fn manifest_status(base: &str, repo: &str, reference: &str) -> u16 {
-    reqwest::Client::new()
-        .get(format!("{base}/v2/{repo}/manifests/{reference}"))
-        .basic_auth("admin", Some(ADMIN_PW))
-        .header("accept", "application/vnd.oci.image.index.v1+json")
-        .send()
-        .await
-        .expect("GET manifest")
-        .status()
-        .as_u16()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletes_need_the_delete_permission_a_genuine_form_and_say_what_goes() {
     let skopeo = ensure_skopeo();
@@ -328,7 +242,7 @@ async fn deletes_need_the_delete_permission_a_genuine_form_and_say_what_goes() {
     let reader_token = page.csrf();
     let r = post(&delete, &reader, &[("origin", &base)], &[("_csrf", &reader_token), ("ref", "v1")]).await;
     assert_eq!(r.status, 403, "a reader's delete went through: {}", r.body);
-    assert_eq!(manifest_status(&base, "team/app", "v1").await, 200);
+    assert_eq!(manifest_status(&base, ADMIN_PW, "team/app", "v1").await, 200);
     // Nor may it see the cluster's regions.
     assert!(!page.body.contains("id=\"nav-regions\""), "a reader sees the Regions link");
     assert_eq!(get(&format!("{base}/ui/regions"), Some(&reader)).await.status, 403);
@@ -369,19 +283,19 @@ async fn deletes_need_the_delete_permission_a_genuine_form_and_say_what_goes() {
         let r = post(&delete, &admin, &headers, &form).await;
         assert_eq!(r.status, 403, "a delete with {why} was accepted");
     }
-    assert_eq!(manifest_status(&base, "team/app", "v1").await, 200, "a forged form deleted the tag");
+    assert_eq!(manifest_status(&base, ADMIN_PW, "team/app", "v1").await, 200, "a forged form deleted the tag");
 
     // The genuine one: the tag goes, the manifest and the other tags stay.
     let r = post(&delete, &admin, &[("origin", &base)], &[("_csrf", &token), ("ref", "v1")]).await;
     assert_eq!(r.status, 303, "{}", r.body);
     assert_eq!(r.header("location"), "/ui/r/team/app/-/tags");
-    assert_eq!(manifest_status(&base, "team/app", "v1").await, 404);
-    assert_eq!(manifest_status(&base, "team/app", "v2").await, 200);
+    assert_eq!(manifest_status(&base, ADMIN_PW, "team/app", "v1").await, 404);
+    assert_eq!(manifest_status(&base, ADMIN_PW, "team/app", "v2").await, 200);
     // Then the manifest itself, with its remaining tags.
     let r = post(&delete, &admin, &[("origin", &base)], &[("_csrf", &token), ("ref", &index)]).await;
     assert_eq!(r.status, 303, "{}", r.body);
     for reference in ["v2", "v3", index.as_str()] {
-        assert_eq!(manifest_status(&base, "team/app", reference).await, 404, "{reference} survived");
+        assert_eq!(manifest_status(&base, ADMIN_PW, "team/app", reference).await, 404, "{reference} survived");
     }
     let r = post(&delete, &admin, &[("origin", &base)], &[("_csrf", &token), ("ref", "v2")]).await;
     assert_eq!(r.status, 404, "deleting what is gone");

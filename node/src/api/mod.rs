@@ -51,7 +51,7 @@ pub type ApiResult = Result<Response, ApiError>;
 /// How long a request with credentials waits, on a cluster's first start, for the
 /// bootstrap signing key and `admin` user to be applied here (see
 /// `Auth::wait_for_identities`). An election and one commit take well under this.
-const IDENTITIES_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const IDENTITIES_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The registry's HTTP application; `ui`, the web console's router (handed in by the
 /// composition root, so this module names nothing of it), is nested at `/ui`.
@@ -84,7 +84,7 @@ async fn wait_for_identities(State(state): State<AppState>, req: Request, next: 
         state.auth.wait_for_identities(IDENTITIES_WAIT).await;
     }
     if let Some(value) = authorization.and_then(|v| v.to_str().ok()) {
-        catch_up_for_identity(&state, state.auth.names_unheard_identity(value)).await;
+        catch_up_for_identity(&state.meta, state.auth.names_unheard_identity(value)).await;
     }
     next.run(req).await
 }
@@ -93,9 +93,9 @@ async fn wait_for_identities(State(state): State<AppState>, req: Request, next: 
 /// may not be applied here yet: before refusing credentials that name one, the node
 /// catches up with the leader's commit index (one round trip; the leader pays nothing).
 /// Unknown names stay refused after that, they only wait for the round trip.
-pub(crate) async fn catch_up_for_identity(state: &AppState, unheard: bool) {
+pub(crate) async fn catch_up_for_identity(meta: &Meta, unheard: bool) {
     if unheard {
-        let _ = state.meta.catch_up(IDENTITY_CATCH_UP).await;
+        let _ = meta.catch_up(IDENTITY_CATCH_UP).await;
     }
 }
 

@@ -50,7 +50,7 @@ pub async fn post(State(state): State<AppState>, req: Request) -> Response {
         return refuse(AuthError::BadRequest("username and password are required".into()));
     };
     let scopes: Vec<RequestedScope> = form.all("scope").iter().flat_map(|s| parse_scope(s)).collect();
-    super::catch_up_for_identity(&state, state.auth.names_unheard_login(user, password)).await;
+    super::catch_up_for_identity(&state.meta, state.auth.names_unheard_login(user, password)).await;
     let credentials = Some((user.to_string(), password.to_string()));
     respond(&state, credentials, peer, form.get("service"), &scopes, true).await
 }

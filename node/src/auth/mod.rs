@@ -300,8 +300,7 @@ impl Auth {
     pub fn console_login(&self, user: &str, password: &str, peer: Option<IpAddr>) -> Result<Caller, AuthError> {
         if user.starts_with(ROBOT_PREFIX) {
             self.logins.check(user, peer).map_err(AuthError::TooManyRequests)?;
-            self.logins.record_failure(user, peer);
-            metrics::counter!("meridian_auth_failed_logins_total").increment(1);
+            self.login_failed(user, peer);
             return Err(AuthError::BadCredentials);
         }
         self.verify_password(user, password, peer)
@@ -483,10 +482,15 @@ impl Auth {
         self.logins.check(user, peer).map_err(AuthError::TooManyRequests)?;
         let result = self.check_password(user, password);
         if matches!(result, Err(AuthError::BadCredentials)) {
-            self.logins.record_failure(user, peer);
-            metrics::counter!("meridian_auth_failed_logins_total").increment(1);
+            self.login_failed(user, peer);
         }
         result
+    }
+
+    /// Counts a failed login against the limit and in the metrics.
+    fn login_failed(&self, user: &str, peer: Option<IpAddr>) {
+        self.logins.record_failure(user, peer);
+        metrics::counter!("meridian_auth_failed_logins_total").increment(1);
     }
 
     fn check_password(&self, user: &str, password: &str) -> Result<Caller, AuthError> {

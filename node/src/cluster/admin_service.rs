@@ -168,9 +168,7 @@ impl AdminServiceImpl {
     fn views(&self) -> super::views::ClusterViews {
         super::views::ClusterViews { meta: self.meta.clone(), replicator: self.replicator.clone() }
     }
-}
 
-impl AdminServiceImpl {
     /// `repo:tag` or `repo@digest` → the repository and the manifest digest.
     fn resolve_image(&self, reference: &str) -> Result<(String, Digest), Status> {
         let bad = || Status::invalid_argument(format!("{reference:?} is not REPO:TAG or REPO@DIGEST"));

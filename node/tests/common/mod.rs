@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub use chaos_tests::harness::*;
+pub mod console;
 pub mod containerd;
 pub mod podman;
 pub mod receiver;

@@ -6,8 +6,7 @@
 //! never cached, never logged).
 
 use super::super::html::Section;
-use super::super::{csrf, see_other, Console, Visitor};
-use crate::api::query::Query;
+use super::super::{csrf, Console, Visitor};
 use crate::auth::password::random_secret;
 use crate::cluster::{admin_identities as identities, admin_users as users};
 use axum::extract::{Path, Request, State};
@@ -20,8 +19,6 @@ use tonic::Code;
 
 /// Length of a password the console generates on a reset.
 const RESET_PASSWORD_CHARS: usize = 24;
-/// The largest access form accepted.
-const MAX_FORM_BYTES: usize = 16 * 1024;
 
 /// Whether `visitor` may manage identities here: an administrator, with auth on and
 /// `console.manage_identities`.
@@ -39,7 +36,7 @@ enum Notice {
 
 /// `GET /ui/access`.
 pub async fn show(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    let Some(visitor) = console.visitor(&headers) else { return see_other("/ui/login?next=%2Fui%2Faccess") };
+    let Some(visitor) = console.visitor(&headers) else { return super::log_in_first("/ui/access", None) };
     if !may_manage(&console, &visitor) {
         return super::message(StatusCode::FORBIDDEN, "Not allowed", "Only administrators manage users and tokens.");
     }
@@ -49,11 +46,11 @@ pub async fn show(State(console): State<Arc<Console>>, headers: HeaderMap) -> Re
 /// `POST /ui/access/<action>`.
 pub async fn submit(State(console): State<Arc<Console>>, Path(action): Path<String>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let Some(visitor) = console.visitor(&parts.headers) else { return see_other("/ui/login?next=%2Fui%2Faccess") };
-    let Ok(body) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
-        return super::message(StatusCode::PAYLOAD_TOO_LARGE, "Form too large", "The form was too large.");
+    let Some(visitor) = console.visitor(&parts.headers) else { return super::log_in_first("/ui/access", None) };
+    let f = match super::read_form(body).await {
+        Ok(f) => f,
+        Err(too_large) => return too_large,
     };
-    let f = Query::parse(std::str::from_utf8(&body).ok());
     if !console.form_is_genuine(&parts.headers, &visitor.nonce, f.get(csrf::FIELD)) {
         return super::forged();
     }

@@ -17,8 +17,6 @@ use maud::html;
 
 /// Tags read at most when listing those a manifest delete takes with it.
 const TAG_SCAN: usize = 10_000;
-/// The largest delete form accepted.
-const MAX_FORM_BYTES: usize = 16 * 1024;
 
 /// `/ui/r/<name>/-/delete?ref=<tag or digest>`.
 pub fn delete_url(name: &str, reference: &str) -> String {
@@ -87,10 +85,10 @@ pub fn confirm(console: &Console, visitor: &Visitor, name: &str, raw_query: Opti
 
 /// The confirmed delete (`POST /ui/r/<name>/-/delete`).
 pub async fn submit(console: &Console, visitor: &Visitor, name: &str, parts: &Parts, body: axum::body::Body) -> Response {
-    let Ok(body) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
-        return super::message(StatusCode::PAYLOAD_TOO_LARGE, "Form too large", "The delete form was too large.");
+    let fields = match super::read_form(body).await {
+        Ok(f) => f,
+        Err(too_large) => return too_large,
     };
-    let fields = Query::parse(std::str::from_utf8(&body).ok());
     if !console.form_is_genuine(&parts.headers, &visitor.nonce, fields.get(csrf::FIELD)) {
         return super::forged();
     }

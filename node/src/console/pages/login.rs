@@ -16,14 +16,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use maud::html;
 use std::sync::Arc;
-use std::time::Duration;
 
-/// The largest login or logout form accepted.
-const MAX_FORM_BYTES: usize = 16 * 1024;
-/// How long a login on a cluster's very first start waits for the admin user to appear.
-const IDENTITIES_WAIT: Duration = Duration::from_secs(10);
-/// How long a login naming a user this node has not heard of waits to catch up.
-const CATCH_UP: Duration = Duration::from_secs(2);
 
 /// Where to go after logging in: a console path, never another site (`//evil`, `/\evil`).
 fn destination(next: Option<&str>) -> &str {
@@ -68,10 +61,10 @@ pub async fn submit(State(console): State<Arc<Console>>, req: Request) -> Respon
     let peer = req.extensions().get::<ConnectInfo<PeerAddr>>().map(|c| c.0 .0.ip());
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
-    let Ok(body) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
-        return super::message(StatusCode::PAYLOAD_TOO_LARGE, "Form too large", "The login form was too large.");
+    let fields = match super::read_form(body).await {
+        Ok(f) => f,
+        Err(too_large) => return too_large,
     };
-    let fields = Query::parse(std::str::from_utf8(&body).ok());
     let next = destination(fields.get("next")).to_string();
     let (nonce, cookies) = console.pre_session(&headers);
     if !console.form_is_genuine(&headers, &nonce, fields.get(csrf::FIELD)) {
@@ -82,10 +75,10 @@ pub async fn submit(State(console): State<Arc<Console>>, req: Request) -> Respon
         return form(&console, &nonce, &next, StatusCode::BAD_REQUEST, Some("Enter a user name and a password."));
     };
     let (user, password) = (user.to_string(), password.to_string());
-    console.auth.wait_for_identities(IDENTITIES_WAIT).await;
-    if console.auth.names_unheard_login(&user, &password) {
-        let _ = console.meta.catch_up(CATCH_UP).await;
-    }
+    // A login POST carries no `Authorization` header for the API's layer to see: it
+    // waits for the first start's identities, and catches up for a new user, itself.
+    console.auth.wait_for_identities(crate::api::IDENTITIES_WAIT).await;
+    crate::api::catch_up_for_identity(&console.meta, console.auth.names_unheard_login(&user, &password)).await;
     let auth = console.auth.clone();
     let checked = {
         let user = user.clone();
@@ -122,10 +115,10 @@ pub async fn submit(State(console): State<Arc<Console>>, req: Request) -> Respon
 /// `POST /ui/logout`: the session cookie is deleted. Without a valid session there is nothing to forge, so only a
 /// session's logout needs its CSRF token.
 pub async fn logout(State(console): State<Arc<Console>>, headers: HeaderMap, body: Body) -> Response {
-    let Ok(body) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
-        return super::message(StatusCode::PAYLOAD_TOO_LARGE, "Form too large", "The logout form was too large.");
+    let fields = match super::read_form(body).await {
+        Ok(f) => f,
+        Err(too_large) => return too_large,
     };
-    let fields = Query::parse(std::str::from_utf8(&body).ok());
     if let Some(visitor) = console.visitor(&headers) {
         if !console.form_is_genuine(&headers, &visitor.nonce, fields.get(csrf::FIELD)) {
             return super::forged();

@@ -49,3 +49,23 @@ pub fn render(console: &Console, visitor: &Visitor, title: &str, section: Sectio
     let page = html::page(title, section, Some(&viewer), body);
     with_cookies(Html(page.into_string()).into_response(), &visitor.set_cookies)
 }
+
+/// The largest console form accepted.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// A posted form's fields; a form over `MAX_FORM_BYTES` is answered 413 (the `Err`).
+pub async fn read_form(body: axum::body::Body) -> Result<crate::api::query::Query, Response> {
+    match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
+        Ok(bytes) => Ok(crate::api::query::Query::parse(std::str::from_utf8(&bytes).ok())),
+        Err(_) => Err(message(StatusCode::PAYLOAD_TOO_LARGE, "Form too large", "The form was too large.")),
+    }
+}
+
+/// To the login page, which comes back to `path` (with its query) afterwards.
+pub fn log_in_first(path: &str, query: Option<&str>) -> Response {
+    let here = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    super::see_other(&format!("/ui/login?next={}", html::query_value(&here)))
+}

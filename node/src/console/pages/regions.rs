@@ -5,7 +5,7 @@
 //! The live parts poll JSON under `/ui/live/` (`console.js` draws them).
 
 use super::super::html::{self, Section};
-use super::super::{see_other, Console, Visitor};
+use super::super::{Console, Visitor};
 use super::repo::{manifest_url, short_digest};
 use crate::auth::Need;
 use crate::cluster::views::ImageMatrix;
@@ -26,7 +26,7 @@ pub fn may_see_regions(console: &Console, visitor: &Visitor) -> bool {
 
 /// `GET /ui/regions`.
 pub async fn show(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    let Some(visitor) = console.visitor(&headers) else { return see_other("/ui/login?next=%2Fui%2Fregions") };
+    let Some(visitor) = console.visitor(&headers) else { return super::log_in_first("/ui/regions", None) };
     if !may_see_regions(&console, &visitor) {
         return super::message(StatusCode::FORBIDDEN, "Not allowed", "Only administrators see the cluster's regions.");
     }

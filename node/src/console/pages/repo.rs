@@ -65,13 +65,7 @@ pub async fn show(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let Some(visitor) = console.visitor(&headers) else {
-        let here = match &raw {
-            Some(q) => format!("/ui/r/{path}?{q}"),
-            None => format!("/ui/r/{path}"),
-        };
-        return see_other(&format!("/ui/login?next={}", html::query_value(&here)));
-    };
+    let Some(visitor) = console.visitor(&headers) else { return super::log_in_first(&format!("/ui/r/{path}"), raw.as_deref()) };
     let Some(target) = parse(&path) else { return super::not_found() };
     let name = match &target {
         Target::Tags(n) | Target::Delete(n) | Target::Manifest(n, _) | Target::Replication(n, _) => *n,

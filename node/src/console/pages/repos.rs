@@ -5,7 +5,7 @@
 //! `SCAN_BUDGET` names per request before offering to continue.
 
 use super::super::html::{self, Section};
-use super::super::{see_other, Console};
+use super::super::Console;
 use crate::api::query::Query;
 use crate::meta::summaries::RepoSummary;
 use axum::extract::{RawQuery, State};
@@ -32,13 +32,7 @@ struct Listing {
 
 /// `GET /ui/repos[?q=…][&after=…]`.
 pub async fn show(State(console): State<Arc<Console>>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
-    let Some(visitor) = console.visitor(&headers) else {
-        let here = match &raw {
-            Some(q) => format!("/ui/repos?{q}"),
-            None => "/ui/repos".to_string(),
-        };
-        return see_other(&format!("/ui/login?next={}", html::query_value(&here)));
-    };
+    let Some(visitor) = console.visitor(&headers) else { return super::log_in_first("/ui/repos", raw.as_deref()) };
     let query = Query::parse(raw.as_deref());
     let filter = query.get("q").map(str::trim).filter(|q| !q.is_empty()).map(str::to_lowercase);
     let after = query.get("after").filter(|a| !a.is_empty());
