@@ -5,6 +5,8 @@
 //! - [`meta`]: cluster metadata in one Raft history (openraft on RocksDB).
 //! - [`blobs`]: the region's content-addressed blob store and upload sessions.
 //! - [`auth`]: identities, tokens and who may do what.
+//! - [`cluster`]: the gRPC services between nodes and the Raft network over them.
+//! - [`peers`]: the gRPC channels to other nodes, shared by everything that dials one.
 //! - [`config`], [`observability`]: configuration and logs/metrics/traces.
 
 pub mod api;
@@ -19,6 +21,7 @@ pub mod failpoints;
 pub mod lifecycle;
 pub mod meta;
 pub mod observability;
+pub mod peers;
 pub mod registry;
 pub mod replicas;
 pub mod routing;
@@ -59,7 +62,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             format!("opening the S3 blob store (bucket {:?}, endpoint {:?})", config.storage.bucket, config.storage.endpoint)
         })?),
     };
-    let meta = Meta::start(&config, store.clone(), cluster::peers::Peers::new(config.dial_via.clone(), grpc_tls.as_ref().map(|t| t.client()))).await.context("starting raft")?;
+    let peers = peers::Peers::new(config.dial_via.clone(), grpc_tls.as_ref().map(|t| t.client()));
+    let meta = Meta::start(&config, store.clone(), peers.clone(), cluster::GrpcNetwork { peers }).await.context("starting raft")?;
     let sessions = Arc::new(
         UploadSessions::new(store.clone(), blobs.clone(), config.node_id, config.max_upload_sessions_per_identity)
             .context("loading upload sessions")?,

@@ -4,7 +4,7 @@
 //! `membership_lock`.
 
 use super::admin_service::{internal, AdminServiceImpl, CATCH_UP_TIMEOUT, IDENTIFY_TIMEOUT};
-use super::peers::grpc_url;
+use crate::peers::grpc_url;
 use crate::meta::types::{NodeId, NodeInfo};
 use crate::meta::MemberView;
 use futures::future::join_all;

@@ -12,7 +12,6 @@ pub mod blob_transfer_service;
 pub mod forward_service;
 pub mod identity_admin;
 pub mod network;
-pub mod peers;
 pub mod raft_service;
 pub mod tls;
 pub mod upload_forwarding;
@@ -26,7 +25,7 @@ use meridian_proto::admin::AddRegionRequest;
 use meridian_proto::cluster::forward_service_server::ForwardServiceServer;
 use meridian_proto::cluster::raft_service_server::RaftServiceServer;
 pub use network::GrpcNetwork;
-use peers::MAX_MESSAGE_BYTES;
+use crate::peers::MAX_MESSAGE_BYTES;
 use std::time::Duration;
 
 /// Serves the node's gRPC services until `shutdown` fires.

@@ -1,7 +1,7 @@
 //! openraft's network over gRPC: each RPC is a `RaftService` call carrying openraft's
 //! request as JSON; the reply carries the response or openraft's error.
 
-use super::peers::{Peers, MAX_MESSAGE_BYTES};
+use crate::peers::{Peers, MAX_MESSAGE_BYTES};
 use crate::meta::types::{NodeId, NodeInfo, TypeConfig};
 use meridian_proto::cluster::raft_service_client::RaftServiceClient;
 use meridian_proto::cluster::{RaftReply, RaftRequest};

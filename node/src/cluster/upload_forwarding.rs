@@ -58,7 +58,7 @@ fn from_wire(headers: Vec<HttpHeader>, into: &mut axum::http::HeaderMap) {
 /// chunk instead of taking what arrived for all of it. `Err`: the owner could not be
 /// reached or broke off.
 pub async fn forward(
-    peers: &super::peers::Peers,
+    peers: &crate::peers::Peers,
     grpc_addr: &str,
     parts: &axum::http::request::Parts,
     body: impl Stream<Item = Result<Bytes, String>> + Send + 'static,
@@ -76,8 +76,8 @@ pub async fn forward(
     });
     let stream = futures::stream::once(async move { first }).chain(rest);
     let reply = ForwardServiceClient::new(channel)
-        .max_decoding_message_size(super::peers::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(super::peers::MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(crate::peers::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(crate::peers::MAX_MESSAGE_BYTES)
         .forward_upload(stream)
         .await?
         .into_inner();

@@ -23,9 +23,8 @@ pub mod store;
 pub mod summaries;
 pub mod types;
 
-use crate::cluster::peers::{Peers, MAX_MESSAGE_BYTES};
-use crate::cluster::GrpcNetwork;
 use crate::config::Config;
+use crate::peers::{Peers, MAX_MESSAGE_BYTES};
 use command::{Command, CommandResult};
 use meridian_proto::cluster::forward_service_client::ForwardServiceClient;
 use meridian_proto::cluster::{ProposeRequest, ReadIndexRequest};
@@ -102,8 +101,13 @@ pub fn node_info(config: &crate::config::Config) -> NodeInfo {
 impl Meta {
     /// Opens the Raft group on `store`. A node without Raft state and without `join`
     /// addresses becomes the single voter of a new cluster (the first region); one with
-    /// `join` addresses waits to be added.
-    pub async fn start(config: &Config, store: Store, peers: Peers) -> Result<Meta, MetaError> {
+    /// `join` addresses waits to be added. `network` carries Raft's messages to the other
+    /// nodes (the composition root hands in `cluster`'s gRPC one); `peers` are the channels
+    /// writes from a follower are forwarded on.
+    pub async fn start<N>(config: &Config, store: Store, peers: Peers, network: N) -> Result<Meta, MetaError>
+    where
+        N: openraft::RaftNetworkFactory<types::TypeConfig>,
+    {
         let raft_config = openraft::Config {
             cluster_name: "meridian".to_string(),
             heartbeat_interval: config.raft.heartbeat_ms,
@@ -134,7 +138,6 @@ impl Meta {
         let log_store = log_store::LogStore::new(store.clone());
         let state_machine =
             state_machine::StateMachine::new(store.clone(), config.region.clone(), &config.data_dir);
-        let network = GrpcNetwork { peers: peers.clone() };
         let raft = Raft::new(config.node_id, Arc::new(raft_config), network, log_store, state_machine)
             .await
             .map_err(|e| MetaError::Fatal(e.to_string()))?;

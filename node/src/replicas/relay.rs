@@ -21,13 +21,13 @@ pub struct Relay {
     first: Bytes,
     rest: tonic::Streaming<BlobChunk>,
     /// Where to ask again for a range that starts later (`into_stream`).
-    peers: crate::cluster::peers::Peers,
+    peers: crate::peers::Peers,
     addr: String,
     digest: Digest,
 }
 
 async fn request(
-    peers: &crate::cluster::peers::Peers,
+    peers: &crate::peers::Peers,
     addr: &str,
     digest: &Digest,
     offset: u64,
@@ -35,7 +35,7 @@ async fn request(
     let channel = peers.bulk_channel(addr)?;
     let req = FetchBlobRequest { digest: digest.to_string(), offset, for_region_peer: true };
     Ok(BlobTransferClient::new(channel)
-        .max_decoding_message_size(crate::cluster::peers::MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(crate::peers::MAX_MESSAGE_BYTES)
         .fetch_blob(req)
         .await?
         .into_inner())
@@ -43,7 +43,7 @@ async fn request(
 
 impl Relay {
     /// Asks the node at `addr` for the blob and waits for its first bytes.
-    pub async fn open(peers: &crate::cluster::peers::Peers, addr: &str, digest: &Digest) -> Result<Relay, tonic::Status> {
+    pub async fn open(peers: &crate::peers::Peers, addr: &str, digest: &Digest) -> Result<Relay, tonic::Status> {
         let mut rest = request(peers, addr, digest, 0).await?;
         let first = rest
             .message()
