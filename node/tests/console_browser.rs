@@ -335,7 +335,7 @@ async fn an_admin_manages_users_and_tokens_and_the_shown_secrets_work() {
     b.type_into("#new-user", "dev").await;
     b.js("document.getElementById('new-user-role').value = 'writer';", json!([])).await;
     b.type_into("#new-user-password", "typed-password-1").await;
-    b.click("#add-user").await;
+    b.click_through("#add-user").await;
     assert_eq!(b.text("#notice").await, "User dev added with role writer.");
     assert_eq!(login_status(&base, "dev", "typed-password-1").await, 303);
     b.click("#users tr[data-user='dev'] button.reset").await;
@@ -369,12 +369,12 @@ async fn an_admin_manages_users_and_tokens_and_the_shown_secrets_work() {
     // The last admin cannot be demoted; refused with the reason.
     b.goto(&format!("{base}/ui/access")).await;
     b.js("document.querySelector(\"#users tr[data-user='admin'] select\").value = 'reader';", json!([])).await;
-    b.click("#users tr[data-user='admin'] button.set-role").await;
+    b.click_through("#users tr[data-user='admin'] button.set-role").await;
     assert!(b.text("#notice").await.contains("last user with role admin"), "{}", b.text("#notice").await);
     b.shot("last-admin-kept").await;
 
     // Removing the user ends its logins.
-    b.click("#users tr[data-user='dev'] button.remove").await;
+    b.click_through("#users tr[data-user='dev'] button.remove").await;
     assert_eq!(b.text("#notice").await, "User dev removed.");
     assert_eq!(b.count("#users tr[data-user='dev']").await, 0);
     assert_eq!(login_status(&base, "dev", &password).await, 401);

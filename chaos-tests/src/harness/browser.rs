@@ -178,17 +178,46 @@ impl Browser {
         }
     }
 
-    /// The rendered text of the element `css` selects (waiting up to 10 s for it).
+    /// The rendered text of the element `css` selects (waiting up to 10 s for it). An
+    /// element that went stale between finding and reading it (the page was replaced) is
+    /// looked up again.
     pub async fn text(&self, css: &str) -> String {
-        let e = self.wait_for(css, Duration::from_secs(10)).await;
-        let v = self.call(reqwest::Method::GET, &format!("/element/{e}/text"), None).await.unwrap_or_else(|e| panic!("webdriver {e}"));
-        v.as_str().unwrap_or_default().to_string()
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let e = self.wait_for(css, Duration::from_secs(10)).await;
+            match self.call(reqwest::Method::GET, &format!("/element/{e}/text"), None).await {
+                Ok(v) => return v.as_str().unwrap_or_default().to_string(),
+                Err(err) if err.contains("stale element") && Instant::now() < deadline => continue,
+                Err(err) => panic!("webdriver {err}"),
+            }
+        }
     }
 
     /// Clicks the element `css` selects.
     pub async fn click(&self, css: &str) {
         let e = self.wait_for(css, Duration::from_secs(10)).await;
         self.post(&format!("/element/{e}/click"), json!({})).await;
+    }
+
+    /// Clicks the element `css` selects and waits until the page it leads to (a form's
+    /// POST and the redirect after it) has replaced this one: read at once, the old page's
+    /// elements — an earlier notice — could answer instead.
+    pub async fn click_through(&self, css: &str) {
+        self.js("window.__meridianOldPage = true;", json!([])).await;
+        self.click(css).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let script = json!({ "script": "return window.__meridianOldPage === undefined && document.readyState === 'complete';", "args": [] });
+            // While the page changes, the script may fail; that is not an answer yet.
+            if let Ok(Value::Bool(true)) = self.call(reqwest::Method::POST, "/execute/sync", Some(script)).await {
+                return;
+            }
+            if Instant::now() > deadline {
+                let shot = self.shot("click-through-stuck").await;
+                panic!("clicking {css} on {} led nowhere within 10 s (screenshot {})", self.url().await, shot.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Types `text` into the element `css` selects.
