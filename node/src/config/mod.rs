@@ -305,6 +305,9 @@ pub struct RaftConfig {
     pub max_logs_kept: u64,
     /// A write that cannot commit within this many milliseconds is answered 503.
     pub write_timeout_ms: u64,
+    /// The leader batches concurrent writes into one entry (`meta::batching`); off, every
+    /// write is its own entry (for comparison, or while in doubt).
+    pub batch_writes: bool,
 }
 
 impl Default for Config {
@@ -361,6 +364,7 @@ impl Default for RaftConfig {
             snapshot_every: 10_000,
             max_logs_kept: 5_000,
             write_timeout_ms: 5_000,
+            batch_writes: true,
         }
     }
 }
@@ -592,6 +596,7 @@ impl Config {
                         value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
                 }
                 "RAFT_WRITE_TIMEOUT_MS" => self.raft.write_timeout_ms = num(&value).map_err(bad)?,
+                "RAFT_BATCH_WRITES" => self.raft.batch_writes = num(&value).map_err(bad)?,
                 "STORAGE_KIND" => {
                     self.storage.kind = match value.as_str() {
                         "fs" => StorageKind::Fs,
@@ -697,7 +702,7 @@ mod tests {
             "advertise_grpc_addr", "public_url", "routing", "grpc_tls_cert_file", "grpc_tls_key_file", "grpc_tls_ca_file", "join", "dial_via", "admin_token", "admin_allow_remote", "replication_bandwidth_limit", "log_format", "log_level", "otlp_endpoint",
             "max_manifest_bytes", "max_blob_bytes", "upload_timeout_secs", "max_upload_sessions_per_identity", "header_read_timeout_secs", "body_idle_timeout_secs", "raft.heartbeat_ms",
             "raft.election_timeout_min_ms", "raft.election_timeout_max_ms", "raft.snapshot_every",
-            "raft.max_logs_kept", "raft.write_timeout_ms", "auth.enabled", "auth.service", "auth.realm",
+            "raft.max_logs_kept", "raft.write_timeout_ms", "raft.batch_writes", "auth.enabled", "auth.service", "auth.realm",
             "auth.token_ttl_secs", "auth.anonymous_pull", "auth.failed_login_limit", "gc.interval_secs",
             "gc.upload_grace_secs", "retention.soft_delete_days", "retention.pull_record_secs",
             "usage.keep_days", "usage.record_secs", "events.backoff_initial_ms", "events.backoff_max_ms",

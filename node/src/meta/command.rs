@@ -128,6 +128,10 @@ pub enum Command {
     /// Parked ranges parked before `before_unix` (the proposer's clock) are dropped, with
     /// their events (`events.parked_keep_secs`).
     ExpireParked { before_unix: u64 },
+    /// Several commands proposed at once at the leader (see `meta::batching`), applied in
+    /// order as if each were its own entry: each sees what the ones before it wrote. Never
+    /// nested. Only proposed while every member reports `STATE_VERSION` 3 or later.
+    Batch(Vec<Command>),
 }
 
 /// The proposer's clock (Unix seconds) for entries that carry one: applying must not read
@@ -139,6 +143,9 @@ pub fn proposer_clock() -> u64 {
 impl Command {
     /// Changes webhooks or the outbox (the deliverer must look again).
     pub fn is_events(&self) -> bool {
+        if let Command::Batch(cmds) = self {
+            return cmds.iter().any(Command::is_events);
+        }
         matches!(
             self,
             Command::PutWebhook { .. }
@@ -152,6 +159,9 @@ impl Command {
 
     /// Changes identities or keys (verified-credential caches must look again).
     pub fn is_auth(&self) -> bool {
+        if let Command::Batch(cmds) = self {
+            return cmds.iter().any(Command::is_auth);
+        }
         matches!(
             self,
             Command::PutUser { .. }
@@ -252,4 +262,6 @@ pub enum CommandResult {
     NotFound,
     /// `CollectBlobs` forgot this many blobs of this many bytes.
     Collected { blobs: u64, bytes: u64 },
+    /// A `Batch`'s results, one per command in order.
+    Batch(Vec<CommandResult>),
 }

@@ -4,6 +4,7 @@
 //! straight to [`Store`].
 
 pub mod bases;
+mod batching;
 pub mod command;
 mod completion;
 pub mod events;
@@ -23,12 +24,13 @@ pub mod store;
 pub mod summaries;
 pub mod types;
 
+pub use batching::BATCHES_FROM_VERSION;
+
 use crate::config::Config;
 use crate::peers::{Peers, MAX_MESSAGE_BYTES};
 use command::{Command, CommandResult};
 use meridian_proto::cluster::forward_service_client::ForwardServiceClient;
 use meridian_proto::cluster::{ProposeRequest, ReadIndexRequest};
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,6 +51,18 @@ pub enum MetaError {
     NoQuorum(String),
 }
 
+impl MetaError {
+    /// The same failure for one more of the writes a batch carried.
+    fn for_another_waiter(&self) -> MetaError {
+        match self {
+            MetaError::Store(e) => MetaError::Fatal(e.to_string()),
+            MetaError::Config(s) => MetaError::Config(s.clone()),
+            MetaError::Fatal(s) => MetaError::Fatal(s.clone()),
+            MetaError::NoQuorum(s) => MetaError::NoQuorum(s.clone()),
+        }
+    }
+}
+
 /// Pause between attempts of `catch_up_confirmed` while leadership is moving.
 const CONFIRM_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
@@ -64,16 +78,19 @@ struct MetaInner {
     me: NodeInfo,
     peers: Peers,
     write_timeout: Duration,
+    /// The leader's writes, batched (see `batching`).
+    batcher: batching::Batcher,
     /// A leader that has not heard from a quorum for this long refuses writes at once
     /// instead of letting them wait out the write timeout.
     quorum_grace: Duration,
 }
 
 /// Which commands this build's state machine understands, reported to the other nodes
-/// (`Identify`): 1 before webhooks; 2 with webhooks, the event outbox and base images.
+/// (`Identify`): 1 before webhooks; 2 with webhooks, the event outbox and base images;
+/// 3 with batched writes (`Command::Batch`).
 /// A command a member cannot decode would stop it at apply, so the commands a newer
 /// version adds are not proposed while a member reports an older one.
-pub const STATE_VERSION: u32 = 2;
+pub const STATE_VERSION: u32 = 3;
 
 /// A leader's view of one member, for status and region listings.
 #[derive(Debug, Clone)]
@@ -142,6 +159,12 @@ impl Meta {
             .await
             .map_err(|e| MetaError::Fatal(e.to_string()))?;
         let me = node_info(config);
+        let batcher = batching::Batcher::start(
+            raft.clone(),
+            config.node_id,
+            Duration::from_millis(config.raft.write_timeout_ms),
+            config.raft.batch_writes,
+        );
         let meta = Meta {
             raft,
             inner: Arc::new(MetaInner {
@@ -149,6 +172,7 @@ impl Meta {
                 me,
                 peers,
                 write_timeout: Duration::from_millis(config.raft.write_timeout_ms),
+                batcher,
                 quorum_grace: Duration::from_millis(config.raft.election_timeout_max_ms),
             }),
         };
@@ -242,18 +266,13 @@ impl Meta {
                 return Err(MetaError::NoQuorum(format!("the leader has not heard from a quorum for {ms} ms")));
             }
         }
-        match tokio::time::timeout(self.inner.write_timeout, self.raft.client_write(cmd)).await {
-            Err(_) => Err(MetaError::NoQuorum(format!(
-                "the write did not commit within {} ms",
-                self.inner.write_timeout.as_millis()
-            ))),
-            Ok(Ok(resp)) => Ok((resp.data, resp.log_id.index)),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(MetaError::NoQuorum(format!("leadership moved (now {:?}); retry", f.leader_id)))
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => Err(MetaError::Fatal(e.to_string())),
-            Ok(Err(RaftError::Fatal(e))) => Err(MetaError::Fatal(e.to_string())),
-        }
+        self.inner.batcher.write(cmd).await
+    }
+
+    /// Notes which members apply batched writes (their last probe reported
+    /// `BATCHES_FROM_VERSION` or later); writes are batched only while all of them do.
+    pub fn note_batch_capable(&self, members: std::collections::BTreeSet<NodeId>) {
+        self.inner.batcher.set_capable(members);
     }
 
     /// Sends a write to the leader and waits until this node has applied it.

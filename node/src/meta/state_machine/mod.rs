@@ -11,6 +11,8 @@ mod snapshot_files;
 #[cfg(test)]
 mod bases_tests;
 #[cfg(test)]
+mod batch_tests;
+#[cfg(test)]
 mod events_tests;
 #[cfg(test)]
 mod snapshot_tests;
@@ -41,6 +43,8 @@ const KEY_MEMBERSHIP: &[u8] = b"membership";
 /// Present while a snapshot is being restored (its id): the state machine is partial
 /// until the key is gone, and a restart restores the current snapshot again.
 const KEY_RESTORING: &[u8] = b"restoring";
+/// How far the apply of a `Batch` entry got, while it is under way (`BatchProgress`).
+const KEY_BATCH_PROGRESS: &[u8] = b"batch_progress";
 /// A restore writes the dump in batches of about this many bytes.
 const RESTORE_BATCH_BYTES: usize = 8 << 20;
 
@@ -114,6 +118,9 @@ impl StateMachine {
     ) -> Result<CommandResult, StoreError> {
         match cmd {
             Command::PutManifest(put) => self.apply_put_manifest(batch, put, storage, events),
+            // `apply_batch` applies a batch's commands one by one; a nested one is never
+            // proposed, and would be applied as nothing.
+            Command::Batch(_) => Ok(CommandResult::Applied),
             Command::DeleteManifest { repo, digest, at_unix, trash_until, only_if_untagged, origin } => {
                 let delete = manifests::Delete { at_unix: *at_unix, trash_until: *trash_until, only_if_untagged: *only_if_untagged, origin: origin.as_ref() };
                 self.apply_delete_manifest(batch, repo, &digest.to_string(), delete, events)
@@ -469,6 +476,119 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     }
 }
 
+/// How far the apply of a `Batch` entry got: written with every command's write but the
+/// last, removed with the last (see `StateMachine::apply_batch`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BatchProgress {
+    index: u64,
+    /// Commands already written.
+    next: usize,
+    /// Events they wrote (the next one's number within the entry).
+    events: u32,
+}
+
+impl StateMachine {
+    /// One entry, one write: its changes, its events and `last_applied` together.
+    async fn apply_entry(&self, log_id: LogId, payload: &EntryPayload<TypeConfig>) -> Result<CommandResult, StorageError> {
+        let mut batch = WriteBatch::default();
+        let mut events = EventBook::new(&self.store, log_id.index);
+        let result = match payload {
+            EntryPayload::Blank => CommandResult::Applied,
+            EntryPayload::Normal(cmd) => self
+                .apply_command(&mut batch, cmd, &mut events)
+                .map_err(|e| StorageError::from(StorageIOError::apply(log_id, &e)))?,
+            EntryPayload::Membership(m) => {
+                self.apply_membership(&mut batch, StoredMembership::new(Some(log_id), m.clone())).map_err(sm_write_err)?;
+                CommandResult::Applied
+            }
+        };
+        self.put_last_applied(&mut batch, log_id)?;
+        // A full disk waits for space, like the log (openraft cannot skip an apply).
+        self.store.write_waiting_for_space(batch, false).await.map_err(sm_write_err)?;
+        if let EntryPayload::Normal(cmd) = payload {
+            self.after_apply(cmd, &result, events.written);
+        }
+        Ok(result)
+    }
+
+    /// A batch's commands in order, one write each, so each reads what the ones before it
+    /// wrote (the apply code reads the store, not the pending write). Every write but the
+    /// last records how far the batch got (`BatchProgress`); the last sets `last_applied`
+    /// and drops the record. After a crash in between, openraft applies the entry again
+    /// (it is past `last_applied`): what is written is skipped, and events are numbered on
+    /// from where they stopped, so every node ends with the same state and event keys.
+    async fn apply_batch(&self, log_id: LogId, cmds: &[Command]) -> Result<CommandResult, StorageError> {
+        self.apply_batch_steps(log_id, cmds, usize::MAX).await
+    }
+
+    /// `apply_batch`, writing at most `steps` commands (tests stop there, as a crash would).
+    async fn apply_batch_steps(&self, log_id: LogId, cmds: &[Command], mut steps: usize) -> Result<CommandResult, StorageError> {
+        let progress = self.read_json::<BatchProgress>(KEY_BATCH_PROGRESS)?.filter(|p| p.index == log_id.index);
+        let (done, mut events_written) = progress.map_or((0, 0), |p| (p.next, p.events));
+        let meta_cf = self.store.cf(CF_SM_META).map_err(sm_write_err)?;
+        let mut results = Vec::with_capacity(cmds.len());
+        for (i, cmd) in cmds.iter().enumerate() {
+            if i < done {
+                // Written before a crash; nobody waits for its result any more.
+                results.push(CommandResult::Applied);
+                continue;
+            }
+            if steps == 0 {
+                break;
+            }
+            steps -= 1;
+            let mut batch = WriteBatch::default();
+            // A fresh book per command: one before it may have changed the webhooks.
+            let mut events = EventBook::new(&self.store, log_id.index);
+            events.written = events_written;
+            let result = match cmd {
+                // Never proposed; applied as nothing, the same way on every node.
+                Command::Batch(_) => CommandResult::Applied,
+                cmd => self
+                    .apply_command(&mut batch, cmd, &mut events)
+                    .map_err(|e| StorageError::from(StorageIOError::apply(log_id, &e)))?,
+            };
+            if i + 1 == cmds.len() {
+                self.put_last_applied(&mut batch, log_id)?;
+                batch.delete_cf(meta_cf, KEY_BATCH_PROGRESS);
+            } else {
+                let progress = BatchProgress { index: log_id.index, next: i + 1, events: events.written };
+                batch.put_cf(meta_cf, KEY_BATCH_PROGRESS, encode_json(&progress));
+            }
+            self.store.write_waiting_for_space(batch, false).await.map_err(sm_write_err)?;
+            self.after_apply(cmd, &result, events.written - events_written);
+            events_written = events.written;
+            results.push(result);
+        }
+        if cmds.is_empty() {
+            let mut batch = WriteBatch::default();
+            self.put_last_applied(&mut batch, log_id)?;
+            self.store.write_waiting_for_space(batch, false).await.map_err(sm_write_err)?;
+        }
+        Ok(CommandResult::Batch(results))
+    }
+
+    fn put_last_applied(&self, batch: &mut WriteBatch, log_id: LogId) -> Result<(), StorageError> {
+        let applied = serde_json::to_vec(&Some(log_id)).map_err(sm_write_err)?;
+        batch.put_cf(self.store.cf(CF_SM_META).map_err(sm_write_err)?, KEY_LAST_APPLIED, applied);
+        Ok(())
+    }
+
+    /// What an applied command tells the rest of the node: identities changed, events to
+    /// deliver, blobs to sweep.
+    fn after_apply(&self, cmd: &Command, result: &CommandResult, events_written: u32) {
+        if cmd.is_auth() {
+            self.store.bump_auth_epoch();
+        }
+        if events_written > 0 || cmd.is_events() {
+            self.store.notify_events();
+        }
+        if matches!(result, CommandResult::Collected { blobs, .. } if *blobs > 0) {
+            self.store.notify_collected();
+        }
+    }
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = StateMachine;
 
@@ -488,31 +608,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut results = Vec::new();
         for entry in entries {
             let log_id = *entry.get_log_id();
-            let mut batch = WriteBatch::default();
-            let mut events = EventBook::new(&self.store, log_id.index);
             let result = match &entry.payload {
-                EntryPayload::Blank => CommandResult::Applied,
-                EntryPayload::Normal(cmd) => self
-                    .apply_command(&mut batch, cmd, &mut events)
-                    .map_err(|e| StorageError::from(StorageIOError::apply(log_id, &e)))?,
-                EntryPayload::Membership(m) => {
-                    self.apply_membership(&mut batch, StoredMembership::new(Some(log_id), m.clone())).map_err(sm_write_err)?;
-                    CommandResult::Applied
-                }
+                EntryPayload::Normal(Command::Batch(cmds)) => self.apply_batch(log_id, cmds).await?,
+                payload => self.apply_entry(log_id, payload).await?,
             };
-            let applied = serde_json::to_vec(&Some(log_id)).map_err(sm_write_err)?;
-            batch.put_cf(self.store.cf(CF_SM_META).map_err(sm_write_err)?, KEY_LAST_APPLIED, applied);
-            // A full disk waits for space, like the log (openraft cannot skip an apply).
-            self.store.write_waiting_for_space(batch, false).await.map_err(sm_write_err)?;
-            if matches!(&entry.payload, EntryPayload::Normal(cmd) if cmd.is_auth()) {
-                self.store.bump_auth_epoch();
-            }
-            if events.written > 0 || matches!(&entry.payload, EntryPayload::Normal(cmd) if cmd.is_events()) {
-                self.store.notify_events();
-            }
-            if matches!(&result, CommandResult::Collected { blobs, .. } if *blobs > 0) {
-                self.store.notify_collected();
-            }
             crate::observability::record_raft_applied(log_id.index);
             results.push(result);
         }

@@ -1,0 +1,191 @@
+//! Many writes, one entry. openraft 0.9 appends and fsyncs each client write on its own,
+//! one after another, and keeps one AppendEntries in flight per follower, so under many
+//! concurrent writers the leader's disk and the wait for each follower's answer bound the
+//! rate (about 67 manifest PUTs a second with 64 pushers over three regions). Here the
+//! leader's proposals queue, and whatever queued while earlier entries were committing
+//! goes to Raft as one `Command::Batch`: one append, one fsync and one slot in the next
+//! AppendEntries for all of them. A lone writer sees no difference: with a slot free, its
+//! command goes at once, alone, as a plain entry.
+//!
+//! Batches are only formed while every member has reported a state machine that applies
+//! them (`BATCHES_FROM_VERSION`, from the probes `replicas` makes): an older member would
+//! stop at the first one.
+
+use super::command::{Command, CommandResult};
+use super::types::{NodeId, Raft};
+use super::MetaError;
+use openraft::error::{ClientWriteError, RaftError};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// The first `meta::STATE_VERSION` whose state machine applies `Command::Batch`.
+pub const BATCHES_FROM_VERSION: u32 = 3;
+/// Entries in flight at once (appending, replicating or applying). More than one keeps a
+/// background write (usage, pull times) from holding a client's write for a whole commit;
+/// few enough that, under load, each entry carries many commands.
+const SLOTS: usize = 4;
+/// At most this many commands, and about this many bytes of them, per entry (an entry is
+/// one gRPC message to a follower, with up to 63 others).
+const MAX_COMMANDS: usize = 256;
+const MAX_BYTES: usize = 1 << 20;
+
+struct Proposal {
+    cmd: Command,
+    reply: oneshot::Sender<Result<(CommandResult, u64), MetaError>>,
+}
+
+/// The queue in front of the leader's `client_write`.
+pub(super) struct Batcher {
+    queue: mpsc::UnboundedSender<Proposal>,
+    gate: Arc<Gate>,
+    write_timeout: Duration,
+}
+
+impl Batcher {
+    /// Starts the task that drains the queue into Raft.
+    /// `enabled: false` (`raft.batch_writes`): every write goes alone.
+    pub fn start(raft: Raft, node_id: NodeId, write_timeout: Duration, enabled: bool) -> Batcher {
+        let (queue, proposals) = mpsc::unbounded_channel();
+        let gate = Arc::new(Gate { raft: raft.clone(), node_id, enabled, capable: Mutex::new(BTreeSet::new()) });
+        tokio::spawn(drain(proposals, raft, gate.clone(), write_timeout));
+        Batcher { queue, gate, write_timeout }
+    }
+
+    /// Commits `cmd` (alone or with others) and returns its result and the entry's index.
+    pub async fn write(&self, cmd: Command) -> Result<(CommandResult, u64), MetaError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send(Proposal { cmd, reply }).map_err(|_| MetaError::Fatal("the Raft write queue stopped".into()))?;
+        match tokio::time::timeout(self.write_timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(MetaError::Fatal("the Raft write queue dropped a write".into())),
+            Err(_) => Err(timed_out(self.write_timeout)),
+        }
+    }
+
+    /// Members whose last probe reported `BATCHES_FROM_VERSION` or later. The gauge
+    /// `meridian_raft_batching` says whether writes are batched now (1) or not (0: some
+    /// member is older, or did not answer its last probe).
+    pub fn set_capable(&self, members: BTreeSet<NodeId>) {
+        *self.gate.capable.lock().unwrap_or_else(|p| p.into_inner()) = members;
+        metrics::gauge!("meridian_raft_batching").set(if self.gate.open() { 1.0 } else { 0.0 });
+    }
+}
+
+/// Whether every member of the current membership applies batches.
+struct Gate {
+    raft: Raft,
+    node_id: NodeId,
+    enabled: bool,
+    /// Members whose last probe reported `BATCHES_FROM_VERSION` or later.
+    capable: Mutex<BTreeSet<NodeId>>,
+}
+
+impl Gate {
+    fn open(&self) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        let capable = self.capable.lock().unwrap_or_else(|p| p.into_inner());
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let all = metrics.membership_config.membership().nodes().all(|(id, _)| *id == self.node_id || capable.contains(id));
+        all
+    }
+}
+
+/// Takes a slot, then everything queued (up to the limits), and writes it in the
+/// background; the next group forms while this one commits.
+async fn drain(mut proposals: mpsc::UnboundedReceiver<Proposal>, raft: Raft, gate: Arc<Gate>, write_timeout: Duration) {
+    let slots = Arc::new(Semaphore::new(SLOTS));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let Some(first) = proposals.recv().await else { return };
+        let mut group = vec![first];
+        if gate.open() {
+            let mut bytes = encoded_len(&group[0].cmd);
+            while group.len() < MAX_COMMANDS && bytes < MAX_BYTES {
+                match proposals.try_recv() {
+                    Ok(next) => {
+                        bytes += encoded_len(&next.cmd);
+                        group.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            submit(&raft, write_timeout, group).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn submit(raft: &Raft, write_timeout: Duration, mut group: Vec<Proposal>) {
+    metrics::histogram!("meridian_raft_commands_per_entry").record(group.len() as f64);
+    if group.len() == 1 {
+        if let Some(p) = group.pop() {
+            let _ = p.reply.send(client_write(raft, write_timeout, p.cmd).await);
+        }
+        return;
+    }
+    let (cmds, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+    let count = cmds.len();
+    match client_write(raft, write_timeout, Command::Batch(cmds)).await {
+        Ok((CommandResult::Batch(results), index)) if results.len() == count => {
+            for (result, reply) in results.into_iter().zip(replies) {
+                let _ = reply.send(Ok((result, index)));
+            }
+        }
+        Ok((other, _)) => {
+            for reply in replies {
+                let _ = reply.send(Err(MetaError::Fatal(format!("a batch of {count} applied as {other:?}"))));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.for_another_waiter()));
+            }
+        }
+    }
+}
+
+/// One entry through the local Raft, which must be the leader.
+async fn client_write(raft: &Raft, write_timeout: Duration, cmd: Command) -> Result<(CommandResult, u64), MetaError> {
+    match tokio::time::timeout(write_timeout, raft.client_write(cmd)).await {
+        Err(_) => Err(timed_out(write_timeout)),
+        Ok(Ok(resp)) => Ok((resp.data, resp.log_id.index)),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            Err(MetaError::NoQuorum(format!("leadership moved (now {:?}); retry", f.leader_id)))
+        }
+        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => Err(MetaError::Fatal(e.to_string())),
+        Ok(Err(RaftError::Fatal(e))) => Err(MetaError::Fatal(e.to_string())),
+    }
+}
+
+fn timed_out(write_timeout: Duration) -> MetaError {
+    MetaError::NoQuorum(format!("the write did not commit within {} ms", write_timeout.as_millis()))
+}
+
+/// The bytes `cmd` takes in an entry (JSON), counted without building it.
+fn encoded_len(cmd: &Command) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Serializing a command cannot fail (no maps with non-string keys); count it as big
+    // if it ever did, so it goes alone.
+    match serde_json::to_writer(&mut count, cmd) {
+        Ok(()) => count.0,
+        Err(_) => MAX_BYTES,
+    }
+}
