@@ -14,7 +14,8 @@
 //!   layer uploaded once before the measurement.
 //!
 //! `geo` holds one-shot cross-region measurements (see `geo.rs`); `receiver` is a webhook
-//! receiver that records delivery latency (see `receiver.rs`).
+//! receiver that records delivery latency (see `receiver.rs`); `machine` measures this
+//! machine's SHA-256 and disk write throughput (see `machine.rs`).
 //!
 //! `report` turns JSON-lines result files into a markdown comparison table.
 //!
@@ -26,6 +27,7 @@
 //! body is sent as two chunks (shared prefix `Bytes` + tail) without copying.
 
 mod geo;
+mod machine;
 mod receiver;
 
 use std::collections::BTreeMap;
@@ -86,6 +88,8 @@ enum Cmd {
     Report(ReportArgs),
     /// A webhook receiver recording delivery latency (for `benches/events.sh`).
     Receiver(receiver::ReceiverArgs),
+    /// This machine's SHA-256 and disk write throughput, through the node's own code.
+    Machine(machine::MachineArgs),
     /// One-shot measurements across regions (visibility lag, image push/pull).
     Geo {
         #[command(subcommand)]
@@ -236,6 +240,7 @@ fn main() -> Result<()> {
         (Some(Cmd::Report(args)), _) => return report(args),
         (Some(Cmd::Geo { cmd }), _) => return runtime(&cli.opts)?.block_on(geo::run(cmd, &cli.opts)),
         (Some(Cmd::Receiver(args)), _) => return runtime(&cli.opts)?.block_on(receiver::run(args)),
+        (Some(Cmd::Machine(args)), _) => return machine::run(args),
         (Some(Cmd::BlobPush), _) => Scenario::BlobPush,
         (Some(Cmd::BlobPull), _) => Scenario::BlobPull,
         (Some(Cmd::ImagePush), _) => Scenario::ImagePush,

@@ -22,7 +22,7 @@ mod writer;
 pub use fs_store::FsBlobStore;
 pub use s3_store::S3BlobStore;
 pub use store::{modified_ms, BlobReader, BlobStore, Blobs, Leftover, StoredBlob};
-pub use writer::{stream_to_file, BlobCap, WriteError, WriteOutcome};
+pub use writer::{stream_to_file, BlobCap, BlobFile, WriteError, WriteOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
