@@ -8,8 +8,12 @@
 # two figures of its round. Target ≥ 0.75. Writes the section between
 # <!-- big-push:begin/end --> of benches/RESULTS.md.
 #
+# With COMPARE_BIN (a `meridian` binary of another build, e.g. before a change), each
+# round also pushes to a node of that build (same data filesystem), shown beside.
+#
 #   benches/big_push.sh                 # 5 rounds of 10 s
 #   RUNS=3 BENCH_SECS=5 benches/big_push.sh
+#   COMPARE_BIN=/tmp/meridian-before COMPARE_LABEL="git abc123" benches/big_push.sh
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,27 +36,59 @@ cargo build --release -p meridian-node -p meridian-benches
 MERIDIAN="$ROOT/target/release/meridian"
 BENCH="$ROOT/target/release/meridian-bench"
 PORT=5211
-require_free_ports "$PORT" 6211
+COMPARE_PORT=5212
+COMPARE_BIN="${COMPARE_BIN:-}"
+COMPARE_LABEL="${COMPARE_LABEL:-$COMPARE_BIN}"
+require_free_ports "$PORT" 6211 "$COMPARE_PORT" 6212
 
-mkdir -p "$TMP/node"
-MERIDIAN_AUTH_ENABLED=false MERIDIAN_LOG_LEVEL=warn \
-  "$MERIDIAN" serve --listen "127.0.0.1:$PORT" --grpc-listen 127.0.0.1:6211 --data-dir "$TMP/node/data" >"$TMP/node/log" 2>&1 &
-NODE_PID=$!
-STARTED+=("$NODE_PID")
-wait_http "http://127.0.0.1:$PORT/readyz" 60 || { log "node not ready"; tail -20 "$TMP/node/log" >&2; exit 1; }
+start_node() { # binary name port grpc_port → NODE_PID
+  mkdir -p "$TMP/$2"
+  MERIDIAN_AUTH_ENABLED=false MERIDIAN_LOG_LEVEL=warn \
+    "$1" serve --listen "127.0.0.1:$3" --grpc-listen "127.0.0.1:$4" --data-dir "$TMP/$2/data" >"$TMP/$2/log" 2>&1 &
+  NODE_PID=$!
+  STARTED+=("$NODE_PID")
+  wait_http "http://127.0.0.1:$3/readyz" 60 || { log "$2 not ready"; tail -20 "$TMP/$2/log" >&2; exit 1; }
+}
+# Every pushed blob is unique and stays: each round starts on empty data directories and
+# removes them after (8 s at 1 GB/s is 8 GB).
+start_nodes() {
+  if [[ -n "$COMPARE_BIN" ]]; then
+    start_node "$COMPARE_BIN" compare "$COMPARE_PORT" 6212
+    COMPARE_PID=$NODE_PID
+  fi
+  start_node "$MERIDIAN" node "$PORT" 6211
+  PUSH_PID=$NODE_PID
+}
+stop_nodes() {
+  local pids=("$PUSH_PID")
+  [[ -n "$COMPARE_BIN" ]] && pids+=("$COMPARE_PID")
+  stop_pids "${pids[@]}"
+  forget_pids "${pids[@]}"
+  rm -rf "$TMP/node/data" "$TMP/compare/data"
+}
 
 MACHINE="$TMP/machine.jsonl"
 PUSH="$TMP/push.jsonl"
+COMPARE="$TMP/compare.jsonl"
 : >"$MACHINE"
 : >"$PUSH"
+: >"$COMPARE"
 for run in $(seq 1 "$RUNS"); do
+  start_nodes
   log "round $run: machine (SHA-256 one core, direct-I/O writes + fdatasync in the data directory)"
-  "$BENCH" machine --dir "$TMP/node/data/machine-baseline" --size "$SIZE" --rounds 3 --label "$run" >>"$MACHINE"
+  "$BENCH" machine --dir "$TMP/node/data/machine-baseline" --size "$SIZE" --rounds 5 --label "$run" >>"$MACHINE"
   tail -1 "$MACHINE" | jq -r '"  sha256 \(.sha256_mb_per_sec) MB/s  write \(.write_mb_per_sec) MB/s"' >&2
   log "round $run: blob-push $SIZE × 1 client"
   "$BENCH" blob-push --size "$SIZE" --concurrency 1 --url "http://127.0.0.1:$PORT" --duration "${BENCH_SECS}s" --warmup 1s \
-    --server-pid "$NODE_PID" --label "$run" --json >>"$PUSH"
+    --server-pid "$PUSH_PID" --label "$run" --json >>"$PUSH"
   tail -1 "$PUSH" | jq -r '"  \(.mb_per_sec) MB/s  p50 \(.p50_ms) ms  server CPU \(.server_cpu_pct) %"' >&2
+  if [[ -n "$COMPARE_BIN" ]]; then
+    log "round $run: blob-push $SIZE × 1 client to $COMPARE_LABEL"
+    "$BENCH" blob-push --size "$SIZE" --concurrency 1 --url "http://127.0.0.1:$COMPARE_PORT" --duration "${BENCH_SECS}s" --warmup 1s \
+      --server-pid "$COMPARE_PID" --label "$run" --json >>"$COMPARE"
+    tail -1 "$COMPARE" | jq -r '"  \(.mb_per_sec) MB/s  p50 \(.p50_ms) ms  server CPU \(.server_cpu_pct) %"' >&2
+  fi
+  stop_nodes
 done
 
 SECTION="$TMP/section.md"
@@ -63,18 +99,24 @@ SECTION="$TMP/section.md"
   echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "- Machine: $(machine_line); the node and the client share it; data directory on $(df -T "$TMP" | awk 'NR==2 {print $2}')"
   echo "- Meridian: git $(git_rev); \`meridian serve\` single node, auth off"
-  echo "- Command: \`$CMDLINE\`; per round: \`meridian-bench machine --size $SIZE --rounds 3\` (medians), then \`meridian-bench blob-push --size $SIZE --concurrency 1\` for ${BENCH_SECS} s"
+  echo "- Command: \`$CMDLINE\`; per round: \`meridian-bench machine --size $SIZE --rounds 5\` (medians), then \`meridian-bench blob-push --size $SIZE --concurrency 1\` for ${BENCH_SECS} s"
   echo
-  echo "| round | SHA-256, one core | direct-I/O write + fdatasync | limit (slower) | push, 1 client | push ÷ limit | server CPU | target |"
-  echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
-  jq -s -r --slurpfile push "$PUSH" '
+  if [[ -n "$COMPARE_BIN" ]]; then
+    echo "- Beside: the same push to \`meridian serve\` of $COMPARE_LABEL, in the same round"
+    echo
+  fi
+  echo "| round | SHA-256, one core | direct-I/O write + fdatasync | limit (slower) | push, 1 client | push ÷ limit | server CPU | target |${COMPARE_BIN:+ $COMPARE_LABEL ÷ limit |}"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|${COMPARE_BIN:+---:|}"
+  jq -s -r --slurpfile push "$PUSH" --slurpfile compare "$COMPARE" '
     .[] as $m
     | ($push[] | select(.label == $m.label)) as $p
     | ([$m.sha256_mb_per_sec, $m.write_mb_per_sec] | min) as $limit
+    | ([$compare[] | select(.label == $m.label)] | first) as $c
     | "| \($m.label) | \($m.sha256_mb_per_sec) MB/s | \($m.write_mb_per_sec) MB/s | \($limit) MB/s | \($p.mb_per_sec) MB/s | \(($p.mb_per_sec / $limit * 100 | round) / 100) | \($p.server_cpu_pct) % | ≥ 0.75 |"
+      + (if $c then " \($c.mb_per_sec) MB/s: \(($c.mb_per_sec / $limit * 100 | round) / 100) |" else "" end)
   ' "$MACHINE"
   echo
-  raw_json_details "$MACHINE" "$PUSH"
+  raw_json_details "$MACHINE" "$PUSH" "$COMPARE"
   echo "<!-- big-push:end -->"
 } >"$SECTION"
 write_section "$RESULTS_FILE" big-push "$SECTION"
