@@ -25,7 +25,7 @@ pub const BATCHES_FROM_VERSION: u32 = 3;
 /// Entries in flight at once (appending, replicating or applying). More than one keeps a
 /// background write (usage, pull times) from holding a client's write for a whole commit;
 /// few enough that, under load, each entry carries many commands.
-const SLOTS: usize = 4;
+const SLOTS: usize = 16;
 /// At most this many commands, and about this many bytes of them, per entry (an entry is
 /// one gRPC message to a follower, with up to 63 others).
 const MAX_COMMANDS: usize = 256;
@@ -95,27 +95,30 @@ impl Gate {
     }
 }
 
-/// Takes a slot, then everything queued (up to the limits), and writes it in the
-/// background; the next group forms while this one commits.
+/// Takes a proposal, waits for a slot, then takes everything queued meanwhile (up to
+/// the limits) and writes it in the background; the next group forms while this one
+/// commits. With batching off, every proposal goes at once, alone, without a slot — as
+/// each write did before batching (slots would only serialize them).
 async fn drain(mut proposals: mpsc::UnboundedReceiver<Proposal>, raft: Raft, gate: Arc<Gate>, write_timeout: Duration) {
     let slots = Arc::new(Semaphore::new(SLOTS));
-    loop {
+    while let Some(first) = proposals.recv().await {
+        let raft = raft.clone();
+        if !gate.open() {
+            tokio::spawn(async move { submit(&raft, write_timeout, vec![first]).await });
+            continue;
+        }
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let Some(first) = proposals.recv().await else { return };
         let mut group = vec![first];
-        if gate.open() {
-            let mut bytes = encoded_len(&group[0].cmd);
-            while group.len() < MAX_COMMANDS && bytes < MAX_BYTES {
-                match proposals.try_recv() {
-                    Ok(next) => {
-                        bytes += encoded_len(&next.cmd);
-                        group.push(next);
-                    }
-                    Err(_) => break,
+        let mut bytes = encoded_len(&group[0].cmd);
+        while group.len() < MAX_COMMANDS && bytes < MAX_BYTES {
+            match proposals.try_recv() {
+                Ok(next) => {
+                    bytes += encoded_len(&next.cmd);
+                    group.push(next);
                 }
+                Err(_) => break,
             }
         }
-        let raft = raft.clone();
         tokio::spawn(async move {
             submit(&raft, write_timeout, group).await;
             drop(slot);
