@@ -5,7 +5,7 @@
 # served with auth on; a logged-in client (curl with the session cookie) requests each
 # page REQUESTS times, and the server's own figure (`Server-Timing: app;dur=`) is
 # reported as p50/p99, at `console.page_size` 100 and 500. Target: p99 < 200 ms.
-# Then the hot path: manifest GET with the console enabled and disabled, alternating.
+# Then the hot paths: manifest GET and a 1 MiB blob pull with the console enabled and disabled, alternating.
 # Writes the section between <!-- console:begin/end --> of benches/RESULTS.md.
 #
 #   benches/console.sh                 # 200 requests per page
@@ -107,22 +107,32 @@ for size in 100 500; do
   stop
 done
 
-# The hot path: manifest GET by tag with the console on and off, alternating.
+# The hot paths: manifest GET by tag and a 1 MiB blob pull, with the console on and off, alternating.
 HOT="$TMP/hot.jsonl"
 : >"$HOT"
-TOKEN_FOR() { curl -s -u "admin:$ADMIN_PW" "http://127.0.0.1:$1/token?service=meridian&scope=repository:bench/manifest-get:pull,push" | jq -r .token; }
+TOKEN_FOR() { curl -s -u "admin:$ADMIN_PW" "http://127.0.0.1:$1/token?service=meridian&scope=repository:bench/manifest-get:pull,push&scope=repository:bench/blob-pull:pull,push" | jq -r .token; }
+HOT_SCENARIOS=("manifest-get --concurrency 16" "blob-pull --size 1MiB --concurrency 4")
 for round in 1 2; do
   for mode in true false; do
     serve "$TMP/hot-$mode" 100 "$mode"
     token="$(TOKEN_FOR "$PORT")"
-    log "manifest-get, console.enabled=$mode, round $round"
-    "$BENCH" manifest-get --concurrency 16 --url "http://127.0.0.1:$PORT" --duration "${BENCH_SECS}s" --warmup 1s \
-      --server-pid "$NODE_PID" --label "$mode" --json --authorization "Bearer $token" >>"$HOT"
-    tail -1 "$HOT" | jq -r '"  \(.ops_per_sec) ops/s  p50 \(.p50_ms) ms"' >&2
+    for scenario in "${HOT_SCENARIOS[@]}"; do
+      name="${scenario%% *}"
+      log "$name, console.enabled=$mode, round $round"
+      # shellcheck disable=SC2086 # the scenario carries its own flags
+      "$BENCH" $scenario --url "http://127.0.0.1:$PORT" --duration "${BENCH_SECS}s" --warmup 1s \
+        --server-pid "$NODE_PID" --label "$name|$mode" --json --authorization "Bearer $token" >>"$HOT"
+      tail -1 "$HOT" | jq -r '"  \(.ops_per_sec) ops/s  p50 \(.p50_ms) ms"' >&2
+    done
     stop
   done
 done
 mean() { jq -s "map(select(.label == \"$1\") | .ops_per_sec) | add / length" "$HOT"; }
+hot_line() { # scenario name, description
+  local on off
+  on=$(mean "$1|true"); off=$(mean "$1|false")
+  echo "- $2: console enabled $(printf '%.0f' "$on") ops/s, disabled $(printf '%.0f' "$off") ops/s: ratio $(awk -v a="$on" -v b="$off" 'BEGIN { printf "%.3f", a / b }')"
+}
 
 SECTION="$TMP/section.md"
 {
@@ -140,8 +150,10 @@ SECTION="$TMP/section.md"
     echo "| ${label%|*} | ${label#*|} | $p50 | $p99 | $wall | p99 < 200 |"
   done <"$OUT"
   echo
-  on=$(mean true); off=$(mean false)
-  echo "Hot path: manifest GET by tag × 16 clients with a bearer token, console enabled $(printf '%.0f' "$on") ops/s, disabled $(printf '%.0f' "$off") ops/s: ratio $(awk -v a="$on" -v b="$off" 'BEGIN { printf "%.3f", a / b }') (2 rounds of ${BENCH_SECS} s, alternating)."
+  echo "Hot paths with a bearer token (2 rounds of ${BENCH_SECS} s each, console on and off alternating):"
+  echo
+  hot_line manifest-get "manifest GET by tag × 16 clients"
+  hot_line blob-pull "blob pull 1 MiB × 4 clients"
   echo
   raw_json_details "$HOT"
   echo "<!-- console:end -->"
