@@ -50,14 +50,7 @@ BENCH_NAME=cluster
 source "$ROOT/benches/lib.sh"
 
 # ---------------------------------------------------------------- build
-log "cargo build --release -p meridian-node -p meridian-benches; cargo build --release -p chaos-tests --bin fault-proxy"
-cargo build --release -p meridian-node -p meridian-benches
-# Separately: built together, cargo would unify chaos-tests' `failpoints` feature into the
-# benchmarked `meridian` binary.
-cargo build --release -p chaos-tests --bin fault-proxy
-MERIDIAN="$ROOT/target/release/meridian"
-BENCH="$ROOT/target/release/meridian-bench"
-PROXY="$ROOT/target/release/fault-proxy"
+build_with_proxy
 
 admin() { "$MERIDIAN" admin --addr 127.0.0.1:6001 --token "$TOKEN" "$@"; }
 

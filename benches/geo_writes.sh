@@ -42,20 +42,7 @@ BENCH_NAME=geo-writes
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 
-rtt_between() { # i j → round trip in ms between nodes i and j
-  case "$(( $1 < $2 ? $1$2 : $2$1 ))" in
-    12) echo "$RTT_US_EU" ;; 23) echo "$RTT_EU_AP" ;; 13) echo "$RTT_US_AP" ;;
-  esac
-}
-
-log "cargo build --release -p meridian-node -p meridian-benches; cargo build --release -p chaos-tests --bin fault-proxy"
-cargo build --release -p meridian-node -p meridian-benches
-# Separately: built together, cargo would unify chaos-tests' `failpoints` feature into the
-# benchmarked `meridian` binary.
-cargo build --release -p chaos-tests --bin fault-proxy
-MERIDIAN="$ROOT/target/release/meridian"
-BENCH="$ROOT/target/release/meridian-bench"
-PROXY="$ROOT/target/release/fault-proxy"
+build_with_proxy
 admin() { "$MERIDIAN" admin --addr 127.0.0.1:6121 --token "$TOKEN" "$@"; }
 
 require_free_ports 5121 5122 5123 6121 6122 6123 7212 7213 7221 7223 7231 7232

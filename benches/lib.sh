@@ -10,6 +10,26 @@ STARTED=()   # every pid this script started and has not stopped yet
 
 log() { echo "[$BENCH_NAME] $*" >&2; }
 
+# Builds the node, the load generator and the fault proxy; sets MERIDIAN, BENCH, PROXY.
+build_with_proxy() {
+  log "cargo build --release -p meridian-node -p meridian-benches; cargo build --release -p chaos-tests --bin fault-proxy"
+  cargo build --release -p meridian-node -p meridian-benches
+  # Separately: built together, cargo would unify chaos-tests' `failpoints` feature into the
+  # benchmarked `meridian` binary.
+  cargo build --release -p chaos-tests --bin fault-proxy
+  MERIDIAN="$ROOT/target/release/meridian"
+  BENCH="$ROOT/target/release/meridian-bench"
+  PROXY="$ROOT/target/release/fault-proxy"
+}
+
+# Round trip in ms between regions i and j of us (1), eu (2), ap (3), from RTT_US_EU,
+# RTT_EU_AP and RTT_US_AP.
+rtt_between() { # i j
+  case "$(( $1 < $2 ? $1$2 : $2$1 ))" in
+    12) echo "$RTT_US_EU" ;; 23) echo "$RTT_EU_AP" ;; 13) echo "$RTT_US_AP" ;;
+  esac
+}
+
 stop_pids() { # pid… : TERM, wait up to 10 s, then KILL; only the given pids
   local pid
   for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
