@@ -174,6 +174,15 @@ pub async fn add_region(svc: &AdminServiceImpl, req: AddRegionRequest) -> Result
             "the node at {addr} already belongs to another cluster; start it with an empty data directory and `join`"
         )));
     }
+    // The log it would receive may hold entries only newer versions apply (batches,
+    // webhooks): an older node would stop at the first one.
+    if identity.state_version < crate::meta::STATE_VERSION {
+        return Err(Status::failed_precondition(format!(
+            "the node at {addr} runs an older version of meridian (state version {}, this cluster {}): upgrade it, then add it",
+            identity.state_version,
+            crate::meta::STATE_VERSION
+        )));
+    }
     let info = NodeInfo {
         region: identity.region.clone(),
         http_addr: identity.http_addr,

@@ -28,6 +28,9 @@ impl ForwardService for ForwardServiceImpl {
     async fn propose(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeReply>, Status> {
         let cmd: Command = serde_json::from_slice(&request.get_ref().command)
             .map_err(|e| Status::invalid_argument(format!("bad command: {e}")))?;
+        if matches!(cmd, Command::Batch(_)) {
+            return Err(Status::invalid_argument("a batch is formed by the leader, never proposed"));
+        }
         if !self.meta.is_leader() {
             return Ok(Response::new(ProposeReply {
                 error: "this node is not the leader".into(),

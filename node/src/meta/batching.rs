@@ -9,13 +9,14 @@
 //!
 //! Batches are only formed while every member has reported a state machine that applies
 //! them (`BATCHES_FROM_VERSION`, from the probes `replicas` makes): an older member would
-//! stop at the first one.
+//! stop at the first one. `meridian admin region add` refuses a node older than the
+//! cluster for the same reason.
 
 use super::command::{Command, CommandResult};
 use super::types::{NodeId, Raft};
 use super::MetaError;
 use openraft::error::{ClientWriteError, RaftError};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -50,7 +51,7 @@ impl Batcher {
     /// `enabled: false` (`raft.batch_writes`): every write goes alone.
     pub fn start(raft: Raft, node_id: NodeId, write_timeout: Duration, enabled: bool) -> Batcher {
         let (queue, proposals) = mpsc::unbounded_channel();
-        let gate = Arc::new(Gate { raft: raft.clone(), node_id, enabled, capable: Mutex::new(BTreeSet::new()) });
+        let gate = Arc::new(Gate { raft: raft.clone(), node_id, enabled, versions: Mutex::new(BTreeMap::new()) });
         tokio::spawn(drain(proposals, raft, gate.clone(), write_timeout));
         Batcher { queue, gate, write_timeout }
     }
@@ -66,11 +67,11 @@ impl Batcher {
         }
     }
 
-    /// Members whose last probe reported `BATCHES_FROM_VERSION` or later. The gauge
-    /// `meridian_raft_batching` says whether writes are batched now (1) or not (0: some
-    /// member is older, or did not answer its last probe).
-    pub fn set_capable(&self, members: BTreeSet<NodeId>) {
-        *self.gate.capable.lock().unwrap_or_else(|p| p.into_inner()) = members;
+    /// Notes the state version a member reported. The gauge `meridian_raft_batching`
+    /// says whether writes are batched now (1) or not (0: some member is older, or has not
+    /// answered a probe yet).
+    pub fn note_version(&self, member: NodeId, state_version: u32) {
+        self.gate.versions.lock().unwrap_or_else(|p| p.into_inner()).insert(member, state_version);
         metrics::gauge!("meridian_raft_batching").set(if self.gate.open() { 1.0 } else { 0.0 });
     }
 }
@@ -80,8 +81,11 @@ struct Gate {
     raft: Raft,
     node_id: NodeId,
     enabled: bool,
-    /// Members whose last probe reported `BATCHES_FROM_VERSION` or later.
-    capable: Mutex<BTreeSet<NodeId>>,
+    /// The state version each member reported when it last answered a probe. Kept while
+    /// a member does not answer: one missed probe under load (or a region down) would
+    /// otherwise stop batching everywhere. A member restarted on an older build reports
+    /// its lower version at its first answer.
+    versions: Mutex<BTreeMap<NodeId, u32>>,
 }
 
 impl Gate {
@@ -89,10 +93,14 @@ impl Gate {
         if !self.enabled {
             return false;
         }
-        let capable = self.capable.lock().unwrap_or_else(|p| p.into_inner());
+        let versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
-        let all = metrics.membership_config.membership().nodes().all(|(id, _)| *id == self.node_id || capable.contains(id));
+        let all = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .all(|(id, _)| *id == self.node_id || versions.get(id).is_some_and(|v| *v >= BATCHES_FROM_VERSION));
         all
     }
 }
@@ -103,23 +111,42 @@ impl Gate {
 /// each write did before batching (slots would only serialize them).
 async fn drain(mut proposals: mpsc::UnboundedReceiver<Proposal>, raft: Raft, gate: Arc<Gate>, write_timeout: Duration) {
     let slots = Arc::new(Semaphore::new(SLOTS));
-    while let Some(first) = proposals.recv().await {
+    // A proposal taken from the queue that did not fit the group before it.
+    let mut held: Option<Proposal> = None;
+    loop {
+        let first = match held.take() {
+            Some(p) => p,
+            None => match proposals.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
         let raft = raft.clone();
         if !gate.open() {
             tokio::spawn(async move { submit(&raft, write_timeout, vec![first]).await });
             continue;
         }
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        // Waiting for the slot, the caller may have given up (its 503 sent): a write
+        // nobody waits for must not land later, after the client's next one.
+        if first.reply.is_closed() {
+            continue;
+        }
+        let mut bytes = encoded_len(&first.cmd);
         let mut group = vec![first];
-        let mut bytes = encoded_len(&group[0].cmd);
-        while group.len() < MAX_COMMANDS && bytes < MAX_BYTES {
-            match proposals.try_recv() {
-                Ok(next) => {
-                    bytes += encoded_len(&next.cmd);
-                    group.push(next);
-                }
-                Err(_) => break,
+        // The gate is looked at again: a member may have been added meanwhile.
+        while gate.open() && group.len() < MAX_COMMANDS {
+            let Ok(next) = proposals.try_recv() else { break };
+            if next.reply.is_closed() {
+                continue;
             }
+            let size = encoded_len(&next.cmd);
+            if bytes + size > MAX_BYTES {
+                held = Some(next);
+                break;
+            }
+            bytes += size;
+            group.push(next);
         }
         tokio::spawn(async move {
             submit(&raft, write_timeout, group).await;

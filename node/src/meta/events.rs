@@ -409,13 +409,28 @@ pub(super) struct EventBook<'a> {
     pub index: u64,
     /// Events this entry wrote so far.
     pub written: u32,
+    /// The entry is a `Batch`: commands before this one may have written events.
+    pub batched: bool,
     /// The webhooks, read once per entry when an event is first offered.
     hooks: Option<Vec<WebhookRecord>>,
 }
 
 impl<'a> EventBook<'a> {
     pub fn new(store: &'a Store, index: u64) -> EventBook<'a> {
-        EventBook { store, index, written: 0, hooks: None }
+        EventBook { store, index, written: 0, batched: false, hooks: None }
+    }
+
+    /// Where a webhook created now starts (its cursor, "done up to"): after every event
+    /// written before this point and before every one written after it. In a plain entry
+    /// `(index, 0)`, as it always was — nothing in the entry before it writes events —
+    /// so every version writes the same bytes; in a batch, just before this entry's next
+    /// event.
+    pub fn cursor_here(&self) -> Seq {
+        match (self.batched, self.written) {
+            (false, _) => Seq::new(self.index, 0),
+            (true, 0) => Seq::new(self.index.saturating_sub(1), u32::MAX),
+            (true, n) => Seq::new(self.index, n - 1),
+        }
     }
 
     /// Whether some enabled webhook subscribes to `action` (for any repository).
@@ -452,8 +467,8 @@ pub(super) enum Outcome {
 }
 
 /// Creates (`create_only`) or replaces a webhook. A new webhook, or one enabled again,
-/// starts with the events after this entry.
-pub(super) fn apply_put(store: &Store, batch: &mut WriteBatch, index: u64, hook: &WebhookRecord, create_only: bool) -> Result<Outcome, StoreError> {
+/// starts with the events after `since` (`EventBook::cursor_here`).
+pub(super) fn apply_put(store: &Store, batch: &mut WriteBatch, since: Seq, hook: &WebhookRecord, create_only: bool) -> Result<Outcome, StoreError> {
     let old = store.webhook(&hook.name)?;
     let mut hook = hook.clone();
     match (&old, create_only) {
@@ -461,7 +476,7 @@ pub(super) fn apply_put(store: &Store, batch: &mut WriteBatch, index: u64, hook:
         (None, false) => return Ok(Outcome::NotFound),
         (Some(old), false) if old.enabled || !hook.enabled => hook.since = old.since,
         _ => {
-            hook.since = Seq::new(index, 0);
+            hook.since = since;
             for lane in lanes_of(store, &hook.name)? {
                 batch.delete_cf(store.cf(CF_SM_WEBHOOKS)?, cursor_key(&hook.name, &lane));
             }

@@ -12,6 +12,7 @@ mod log_store;
 pub mod offline;
 pub mod patterns;
 pub mod quotas;
+mod read_index;
 pub mod readiness;
 pub mod restore;
 pub mod retention;
@@ -23,8 +24,6 @@ mod state_machine;
 pub mod store;
 pub mod summaries;
 pub mod types;
-
-pub use batching::BATCHES_FROM_VERSION;
 
 use crate::config::Config;
 use crate::peers::{Peers, MAX_MESSAGE_BYTES};
@@ -80,6 +79,8 @@ struct MetaInner {
     write_timeout: Duration,
     /// The leader's writes, batched (see `batching`).
     batcher: batching::Batcher,
+    /// The leader's leadership confirmations, shared by concurrent reads (see `read_index`).
+    read_rounds: read_index::ReadIndexRounds,
     /// A leader that has not heard from a quorum for this long refuses writes at once
     /// instead of letting them wait out the write timeout.
     quorum_grace: Duration,
@@ -165,6 +166,7 @@ impl Meta {
             Duration::from_millis(config.raft.write_timeout_ms),
             config.raft.batch_writes,
         );
+        let read_rounds = read_index::ReadIndexRounds::start(raft.clone(), Duration::from_millis(config.raft.write_timeout_ms));
         let meta = Meta {
             raft,
             inner: Arc::new(MetaInner {
@@ -173,6 +175,7 @@ impl Meta {
                 peers,
                 write_timeout: Duration::from_millis(config.raft.write_timeout_ms),
                 batcher,
+                read_rounds,
                 quorum_grace: Duration::from_millis(config.raft.election_timeout_max_ms),
             }),
         };
@@ -260,6 +263,9 @@ impl Meta {
     /// Writes through the local Raft, which must be the leader. Returns the result and the
     /// entry's log index.
     pub async fn write_at_leader(&self, cmd: Command) -> Result<(CommandResult, u64), MetaError> {
+        if matches!(cmd, Command::Batch(_)) {
+            return Err(MetaError::Fatal("a batch is formed by the leader, never proposed".into()));
+        }
         let m = self.raft.metrics().borrow().clone();
         if let Some(ms) = m.millis_since_quorum_ack {
             if Duration::from_millis(ms) > self.inner.quorum_grace && m.membership_config.membership().voter_ids().count() > 1 {
@@ -269,10 +275,10 @@ impl Meta {
         self.inner.batcher.write(cmd).await
     }
 
-    /// Notes which members apply batched writes (their last probe reported
-    /// `BATCHES_FROM_VERSION` or later); writes are batched only while all of them do.
-    pub fn note_batch_capable(&self, members: std::collections::BTreeSet<NodeId>) {
-        self.inner.batcher.set_capable(members);
+    /// Notes the `STATE_VERSION` a member reported (its probe's answer); the leader
+    /// batches writes only while every member reported `BATCHES_FROM_VERSION` or later.
+    pub fn note_state_version(&self, member: NodeId, state_version: u32) {
+        self.inner.batcher.note_version(member, state_version);
     }
 
     /// Sends a write to the leader and waits until this node has applied it.
@@ -386,13 +392,10 @@ impl Meta {
             .map_err(|e| MetaError::Fatal(e.to_string()))
     }
 
-    /// At the leader: confirms leadership with a quorum and returns the read index.
+    /// At the leader: confirms leadership with a quorum and returns the read index (one
+    /// confirmation serves every read waiting when it starts; see `read_index`).
     pub async fn leader_read_index(&self) -> Result<u64, MetaError> {
-        match tokio::time::timeout(self.inner.write_timeout, self.raft.ensure_linearizable()).await {
-            Err(_) => Err(MetaError::NoQuorum("could not confirm leadership in time".into())),
-            Ok(Ok(log_id)) => Ok(log_id.map(|l| l.index).unwrap_or(0)),
-            Ok(Err(e)) => Err(MetaError::NoQuorum(e.to_string())),
-        }
+        self.inner.read_rounds.read_index().await.map_err(MetaError::NoQuorum)
     }
 
     /// Ready to serve: a member of a cluster that knows its leader.

@@ -300,7 +300,6 @@ pub async fn measure_rtt(rep: Arc<Replicator>, mut shutdown: tokio::sync::watch:
     use meridian_proto::cluster::forward_service_client::ForwardServiceClient;
     use meridian_proto::cluster::IdentifyRequest;
     loop {
-        let mut batch_capable = std::collections::BTreeSet::new();
         for m in rep.meta.members() {
             if m.node_id == rep.meta.node_id() {
                 continue;
@@ -313,9 +312,7 @@ pub async fn measure_rtt(rep: Arc<Replicator>, mut shutdown: tokio::sync::watch:
                 Ok(identity) => {
                     let elapsed = start.elapsed();
                     let identity = identity.into_inner();
-                    if identity.state_version >= crate::meta::BATCHES_FROM_VERSION {
-                        batch_capable.insert(m.node_id);
-                    }
+                    rep.meta.note_state_version(m.node_id, identity.state_version);
                     rep.record_probe(&m.info.region, &m.info.grpc_addr, elapsed, identity.public_url, identity.state_version);
                 }
                 Err(_) => {
@@ -323,7 +320,6 @@ pub async fn measure_rtt(rep: Arc<Replicator>, mut shutdown: tokio::sync::watch:
                 }
             }
         }
-        rep.meta.note_batch_capable(batch_capable);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = shutdown.changed() => return,

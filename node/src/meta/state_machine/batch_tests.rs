@@ -5,7 +5,7 @@ use super::test_machine::webhook;
 use super::*;
 use crate::meta::command::{BlobRef, PutManifest};
 use crate::meta::events::{Seq, CLUSTER_LANE};
-use crate::meta::store::CF_SM_EVENTS;
+use crate::meta::store::{CF_SM_EVENTS, CF_SM_WEBHOOKS};
 use meridian_replication::Algorithm;
 use openraft::{CommittedLeaderId, Membership};
 use std::collections::BTreeSet;
@@ -63,11 +63,12 @@ fn membership() -> Entry {
 }
 
 /// Every state machine family's rows, except what is numbered by log index (`sm_meta`'s
-/// `last_applied`, the events' keys), which is compared separately.
+/// `last_applied`, the events' keys, a new webhook's starting point), which is compared
+/// separately.
 fn rows(sm: &StateMachine) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     for cf in STATE_MACHINE_CFS {
-        if cf == CF_SM_META || cf == CF_SM_EVENTS {
+        if cf == CF_SM_META || cf == CF_SM_EVENTS || cf == CF_SM_WEBHOOKS {
             continue;
         }
         let handle = sm.store.cf(cf).unwrap();
@@ -112,6 +113,16 @@ async fn a_batch_applies_like_its_commands_one_entry_each() {
     assert_eq!(ev_batched.iter().map(|e| &e.1).collect::<Vec<_>>(), ev_one.iter().map(|e| &e.1).collect::<Vec<_>>());
     assert_eq!(ev_batched.iter().map(|e| e.0).collect::<Vec<_>>(), (0..ev_one.len() as u32).map(|i| Seq::new(2, i)).collect::<Vec<_>>());
     assert!(ev_one.len() >= 4, "pushes and the delete made events: {ev_one:?}");
+    // The webhook created first in the batch gets the batch's pushes, as it would get the
+    // pushes of the entries after its own.
+    let mut hooks = Vec::new();
+    for (sm, events) in [(&one, &ev_one), (&batched, &ev_batched)] {
+        let mut hook = sm.store.webhook("ci").unwrap().expect("webhook");
+        assert!(hook.since < events[0].0, "webhook starts after {:?}, the first push is {:?}", hook.since, events[0].0);
+        hook.since = Seq::default();
+        hooks.push(hook);
+    }
+    assert_eq!(hooks[0], hooks[1], "the same webhook but for where it starts");
     assert_eq!(batched.applied_state().await.unwrap().0, Some(log_id(2)));
 }
 
@@ -136,4 +147,24 @@ async fn a_batch_cut_short_by_a_crash_finishes_as_if_whole() {
 
     assert_eq!(dump(&cut), dump(&whole), "same rows, same event numbers, no progress record left");
     assert_eq!(cut.applied_state().await.unwrap().0, Some(log_id(2)));
+}
+
+/// A webhook created in the middle of a batch gets the events after it and none before,
+/// as it would between entries.
+#[tokio::test]
+async fn a_webhook_created_mid_batch_starts_where_it_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = machine(dir.path());
+    let cmds = vec![
+        Command::PutWebhook { webhook: webhook("early", &["push"]), create_only: true },
+        put("app/a", "m1", "v1", "l1"),
+        Command::PutWebhook { webhook: webhook("late", &["push"]), create_only: true },
+        put("app/a", "m2", "v2", "l2"),
+    ];
+    sm.apply(vec![membership(), Entry { log_id: log_id(2), payload: EntryPayload::Normal(Command::Batch(cmds)) }]).await.unwrap();
+    let ev = events(&sm);
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    let since = |name: &str| sm.store.webhook(name).unwrap().expect("webhook").since;
+    assert!(since("early") < ev[0].0, "the first webhook gets the first push");
+    assert!(since("late") >= ev[0].0 && since("late") < ev[1].0, "the second gets only the push after it");
 }

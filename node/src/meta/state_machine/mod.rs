@@ -246,7 +246,7 @@ impl StateMachine {
                 Ok(CommandResult::Applied)
             }
             Command::PutWebhook { webhook, create_only } => {
-                Ok(outcome(events::apply_put(&self.store, batch, events.index, webhook, *create_only)?))
+                Ok(outcome(events::apply_put(&self.store, batch, events.cursor_here(), webhook, *create_only)?))
             }
             Command::RemoveWebhook { name } => Ok(outcome(events::apply_remove(&self.store, batch, name)?)),
             Command::AckEvents { lane, updates } => {
@@ -329,10 +329,18 @@ impl StateMachine {
 
     /// Writes every state machine column family, in key order, as records of
     /// (family index u8, key length u32 BE, key, value length u32 BE, value).
+    #[cfg(test)]
     fn dump_to(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        self.dump_view(&self.store.db().snapshot(), out)
+    }
+
+    /// Every state machine family as `view` sees it, in the dump format `DumpReader` reads.
+    fn dump_view(&self, view: &rocksdb::Snapshot<'_>, out: &mut dyn Write) -> std::io::Result<()> {
         for (i, name) in STATE_MACHINE_CFS.iter().enumerate() {
             let cf = self.store.cf(name).map_err(std::io::Error::other)?;
-            let mut iter = self.store.db().raw_iterator_cf_opt(cf, Store::bulk_read_options());
+            let mut options = Store::bulk_read_options();
+            options.set_snapshot(view);
+            let mut iter = self.store.db().raw_iterator_cf_opt(cf, options);
             iter.seek_to_first();
             while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
                 out.write_all(&[i as u8])?;
@@ -455,24 +463,43 @@ fn read_field(reader: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<()> 
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        // A RocksDB snapshot view would let applies continue meanwhile; openraft already
-        // serializes build_snapshot with apply on this state machine, so a plain read is
-        // consistent.
-        let last_applied: Option<LogId> = self.read_json(KEY_LAST_APPLIED)?;
-        let membership: StoredMembership = self.read_json(KEY_MEMBERSHIP)?.unwrap_or_default();
+        // Streamed to disk, never whole in memory. A full disk waits for space like every
+        // other Raft storage write: openraft stops for good on a snapshot error, and a
+        // follower too far behind for the log has no other way to catch up.
+        let (meta, path) = SpaceWait::retry(|| self.write_snapshot()).await.map_err(snapshot_err)?;
+        let data = tokio::fs::File::open(&path).await.map_err(snapshot_err)?;
+        Ok(Snapshot { meta, snapshot: Box::new(data) })
+    }
+}
+
+impl StateMachine {
+    /// Writes a snapshot of one point-in-time view of the state machine. openraft 0.9 runs
+    /// `build_snapshot` in a task of its own while entries go on being applied, so reading
+    /// the live families would mix states: a follower installing such a snapshot would
+    /// apply again entries whose effects it already holds. A RocksDB snapshot pins the
+    /// view; `last_applied`, the membership and every family are read from it. A view
+    /// taken between two commands of a batch carries its progress record (`sm_meta`), so
+    /// whoever installs it resumes that batch where the view left it.
+    fn write_snapshot(&self) -> Result<(SnapshotMeta, std::path::PathBuf), StoreError> {
+        let view = self.store.db().snapshot();
+        let meta_cf = self.store.cf(CF_SM_META)?;
+        let read = |key: &[u8]| -> Result<Option<Vec<u8>>, StoreError> { Ok(view.get_cf(meta_cf, key)?) };
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt { cf: CF_SM_META, reason: e.to_string() };
+        let last_applied: Option<LogId> = match read(KEY_LAST_APPLIED)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(corrupt)?,
+            None => None,
+        };
+        let membership: StoredMembership = match read(KEY_MEMBERSHIP)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(corrupt)?,
+            None => StoredMembership::default(),
+        };
         let snapshot_id = match &last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, rand::random::<u32>()),
             None => format!("empty-{}", rand::random::<u32>()),
         };
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
-        // Streamed to disk, never whole in memory. A full disk waits for space like every
-        // other Raft storage write: openraft stops for good on a snapshot error, and a
-        // follower too far behind for the log has no other way to catch up.
-        let path = SpaceWait::retry(|| self.snapshots.write(&meta, |out| self.dump_to(out)).map_err(StoreError::Refused))
-            .await
-            .map_err(snapshot_err)?;
-        let data = tokio::fs::File::open(&path).await.map_err(snapshot_err)?;
-        Ok(Snapshot { meta, snapshot: Box::new(data) })
+        let path = self.snapshots.write(&meta, |out| self.dump_view(&view, out))?;
+        Ok((meta, path))
     }
 }
 
@@ -541,6 +568,7 @@ impl StateMachine {
             // A fresh book per command: one before it may have changed the webhooks.
             let mut events = EventBook::new(&self.store, log_id.index);
             events.written = events_written;
+            events.batched = true;
             let result = match cmd {
                 // Never proposed; applied as nothing, the same way on every node.
                 Command::Batch(_) => CommandResult::Applied,

@@ -175,3 +175,24 @@ async fn a_truncated_snapshot_is_refused_before_the_state_is_touched() {
     assert_eq!(dump(&follower), before);
     assert!(follower.get_current_snapshot().await.unwrap().is_none());
 }
+
+/// openraft 0.9 builds a snapshot in a task of its own while entries go on being
+/// applied: the dump reads one point-in-time view, never a mix of before and after.
+#[tokio::test]
+async fn a_snapshot_reads_one_point_in_time_while_entries_are_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = machine(dir.path());
+    apply_entries(&mut sm, "team/app", &["a", "b"]).await;
+    let before = dump(&sm);
+    let store = sm.store.clone();
+    let view = store.db().snapshot();
+    let log_id = LogId::new(CommittedLeaderId::new(1, 1), 4);
+    sm.apply(vec![Entry { log_id, payload: EntryPayload::Normal(put("team/app", "c")) }]).await.unwrap();
+    let mut during = Vec::new();
+    sm.dump_view(&view, &mut during).unwrap();
+    assert_eq!(during, before, "the view moved with the apply");
+    assert_ne!(dump(&sm), before, "the entry was applied");
+    drop(view);
+    let (meta, _) = sm.write_snapshot().unwrap();
+    assert_eq!(meta.last_log_id, Some(log_id));
+}
