@@ -107,11 +107,14 @@ OUT="$TMP/results.jsonl"
 push() { # mode row region concurrency → one JSON line (a run where every push failed too)
   local i
   for i in 1 2 3; do [[ "${REGIONS[$((i - 1))]}" == "$3" ]] && break; done
-  if ! "$BENCH" image-push --url "http://127.0.0.1:512$i" --concurrency "$4" --size "$LAYER_SIZE" --layers 3 \
+  local out
+  if ! out="$("$BENCH" image-push --url "http://127.0.0.1:512$i" --concurrency "$4" --size "$LAYER_SIZE" --layers 3 \
     --repo "bench/geo-writes-${2/@/-at-}-$3" --duration "${BENCH_SECS}s" --warmup 2s --label "$1|$2|$3" --json \
-    2>"$TMP/push-$3.err"; then
-    log "every push failed at $3: $(tail -1 "$TMP/push-$3.err" | cut -c1-200)"
-    jq -cn --arg label "$1|$2|$3" '{scenario: "image-push", label: $label, ops_per_sec: 0, p50_ms: null, p99_ms: null, errors: -1}'
+    2>"$TMP/push-$3.err")"; then
+    log "every push failed at $3: $(grep -m1 'HTTP\|error' "$TMP/push-$3.err" | cut -c1-200)"
+    jq -cn --arg l "$1|$2|$3" '{"scenario": "image-push", "label": $l, "ops_per_sec": 0, "p50_ms": null, "p99_ms": null, "errors": -1}'
+  else
+    echo "$out"
   fi
 }
 for mode in true false; do
