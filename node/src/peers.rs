@@ -15,11 +15,14 @@ const BULK_STREAM_WINDOW: u32 = 8 << 20;
 /// Which connection a call travels on. Blob bytes get their own TCP connection per peer
 /// so a saturated link never queues Raft heartbeats and forwarded writes behind
 /// megabytes of layer data (in one HTTP/2 connection they would share the TCP send
-/// buffer and any bandwidth bottleneck on the way).
+/// buffer and any bandwidth bottleneck on the way). Blob fetches a client waits for get
+/// another one, for the same reason: the background queue's bytes already in the bulk
+/// connection's buffers would otherwise go first.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Lane {
     Control,
     Bulk,
+    Priority,
 }
 
 #[derive(Clone, Default)]
@@ -61,9 +64,14 @@ impl Peers {
         self.channel_on(addr, Lane::Control)
     }
 
-    /// The channel for blob transfers from the node advertising `addr`.
+    /// The channel for background blob transfers from the node advertising `addr`.
     pub fn bulk_channel(&self, addr: &str) -> Result<Channel, tonic::Status> {
         self.channel_on(addr, Lane::Bulk)
+    }
+
+    /// The channel for blob transfers a client waits for, from the node advertising `addr`.
+    pub fn priority_channel(&self, addr: &str) -> Result<Channel, tonic::Status> {
+        self.channel_on(addr, Lane::Priority)
     }
 
     fn channel_on(&self, addr: &str, lane: Lane) -> Result<Channel, tonic::Status> {
@@ -85,8 +93,8 @@ impl Peers {
             // An HTTP/2 stream moves at most one window per round trip: hyper's default
             // 2 MiB is 11 MiB/s over 180 ms. Blob streams get windows sized for long fat
             // links from the first byte (BDP-adaptive windows take many round trips to grow).
-            .initial_stream_window_size((lane == Lane::Bulk).then_some(BULK_STREAM_WINDOW))
-            .initial_connection_window_size((lane == Lane::Bulk).then_some(4 * BULK_STREAM_WINDOW))
+            .initial_stream_window_size((lane != Lane::Control).then_some(BULK_STREAM_WINDOW))
+            .initial_connection_window_size((lane != Lane::Control).then_some(4 * BULK_STREAM_WINDOW))
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

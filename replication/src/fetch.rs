@@ -9,6 +9,7 @@ use futures::StreamExt;
 use meridian_proto::replication::blob_transfer_client::BlobTransferClient;
 use meridian_proto::replication::FetchBlobRequest;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tonic::transport::Channel;
 
 /// A node of a region that holds a verified copy, and how to reach it (a region with several
@@ -48,18 +49,46 @@ pub struct FetchReport {
     pub mismatches: u32,
 }
 
+/// Whether a client waits for a fetch, as its source is told (`FetchBlobRequest.background`).
+/// A background fetch a client joins is promoted: the caller tells the source so
+/// (`PromoteFetch`), and any later request for the rest goes as a client's.
+#[derive(Debug)]
+pub struct FetchPriority {
+    background: AtomicBool,
+    /// This node's id, so a source can tell its fetches from other nodes'.
+    requester: u64,
+}
+
+impl FetchPriority {
+    pub fn new(background: bool, requester: u64) -> FetchPriority {
+        FetchPriority { background: AtomicBool::new(background), requester }
+    }
+
+    /// A client now waits for this fetch; `false` when one already did.
+    pub fn promote(&self) -> bool {
+        self.background.swap(false, Ordering::Relaxed)
+    }
+
+    pub fn is_background(&self) -> bool {
+        self.background.load(Ordering::Relaxed)
+    }
+}
+
 /// A source that sends nothing for this long is given up on (the transfer resumes from
 /// the next holder at the same offset). HTTP/2 keepalive catches a dead connection, but
 /// not a live one whose stream stopped moving (a stuck disk on the source, a proxy or
 /// load balancer that lost the stream).
 const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Fetches `digest` (of `size` bytes) into `sink`, trying `holders` in order.
+/// Fetches `digest` (of `size` bytes) into `sink`, trying `holders` in order. `channel`
+/// gives the connection to a holder for a background fetch (`true`) or for one a client
+/// waits for (`false`).
 pub async fn fetch_verified<S: ChunkSink>(
-    channel: &(dyn Fn(&str) -> Result<Channel, tonic::Status> + Sync),
+    channel: &(dyn Fn(&str, bool) -> Result<Channel, tonic::Status> + Sync),
     holders: &[Holder],
     digest: &Digest,
     size: u64,
+    priority: &FetchPriority,
     throttle: &RegionThrottle,
     sink: &mut S,
 ) -> Result<FetchReport, FetchError> {
@@ -84,9 +113,16 @@ pub async fn fetch_verified<S: ChunkSink>(
             if received >= size {
                 break;
             }
-            let Ok(ch) = channel(&holder.grpc_addr) else { continue };
+            let background = priority.is_background();
+            let Ok(ch) = channel(&holder.grpc_addr, background) else { continue };
             let mut client = BlobTransferClient::new(ch).max_decoding_message_size(16 << 20);
-            let request = FetchBlobRequest { digest: digest.to_string(), offset: received, for_region_peer: false };
+            let request = FetchBlobRequest {
+                digest: digest.to_string(),
+                offset: received,
+                for_region_peer: false,
+                background,
+                requester: priority.requester,
+            };
             let mut stream = match tokio::time::timeout(STALL_TIMEOUT, client.fetch_blob(request)).await {
                 Ok(Ok(r)) => r.into_inner(),
                 Ok(Err(s)) => {
@@ -114,6 +150,7 @@ pub async fn fetch_verified<S: ChunkSink>(
                 };
                 match item {
                     Ok(chunk) => {
+                        // Empty: a keep-alive from a source holding a background stream back.
                         if chunk.data.is_empty() {
                             continue;
                         }

@@ -10,5 +10,5 @@ pub mod fetch;
 pub mod throttle;
 
 pub use digest::{Algorithm, Digest, DigestError, DigestHasher};
-pub use fetch::{fetch_verified, ChunkSink, FetchError, FetchReport, Holder};
+pub use fetch::{fetch_verified, ChunkSink, FetchError, FetchPriority, FetchReport, Holder};
 pub use throttle::RegionThrottle;

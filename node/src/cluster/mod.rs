@@ -77,6 +77,7 @@ pub async fn serve_grpc(
                     blobs: replicator.blobs().clone(),
                     meta: meta_for_blobs,
                     replicator: replicator.clone(),
+                    waiting: Default::default(),
                 },
             ),
         )

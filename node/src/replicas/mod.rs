@@ -9,7 +9,7 @@ mod worker;
 use crate::blobs::Blobs;
 use crate::meta::command::Command;
 use crate::meta::{Meta, Store};
-use meridian_replication::{fetch_verified, Digest, Holder, RegionThrottle};
+use meridian_replication::{fetch_verified, Digest, FetchPriority, Holder, RegionThrottle};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -184,10 +184,16 @@ impl Replicator {
         holders
     }
 
-    /// The transfer of `digest` in flight, or a new one.
+    /// The transfer of `digest` in flight, or a new one. A client joining a background
+    /// transfer promotes it: its source is told, and sends it ahead of this node's other
+    /// background streams (see `FetchBlobRequest.background`).
     pub fn fetch(self: &Arc<Self>, digest: &Digest, size: u64, reason: Reason) -> std::io::Result<Arc<Transfer>> {
         let mut inflight = self.inflight();
         if let Some(t) = inflight.get(digest) {
+            if matches!(reason, Reason::ClientWaiting) && t.priority.promote() {
+                metrics::counter!("meridian_replication_transfers_promoted_total").increment(1);
+                tokio::spawn(self.clone().tell_sources_of_promotion(digest.clone()));
+            }
             return Ok(t.clone());
         }
         let path = self.blobs.staging_path(&format!("fetch-{}-{}", digest.hex(), uuid::Uuid::new_v4()));
@@ -195,7 +201,8 @@ impl Replicator {
             std::fs::OpenOptions::new().create_new(true).read(true).write(true).open(&path)?,
         );
         let (tx, rx) = watch::channel(Progress::Running(0));
-        let transfer = Arc::new(Transfer { size, file: file.clone(), progress: rx });
+        let priority = Arc::new(FetchPriority::new(matches!(reason, Reason::Background), self.meta.node_id()));
+        let transfer = Arc::new(Transfer { size, file: file.clone(), progress: rx, priority: priority.clone() });
         inflight.insert(digest.clone(), transfer.clone());
         let label = match reason {
             Reason::ClientWaiting => "fetch_through",
@@ -206,16 +213,65 @@ impl Replicator {
         let digest = digest.clone();
         tokio::spawn(async move {
             let sink = FileSink { file, written: 0, progress: tx, stats: this.stats.clone() };
-            this.run_transfer(digest, size, path, sink).await;
+            this.run_transfer(digest, size, path, sink, priority).await;
         });
         Ok(transfer)
     }
 
-    async fn run_transfer(self: Arc<Self>, digest: Digest, size: u64, path: std::path::PathBuf, mut sink: FileSink) {
+    /// Tells the source streaming `digest` here that a client now waits for it (the
+    /// holders are asked in turn until one says it is streaming it; a source of an older
+    /// version does not know the call, and its streams are never held back anyway).
+    async fn tell_sources_of_promotion(self: Arc<Self>, digest: Digest) {
+        use meridian_proto::replication::blob_transfer_client::BlobTransferClient;
+        use meridian_proto::replication::PromoteFetchRequest;
+        for holder in self.holders(&digest) {
+            let Ok(channel) = self.meta.peers().channel(&holder.grpc_addr) else { continue };
+            let mut req = tonic::Request::new(PromoteFetchRequest { digest: digest.to_string(), requester: self.meta.node_id() });
+            req.set_timeout(Duration::from_secs(5));
+            match BlobTransferClient::new(channel).promote_fetch(req).await {
+                Ok(reply) if reply.get_ref().found => return,
+                Ok(_) => {}
+                Err(e) => tracing::debug!(%digest, region = %holder.region, error = %e.message(), "could not tell a source a client joined its stream"),
+            }
+        }
+    }
+
+    /// Tells the holders this fetch was read from that its bytes are all here (or that it
+    /// ended), so they stop holding this node's background streams back for it.
+    async fn tell_sources_client_fetch_done(self: Arc<Self>, digest: Digest, holders: Vec<Holder>) {
+        use meridian_proto::replication::blob_transfer_client::BlobTransferClient;
+        use meridian_proto::replication::ClientFetchDoneRequest;
+        for holder in holders {
+            let Ok(channel) = self.meta.peers().channel(&holder.grpc_addr) else { continue };
+            let mut req = tonic::Request::new(ClientFetchDoneRequest { digest: digest.to_string(), requester: self.meta.node_id() });
+            req.set_timeout(Duration::from_secs(5));
+            if let Err(e) = BlobTransferClient::new(channel).client_fetch_done(req).await {
+                tracing::debug!(%digest, region = %holder.region, error = %e.message(), "could not tell a source a client's fetch arrived");
+            }
+        }
+    }
+
+    async fn run_transfer(
+        self: Arc<Self>,
+        digest: Digest,
+        size: u64,
+        path: std::path::PathBuf,
+        mut sink: FileSink,
+        priority: Arc<FetchPriority>,
+    ) {
         let holders = self.holders(&digest);
         let peers = self.meta.peers().clone();
-        let channel = move |addr: &str| peers.bulk_channel(addr);
-        let result = fetch_verified(&channel, &holders, &digest, size, &self.throttle, &mut sink).await;
+        let channel = move |addr: &str, background: bool| {
+            if background {
+                peers.bulk_channel(addr)
+            } else {
+                peers.priority_channel(addr)
+            }
+        };
+        let result = fetch_verified(&channel, &holders, &digest, size, &priority, &self.throttle, &mut sink).await;
+        if !priority.is_background() {
+            tokio::spawn(self.clone().tell_sources_client_fetch_done(digest.clone(), holders.clone()));
+        }
         let outcome = match result {
             Ok(report) => {
                 metrics::counter!("meridian_replication_resumes_total").increment(report.resumes as u64);

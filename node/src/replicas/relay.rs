@@ -32,8 +32,9 @@ async fn request(
     digest: &Digest,
     offset: u64,
 ) -> Result<tonic::Streaming<BlobChunk>, tonic::Status> {
-    let channel = peers.bulk_channel(addr)?;
-    let req = FetchBlobRequest { digest: digest.to_string(), offset, for_region_peer: true };
+    // A client waits: the priority connection, not behind the background queue's bytes.
+    let channel = peers.priority_channel(addr)?;
+    let req = FetchBlobRequest { digest: digest.to_string(), offset, for_region_peer: true, background: false, requester: 0 };
     Ok(BlobTransferClient::new(channel)
         .max_decoding_message_size(crate::peers::MAX_MESSAGE_BYTES)
         .fetch_blob(req)

@@ -3,7 +3,7 @@
 //! waits for the same transfer instead of starting another.
 
 use bytes::Bytes;
-use meridian_replication::ChunkSink;
+use meridian_replication::{ChunkSink, FetchPriority};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -24,6 +24,8 @@ pub struct Transfer {
     /// even after it was renamed into the blob store.
     pub file: Arc<std::fs::File>,
     pub progress: watch::Receiver<Progress>,
+    /// Whether a client waits for it (a background fetch a client joins is promoted).
+    pub priority: Arc<FetchPriority>,
 }
 
 impl Transfer {
