@@ -83,11 +83,7 @@ start_cluster() { # batch_writes (true|false)
     STARTED+=($!)
     wait_http "http://127.0.0.1:512$i/readyz" "$READY_TIMEOUT" || { log "$r not ready"; tail -20 "$TMP/$r-$1.log" >&2; exit 1; }
   done
-  local deadline=$((SECONDS + READY_TIMEOUT))
-  until [[ "$(admin --json region list 2>/dev/null | jq '[.regions[]? | select(.role == "leader" or .role == "voter")] | length' 2>/dev/null)" == 3 ]]; do
-    ((SECONDS < deadline)) || { log "three voters not reached"; exit 1; }
-    sleep 0.5
-  done
+  wait_voters 3 "$READY_TIMEOUT"
   if [[ "$1" == true ]]; then
     # The leader batches once its probes found every member able to apply batches.
     until curl -s http://127.0.0.1:5121/metrics | grep -q '^meridian_raft_batching 1'; do

@@ -85,6 +85,14 @@ wait_http() { # url timeout_secs : until GET url answers 200
   return 1
 }
 
+wait_voters() { # count timeout_secs : until the caller's `admin` lists that many voters
+  local deadline=$((SECONDS + $2))
+  until [[ "$(admin --json region list 2>/dev/null | jq '[.regions[]? | select(.role == "leader" or .role == "voter")] | length' 2>/dev/null)" == "$1" ]]; do
+    ((SECONDS < deadline)) || { log "$1 voters not reached after $2 s"; admin region list >&2 || true; exit 1; }
+    sleep 0.5
+  done
+}
+
 machine_line() {
   local cpu
   cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"

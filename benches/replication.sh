@@ -99,11 +99,7 @@ for i in 1 2 3; do
   fi
   log "$r ready (http://127.0.0.1:510$i)"
 done
-deadline=$((SECONDS + READY_TIMEOUT))
-until [[ "$(admin --json region list 2>/dev/null | jq '[.regions[]? | select(.role == "leader" or .role == "voter")] | length' 2>/dev/null)" == 3 ]]; do
-  ((SECONDS < deadline)) || { log "three voters not reached"; admin region list >&2 || true; exit 1; }
-  sleep 0.5
-done
+wait_voters 3 "$READY_TIMEOUT"
 LEADER="$(admin --json region list | jq -r '.regions[] | select(.role == "leader") | .name')"
 log "three voters, leader $LEADER; waiting for RTT probes"
 sleep 5

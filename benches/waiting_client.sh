@@ -91,11 +91,7 @@ start_cluster() { # binary name
     STARTED+=($!)
     wait_http "http://127.0.0.1:514$i/readyz" "$READY_TIMEOUT" || { log "$r not ready"; tail -20 "$TMP/$r-$2.log" >&2; exit 1; }
   done
-  local deadline=$((SECONDS + READY_TIMEOUT))
-  until [[ "$(admin --json region list 2>/dev/null | jq '[.regions[]? | select(.role == "leader" or .role == "voter")] | length' 2>/dev/null)" == 3 ]]; do
-    ((SECONDS < deadline)) || { log "three voters not reached"; exit 1; }
-    sleep 0.5
-  done
+  wait_voters 3 "$READY_TIMEOUT"
   log "$2: three voters, leader $(admin --json region list | jq -r '.regions[] | select(.role == "leader") | .name'); waiting for RTT probes"
   sleep 5
 }

@@ -173,6 +173,11 @@ struct Opts {
     /// Hash pulled blobs / manifests and check them against their digest.
     #[arg(long, global = true)]
     verify: bool,
+    /// manifest-get: GET the images `meridian-load` wrote instead of one pushed in setup:
+    /// `load/r<i>:v<j>` for i < REPOS and j < TAGS, picked at random for every op (a
+    /// registry's working set rather than one hot manifest). Given as REPOS,TAGS.
+    #[arg(long, global = true, value_name = "REPOS,TAGS")]
+    loaded: Option<String>,
     /// Print one JSON object instead of the human one-line summary.
     #[arg(long, global = true)]
     json: bool,
@@ -394,6 +399,8 @@ struct Ctx {
     /// manifest-get: tag and digest of the pre-pushed manifest.
     manifest_tag: String,
     manifest_digest: String,
+    /// manifest-get `--loaded`: how many `load/r<i>` repositories and `v<j>` tags to pick from.
+    loaded: Option<(u64, u64)>,
     /// manifest-put: descriptors of the config and layer uploaded in setup.
     put_config: serde_json::Value,
     put_layer: serde_json::Value,
@@ -561,9 +568,13 @@ impl Ctx {
 
     /// GET a manifest by tag or digest, accepting every manifest type; the body.
     async fn fetch_manifest(&self, reference: &str) -> Result<Bytes> {
+        self.fetch_manifest_in(&self.repo, reference).await
+    }
+
+    async fn fetch_manifest_in(&self, repo: &str, reference: &str) -> Result<Bytes> {
         let resp = self
             .client
-            .get(format!("{}/v2/{}/manifests/{reference}", self.base, self.repo))
+            .get(format!("{}/v2/{repo}/manifests/{reference}", self.base))
             .header(
                 ACCEPT,
                 format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
@@ -577,7 +588,11 @@ impl Ctx {
         resp.bytes().await.context("reading manifest body")
     }
 
-    async fn get_manifest(&self) -> Result<u64> {
+    async fn get_manifest(&self, w: &mut WorkerState) -> Result<u64> {
+        if let Some((repos, tags)) = self.loaded {
+            let (i, j) = (w.rng.next_u64() % repos, w.rng.next_u64() % tags);
+            return Ok(self.fetch_manifest_in(&format!("load/r{i}"), &format!("v{j}")).await?.len() as u64);
+        }
         let body = self.fetch_manifest(&self.manifest_tag).await?;
         if self.verify {
             let got = sha256_digest(&body);
@@ -652,7 +667,7 @@ impl Ctx {
                 let tag = format!("b{:x}-{}-{}", w.run_id, w.id, w.counter);
                 Ok(self.push_image(w, &tag).await?.0)
             }
-            Scenario::ManifestGet => self.get_manifest().await,
+            Scenario::ManifestGet => self.get_manifest(w).await,
             Scenario::ManifestPut => self.put_manifest(w, seq).await,
         }
     }
@@ -814,6 +829,15 @@ async fn check_reachable(client: &Client, base: &str) -> Result<()> {
     Ok(())
 }
 
+/// `--loaded REPOS,TAGS`.
+fn parse_loaded(s: &str) -> Result<(u64, u64)> {
+    let parsed = s.split_once(',').and_then(|(r, t)| Some((r.trim().parse::<u64>().ok()?, t.trim().parse::<u64>().ok()?)));
+    match parsed {
+        Some((r, t)) if r > 0 && t > 0 => Ok((r, t)),
+        _ => bail!("--loaded wants REPOS,TAGS (two positive numbers), got {s:?}"),
+    }
+}
+
 impl Ctx {
     fn new(scenario: Scenario, client: Client, base: String, repo: String, size: u64, o: &Opts) -> Result<Ctx> {
         let pull_bases = match &o.pull_urls {
@@ -836,6 +860,7 @@ impl Ctx {
             pull_digests: Vec::new(),
             manifest_tag: String::new(),
             manifest_digest: String::new(),
+            loaded: o.loaded.as_deref().map(parse_loaded).transpose()?,
             put_config: serde_json::Value::Null,
             put_layer: serde_json::Value::Null,
             tag_prefix: o.tag_prefix.clone(),
@@ -894,6 +919,7 @@ async fn run(scenario: Scenario, o: Opts) -> Result<()> {
                 ctx.pull_digests.push(d);
             }
         }
+        Scenario::ManifestGet if ctx.loaded.is_some() => {}
         Scenario::ManifestGet => {
             let tag = format!("bench-{run_id:x}");
             let (_, md) = ctx
