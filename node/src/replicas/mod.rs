@@ -9,6 +9,7 @@ mod worker;
 use crate::blobs::Blobs;
 use crate::meta::command::Command;
 use crate::meta::{Meta, Store};
+use meridian_proto::replication::blob_transfer_client::BlobTransferClient;
 use meridian_replication::{fetch_verified, Digest, FetchPriority, Holder, RegionThrottle};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::collections::HashMap;
@@ -222,31 +223,41 @@ impl Replicator {
     /// holders are asked in turn until one says it is streaming it; a source of an older
     /// version does not know the call, and its streams are never held back anyway).
     async fn tell_sources_of_promotion(self: Arc<Self>, digest: Digest) {
-        use meridian_proto::replication::blob_transfer_client::BlobTransferClient;
         use meridian_proto::replication::PromoteFetchRequest;
-        for holder in self.holders(&digest) {
-            let Ok(channel) = self.meta.peers().channel(&holder.grpc_addr) else { continue };
-            let mut req = tonic::Request::new(PromoteFetchRequest { digest: digest.to_string(), requester: self.meta.node_id() });
-            req.set_timeout(Duration::from_secs(5));
-            match BlobTransferClient::new(channel).promote_fetch(req).await {
-                Ok(reply) if reply.get_ref().found => return,
-                Ok(_) => {}
-                Err(e) => tracing::debug!(%digest, region = %holder.region, error = %e.message(), "could not tell a source a client joined its stream"),
-            }
-        }
+        let msg = PromoteFetchRequest { digest: digest.to_string(), requester: self.meta.node_id() };
+        self.tell_holders(self.holders(&digest), &digest, "a client joined its stream", |mut client| {
+            let req = within_seconds(msg.clone(), 5);
+            async move { client.promote_fetch(req).await.map(|reply| reply.get_ref().found) }
+        })
+        .await
     }
 
     /// Tells the holders this fetch was read from that its bytes are all here (or that it
     /// ended), so they stop holding this node's background streams back for it.
     async fn tell_sources_client_fetch_done(self: Arc<Self>, digest: Digest, holders: Vec<Holder>) {
-        use meridian_proto::replication::blob_transfer_client::BlobTransferClient;
         use meridian_proto::replication::ClientFetchDoneRequest;
+        let msg = ClientFetchDoneRequest { digest: digest.to_string(), requester: self.meta.node_id() };
+        self.tell_holders(holders, &digest, "a client's fetch arrived", |mut client| {
+            let req = within_seconds(msg.clone(), 5);
+            // Every holder is told: any of them may have been read from.
+            async move { client.client_fetch_done(req).await.map(|_| false) }
+        })
+        .await
+    }
+
+    /// Calls `call` on each holder in turn until one answers `true`. These calls only make
+    /// transfers faster, so a holder that cannot be reached is passed over (and logged).
+    async fn tell_holders<F, Fut>(&self, holders: Vec<Holder>, digest: &Digest, what: &str, mut call: F)
+    where
+        F: FnMut(BlobTransferClient<tonic::transport::Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<bool, tonic::Status>>,
+    {
         for holder in holders {
             let Ok(channel) = self.meta.peers().channel(&holder.grpc_addr) else { continue };
-            let mut req = tonic::Request::new(ClientFetchDoneRequest { digest: digest.to_string(), requester: self.meta.node_id() });
-            req.set_timeout(Duration::from_secs(5));
-            if let Err(e) = BlobTransferClient::new(channel).client_fetch_done(req).await {
-                tracing::debug!(%digest, region = %holder.region, error = %e.message(), "could not tell a source a client's fetch arrived");
+            match call(BlobTransferClient::new(channel)).await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => tracing::debug!(%digest, region = %holder.region, error = %e.message(), "could not tell a source {what}"),
             }
         }
     }
@@ -396,6 +407,13 @@ fn rendezvous_score(digest: &str, node: u64) -> u64 {
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
     hash ^ (hash >> 33)
+}
+
+/// A gRPC request that gives up after `secs`.
+fn within_seconds<T>(msg: T, secs: u64) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.set_timeout(Duration::from_secs(secs));
+    req
 }
 
 #[cfg(test)]
