@@ -124,12 +124,31 @@ pub async fn run_all(cluster: &Cluster, live: &[usize], history: &History, share
 async fn converge(cluster: &Cluster, live: &[usize], timeout: Duration) -> Result<(), String> {
     let t0 = Instant::now();
     let mut last = Vec::new();
+    let number = |v: &serde_json::Value, key: &str| v[key].as_u64().or_else(|| v[key].as_str().and_then(|s| s.parse().ok()));
     loop {
         let mut applied = Vec::new();
+        // What each member says of itself, for the finding: whom it follows, in which
+        // term, how far its log reaches — enough to tell a stuck leader from a lagging
+        // follower without the run.
+        let mut said = Vec::new();
         for &i in live {
             match cluster.status_at(i).await {
-                Ok(v) => applied.push(v["last_applied"].as_u64().or_else(|| v["last_applied"].as_str().and_then(|s| s.parse().ok()))),
-                Err(_) => applied.push(None),
+                Ok(v) => {
+                    applied.push(number(&v, "last_applied"));
+                    said.push(format!(
+                        "{}: term {:?}, leader {}, last log {:?}, applied {:?}, snapshot {:?}",
+                        cluster[i].name,
+                        number(&v, "term"),
+                        v["leader"].as_str().unwrap_or("?"),
+                        number(&v, "last_log_index"),
+                        number(&v, "last_applied"),
+                        number(&v, "snapshot_index")
+                    ));
+                }
+                Err(e) => {
+                    applied.push(None);
+                    said.push(format!("{}: no status ({e})", cluster[i].name));
+                }
             }
         }
         let all_same = applied.iter().all(|a| a.is_some() && *a == applied[0]);
@@ -137,7 +156,7 @@ async fn converge(cluster: &Cluster, live: &[usize], timeout: Duration) -> Resul
             return Ok(());
         }
         if t0.elapsed() > timeout {
-            return Err(format!("applied indexes after {timeout:?}: {applied:?} (members {live:?})"));
+            return Err(format!("applied indexes after {timeout:?}: {applied:?} (members {live:?}); {}", said.join("; ")));
         }
         last = applied;
         tokio::time::sleep(Duration::from_millis(300)).await;
