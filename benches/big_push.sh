@@ -41,22 +41,14 @@ COMPARE_BIN="${COMPARE_BIN:-}"
 COMPARE_LABEL="${COMPARE_LABEL:-$COMPARE_BIN}"
 require_free_ports "$PORT" 6211 "$COMPARE_PORT" 6212
 
-start_node() { # binary name port grpc_port → NODE_PID
-  mkdir -p "$TMP/$2"
-  MERIDIAN_AUTH_ENABLED=false MERIDIAN_LOG_LEVEL=warn \
-    "$1" serve --listen "127.0.0.1:$3" --grpc-listen "127.0.0.1:$4" --data-dir "$TMP/$2/data" >"$TMP/$2/log" 2>&1 &
-  NODE_PID=$!
-  STARTED+=("$NODE_PID")
-  wait_http "http://127.0.0.1:$3/readyz" 60 || { log "$2 not ready"; tail -20 "$TMP/$2/log" >&2; exit 1; }
-}
 # Every pushed blob is unique and stays: each round starts on empty data directories and
 # removes them after (8 s at 1 GB/s is 8 GB).
 start_nodes() {
   if [[ -n "$COMPARE_BIN" ]]; then
-    start_node "$COMPARE_BIN" compare "$COMPARE_PORT" 6212
+    start_single_node "$COMPARE_BIN" compare "$COMPARE_PORT" 6212
     COMPARE_PID=$NODE_PID
   fi
-  start_node "$MERIDIAN" node "$PORT" 6211
+  start_single_node "$MERIDIAN" node "$PORT" 6211
   PUSH_PID=$NODE_PID
 }
 stop_nodes() {

@@ -85,6 +85,17 @@ wait_http() { # url timeout_secs : until GET url answers 200
   return 1
 }
 
+# A one-node region of `binary` (auth off, data in $TMP/name/data, log in $TMP/name/log),
+# on 127.0.0.1:port and grpc_port; waits until it is ready. Sets NODE_PID.
+start_single_node() { # binary name port grpc_port
+  mkdir -p "$TMP/$2"
+  MERIDIAN_AUTH_ENABLED=false MERIDIAN_LOG_LEVEL=warn \
+    "$1" serve --listen "127.0.0.1:$3" --grpc-listen "127.0.0.1:$4" --data-dir "$TMP/$2/data" >"$TMP/$2/log" 2>&1 &
+  NODE_PID=$!
+  STARTED+=("$NODE_PID")
+  wait_http "http://127.0.0.1:$3/readyz" 60 || { log "$2 not ready"; tail -20 "$TMP/$2/log" >&2; exit 1; }
+}
+
 wait_voters() { # count timeout_secs : until the caller's `admin` lists that many voters
   local deadline=$((SECONDS + $2))
   until [[ "$(admin --json region list 2>/dev/null | jq '[.regions[]? | select(.role == "leader" or .role == "voter")] | length' 2>/dev/null)" == "$1" ]]; do

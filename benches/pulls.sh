@@ -49,18 +49,10 @@ COMPARE_BIN="${COMPARE_BIN:-}"
 COMPARE_LABEL="${COMPARE_LABEL:-$COMPARE_BIN}"
 require_free_ports "$PORT" 6541 "$NGINX_PORT" "$COMPARE_PORT" 6543
 
-start_node() { # binary name port grpc_port → NODE_PID
-  mkdir -p "$TMP/$2"
-  MERIDIAN_AUTH_ENABLED=false MERIDIAN_LOG_LEVEL=warn \
-    "$1" serve --listen "127.0.0.1:$3" --grpc-listen "127.0.0.1:$4" --data-dir "$TMP/$2/data" >"$TMP/$2/log" 2>&1 &
-  NODE_PID=$!
-  STARTED+=("$NODE_PID")
-  wait_http "http://127.0.0.1:$3/readyz" 60 || { log "$2 not ready"; tail -20 "$TMP/$2/log" >&2; exit 1; }
-}
-start_node "$MERIDIAN" node "$PORT" 6541
+start_single_node "$MERIDIAN" node "$PORT" 6541
 NODE=$NODE_PID
 if [[ -n "$COMPARE_BIN" ]]; then
-  start_node "$COMPARE_BIN" compare "$COMPARE_PORT" 6543
+  start_single_node "$COMPARE_BIN" compare "$COMPARE_PORT" 6543
   COMPARE_PID=$NODE_PID
 fi
 
