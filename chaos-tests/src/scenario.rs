@@ -15,8 +15,12 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::time::{Duration, Instant};
 
-/// How long the checkers may take after the heal before the scenario counts as hung.
-const CHECK_LIMIT: Duration = Duration::from_secs(300);
+/// How long the checkers may take beyond the convergence wait before the scenario counts
+/// as hung.
+const CHECK_LIMIT: Duration = Duration::from_secs(210);
+/// How long the regions get to reach the same applied index after the heal, plus a
+/// quarter of the time the faults ran (see `finish`).
+const CONVERGE_BASE: Duration = Duration::from_secs(90);
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -177,10 +181,16 @@ impl Scenario {
         };
         self.heal_all().await;
         let shared = WorkloadConfig::new(self.seed).shared_tags;
-        let checking = check::run_all(&self.cluster, &self.live, &history, shared, Duration::from_secs(90));
-        let report = match tokio::time::timeout(CHECK_LIMIT, checking).await {
+        // What a region could not copy while the faults lasted is copied after the heal,
+        // each copy a Raft write, so the applied indexes settle only once that backlog is
+        // drained: a region cut off half the time for a 10-minute soak had ~4,600 blobs to
+        // fetch (about 2 minutes). The wait grows with how long the faults ran.
+        let converge_limit = CONVERGE_BASE + self.duration / 4;
+        let check_limit = CHECK_LIMIT + converge_limit;
+        let checking = check::run_all(&self.cluster, &self.live, &history, shared, converge_limit);
+        let report = match tokio::time::timeout(check_limit, checking).await {
             Ok(report) => report,
-            Err(_) => panic!("{}: the checkers did not finish within {CHECK_LIMIT:?} (seed {})", self.name, self.seed),
+            Err(_) => panic!("{}: the checkers did not finish within {check_limit:?} (seed {})", self.name, self.seed),
         };
         let mut text = format!(
             "\n===== chaos scenario {} (seed {}) =====\nfaults:\n{}\nhistory: {} ops — {}\ncheckers:\n{}\n",
