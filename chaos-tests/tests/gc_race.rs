@@ -268,7 +268,10 @@ async fn collection_racing_pushes_mounts_and_deletes_loses_nothing_and_leaves_no
     }
 
     // Let the policy finish with what the pushers left: then `ret/` holds only what
-    // `latest` points at.
+    // `latest` points at. An image a pusher untagged in its last 2 s is not the policy's
+    // yet (`--untagged-after 2s`), so an empty dry run right after the pushers stop can
+    // still leave one behind: wait that out first (and a second more for the clocks).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let dry = c.admin_json_at(0, &["retention", "run", "--dry-run"]).await;
