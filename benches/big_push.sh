@@ -31,10 +31,7 @@ BENCH_NAME=big-push
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 
-log "cargo build --release -p meridian-node -p meridian-benches"
-cargo build --release -p meridian-node -p meridian-benches
-MERIDIAN="$ROOT/target/release/meridian"
-BENCH="$ROOT/target/release/meridian-bench"
+build_node
 PORT=5211
 COMPARE_PORT=5212
 COMPARE_BIN="${COMPARE_BIN:-}"

@@ -27,11 +27,7 @@ BENCH_NAME=console
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 
-log "cargo build --release -p meridian-node -p meridian-benches"
-cargo build --release -p meridian-node -p meridian-benches
-MERIDIAN="$ROOT/target/release/meridian"
-LOAD="$ROOT/target/release/meridian-load"
-BENCH="$ROOT/target/release/meridian-bench"
+build_node
 PORT=5401
 GRPC=6401
 require_free_ports "$PORT" "$GRPC" 5402 6402

@@ -10,15 +10,22 @@ STARTED=()   # every pid this script started and has not stopped yet
 
 log() { echo "[$BENCH_NAME] $*" >&2; }
 
-# Builds the node, the load generator and the fault proxy; sets MERIDIAN, BENCH, PROXY.
-build_with_proxy() {
-  log "cargo build --release -p meridian-node -p meridian-benches; cargo build --release -p chaos-tests --bin fault-proxy"
+# Builds the node and the load generators; sets MERIDIAN, BENCH and LOAD.
+build_node() {
+  log "cargo build --release -p meridian-node -p meridian-benches"
   cargo build --release -p meridian-node -p meridian-benches
-  # Separately: built together, cargo would unify chaos-tests' `failpoints` feature into the
-  # benchmarked `meridian` binary.
-  cargo build --release -p chaos-tests --bin fault-proxy
   MERIDIAN="$ROOT/target/release/meridian"
   BENCH="$ROOT/target/release/meridian-bench"
+  LOAD="$ROOT/target/release/meridian-load"
+}
+
+# build_node, and the fault proxy; also sets PROXY.
+build_with_proxy() {
+  build_node
+  # Separately: built together, cargo would unify chaos-tests' `failpoints` feature into the
+  # benchmarked `meridian` binary.
+  log "cargo build --release -p chaos-tests --bin fault-proxy"
+  cargo build --release -p chaos-tests --bin fault-proxy
   PROXY="$ROOT/target/release/fault-proxy"
 }
 

@@ -38,10 +38,7 @@ if [[ "$(dpkg-query -W -f='${Status}' nginx 2>/dev/null)" != "install ok install
 fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
-log "cargo build --release -p meridian-node -p meridian-benches"
-cargo build --release -p meridian-node -p meridian-benches
-MERIDIAN="$ROOT/target/release/meridian"
-BENCH="$ROOT/target/release/meridian-bench"
+build_node
 PORT=5541
 NGINX_PORT=5542
 COMPARE_PORT=5543

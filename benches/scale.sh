@@ -47,11 +47,7 @@ BENCH_NAME=scale
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 
-log "cargo build --release -p meridian-node -p meridian-benches"
-cargo build --release -p meridian-node -p meridian-benches
-MERIDIAN="$ROOT/target/release/meridian"
-LOAD="$ROOT/target/release/meridian-load"
-BENCH="$ROOT/target/release/meridian-bench"
+build_node
 require_free_ports 5331 5332 5333 6331 6332 6333
 
 config() { # name node_id port_suffix join : a node's config file
