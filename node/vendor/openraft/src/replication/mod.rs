@@ -1,6 +1,7 @@
 //! Replication stream.
 
 pub(crate) mod callbacks;
+mod heartbeat;
 pub(crate) mod hint;
 mod replication_session_id;
 pub(crate) mod request;
@@ -45,6 +46,8 @@ use crate::network::RaftNetworkFactory;
 use crate::raft::AppendEntriesRequest;
 use crate::raft::AppendEntriesResponse;
 use crate::replication::callbacks::SnapshotCallback;
+use crate::replication::heartbeat::HeartbeatLane;
+use crate::replication::heartbeat::SharedMatching;
 use crate::replication::hint::ReplicationHint;
 use crate::replication::request_id::RequestId;
 use crate::storage::RaftLogReader;
@@ -139,6 +142,9 @@ where
     /// Last matching log id on a follower/learner
     matching: Option<LogId<C::NodeId>>,
 
+    /// Meridian patch: `matching`, as the heartbeat lane reads it (see `heartbeat.rs`).
+    shared_matching: SharedMatching<C::NodeId>,
+
     /// Next replication action to run.
     next_action: Option<Data<C>>,
 
@@ -165,6 +171,7 @@ where
         matching: Option<LogId<C::NodeId>>,
         network: N::Network,
         snapshot_network: N::Network,
+        heartbeat_network: N::Network,
         log_reader: LS::LogReader,
         snapshot_reader: SnapshotReader<C>,
         tx_raft_core: mpsc::UnboundedSender<Notify<C>>,
@@ -181,6 +188,21 @@ where
         // other component to ReplicationStream
         let (tx_event, rx_event) = mpsc::unbounded_channel();
 
+        // Meridian patch: RaftCore's events pass through the heartbeat lane, which sends
+        // heartbeats (and so the commit index) itself, never waiting behind log entries
+        // in flight (see `heartbeat.rs`).
+        let (tx_loop, rx_loop) = mpsc::unbounded_channel();
+        let shared_matching: SharedMatching<C::NodeId> = Arc::new(std::sync::Mutex::new(matching.clone()));
+        let lane = HeartbeatLane {
+            target: target.clone(),
+            session_id: session_id.clone(),
+            config: config.clone(),
+            committed: committed.clone(),
+            matching: shared_matching.clone(),
+            tx_raft_core: tx_raft_core.clone(),
+        };
+        let _lane = C::AsyncRuntime::spawn(lane.run(heartbeat_network, rx_event, tx_loop).instrument(span.clone()));
+
         let this = Self {
             target,
             session_id,
@@ -193,8 +215,9 @@ where
             config,
             committed,
             matching,
+            shared_matching,
             tx_raft_core,
-            rx_event,
+            rx_event: rx_loop,
             weak_tx_event: tx_event.downgrade(),
             next_action: None,
             entries_hint: Default::default(),
@@ -452,7 +475,14 @@ where
             self.config.heartbeat_interval
         );
 
-        let the_timeout = Duration::from_millis(self.config.heartbeat_interval);
+        // Meridian patch: heartbeats no longer wait behind this RPC (heartbeat.rs), so it
+        // may take longer than a heartbeat interval without costing the follower its
+        // leader: a batch of entries to a follower a wide-area round trip away, busy
+        // applying, would otherwise time out and be sent again, and again.
+        let the_timeout = Duration::from_millis(std::cmp::max(
+            self.config.heartbeat_interval,
+            self.config.election_timeout_min / 2,
+        ));
         let option = RPCOption::new(the_timeout);
         let res = C::timeout(the_timeout, self.network.append_entries(payload, option)).await;
 
@@ -541,6 +571,10 @@ where
             Ok(matching) => {
                 self.validate_matching(matching.clone());
                 self.matching = matching.clone();
+                match self.shared_matching.lock() {
+                    Ok(mut m) => *m = matching.clone(),
+                    Err(poisoned) => *poisoned.into_inner() = matching.clone(),
+                }
             }
             Err(_conflict) => {
                 // Conflict is not allowed to be less than the current matching.
@@ -679,16 +713,11 @@ where
 
                 self.committed = c;
 
-                // If there is no action, fill in an heartbeat action to send committed index.
-                if self.next_action.is_none() {
-                    self.next_action = Some(Data::new_heartbeat());
-                }
+                // Meridian patch: the heartbeat lane has sent the committed index already;
+                // the next log entries carry it too.
             }
             Replicate::Heartbeat => {
-                // Never overwrite action with payload.
-                if self.next_action.is_none() {
-                    self.next_action = Some(Data::new_heartbeat());
-                }
+                // Meridian patch: sent by the heartbeat lane.
             }
             Replicate::Data(d) => {
                 // TODO: Currently there is at most 1 in flight data. But in future RaftCore may send next data

@@ -73,6 +73,8 @@ use crate::SnapshotMeta;
 pub(crate) enum Data<C>
 where C: RaftTypeConfig
 {
+    // Meridian patch: no longer built; heartbeats go on their own lane (heartbeat.rs).
+    #[allow(dead_code)]
     Heartbeat,
     Logs(DataWithId<LogIdRange<C::NodeId>>),
     Snapshot(DataWithId<Option<LogIdOf<C>>>),
@@ -136,6 +138,7 @@ where C: RaftTypeConfig
 impl<C> Data<C>
 where C: RaftTypeConfig
 {
+    #[allow(dead_code)] // Meridian patch: see `Data::Heartbeat`.
     pub(crate) fn new_heartbeat() -> Self {
         Self::Heartbeat
     }
