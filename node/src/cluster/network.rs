@@ -5,7 +5,7 @@ use crate::peers::{Peers, MAX_MESSAGE_BYTES};
 use crate::meta::types::{NodeId, NodeInfo, TypeConfig};
 use meridian_proto::cluster::raft_service_client::RaftServiceClient;
 use meridian_proto::cluster::{RaftReply, RaftRequest};
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -13,6 +13,13 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+/// An AppendEntries message above this size is not sent: openraft is told to retry with
+/// proportionally fewer entries (`PayloadTooLarge`). It lets `max_payload_entries` be
+/// large — many small entries per message to a far follower, which otherwise falls behind
+/// when entries come faster than that many per round trip — while entries of whole
+/// manifests or full batches still go in messages well under `MAX_MESSAGE_BYTES`.
+const APPEND_SPLIT_BYTES: usize = 32 << 20;
 
 #[derive(Clone)]
 pub struct GrpcNetwork {
@@ -54,7 +61,20 @@ impl GrpcPeer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let payload = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send(rpc, encode(req)?, option).await
+    }
+
+    /// Sends an encoded request and decodes the reply.
+    async fn send<Resp, E>(
+        &self,
+        rpc: Rpc,
+        payload: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let channel = self
             .peers
             .channel(&self.target_node.grpc_addr)
@@ -63,7 +83,11 @@ impl GrpcPeer {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let mut request = tonic::Request::new(RaftRequest { payload });
-        request.set_timeout(option.hard_ttl());
+        // openraft times the RPC itself (`hard_ttl`) and reports a timeout as such, after
+        // which it sends again at once; this is a backstop only. Timing out here first
+        // would report the peer `Unreachable`, and openraft would pause replicating to it
+        // (its backoff) after what was only a slow answer from a far, busy region.
+        request.set_timeout(option.hard_ttl() * 2);
         let reply: Result<tonic::Response<RaftReply>, tonic::Status> = match rpc {
             Rpc::Vote => client.vote(request).await,
             Rpc::Append => client.append_entries(request).await,
@@ -81,13 +105,24 @@ impl GrpcPeer {
     }
 }
 
+fn encode<Req: Serialize, E: std::error::Error>(req: &Req) -> Result<Vec<u8>, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>> {
+    serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+}
+
 impl RaftNetwork<TypeConfig> for GrpcPeer {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.call(Rpc::Append, &rpc, &option).await
+        let payload = encode(&rpc)?;
+        let entries = rpc.entries.len();
+        if payload.len() > APPEND_SPLIT_BYTES && entries > 1 {
+            // At least one entry per message; openraft keeps the hint for the next few sends.
+            let fewer = (entries * APPEND_SPLIT_BYTES / payload.len()).clamp(1, entries - 1);
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fewer as u64)));
+        }
+        self.send(Rpc::Append, payload, &option).await
     }
 
     async fn install_snapshot(
@@ -105,5 +140,48 @@ impl RaftNetwork<TypeConfig> for GrpcPeer {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
         self.call(Rpc::Vote, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::command::Command;
+    use crate::meta::types::{Entry, LogId};
+    use openraft::{CommittedLeaderId, EntryPayload, Vote};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    /// A peer nobody listens for: what reaches the wire fails as unreachable.
+    fn peer() -> GrpcPeer {
+        let node = NodeInfo { grpc_addr: "127.0.0.1:9".into(), ..Default::default() };
+        GrpcPeer { target: 2, target_node: node, peers: Peers::new(BTreeMap::new(), None) }
+    }
+
+    fn append_of(entries: usize, bytes_each: usize) -> AppendEntriesRequest<TypeConfig> {
+        let entries = (1..=entries as u64)
+            .map(|index| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                payload: EntryPayload::Normal(Command::RemoveQuota { pattern: "x".repeat(bytes_each) }),
+            })
+            .collect();
+        AppendEntriesRequest { vote: Vote::new_committed(1, 1), prev_log_id: None, leader_commit: None, entries }
+    }
+
+    #[tokio::test]
+    async fn an_append_past_the_split_size_asks_openraft_for_fewer_entries() {
+        let option = RPCOption::new(Duration::from_secs(1));
+        // Three entries of 12 MiB: 36 MiB of JSON, over the 32 MiB split size.
+        let err = peer().append_entries(append_of(3, 12 << 20), option.clone()).await.unwrap_err();
+        match err {
+            RPCError::PayloadTooLarge(too_large) => assert_eq!(too_large.entries_hint(), 2),
+            other => panic!("expected PayloadTooLarge, got {other}"),
+        }
+        // One entry is never split, however large: it goes to the wire (here: nobody).
+        let err = peer().append_entries(append_of(1, 40 << 20), option.clone()).await.unwrap_err();
+        assert!(matches!(err, RPCError::Unreachable(_)), "got {err}");
+        // Under the split size, too.
+        let err = peer().append_entries(append_of(3, 1 << 20), option).await.unwrap_err();
+        assert!(matches!(err, RPCError::Unreachable(_)), "got {err}");
     }
 }

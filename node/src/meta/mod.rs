@@ -133,8 +133,12 @@ impl Meta {
             election_timeout_max: config.raft.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.raft.snapshot_every),
             max_in_snapshot_log_to_keep: config.raft.max_logs_kept,
-            // Entries carry whole manifests; keep one AppendEntries message bounded.
-            max_payload_entries: 64,
+            // Up to this many entries per AppendEntries: with one message in flight per
+            // follower, a far follower receives at most this many entries per round trip,
+            // so it must be large (64 let ap, 180 ms away, fall behind 256 pushers). The
+            // message's bytes are bounded by the network, which asks openraft to send
+            // fewer when they pass `cluster::network::APPEND_SPLIT_BYTES`.
+            max_payload_entries: 1024,
             install_snapshot_timeout: 10_000,
             ..Default::default()
         }
