@@ -254,6 +254,45 @@ async fn transfers_cut_at_random_offsets() {
     s.finish().await;
 }
 
+/// Wide-area links (round trips 80, 150 and 180 ms, ±10 ms jitter each way) under the
+/// README's wide-area Raft timings, while the connections of a random link are reset every
+/// 0.3–1.5 s: log entries and heartbeats travel side by side (openraft's patched heartbeat
+/// lane, `node/vendor/openraft/MERIDIAN.md`), and either may be lost mid-flight or
+/// overtake the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wide_area_links_reset() {
+    let opts = ClusterOptions::new(3)
+        .raft("heartbeat_ms", "250")
+        .raft("election_timeout_min_ms", "1500")
+        .raft("election_timeout_max_ms", "3000");
+    let mut s = Scenario::start("wide_area_links_reset", 1015, Duration::from_secs(20), BIN, opts).await;
+    // One-way delays between the three members, as us, eu and ap in benches/replication.sh.
+    let one_way_ms = [[0, 40, 90], [40, 0, 75], [90, 75, 0]];
+    let members = s.live.clone();
+    for (i, &a) in members.iter().enumerate() {
+        for (j, &b) in members.iter().enumerate() {
+            if a != b {
+                s.cluster.link(a, b).set_delay(Duration::from_millis(one_way_ms[i][j]));
+                s.cluster.link(a, b).set_jitter(Duration::from_millis(10));
+            }
+        }
+    }
+    s.fault("wide-area links: 40/75/90 ms each way, 10 ms jitter");
+    s.start_workload();
+    let mut resets = 0;
+    while s.running() {
+        s.pause_ms(300, 1500).await;
+        let a = members[s.rng.random_range(0..members.len())];
+        let b = members[s.rng.random_range(0..members.len())];
+        if a != b {
+            s.cluster.link(a, b).reset_connections();
+            resets += 1;
+        }
+    }
+    s.fault(format!("{resets} connection resets on random links"));
+    s.finish().await;
+}
+
 /// A follower's fsyncs fail (half of them, then all) while replicas land there and
 /// clients push to it: nothing counts as stored without its fsync, and the follower
 /// ends with every blob once its disk behaves.
