@@ -14,6 +14,8 @@
 #
 #   benches/geo_writes.sh                       # 1, 8, 64, 256 pushers, 10 s each
 #   PUSHERS="8 64" BENCH_SECS=5 benches/geo_writes.sh
+#   MODES=true benches/geo_writes.sh           # batched writes only (default: "true false")
+#   VIS_OPS=0 benches/geo_writes.sh            # without the visibility rows (default 200 manifests)
 #
 # Ports (127.0.0.1 only): HTTP 5121-5123, gRPC 6121-6123, link proxies 72ij (node i
 # dialling node j).
@@ -23,13 +25,15 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 CMDLINE="benches/geo_writes.sh"
-for v in PUSHERS BENCH_SECS LAYER_SIZE RTT_US_AP RTT_EU_AP RTT_US_EU; do
+for v in PUSHERS MODES VIS_OPS BENCH_SECS LAYER_SIZE RTT_US_AP RTT_EU_AP RTT_US_EU; do
   if [[ -n "${!v:-}" ]]; then CMDLINE="$v=${!v} $CMDLINE"; fi
 done
 RTT_US_EU="${RTT_US_EU:-80}"
 RTT_EU_AP="${RTT_EU_AP:-150}"
 RTT_US_AP="${RTT_US_AP:-180}"
 PUSHERS="${PUSHERS:-8 64 256}"
+MODES="${MODES:-true false}"
+VIS_OPS="${VIS_OPS:-200}"
 BENCH_SECS="${BENCH_SECS:-10}"
 LAYER_SIZE="${LAYER_SIZE:-16KiB}"
 RESULTS_FILE="${RESULTS_FILE:-$ROOT/benches/RESULTS.md}"
@@ -86,6 +90,7 @@ start_cluster() { # batch_writes (true|false)
   wait_voters 3 "$READY_TIMEOUT"
   if [[ "$1" == true ]]; then
     # The leader batches once its probes found every member able to apply batches.
+    local deadline=$((SECONDS + READY_TIMEOUT))
     until curl -s http://127.0.0.1:5121/metrics | grep -q '^meridian_raft_batching 1'; do
       ((SECONDS < deadline)) || { log "batching never enabled"; exit 1; }
       sleep 0.5
@@ -100,6 +105,34 @@ stop_cluster() {
 
 OUT="$TMP/results.jsonl"
 : >"$OUT"
+VIS_OUT="$TMP/visibility.jsonl"
+: >"$VIS_OUT"
+# Visibility lag (issue 18, target 1): VIS_OPS manifests PUT one after another in us, each
+# polled by digest in eu and in ap until `200` (geo visibility), with nothing else running
+# and again while 8 pushers (3 us, 3 eu, 2 ap) push images continuously.
+visibility_rows() {
+  local load=$1 r i
+  for r in eu ap; do
+    i=$([[ $r == eu ]] && echo 2 || echo 3)
+    log "visibility in $r of manifests PUT in us ($load)"
+    "$BENCH" geo visibility --url http://127.0.0.1:5121 --peer-url "http://127.0.0.1:512$i" --repo bench/geo-writes-vis \
+      --ops "$VIS_OPS" --label "$load|$r" --json >>"$VIS_OUT"
+  done
+}
+visibility_all() {
+  local k pids=()
+  visibility_rows quiet
+  for k in 1 2 3; do
+    "$BENCH" image-push --url "http://127.0.0.1:512$k" --concurrency $((k == 3 ? 2 : 3)) --size "$LAYER_SIZE" --layers 3 \
+      --repo "bench/geo-writes-vis-load-$k" --duration 3600s --json >/dev/null 2>"$TMP/vis-load-$k.err" &
+    pids+=($!)
+    STARTED+=($!)
+  done
+  sleep 3
+  visibility_rows "8 pushers"
+  stop_pids "${pids[@]}"
+  forget_pids "${pids[@]}"
+}
 push() { # mode row region concurrency → one JSON line (a run where every push failed too)
   local i
   for i in 1 2 3; do [[ "${REGIONS[$((i - 1))]}" == "$3" ]] && break; done
@@ -113,7 +146,7 @@ push() { # mode row region concurrency → one JSON line (a run where every push
     echo "$out"
   fi
 }
-for mode in true false; do
+for mode in $MODES; do
   start_cluster "$mode"
   for r in us eu; do
     log "sequential manifest PUTs at $r, batch_writes = $mode"
@@ -121,6 +154,7 @@ for mode in true false; do
     "$BENCH" manifest-put --url "http://127.0.0.1:512$i" --concurrency 1 --tags 0 --repo "bench/geo-writes-put-$r" \
       --duration "${BENCH_SECS}s" --warmup 2s --label "$mode|manifest PUT, 1 client@$r|$r" --json >>"$OUT"
   done
+  if [[ "$mode" == true && "$VIS_OPS" != 0 ]]; then visibility_all; fi
   log "1 pusher at the leader (us), batch_writes = $mode"
   push "$mode" "1@us" us 1 >>"$OUT"
   log "1 pusher at a follower (eu), batch_writes = $mode"
@@ -170,8 +204,19 @@ SECTION="$TMP/section.md"
   while IFS=$'\t' read -r mode n rate lat errs; do
     echo "| $mode | $n | $rate | $lat | $errs |"
   done <"$ROWS"
+  if [[ -s "$VIS_OUT" ]]; then
+    echo
+    echo "Visibility lag with batched writes: $VIS_OPS manifests PUT one after another in us; after each \`201\` a client in eu and one in ap GET it by digest (again every 1 ms after a \`404\`) until \`200\`. Target: p99 ≤ 1 RTT to us + 50 ms."
+    echo
+    echo "| load | region | RTT to us | lag p50 / p99 ms | target p99 | \`404\`s | errors |"
+    echo "|---|---|---:|---:|---:|---:|---:|"
+    jq -r --argjson eu "$RTT_US_EU" --argjson ap "$RTT_US_AP" '
+      (.label | split("|")) as $l
+      | (if $l[1] == "eu" then $eu else $ap end) as $rtt
+      | "| \($l[0]) | \($l[1]) | \($rtt) ms | \(.lag_p50_ms | round) / \(.lag_p99_ms | round) | \($rtt + 50) | \(.misses) | \(.errors) |"' "$VIS_OUT"
+  fi
   echo
-  raw_json_details "$OUT"
+  raw_json_details "$OUT" "$VIS_OUT"
   echo "<!-- geo-writes:end -->"
 } >"$SECTION"
 write_section "$RESULTS_FILE" geo-writes "$SECTION"
