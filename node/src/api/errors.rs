@@ -32,6 +32,9 @@ fn classify(e: &RegistryError) -> (StatusCode, &'static str) {
         NoQuorum(_) | SourceUnavailable(_) | StorageUnavailable(_) | UploadOwnerUnavailable(_) => {
             (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
         }
+        // Not the client's fault and not over in a moment: 507 says which, and a client's
+        // retry after space is freed succeeds (nothing of this request was kept).
+        StorageFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "UNAVAILABLE"),
         BodyFailed(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
         Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
         Denied { .. } | QuotaExceeded(_) => (StatusCode::FORBIDDEN, "DENIED"),

@@ -63,6 +63,10 @@ pub enum RegistryError {
     /// request was kept.
     #[error("the region's blob store is unavailable: {0}")]
     StorageUnavailable(String),
+    /// This node's disk (or its quota) is full: the bytes were not stored, nothing of the
+    /// request was kept, and the upload can be retried once space is freed.
+    #[error("no space left for blobs in this region: {0}")]
+    StorageFull(String),
     /// The upload session lives on another node of this region, which did not answer;
     /// nothing of the request was kept.
     #[error("the node holding this upload session is unavailable: {0}")]
@@ -118,10 +122,17 @@ impl From<StoreError> for RegistryError {
     }
 }
 
+/// A write refused for want of space: the disk is full (ENOSPC) or the user's or
+/// project's disk quota is (EDQUOT).
+fn is_disk_full(io: &std::io::Error) -> bool {
+    matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
 impl From<BlobError> for RegistryError {
     fn from(e: BlobError) -> Self {
         match e {
             BlobError::ObjectStore(_) => RegistryError::StorageUnavailable(e.to_string()),
+            BlobError::Io(ref io) if is_disk_full(io) => RegistryError::StorageFull(io.to_string()),
             BlobError::Io(_) => RegistryError::Internal(e.to_string()),
         }
     }
@@ -145,6 +156,7 @@ impl From<WriteError> for RegistryError {
                 RegistryError::SizeInvalid(format!("body longer than the {limit} bytes announced"))
             }
             WriteError::OverCap { max } => RegistryError::BlobTooLarge { limit: max },
+            WriteError::Io(io) if is_disk_full(&io) => RegistryError::StorageFull(io.to_string()),
             WriteError::Io(io) => RegistryError::Internal(io.to_string()),
         }
     }
