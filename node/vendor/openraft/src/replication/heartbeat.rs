@@ -67,8 +67,9 @@ where C: RaftTypeConfig
         NW: RaftNetwork<C>,
     {
         let mut wanted = false;
-        // After a failed heartbeat, the next waits a heartbeat interval (an unreachable
-        // follower is not called again for every commit).
+        // After a failed heartbeat the next goes no sooner than a heartbeat interval after
+        // the failed one was sent (after a timeout: at once), so an unreachable follower
+        // is not called again for every commit.
         let mut not_before: Option<InstantOf<C>> = None;
 
         loop {

@@ -374,11 +374,12 @@ where C: RaftTypeConfig
                         send_none
                     );
 
-                    #[allow(clippy::collapsible_if)]
-                    if e == &Inflight::None {
-                        if send_none == SendNone::True {
-                            Self::send_to_target(self.output, id, e);
-                        }
+                    // Meridian patch: a heartbeat goes out even while entries or a snapshot
+                    // are in flight: it travels on its own lane (replication/heartbeat.rs),
+                    // and an entry RPC may now take longer than a heartbeat interval, so
+                    // the follower must not depend on it to hear from its leader.
+                    if send_none == SendNone::True {
+                        Self::send_to_target(self.output, id, &Inflight::None);
                     }
                 }
             }
