@@ -13,7 +13,9 @@ async fn an_upload_on_a_full_disk_is_refused_with_507_and_kept_nowhere() {
     chaos_tests::harness::use_binary(env!("CARGO_BIN_EXE_meridian-chaos-node"));
     let mut c = Cluster::start_with(ClusterOptions::new(1).env("MERIDIAN_FAILPOINTS_API", "1")).await;
     let node = c.leader().await;
-    let data = oci::test_bytes("full-disk", 3 << 20);
+    // Larger than the writer's buffers, so the disk refuses it while the client is still
+    // sending: the answer must reach a client that reads only after sending its body.
+    let data = oci::test_bytes("full-disk", 24 << 20);
     let digest = oci::sha256_digest(&data);
 
     c.failpoint(node, "blob-write", "return(enospc)").await;

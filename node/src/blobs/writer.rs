@@ -102,7 +102,12 @@ where
                     }
                 }
                 if tx.send(bytes).await.is_err() {
-                    break; // the writer failed; its error is reported below
+                    // The writer failed (a full disk, say); its error is reported below.
+                    // Most clients send the whole body before they read an answer: read
+                    // on, discarding, so they get that answer instead of a reset
+                    // connection (up to a bound; past it the connection closes anyway).
+                    drain(&mut body).await;
+                    break;
                 }
             }
             Err(e) => {
@@ -119,6 +124,26 @@ where
     let (hasher, written) = result?;
     metrics::counter!("meridian_blob_bytes_received_total").increment(written);
     Ok(WriteOutcome { hasher, written })
+}
+
+/// How much of a body is read and discarded after the disk refused it, and for how long.
+const DRAIN_BYTES: u64 = 64 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn drain<S, E>(body: &mut S)
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let read_on = async {
+        let mut read = 0u64;
+        while read < DRAIN_BYTES {
+            match body.next().await {
+                Some(Ok(bytes)) => read += bytes.len() as u64,
+                _ => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, read_on).await;
 }
 
 /// Hashes and writes each chunk in turn on the calling thread.
