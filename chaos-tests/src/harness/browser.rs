@@ -205,6 +205,19 @@ impl Browser {
     pub async fn click_through(&self, css: &str) {
         self.js("window.__meridianOldPage = true;", json!([])).await;
         self.click(css).await;
+        self.wait_for_next_page(&format!("clicking {css}")).await;
+    }
+
+    /// Runs `script` (e.g. a form's `submit()`) and waits, as [`Self::click_through`]
+    /// does, until the page it leads to has replaced this one.
+    pub async fn js_through(&self, script: &str) {
+        self.js("window.__meridianOldPage = true;", json!([])).await;
+        self.js(script, json!([])).await;
+        self.wait_for_next_page(&format!("running {script:?}")).await;
+    }
+
+    /// Waits until the page marked `__meridianOldPage` is gone and its successor loaded.
+    async fn wait_for_next_page(&self, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let script = json!({ "script": "return window.__meridianOldPage === undefined && document.readyState === 'complete';", "args": [] });
@@ -214,7 +227,7 @@ impl Browser {
             }
             if Instant::now() > deadline {
                 let shot = self.shot("click-through-stuck").await;
-                panic!("clicking {css} on {} led nowhere within 10 s (screenshot {})", self.url().await, shot.display());
+                panic!("{what} on {} led nowhere within 10 s (screenshot {})", self.url().await, shot.display());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
