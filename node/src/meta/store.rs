@@ -402,11 +402,17 @@ impl SpaceWait {
     }
 }
 
+/// An I/O error that says the disk (ENOSPC) or the disk quota (EDQUOT) is full: a
+/// condition that passes when space is freed.
+pub fn io_out_of_space(io: &std::io::Error) -> bool {
+    matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
 impl StoreError {
     /// The disk (or quota) is full: a condition that passes when space is freed.
     pub fn is_out_of_space(&self) -> bool {
         match self {
-            StoreError::Refused(io) => matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)),
+            StoreError::Refused(io) => io_out_of_space(io),
             StoreError::Rocks(e) => {
                 let text = e.to_string();
                 text.contains("No space left on device") || text.contains("Disk quota exceeded")

@@ -4,7 +4,7 @@
 use crate::blobs::uploads::SessionError;
 use crate::blobs::{BlobError, WriteError};
 use crate::meta::quotas::{Quota, QuotaExceeded};
-use crate::meta::store::StoreError;
+use crate::meta::store::{io_out_of_space, StoreError};
 use crate::meta::MetaError;
 
 #[derive(Debug, thiserror::Error)]
@@ -122,17 +122,11 @@ impl From<StoreError> for RegistryError {
     }
 }
 
-/// A write refused for want of space: the disk is full (ENOSPC) or the user's or
-/// project's disk quota is (EDQUOT).
-fn is_disk_full(io: &std::io::Error) -> bool {
-    matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-}
-
 impl From<BlobError> for RegistryError {
     fn from(e: BlobError) -> Self {
         match e {
             BlobError::ObjectStore(_) => RegistryError::StorageUnavailable(e.to_string()),
-            BlobError::Io(ref io) if is_disk_full(io) => RegistryError::StorageFull(io.to_string()),
+            BlobError::Io(ref io) if io_out_of_space(io) => RegistryError::StorageFull(io.to_string()),
             BlobError::Io(_) => RegistryError::Internal(e.to_string()),
         }
     }
@@ -156,7 +150,7 @@ impl From<WriteError> for RegistryError {
                 RegistryError::SizeInvalid(format!("body longer than the {limit} bytes announced"))
             }
             WriteError::OverCap { max } => RegistryError::BlobTooLarge { limit: max },
-            WriteError::Io(io) if is_disk_full(&io) => RegistryError::StorageFull(io.to_string()),
+            WriteError::Io(io) if io_out_of_space(&io) => RegistryError::StorageFull(io.to_string()),
             WriteError::Io(io) => RegistryError::Internal(io.to_string()),
         }
     }
