@@ -42,7 +42,7 @@ pub async fn serve_grpc(
     tls: Option<tls::GrpcTls>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
-    let raft = RaftServiceServer::new(raft_service::RaftServiceImpl { raft: meta.raft().clone() })
+    let raft = RaftServiceServer::new(raft_service::RaftServiceImpl { raft: meta.raft().clone(), shutdown: shutdown.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let forward =

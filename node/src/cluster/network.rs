@@ -1,18 +1,22 @@
 //! openraft's network over gRPC: each RPC is a `RaftService` call carrying openraft's
-//! request as JSON; the reply carries the response or openraft's error.
+//! request as JSON; the reply carries the response or openraft's error. AppendEntries go
+//! pipelined, on one `AppendStream` call per follower and leader term.
 
 use crate::peers::{Peers, MAX_MESSAGE_BYTES};
 use crate::meta::types::{NodeId, NodeInfo, TypeConfig};
 use meridian_proto::cluster::raft_service_client::RaftServiceClient;
 use meridian_proto::cluster::{RaftReply, RaftRequest};
 use openraft::error::{InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use futures::future::BoxFuture;
+use openraft::network::{AppendPipeline, AppendResult, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 /// An AppendEntries message above this size is not sent: openraft is told to retry with
 /// proportionally fewer entries (`PayloadTooLarge`). It lets `max_payload_entries` be
@@ -93,15 +97,125 @@ impl GrpcPeer {
             Rpc::Append => client.append_entries(request).await,
             Rpc::Snapshot => client.install_snapshot(request).await,
         };
-        let reply = reply
-            .map_err(|s| RPCError::Unreachable(Unreachable::new(&TransportError(s.message().to_string()))))?
-            .into_inner();
-        if !reply.error.is_empty() {
-            let err: RaftError<NodeId, E> =
-                serde_json::from_slice(&reply.error).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-            return Err(RPCError::RemoteError(RemoteError::new_with_node(self.target, self.target_node.clone(), err)));
+        let reply = reply.map_err(|s| unreachable(&s))?.into_inner();
+        decode_reply(self.target, &self.target_node, reply)
+    }
+}
+
+fn unreachable<E: std::error::Error>(status: &tonic::Status) -> RPCError<NodeId, NodeInfo, RaftError<NodeId, E>> {
+    RPCError::Unreachable(Unreachable::new(&TransportError(status.message().to_string())))
+}
+
+/// The response in `reply`, or the error openraft raised on the target.
+fn decode_reply<Resp, E>(
+    target: NodeId,
+    target_node: &NodeInfo,
+    reply: RaftReply,
+) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
+where
+    Resp: DeserializeOwned,
+    E: std::error::Error + DeserializeOwned,
+{
+    if !reply.error.is_empty() {
+        let err: RaftError<NodeId, E> =
+            serde_json::from_slice(&reply.error).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        return Err(RPCError::RemoteError(RemoteError::new_with_node(target, target_node.clone(), err)));
+    }
+    serde_json::from_slice(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+}
+
+/// An encoded AppendEntries, unless it is over the split size with more than one entry:
+/// then openraft is asked to send fewer (it keeps the hint for the next few sends).
+fn encode_append(
+    rpc: &AppendEntriesRequest<TypeConfig>,
+) -> Result<Vec<u8>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+    let payload = encode(rpc)?;
+    let entries = rpc.entries.len();
+    if payload.len() > APPEND_SPLIT_BYTES && entries > 1 {
+        let fewer = (entries * APPEND_SPLIT_BYTES / payload.len()).clamp(1, entries - 1);
+        return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fewer as u64)));
+    }
+    Ok(payload)
+}
+
+/// AppendEntries to one peer on one `AppendStream` call (the patched openraft's
+/// pipelining): requests go out as openraft sends them, answers come back in order.
+/// The call runs in a task of its own, opened on the first request; whatever ends it
+/// (the peer unreachable, the stream reset) is the answer to the oldest request.
+struct GrpcAppendPipeline {
+    requests: mpsc::UnboundedSender<RaftRequest>,
+    answers: mpsc::UnboundedReceiver<AppendResult<TypeConfig>>,
+    call: tokio::task::JoinHandle<()>,
+}
+
+impl GrpcAppendPipeline {
+    fn open(peer: &GrpcPeer) -> GrpcAppendPipeline {
+        let (requests, outgoing) = mpsc::unbounded_channel();
+        let (answered, answers) = mpsc::unbounded_channel();
+        let (target, target_node, peers) = (peer.target, peer.target_node.clone(), peer.peers.clone());
+        let call = tokio::spawn(async move {
+            let ended = Self::run(target, &target_node, &peers, outgoing, &answered).await;
+            let _ = answered.send(Err(ended));
+        });
+        GrpcAppendPipeline { requests, answers, call }
+    }
+
+    /// Forwards answers until the call ends; returns why it ended.
+    async fn run(
+        target: NodeId,
+        target_node: &NodeInfo,
+        peers: &Peers,
+        outgoing: mpsc::UnboundedReceiver<RaftRequest>,
+        answered: &mpsc::UnboundedSender<AppendResult<TypeConfig>>,
+    ) -> RPCError<NodeId, NodeInfo, RaftError<NodeId>> {
+        let channel = match peers.channel(&target_node.grpc_addr) {
+            Ok(channel) => channel,
+            Err(status) => return unreachable(&status),
+        };
+        let mut client = RaftServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut replies = match client.append_stream(UnboundedReceiverStream::new(outgoing)).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => return unreachable(&status),
+        };
+        loop {
+            match replies.message().await {
+                Ok(Some(reply)) => {
+                    if answered.send(decode_reply(target, target_node, reply)).is_err() {
+                        return RPCError::Network(NetworkError::new(&TransportError("append stream dropped".into())));
+                    }
+                }
+                Ok(None) => {
+                    return RPCError::Network(NetworkError::new(&TransportError("the peer ended the append stream".into())))
+                }
+                Err(status) => return unreachable(&status),
+            }
         }
-        serde_json::from_slice(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+}
+
+impl Drop for GrpcAppendPipeline {
+    fn drop(&mut self) {
+        self.call.abort();
+    }
+}
+
+impl AppendPipeline<TypeConfig> for GrpcAppendPipeline {
+    fn send(&mut self, rpc: AppendEntriesRequest<TypeConfig>) -> Result<(), RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        let payload = encode_append(&rpc)?;
+        self.requests.send(RaftRequest { payload }).map_err(|_| {
+            RPCError::Unreachable(Unreachable::new(&TransportError("the append stream has ended".into())))
+        })
+    }
+
+    fn recv(&mut self) -> BoxFuture<'_, AppendResult<TypeConfig>> {
+        Box::pin(async move {
+            match self.answers.recv().await {
+                Some(answer) => answer,
+                None => Err(RPCError::Network(NetworkError::new(&TransportError("the append stream has ended".into())))),
+            }
+        })
     }
 }
 
@@ -115,14 +229,12 @@ impl RaftNetwork<TypeConfig> for GrpcPeer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        let payload = encode(&rpc)?;
-        let entries = rpc.entries.len();
-        if payload.len() > APPEND_SPLIT_BYTES && entries > 1 {
-            // At least one entry per message; openraft keeps the hint for the next few sends.
-            let fewer = (entries * APPEND_SPLIT_BYTES / payload.len()).clamp(1, entries - 1);
-            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fewer as u64)));
-        }
+        let payload = encode_append(&rpc)?;
         self.send(Rpc::Append, payload, &option).await
+    }
+
+    fn append_pipeline(&mut self) -> Option<Box<dyn AppendPipeline<TypeConfig>>> {
+        Some(Box::new(GrpcAppendPipeline::open(self)))
     }
 
     async fn install_snapshot(

@@ -4,6 +4,7 @@ mod backoff;
 mod factory;
 #[allow(clippy::module_inception)]
 mod network;
+mod pipeline;
 mod rpc_option;
 mod rpc_type;
 
@@ -12,5 +13,7 @@ pub mod snapshot_transport;
 pub use backoff::Backoff;
 pub use factory::RaftNetworkFactory;
 pub use network::RaftNetwork;
+pub use pipeline::AppendPipeline;
+pub use pipeline::AppendResult;
 pub use rpc_option::RPCOption;
 pub use rpc_type::RPCTypes;

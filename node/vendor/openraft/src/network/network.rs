@@ -9,6 +9,7 @@ use crate::error::RaftError;
 use crate::error::ReplicationClosed;
 use crate::error::StreamingError;
 use crate::network::rpc_option::RPCOption;
+use crate::network::AppendPipeline;
 use crate::network::Backoff;
 use crate::raft::AppendEntriesRequest;
 use crate::raft::AppendEntriesResponse;
@@ -145,6 +146,18 @@ where C: RaftTypeConfig
 
         let resp = Chunked::send_snapshot(self, vote, snapshot, cancel, option).await?;
         Ok(resp)
+    }
+
+    /// Meridian patch: an ordered stream of AppendEntries to this target, so that the
+    /// leader can send logs while earlier ones are still unanswered (pipelining, see
+    /// `ProgressEntry::next_pipelined`). `None`, the default: one AppendEntries at a time
+    /// through [`Self::append_entries`], as upstream.
+    ///
+    /// Called when replication to the target starts and again after a stream failed; it
+    /// should not wait for the network (connect lazily, report failures through the
+    /// stream's answers).
+    fn append_pipeline(&mut self) -> Option<Box<dyn AppendPipeline<C>>> {
+        None
     }
 
     /// Build a backoff instance if the target node is temporarily(or permanently) unreachable.

@@ -3,11 +3,14 @@
 pub(crate) mod callbacks;
 mod heartbeat;
 pub(crate) mod hint;
+mod pipeline;
 mod replication_session_id;
 pub(crate) mod request;
 pub(crate) mod request_id;
 pub(crate) mod response;
 
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +41,7 @@ use crate::error::ReplicationError;
 use crate::error::Timeout;
 use crate::log_id::LogIdOptionExt;
 use crate::log_id_range::LogIdRange;
+use crate::network::AppendPipeline;
 use crate::network::Backoff;
 use crate::network::RPCOption;
 use crate::network::RPCTypes;
@@ -49,6 +53,7 @@ use crate::replication::callbacks::SnapshotCallback;
 use crate::replication::heartbeat::HeartbeatLane;
 use crate::replication::heartbeat::SharedMatching;
 use crate::replication::hint::ReplicationHint;
+use crate::replication::pipeline::SentAppend;
 use crate::replication::request_id::RequestId;
 use crate::storage::RaftLogReader;
 use crate::storage::RaftLogStorage;
@@ -151,6 +156,23 @@ where
     /// Appropriate number of entries to send.
     /// This is only used by AppendEntries RPC.
     entries_hint: ReplicationHint,
+
+    /// Meridian patch: the ordered AppendEntries stream to the target, if the network
+    /// offers one; then logs are sent without waiting for earlier answers (`pipeline.rs`).
+    pipeline: Option<Box<dyn AppendPipeline<C>>>,
+
+    /// Meridian patch: AppendEntries sent on `pipeline` and not answered yet, oldest first.
+    in_flight: VecDeque<SentAppend<C>>,
+
+    /// Meridian patch: log segments RaftCore asked for, not sent yet.
+    to_send: VecDeque<DataWithId<LogIdRange<C::NodeId>>>,
+
+    /// Meridian patch: segments of this request id are dropped: an earlier one failed and
+    /// RaftCore, told so, will start again with a new id.
+    dropped: Option<RequestId>,
+
+    /// Meridian patch: while the target is unreachable, nothing is sent before this instant.
+    backoff_until: Option<InstantOf<C>>,
 }
 
 impl<C, N, LS> ReplicationCore<C, N, LS>
@@ -203,6 +225,9 @@ where
         };
         let _lane = C::AsyncRuntime::spawn(lane.run(heartbeat_network, rx_event, tx_loop).instrument(span.clone()));
 
+        let mut network = network;
+        let pipeline = network.append_pipeline();
+
         let this = Self {
             target,
             session_id,
@@ -221,6 +246,11 @@ where
             weak_tx_event: tx_event.downgrade(),
             next_action: None,
             entries_hint: Default::default(),
+            pipeline,
+            in_flight: VecDeque::new(),
+            to_send: VecDeque::new(),
+            dropped: None,
+            backoff_until: None,
         };
 
         let join_handle = C::AsyncRuntime::spawn(this.main().instrument(span));
@@ -233,6 +263,10 @@ where
 
     #[tracing::instrument(level="debug", skip(self), fields(session=%self.session_id, target=display(&self.target), cluster=%self.config.cluster_name))]
     async fn main(mut self) -> Result<(), ReplicationClosed> {
+        if self.pipeline.is_some() {
+            return self.main_pipelined().await;
+        }
+
         loop {
             let action = self.next_action.take();
 
@@ -278,68 +312,90 @@ where
                     }
                 }
                 Err(err) => {
-                    tracing::warn!(error=%err, "error replication to target={}", self.target);
-
-                    match err {
-                        ReplicationError::Closed(closed) => {
-                            return Err(closed);
-                        }
-                        ReplicationError::HigherVote(h) => {
-                            let _ = self.tx_raft_core.send(Notify::Network {
-                                response: Response::HigherVote {
-                                    target: self.target,
-                                    higher: h.higher,
-                                    sender_vote: self.session_id.vote_ref().clone(),
-                                },
-                            });
-                            return Ok(());
-                        }
-                        ReplicationError::StorageError(error) => {
-                            tracing::error!(error=%error, "error replication to target={}", self.target);
-
-                            // TODO: report this error
-                            let _ = self.tx_raft_core.send(Notify::Network {
-                                response: Response::StorageError { error },
-                            });
-                            return Ok(());
-                        }
-                        ReplicationError::RPCError(err) => {
-                            tracing::error!(err = display(&err), "RPCError");
-
-                            let retry = match &err {
-                                RPCError::Timeout(_) => false,
-                                RPCError::Unreachable(_unreachable) => {
-                                    // If there is an [`Unreachable`] error, we will backoff for a
-                                    // period of time. Backoff will be reset if there is a
-                                    // successful RPC is sent.
-                                    if self.backoff.is_none() {
-                                        self.backoff = Some(self.network.backoff());
-                                    }
-                                    false
-                                }
-                                RPCError::PayloadTooLarge(too_large) => {
-                                    self.update_hint(too_large);
-
-                                    // PayloadTooLarge is a retryable error: retry at once.
-                                    self.next_action = Some(Data::Logs(log_data.unwrap()));
-                                    true
-                                }
-                                RPCError::Network(_) => false,
-                                RPCError::RemoteError(_) => false,
-                            };
-
-                            if retry {
-                                debug_assert!(self.next_action.is_some(), "next_action must be Some");
-                            } else {
-                                self.send_progress_error(request_id, err);
-                            }
-                        }
-                    };
+                    if self.on_replication_error(err, request_id, log_data)?.is_break() {
+                        return Ok(());
+                    }
                 }
             };
 
             self.drain_events_with_backoff().await?;
         }
+    }
+
+    /// Handle a failed replication action: report it to RaftCore, and `Break` if this
+    /// replication stream is done (a higher vote, a storage error).
+    ///
+    /// Meridian patch: moved out of `main` unchanged, but for `PayloadTooLarge` without
+    /// `log_data` (the pipelined path splits itself), so that `pipeline.rs` shares it.
+    fn on_replication_error(
+        &mut self,
+        err: ReplicationError<C::NodeId, C::Node>,
+        request_id: RequestId,
+        log_data: Option<DataWithId<LogIdRange<C::NodeId>>>,
+    ) -> Result<ControlFlow<()>, ReplicationClosed> {
+        tracing::warn!(error=%err, "error replication to target={}", self.target);
+
+        match err {
+            ReplicationError::Closed(closed) => {
+                return Err(closed);
+            }
+            ReplicationError::HigherVote(h) => {
+                let _ = self.tx_raft_core.send(Notify::Network {
+                    response: Response::HigherVote {
+                        target: self.target.clone(),
+                        higher: h.higher,
+                        sender_vote: self.session_id.vote_ref().clone(),
+                    },
+                });
+                return Ok(ControlFlow::Break(()));
+            }
+            ReplicationError::StorageError(error) => {
+                tracing::error!(error=%error, "error replication to target={}", self.target);
+
+                // TODO: report this error
+                let _ = self.tx_raft_core.send(Notify::Network {
+                    response: Response::StorageError { error },
+                });
+                return Ok(ControlFlow::Break(()));
+            }
+            ReplicationError::RPCError(err) => {
+                tracing::error!(err = display(&err), "RPCError");
+
+                let retry = match &err {
+                    RPCError::Timeout(_) => false,
+                    RPCError::Unreachable(_unreachable) => {
+                        // If there is an [`Unreachable`] error, we will backoff for a
+                        // period of time. Backoff will be reset if there is a
+                        // successful RPC is sent.
+                        if self.backoff.is_none() {
+                            self.backoff = Some(self.network.backoff());
+                        }
+                        false
+                    }
+                    RPCError::PayloadTooLarge(too_large) => {
+                        self.update_hint(too_large);
+
+                        // PayloadTooLarge is a retryable error: retry at once.
+                        match log_data {
+                            Some(log_data) => {
+                                self.next_action = Some(Data::Logs(log_data));
+                                true
+                            }
+                            None => false,
+                        }
+                    }
+                    RPCError::Network(_) => false,
+                    RPCError::RemoteError(_) => false,
+                };
+
+                if retry {
+                    debug_assert!(self.next_action.is_some(), "next_action must be Some");
+                } else {
+                    self.send_progress_error(request_id, err);
+                }
+            }
+        };
+        Ok(ControlFlow::Continue(()))
     }
 
     async fn drain_events_with_backoff(&mut self) -> Result<(), ReplicationClosed> {
@@ -479,10 +535,7 @@ where
         // may take longer than a heartbeat interval without costing the follower its
         // leader: a batch of entries to a follower a wide-area round trip away, busy
         // applying, would otherwise time out and be sent again, and again.
-        let the_timeout = Duration::from_millis(std::cmp::max(
-            self.config.heartbeat_interval,
-            self.config.election_timeout_min / 2,
-        ));
+        let the_timeout = self.append_timeout();
         let option = RPCOption::new(the_timeout);
         let res = C::timeout(the_timeout, self.network.append_entries(payload, option)).await;
 
@@ -541,6 +594,14 @@ where
                 Ok(None)
             }
         }
+    }
+
+    /// Meridian patch: how long an AppendEntries carrying logs may take (see `send_log_entries`).
+    fn append_timeout(&self) -> Duration {
+        Duration::from_millis(std::cmp::max(
+            self.config.heartbeat_interval,
+            self.config.election_timeout_min / 2,
+        ))
     }
 
     /// Send the error result to RaftCore.
@@ -720,6 +781,17 @@ where
                 // Meridian patch: sent by the heartbeat lane.
             }
             Replicate::Data(d) => {
+                // Meridian patch: with a pipeline, logs queue behind the ones in flight.
+                let d = match d {
+                    Data::Logs(logs) if self.pipeline.is_some() => {
+                        if Some(logs.request_id()) != self.dropped {
+                            self.to_send.push_back(logs);
+                        }
+                        return;
+                    }
+                    d => d,
+                };
+
                 // TODO: Currently there is at most 1 in flight data. But in future RaftCore may send next data
                 //       actions without waiting for the previous to finish.
                 debug_assert!(

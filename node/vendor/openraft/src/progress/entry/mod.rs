@@ -7,6 +7,7 @@ use std::fmt::Formatter;
 use validit::Validate;
 
 use crate::display_ext::DisplayOptionExt;
+use crate::log_id_range::LogIdRange;
 use crate::progress::inflight::Inflight;
 use crate::progress::inflight::InflightError;
 use crate::raft_state::LogStateReader;
@@ -178,14 +179,22 @@ impl<NID: NodeId> ProgressEntry<NID> {
     ///
     /// If there is an action in progress, i.e., `inflight` is not None, it returns an `Err`
     /// containing the current `inflight` data
+    ///
+    /// Meridian patch: unless the logs in flight follow the last log id the target
+    /// acknowledged and the leader has logs after them: then it returns the next segment to
+    /// send behind them (see [`Self::next_pipelined`]). It returns owned values: the segment
+    /// to send is not `self.inflight`, which grows to cover it.
     #[allow(dead_code)]
     pub(crate) fn next_send(
         &mut self,
         log_state: &impl LogStateReader<NID>,
         max_entries: u64,
-    ) -> Result<&Inflight<NID>, &Inflight<NID>> {
+    ) -> Result<Inflight<NID>, Inflight<NID>> {
         if !self.inflight.is_none() {
-            return Err(&self.inflight);
+            return match self.next_pipelined(log_state, max_entries) {
+                Some(segment) => Ok(segment),
+                None => Err(self.inflight.clone()),
+            };
         }
 
         let last_next = log_state.last_log_id().next_index();
@@ -214,7 +223,7 @@ impl<NID: NodeId> ProgressEntry<NID> {
             self.curr_inflight_id += 1;
             let snapshot_last = log_state.snapshot_last_log_id();
             self.inflight = Inflight::snapshot(snapshot_last.cloned()).with_id(self.curr_inflight_id);
-            return Ok(&self.inflight);
+            return Ok(self.inflight.clone());
         }
 
         // Replicate by logs.
@@ -236,12 +245,12 @@ impl<NID: NodeId> ProgressEntry<NID> {
                 self.curr_inflight_id += 1;
                 let snapshot_last = log_state.snapshot_last_log_id();
                 self.inflight = Inflight::snapshot(snapshot_last.cloned()).with_id(self.curr_inflight_id);
-                return Ok(&self.inflight);
+                return Ok(self.inflight.clone());
             }
 
             // The matching point is determined and there is nothing after it to send.
             self.inflight = Inflight::None;
-            return Err(&self.inflight);
+            return Err(self.inflight.clone());
         }
 
         let prev = log_state.prev_log_id(start);
@@ -250,7 +259,54 @@ impl<NID: NodeId> ProgressEntry<NID> {
         self.curr_inflight_id += 1;
         self.inflight = Inflight::logs(prev, last).with_id(self.curr_inflight_id);
 
-        Ok(&self.inflight)
+        Ok(self.inflight.clone())
+    }
+
+
+    /// Meridian patch: the next segment of logs to send while logs are in flight
+    /// (pipelining), if any.
+    ///
+    /// Upstream 0.9 keeps one AppendEntries in flight per target: a log appended while one
+    /// is on its way waits for its answer, a whole round trip to a far region, before it is
+    /// sent. Here, once the logs in flight start right after the last log id the target
+    /// acknowledged (a confirmed match, not a probe), the logs after them are sent at once
+    /// under the same request id, and `self.inflight` grows to cover them. The replication
+    /// stream sends the segments over one ordered stream and reports the answers in order;
+    /// each acknowledges a prefix of `self.inflight` (`Inflight::ack` keeps the rest in
+    /// flight). If a segment fails, the ones after it cannot succeed (their `prev_log_id`
+    /// is the failed segment's last log id): the replication stream drops them and reports
+    /// the first failure only, which ends `self.inflight` as upstream does.
+    ///
+    /// At most `PIPELINE_DEPTH` × `max_entries` logs are in flight to one target.
+    fn next_pipelined(&mut self, log_state: &impl LogStateReader<NID>, max_entries: u64) -> Option<Inflight<NID>> {
+        const PIPELINE_DEPTH: u64 = 8;
+
+        let Inflight::Logs { id, log_id_range } = self.inflight.clone() else {
+            return None;
+        };
+        if log_id_range.prev != self.matching {
+            return None;
+        }
+
+        let start = log_id_range.last.next_index();
+        let last_next = log_state.last_log_id().next_index();
+        let in_flight = start - log_id_range.prev.next_index();
+        if start >= last_next || in_flight >= max_entries.saturating_mul(PIPELINE_DEPTH) {
+            return None;
+        }
+
+        let end = std::cmp::min(start + max_entries, last_next);
+        let last = log_state.prev_log_id(end);
+        debug_assert_eq!(log_state.prev_log_id(start), log_id_range.last);
+
+        self.inflight = Inflight::Logs {
+            id,
+            log_id_range: LogIdRange::new(log_id_range.prev, last.clone()),
+        };
+        Some(Inflight::Logs {
+            id,
+            log_id_range: LogIdRange::new(log_id_range.last, last),
+        })
     }
 
     /// Return the index range(`[start,end]`) of the first log in the next AppendEntries.

@@ -321,7 +321,7 @@ where C: RaftTypeConfig
             tracing::debug!(next_send_res = debug(&r), "next_send");
 
             if let Ok(inflight) = r {
-                Self::send_to_target(self.output, &target, inflight);
+                Self::send_to_target(self.output, &target, &inflight);
             } else {
                 tracing::debug!("nothing to send to target={target}, progress:{}", p);
             }
@@ -364,7 +364,7 @@ where C: RaftTypeConfig
 
             match t {
                 Ok(inflight) => {
-                    Self::send_to_target(self.output, id, inflight);
+                    Self::send_to_target(self.output, id, &inflight);
                 }
                 Err(e) => {
                     tracing::debug!(
