@@ -63,7 +63,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         })?),
     };
     let peers = peers::Peers::new(config.dial_via.clone(), grpc_tls.as_ref().map(|t| t.client()));
-    let meta = Meta::start(&config, store.clone(), peers.clone(), cluster::GrpcNetwork { peers }).await.context("starting raft")?;
+    let meta = Meta::start(&config, store.clone(), peers.clone(), cluster::GrpcNetwork::new(peers)).await.context("starting raft")?;
     let sessions = Arc::new(
         UploadSessions::new(store.clone(), blobs.clone(), config.node_id, config.max_upload_sessions_per_identity)
             .context("loading upload sessions")?,

@@ -10,7 +10,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
 /// HTTP/2 receive window per blob stream: 8 MiB in flight is ~45 MB/s at 180 ms RTT.
-const BULK_STREAM_WINDOW: u32 = 8 << 20;
+pub(crate) const BULK_STREAM_WINDOW: u32 = 8 << 20;
 
 /// Which connection a call travels on. Blob bytes get their own TCP connection per peer
 /// so a saturated link never queues Raft heartbeats and forwarded writes behind

@@ -68,6 +68,10 @@ pub async fn serve_grpc(
     }
     server
         .tcp_nodelay(true)
+        // Receive windows for long links, as `Peers` sets for the streams it receives:
+        // a leader's pipelined appends to a far region must not wait for window updates.
+        .initial_stream_window_size(crate::peers::BULK_STREAM_WINDOW)
+        .initial_connection_window_size(4 * crate::peers::BULK_STREAM_WINDOW)
         .add_service(raft)
         .add_service(forward)
         .add_service(admin)

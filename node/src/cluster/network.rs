@@ -1,6 +1,6 @@
 //! openraft's network over gRPC: each RPC is a `RaftService` call carrying openraft's
 //! request as JSON; the reply carries the response or openraft's error. AppendEntries go
-//! pipelined, on one `AppendStream` call per follower and leader term.
+//! pipelined, on one `AppendStream` call per follower (a new one after a failure).
 
 use crate::peers::{Peers, MAX_MESSAGE_BYTES};
 use crate::meta::types::{NodeId, NodeInfo, TypeConfig};
@@ -15,7 +15,11 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use futures::{Stream, StreamExt};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 /// An AppendEntries message above this size is not sent: openraft is told to retry with
@@ -27,19 +31,58 @@ const APPEND_SPLIT_BYTES: usize = 32 << 20;
 
 #[derive(Clone)]
 pub struct GrpcNetwork {
-    pub peers: Peers,
+    peers: Peers,
+    without_append_stream: WithoutAppendStream,
+}
+
+impl GrpcNetwork {
+    pub fn new(peers: Peers) -> GrpcNetwork {
+        GrpcNetwork { peers, without_append_stream: WithoutAppendStream::default() }
+    }
+}
+
+/// Peers that answered `AppendStream` with `UNIMPLEMENTED` (a release before it, during
+/// a rolling upgrade or after a rollback), and when: their appends go as ordered unary
+/// calls instead, and the stream is tried again after `RETRY_APPEND_STREAM`.
+#[derive(Clone, Default)]
+struct WithoutAppendStream(Arc<Mutex<HashMap<NodeId, Instant>>>);
+
+const RETRY_APPEND_STREAM: Duration = Duration::from_secs(300);
+
+impl WithoutAppendStream {
+    fn note(&self, target: NodeId) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(target, Instant::now());
+    }
+
+    fn has(&self, target: NodeId) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(&target) {
+            Some(since) if since.elapsed() < RETRY_APPEND_STREAM => true,
+            Some(_) => {
+                map.remove(&target);
+                false
+            }
+            None => false,
+        }
+    }
 }
 
 pub struct GrpcPeer {
     target: NodeId,
     target_node: NodeInfo,
     peers: Peers,
+    without_append_stream: WithoutAppendStream,
 }
 
 impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
     type Network = GrpcPeer;
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> GrpcPeer {
-        GrpcPeer { target, target_node: node.clone(), peers: self.peers.clone() }
+        GrpcPeer {
+            target,
+            target_node: node.clone(),
+            peers: self.peers.clone(),
+            without_append_stream: self.without_append_stream.clone(),
+        }
     }
 }
 
@@ -139,25 +182,43 @@ fn encode_append(
 }
 
 /// AppendEntries to one peer on one `AppendStream` call (the patched openraft's
-/// pipelining): requests go out as openraft sends them, answers come back in order.
-/// The call runs in a task of its own, opened on the first request; whatever ends it
-/// (the peer unreachable, the stream reset) is the answer to the oldest request.
+/// pipelining): requests go out as openraft sends them, answers come back in order. The
+/// call runs in a task of its own, started at once; whatever ends it (the peer
+/// unreachable, the stream reset) is the answer to the oldest request unanswered.
+/// Dropping the pipeline ends the call and its request stream at once: requests queued
+/// but not yet on the wire are not sent.
 struct GrpcAppendPipeline {
     requests: mpsc::UnboundedSender<RaftRequest>,
     answers: mpsc::UnboundedReceiver<AppendResult<TypeConfig>>,
     call: tokio::task::JoinHandle<()>,
+    /// Dropped with the pipeline, which ends the request stream.
+    _open: oneshot::Sender<()>,
 }
 
 impl GrpcAppendPipeline {
     fn open(peer: &GrpcPeer) -> GrpcAppendPipeline {
         let (requests, outgoing) = mpsc::unbounded_channel();
         let (answered, answers) = mpsc::unbounded_channel();
+        let (open, dropped) = oneshot::channel();
+        let outgoing = UnboundedReceiverStream::new(outgoing).take_until(dropped);
         let (target, target_node, peers) = (peer.target, peer.target_node.clone(), peer.peers.clone());
+        let without_append_stream = peer.without_append_stream.clone();
+        let unary = without_append_stream.has(target);
         let call = tokio::spawn(async move {
-            let ended = Self::run(target, &target_node, &peers, outgoing, &answered).await;
+            let ended = if unary {
+                Self::run_unary(target, &target_node, &peers, outgoing, &answered).await
+            } else {
+                Self::run(target, &target_node, &peers, outgoing, &answered, &without_append_stream).await
+            };
             let _ = answered.send(Err(ended));
         });
-        GrpcAppendPipeline { requests, answers, call }
+        GrpcAppendPipeline { requests, answers, call, _open: open }
+    }
+
+    fn client(peers: &Peers, target_node: &NodeInfo) -> Result<RaftServiceClient<tonic::transport::Channel>, tonic::Status> {
+        Ok(RaftServiceClient::new(peers.channel(&target_node.grpc_addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     /// Forwards answers until the call ends; returns why it ended.
@@ -165,34 +226,67 @@ impl GrpcAppendPipeline {
         target: NodeId,
         target_node: &NodeInfo,
         peers: &Peers,
-        outgoing: mpsc::UnboundedReceiver<RaftRequest>,
+        outgoing: impl Stream<Item = RaftRequest> + Send + 'static,
         answered: &mpsc::UnboundedSender<AppendResult<TypeConfig>>,
+        without_append_stream: &WithoutAppendStream,
     ) -> RPCError<NodeId, NodeInfo, RaftError<NodeId>> {
-        let channel = match peers.channel(&target_node.grpc_addr) {
-            Ok(channel) => channel,
+        let mut client = match Self::client(peers, target_node) {
+            Ok(client) => client,
             Err(status) => return unreachable(&status),
         };
-        let mut client = RaftServiceClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let mut replies = match client.append_stream(UnboundedReceiverStream::new(outgoing)).await {
+        let mut replies = match client.append_stream(outgoing).await {
             Ok(response) => response.into_inner(),
-            Err(status) => return unreachable(&status),
+            Err(status) => {
+                if status.code() == tonic::Code::Unimplemented {
+                    tracing::warn!(target, "peer has no AppendStream (an older release): appends go one call each");
+                    without_append_stream.note(target);
+                }
+                return unreachable(&status);
+            }
         };
         loop {
             match replies.message().await {
                 Ok(Some(reply)) => {
                     if answered.send(decode_reply(target, target_node, reply)).is_err() {
-                        return RPCError::Network(NetworkError::new(&TransportError("append stream dropped".into())));
+                        return ended("append stream dropped");
                     }
                 }
-                Ok(None) => {
-                    return RPCError::Network(NetworkError::new(&TransportError("the peer ended the append stream".into())))
-                }
+                Ok(None) => return ended("the peer ended the append stream"),
                 Err(status) => return unreachable(&status),
             }
         }
     }
+
+    /// For a peer without `AppendStream`: one unary call at a time, in order, answers in
+    /// order: the leader still sends without waiting, the peer sees what it always saw.
+    async fn run_unary(
+        target: NodeId,
+        target_node: &NodeInfo,
+        peers: &Peers,
+        outgoing: impl Stream<Item = RaftRequest> + Send + 'static,
+        answered: &mpsc::UnboundedSender<AppendResult<TypeConfig>>,
+    ) -> RPCError<NodeId, NodeInfo, RaftError<NodeId>> {
+        let mut client = match Self::client(peers, target_node) {
+            Ok(client) => client,
+            Err(status) => return unreachable(&status),
+        };
+        let mut outgoing = Box::pin(outgoing);
+        while let Some(request) = outgoing.next().await {
+            match client.append_entries(request).await {
+                Ok(reply) => {
+                    if answered.send(decode_reply(target, target_node, reply.into_inner())).is_err() {
+                        return ended("append stream dropped");
+                    }
+                }
+                Err(status) => return unreachable(&status),
+            }
+        }
+        ended("append stream dropped")
+    }
+}
+
+fn ended(why: &str) -> RPCError<NodeId, NodeInfo, RaftError<NodeId>> {
+    RPCError::Network(NetworkError::new(&TransportError(why.to_string())))
 }
 
 impl Drop for GrpcAppendPipeline {
@@ -213,7 +307,7 @@ impl AppendPipeline<TypeConfig> for GrpcAppendPipeline {
         Box::pin(async move {
             match self.answers.recv().await {
                 Some(answer) => answer,
-                None => Err(RPCError::Network(NetworkError::new(&TransportError("the append stream has ended".into())))),
+                None => Err(ended("the append stream has ended")),
             }
         })
     }
@@ -267,7 +361,12 @@ mod tests {
     /// A peer nobody listens for: what reaches the wire fails as unreachable.
     fn peer() -> GrpcPeer {
         let node = NodeInfo { grpc_addr: "127.0.0.1:9".into(), ..Default::default() };
-        GrpcPeer { target: 2, target_node: node, peers: Peers::new(BTreeMap::new(), None) }
+        GrpcPeer {
+            target: 2,
+            target_node: node,
+            peers: Peers::new(BTreeMap::new(), None),
+            without_append_stream: WithoutAppendStream::default(),
+        }
     }
 
     fn append_of(entries: usize, bytes_each: usize) -> AppendEntriesRequest<TypeConfig> {
@@ -295,5 +394,80 @@ mod tests {
         // Under the split size, too.
         let err = peer().append_entries(append_of(3, 1 << 20), option).await.unwrap_err();
         assert!(matches!(err, RPCError::Unreachable(_)), "got {err}");
+    }
+
+    /// A node of a release before `AppendStream`: unary AppendEntries only. It records the
+    /// `prev_log_id` index of each append in the order they arrive.
+    struct OlderRelease {
+        seen: Arc<Mutex<Vec<u64>>>,
+    }
+
+    #[tonic::async_trait]
+    impl meridian_proto::cluster::raft_service_server::RaftService for OlderRelease {
+        type AppendStreamStream = tokio_stream::Empty<Result<RaftReply, tonic::Status>>;
+
+        async fn append_stream(
+            &self,
+            _: tonic::Request<tonic::Streaming<RaftRequest>>,
+        ) -> Result<tonic::Response<Self::AppendStreamStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("no AppendStream in this release"))
+        }
+
+        async fn append_entries(&self, request: tonic::Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, tonic::Status> {
+            let req: AppendEntriesRequest<TypeConfig> = serde_json::from_slice(&request.get_ref().payload).unwrap();
+            self.seen.lock().unwrap().push(req.prev_log_id.map(|l| l.index).unwrap_or(0));
+            let payload = serde_json::to_vec(&AppendEntriesResponse::<NodeId>::Success).unwrap();
+            Ok(tonic::Response::new(RaftReply { payload, error: vec![] }))
+        }
+
+        async fn vote(&self, _: tonic::Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+
+        async fn install_snapshot(&self, _: tonic::Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_the_append_stream_gets_its_appends_in_order_one_call_each() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let server = meridian_proto::cluster::raft_service_server::RaftServiceServer::new(OlderRelease { seen: seen.clone() });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(server)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let node = NodeInfo { grpc_addr: addr.to_string(), ..Default::default() };
+        let mut peer = GrpcPeer {
+            target: 2,
+            target_node: node,
+            peers: Peers::new(BTreeMap::new(), None),
+            without_append_stream: WithoutAppendStream::default(),
+        };
+        let append_after = |index: u64| {
+            let mut rpc = append_of(1, 10);
+            rpc.prev_log_id = Some(LogId::new(CommittedLeaderId::new(1, 1), index));
+            rpc
+        };
+
+        // The stream is refused: the oldest request fails, as when the peer is unreachable.
+        let mut pipeline = peer.append_pipeline().expect("a pipeline");
+        pipeline.send(append_after(1)).unwrap();
+        let err = pipeline.recv().await.unwrap_err();
+        assert!(matches!(err, RPCError::Unreachable(_)), "got {err}");
+        drop(pipeline);
+
+        // The next pipeline sends unary calls, in the order sent, and answers in order.
+        let mut pipeline = peer.append_pipeline().expect("a pipeline");
+        for index in [10, 11, 12, 13] {
+            pipeline.send(append_after(index)).unwrap();
+        }
+        for _ in 0..4 {
+            assert!(matches!(pipeline.recv().await, Ok(AppendEntriesResponse::Success)));
+        }
+        assert_eq!(*seen.lock().unwrap(), vec![10, 11, 12, 13]);
     }
 }

@@ -30,8 +30,11 @@ fn reply<T: Serialize, E: Serialize>(result: Result<T, E>) -> Result<Response<Ra
 }
 
 /// Replies a pipelining leader has not read yet, per stream; past this the follower stops
-/// reading requests until it does.
+/// appending until it does.
 const APPEND_STREAM_REPLIES: usize = 64;
+
+/// Requests read off an append stream ahead of the one being appended.
+const APPEND_STREAM_READ_AHEAD: usize = 256;
 
 #[tonic::async_trait]
 impl RaftService for RaftServiceImpl {
@@ -49,19 +52,20 @@ impl RaftService for RaftServiceImpl {
 
     /// One request at a time, in the order sent: each names the one before as its
     /// `prev_log_id`, so handing them to openraft out of order would only make it refuse
-    /// them.
+    /// them. A reader takes requests off the wire ahead of the appends (up to
+    /// `APPEND_STREAM_READ_AHEAD`), so that requests waiting for their turn do not hold
+    /// the connection's flow-control window, which the heartbeats and votes share.
     async fn append_stream(
         &self,
         request: Request<Streaming<RaftRequest>>,
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
         let mut requests = request.into_inner();
-        let raft = self.raft.clone();
+        let (queue, mut queued) = tokio::sync::mpsc::channel::<RaftRequest>(APPEND_STREAM_READ_AHEAD);
         let mut shutdown = self.shutdown.clone();
-        let (replies, stream) = tokio::sync::mpsc::channel(APPEND_STREAM_REPLIES);
         tokio::spawn(async move {
+            // A transport error, the leader closing the stream or this node shutting down
+            // ends it.
             loop {
-                // A transport error, the leader closing the stream or this node shutting
-                // down ends it.
                 let request = tokio::select! {
                     request = requests.message() => match request {
                         Ok(Some(request)) => request,
@@ -69,6 +73,22 @@ impl RaftService for RaftServiceImpl {
                     },
                     _ = shutdown.wait_for(|stop| *stop) => break,
                 };
+                if queue.send(request).await.is_err() {
+                    break;
+                }
+            }
+        });
+
+        let raft = self.raft.clone();
+        let shutdown = self.shutdown.clone();
+        let (replies, stream) = tokio::sync::mpsc::channel(APPEND_STREAM_REPLIES);
+        tokio::spawn(async move {
+            while let Some(request) = queued.recv().await {
+                // Nobody reads the answers any more (the leader dropped the stream after
+                // a failure and sends these again on a new one), or this node stops.
+                if replies.is_closed() || *shutdown.borrow() {
+                    break;
+                }
                 let reply = match decode(&request) {
                     Ok(req) => encode_reply(raft.append_entries(req).await),
                     Err(status) => Err(status),

@@ -133,12 +133,15 @@ impl Meta {
             election_timeout_max: config.raft.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.raft.snapshot_every),
             max_in_snapshot_log_to_keep: config.raft.max_logs_kept,
-            // Up to this many entries per AppendEntries: with one message in flight per
-            // follower, a far follower receives at most this many entries per round trip,
-            // so it must be large (64 let ap, 180 ms away, fall behind 256 pushers). The
-            // message's bytes are bounded by the network, which asks openraft to send
-            // fewer when they pass `cluster::network::APPEND_SPLIT_BYTES`.
+            // Up to this many entries per AppendEntries. The message's bytes are bounded
+            // by the network, which asks openraft to send fewer when they pass
+            // `cluster::network::APPEND_SPLIT_BYTES`.
             max_payload_entries: 1024,
+            // Entries go to a follower while earlier ones are unanswered (the patched
+            // openraft's pipelining; the network streams them in order), up to 8 × 1024
+            // in flight: a write does not wait for the previous one's round trip to a
+            // far region before it is sent.
+            pipeline_depth: 8,
             install_snapshot_timeout: 10_000,
             ..Default::default()
         }

@@ -152,6 +152,14 @@ pub struct Config {
     #[clap(long, default_value = "300")]
     pub max_payload_entries: u64,
 
+    /// Meridian patch: send log entries to a follower while earlier ones are unanswered, up
+    /// to this many times `max_payload_entries` in flight; 0 (the default): one
+    /// AppendEntries at a time, as upstream. Needs a network whose
+    /// `RaftNetwork::append_pipeline` returns `Some`: without one, replication to that
+    /// follower fails and retries (logged as an error) instead of pipelining.
+    #[clap(long, default_value = "0")]
+    pub pipeline_depth: u64,
+
     /// The distance behind in log replication a follower must fall before it is considered lagging
     ///
     /// A follower falls behind this index are replicated with snapshot.

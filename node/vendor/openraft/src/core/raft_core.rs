@@ -819,8 +819,12 @@ where
         let membership_log_id = self.engine.state.membership_state.effective().log_id();
         let network = self.network.new_client(target.clone(), target_node).await;
         let snapshot_network = self.network.new_client(target.clone(), target_node).await;
-        // Meridian patch: heartbeats go on a client of their own (replication/heartbeat.rs).
-        let heartbeat_network = self.network.new_client(target.clone(), target_node).await;
+        // Meridian patch: heartbeats go on clients of their own, up to two in flight
+        // (replication/heartbeat.rs).
+        let heartbeat_networks = vec![
+            self.network.new_client(target.clone(), target_node).await,
+            self.network.new_client(target.clone(), target_node).await,
+        ];
 
         let leader = self.engine.leader.as_ref().unwrap();
 
@@ -834,7 +838,7 @@ where
             progress_entry.matching,
             network,
             snapshot_network,
-            heartbeat_network,
+            heartbeat_networks,
             self.log_store.get_log_reader().await,
             self.sm_handle.new_snapshot_reader(),
             self.tx_notify.clone(),

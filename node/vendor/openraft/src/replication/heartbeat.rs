@@ -9,8 +9,10 @@
 //!
 //! Here a small task stands between RaftCore and the replication loop: it forwards every
 //! event to the loop unchanged, and on a commit or a heartbeat tick it sends the heartbeat
-//! itself, on its own network client, at most one at a time (a request arriving while one
-//! is in flight is folded into the next). Its answer is reported to RaftCore exactly as
+//! itself, on network clients of its own: one at a time (a request arriving while one is
+//! in flight is folded into the next), but for a commit index newer than the one in
+//! flight carries, which goes at once on a second client (a tick's heartbeat in flight
+//! would otherwise hold the news of a commit back for up to a round trip). Its answer is reported to RaftCore exactly as
 //! the loop reported it: the leader's clock on success, a conflict, a higher vote, or an
 //! error. Reordering against the data stream is safe: a follower only commits up to what
 //! it has accepted from this leader, and `accepted` never moves back.
@@ -19,12 +21,17 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::future::Either;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 use tokio::select;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::core::notify::Notify;
 use crate::error::decompose::DecomposeResult;
+use crate::error::RPCError;
 use crate::network::RPCOption;
 use crate::network::RaftNetwork;
 use crate::raft::AppendEntriesRequest;
@@ -57,81 +64,82 @@ impl<C> HeartbeatLane<C>
 where C: RaftTypeConfig
 {
     /// Forwards `rx_event` to `tx_loop` until either side closes, sending heartbeats on
-    /// `network` as the events ask for them.
+    /// `networks` as the events ask for them: one at a time, or two when a commit index
+    /// arrives that the heartbeat in flight does not carry (one network client each).
     pub(crate) async fn run<NW>(
         mut self,
-        mut network: NW,
+        networks: Vec<NW>,
         mut rx_event: mpsc::UnboundedReceiver<Replicate<C>>,
         tx_loop: mpsc::UnboundedSender<Replicate<C>>,
     ) where
         NW: RaftNetwork<C>,
     {
+        let mut idle = networks;
+        let mut in_flight = FuturesUnordered::new();
+        // The highest commit index a heartbeat in flight carries.
+        let mut carried: Option<LogId<C::NodeId>> = None;
         let mut wanted = false;
         // After a failed heartbeat the next goes no sooner than a heartbeat interval after
         // the failed one was sent (after a timeout: at once), so an unreachable follower
         // is not called again for every commit.
         let mut not_before: Option<InstantOf<C>> = None;
+        let ttl = Duration::from_millis(self.config.heartbeat_interval);
 
         loop {
-            if !wanted {
-                let Some(event) = rx_event.recv().await else { return };
-                wanted = self.note(&event);
-                if tx_loop.send(event).is_err() {
-                    return;
+            if not_before.is_some_and(|t| C::now() >= t) {
+                not_before = None;
+            }
+            // A heartbeat in flight already tells the follower everything but a newer
+            // commit index: only that is worth a second one (its answer would otherwise
+            // wait behind the first's round trip).
+            let worth_sending = in_flight.is_empty() || (self.committed > carried && !idle.is_empty());
+            if wanted && not_before.is_none() && worth_sending {
+                if let Some(mut network) = idle.pop() {
+                    wanted = false;
+                    if in_flight.is_empty() || self.committed > carried {
+                        carried = self.committed.clone();
+                    }
+                    let prev =
+                        self.matching.lock().map(|m| m.clone()).unwrap_or_else(|poisoned| poisoned.into_inner().clone());
+                    let request = AppendEntriesRequest {
+                        vote: self.session_id.vote_ref().clone(),
+                        prev_log_id: prev.clone(),
+                        leader_commit: self.committed.clone(),
+                        entries: vec![],
+                    };
+                    let leader_time = C::now();
+                    in_flight.push(Box::pin(async move {
+                        let answer = C::timeout(ttl, network.append_entries(request, RPCOption::new(ttl))).await;
+                        (network, answer, leader_time, prev)
+                    }) as BoxFuture<'static, _>);
                 }
-                continue;
             }
 
-            if let Some(t) = not_before.take() {
-                let pause = C::sleep(t - C::now());
-                tokio::pin!(pause);
-                loop {
-                    select! {
-                        _ = &mut pause => break,
-                        event = rx_event.recv() => {
-                            let Some(event) = event else { return };
-                            self.note(&event);
-                            if tx_loop.send(event).is_err() {
-                                return;
-                            }
-                        }
+            let pause = match not_before {
+                Some(t) if wanted => Either::Left(C::sleep(t - C::now())),
+                _ => Either::Right(futures::future::pending::<()>()),
+            };
+
+            select! {
+                event = rx_event.recv() => {
+                    let Some(event) = event else { return };
+                    wanted |= self.note(&event);
+                    if tx_loop.send(event).is_err() {
+                        return;
                     }
                 }
-            }
-
-            wanted = false;
-            let prev = self.matching.lock().map(|m| m.clone()).unwrap_or_else(|poisoned| poisoned.into_inner().clone());
-            let request = AppendEntriesRequest {
-                vote: self.session_id.vote_ref().clone(),
-                prev_log_id: prev.clone(),
-                leader_commit: self.committed.clone(),
-                entries: vec![],
-            };
-            let ttl = Duration::from_millis(self.config.heartbeat_interval);
-            let leader_time = C::now();
-            let rpc = C::timeout(ttl, network.append_entries(request, RPCOption::new(ttl)));
-            tokio::pin!(rpc);
-
-            let answer = loop {
-                select! {
-                    answer = &mut rpc => break answer,
-                    event = rx_event.recv() => {
-                        let Some(event) = event else { return };
-                        wanted |= self.note(&event);
-                        if tx_loop.send(event).is_err() {
-                            return;
-                        }
+                Some((network, answer, leader_time, prev)) = in_flight.next(), if !in_flight.is_empty() => {
+                    idle.push(network);
+                    let answer = match answer {
+                        Ok(answer) => DecomposeResult::<C, _, _>::decompose_infallible(answer)
+                            .map_err(|e: RPCError<C::NodeId, C::Node>| e.to_string()),
+                        Err(_elapsed) => Err(format!("timed out after {:?}", ttl)),
+                    };
+                    if self.report(answer, leader_time, prev) {
+                        not_before = Some(leader_time + ttl);
                     }
                 }
-            };
-
-            let answer = match answer {
-                Ok(answer) => DecomposeResult::<C, _, _>::decompose_infallible(answer).map_err(|e| e.to_string()),
-                Err(_elapsed) => Err(format!("timed out after {:?}", ttl)),
-            };
-            let failed = self.report(answer, leader_time, prev);
-            if failed {
-                not_before = Some(leader_time + ttl);
+                _ = pause => {}
             }
         }
     }

@@ -157,8 +157,11 @@ where
     /// This is only used by AppendEntries RPC.
     entries_hint: ReplicationHint,
 
-    /// Meridian patch: the ordered AppendEntries stream to the target, if the network
-    /// offers one; then logs are sent without waiting for earlier answers (`pipeline.rs`).
+    /// Meridian patch: logs go on `pipeline` without waiting for earlier answers
+    /// (`Config::pipeline_depth` > 0; `pipeline.rs`).
+    pipelined: bool,
+
+    /// Meridian patch: the ordered AppendEntries stream to the target, when pipelined.
     pipeline: Option<Box<dyn AppendPipeline<C>>>,
 
     /// Meridian patch: AppendEntries sent on `pipeline` and not answered yet, oldest first.
@@ -193,7 +196,7 @@ where
         matching: Option<LogId<C::NodeId>>,
         network: N::Network,
         snapshot_network: N::Network,
-        heartbeat_network: N::Network,
+        heartbeat_networks: Vec<N::Network>,
         log_reader: LS::LogReader,
         snapshot_reader: SnapshotReader<C>,
         tx_raft_core: mpsc::UnboundedSender<Notify<C>>,
@@ -223,10 +226,11 @@ where
             matching: shared_matching.clone(),
             tx_raft_core: tx_raft_core.clone(),
         };
-        let _lane = C::AsyncRuntime::spawn(lane.run(heartbeat_network, rx_event, tx_loop).instrument(span.clone()));
+        let _lane = C::AsyncRuntime::spawn(lane.run(heartbeat_networks, rx_event, tx_loop).instrument(span.clone()));
 
         let mut network = network;
-        let pipeline = network.append_pipeline();
+        let pipelined = config.pipeline_depth > 0;
+        let pipeline = if pipelined { network.append_pipeline() } else { None };
 
         let this = Self {
             target,
@@ -246,6 +250,7 @@ where
             weak_tx_event: tx_event.downgrade(),
             next_action: None,
             entries_hint: Default::default(),
+            pipelined,
             pipeline,
             in_flight: VecDeque::new(),
             to_send: VecDeque::new(),
@@ -263,7 +268,7 @@ where
 
     #[tracing::instrument(level="debug", skip(self), fields(session=%self.session_id, target=display(&self.target), cluster=%self.config.cluster_name))]
     async fn main(mut self) -> Result<(), ReplicationClosed> {
-        if self.pipeline.is_some() {
+        if self.pipelined {
             return self.main_pipelined().await;
         }
 
@@ -783,7 +788,7 @@ where
             Replicate::Data(d) => {
                 // Meridian patch: with a pipeline, logs queue behind the ones in flight.
                 let d = match d {
-                    Data::Logs(logs) if self.pipeline.is_some() => {
+                    Data::Logs(logs) if self.pipelined => {
                         if Some(logs.request_id()) != self.dropped {
                             self.to_send.push_back(logs);
                         }

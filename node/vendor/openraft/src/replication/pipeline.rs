@@ -76,27 +76,19 @@ where
 {
     pub(super) async fn main_pipelined(mut self) -> Result<(), ReplicationClosed> {
         loop {
-            // Snapshots (and their callbacks) run as upstream. Logs land here only if the
-            // network offered no new stream after one failed: then they go as upstream too.
+            // Snapshots (and their callbacks) run as upstream; logs never land here
+            // (`process_event` queues them in `to_send`), heartbeats are the lane's.
             if let Some(d) = self.next_action.take() {
                 let request_id = d.request_id();
-                let mut log_data = None;
                 let res = match d {
                     Data::Snapshot(snap) => self.stream_snapshot(snap).await,
                     Data::SnapshotCallback(resp) => self.handle_snapshot_callback(resp),
-                    Data::Logs(log) => {
-                        log_data = Some(log.clone());
-                        self.send_log_entries(log).await
-                    }
-                    Data::Heartbeat => Ok(None),
+                    Data::Logs(_) | Data::Heartbeat => Ok(None),
                 };
                 match res {
-                    Ok(next) => {
-                        self.backoff = None;
-                        self.next_action = next;
-                    }
+                    Ok(_) => self.backoff = None,
                     Err(err) => {
-                        if self.on_replication_error(err, request_id, log_data)?.is_break() {
+                        if self.on_replication_error(err, request_id, None)?.is_break() {
                             return Ok(());
                         }
                         self.start_backoff();
@@ -181,8 +173,13 @@ where
                 entries: logs,
             };
             let leader_time = C::now();
+            if self.pipeline.is_none() {
+                self.pipeline = self.network.append_pipeline();
+            }
             let Some(pipeline) = self.pipeline.as_mut() else {
-                return Ok(ControlFlow::Continue(()));
+                tracing::error!("pipeline_depth is set but the network offers no append pipeline");
+                let none = AnyError::error("the network offers no append pipeline");
+                return self.fail_pipeline(request_id, RPCError::Network(NetworkError::new(&none)));
             };
             match DecomposeResult::<C, _, _>::decompose_infallible(pipeline.send(rpc)) {
                 Ok(()) => {
@@ -228,9 +225,11 @@ where
                 }
                 None => Either::Right(futures::future::pending::<()>()),
             };
+            // An answer that is ready wins over the deadline it would otherwise miss.
             select! {
-                event = events.recv() => Woken::Event(event),
+                biased;
                 answer = answer => Woken::Answer(answer),
+                event = events.recv() => Woken::Event(event),
                 _ = timer => Woken::Timer,
             }
         };
@@ -267,6 +266,12 @@ where
         let Some(sent) = self.in_flight.pop_front() else {
             return Ok(ControlFlow::Continue(()));
         };
+        // The next request's time starts now: the target handles them one after another,
+        // so time spent waiting behind this one is not the target's slowness.
+        let rearmed = C::now() + self.append_timeout();
+        if let Some(next) = self.in_flight.front_mut() {
+            next.deadline = std::cmp::max(next.deadline, rearmed);
+        }
         // A fatal error on the target reads as unreachable, as upstream.
         let answer = DecomposeResult::<C, _, _>::decompose_infallible(answer);
         tracing::debug!(range = display(&sent.range), answer = debug(&answer), "pipelined append answered");
@@ -278,6 +283,11 @@ where
                     sent.request_id,
                     ReplicationResult::new(sent.leader_time, Ok(sent.range.last)),
                 );
+                Ok(ControlFlow::Continue(()))
+            }
+            Ok(AppendEntriesResponse::PartialSuccess(matching)) if matching == sent.range.last => {
+                self.backoff = None;
+                self.send_progress(sent.request_id, ReplicationResult::new(sent.leader_time, Ok(matching)));
                 Ok(ControlFlow::Continue(()))
             }
             Ok(AppendEntriesResponse::PartialSuccess(matching)) => {
@@ -298,14 +308,18 @@ where
                 });
                 self.on_replication_error(higher, sent.request_id, None)
             }
-            Ok(AppendEntriesResponse::Conflict) => {
-                // `prev_log_id == None` never conflicts.
-                if let Some(conflict) = sent.range.prev.clone() {
+            Ok(AppendEntriesResponse::Conflict) => match sent.range.prev.clone() {
+                Some(conflict) => {
                     self.send_progress(sent.request_id, ReplicationResult::new(sent.leader_time, Err(conflict)));
+                    self.drop_pipeline(sent.request_id);
+                    Ok(ControlFlow::Continue(()))
                 }
-                self.drop_pipeline(sent.request_id);
-                Ok(ControlFlow::Continue(()))
-            }
+                // `prev_log_id == None` never conflicts; if a target says so, start over.
+                None => {
+                    let odd = AnyError::error("the target refused an AppendEntries from the start of the log");
+                    self.fail_pipeline(sent.request_id, RPCError::Network(NetworkError::new(&odd)))
+                }
+            },
             Err(err) => self.fail_pipeline(sent.request_id, err),
         }
     }

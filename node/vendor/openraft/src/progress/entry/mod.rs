@@ -189,9 +189,10 @@ impl<NID: NodeId> ProgressEntry<NID> {
         &mut self,
         log_state: &impl LogStateReader<NID>,
         max_entries: u64,
+        pipeline_depth: u64,
     ) -> Result<Inflight<NID>, Inflight<NID>> {
         if !self.inflight.is_none() {
-            return match self.next_pipelined(log_state, max_entries) {
+            return match self.next_pipelined(log_state, max_entries, pipeline_depth) {
                 Some(segment) => Ok(segment),
                 None => Err(self.inflight.clone()),
             };
@@ -277,10 +278,14 @@ impl<NID: NodeId> ProgressEntry<NID> {
     /// is the failed segment's last log id): the replication stream drops them and reports
     /// the first failure only, which ends `self.inflight` as upstream does.
     ///
-    /// At most `PIPELINE_DEPTH` × `max_entries` logs are in flight to one target.
-    fn next_pipelined(&mut self, log_state: &impl LogStateReader<NID>, max_entries: u64) -> Option<Inflight<NID>> {
-        const PIPELINE_DEPTH: u64 = 8;
-
+    /// At most `pipeline_depth` × `max_entries` logs are in flight to one target;
+    /// `pipeline_depth` 0 turns pipelining off (`Config::pipeline_depth`).
+    fn next_pipelined(
+        &mut self,
+        log_state: &impl LogStateReader<NID>,
+        max_entries: u64,
+        pipeline_depth: u64,
+    ) -> Option<Inflight<NID>> {
         let Inflight::Logs { id, log_id_range } = self.inflight.clone() else {
             return None;
         };
@@ -291,7 +296,7 @@ impl<NID: NodeId> ProgressEntry<NID> {
         let start = log_id_range.last.next_index();
         let last_next = log_state.last_log_id().next_index();
         let in_flight = start - log_id_range.prev.next_index();
-        if start >= last_next || in_flight >= max_entries.saturating_mul(PIPELINE_DEPTH) {
+        if start >= last_next || in_flight >= max_entries.saturating_mul(pipeline_depth) {
             return None;
         }
 

@@ -317,7 +317,7 @@ where C: RaftTypeConfig
         {
             let p = self.leader.progress.get_mut(&target).unwrap();
 
-            let r = p.next_send(self.state.deref(), self.config.max_payload_entries);
+            let r = p.next_send(self.state.deref(), self.config.max_payload_entries, self.config.pipeline_depth);
             tracing::debug!(next_send_res = debug(&r), "next_send");
 
             if let Ok(inflight) = r {
@@ -359,12 +359,19 @@ where C: RaftTypeConfig
                 continue;
             }
 
-            let t = prog_entry.next_send(self.state, self.config.max_payload_entries);
+            let t = prog_entry.next_send(self.state, self.config.max_payload_entries, self.config.pipeline_depth);
             tracing::debug!(target = display(&*id), send = debug(&t), "next send");
 
             match t {
                 Ok(inflight) => {
                     Self::send_to_target(self.output, id, &inflight);
+
+                    // Meridian patch: a tick's heartbeat goes out also when the tick found
+                    // logs to send behind others in flight (pipelining): they wait behind
+                    // those, the heartbeat does not.
+                    if send_none == SendNone::True {
+                        Self::send_to_target(self.output, id, &Inflight::None);
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(
