@@ -261,10 +261,7 @@ async fn transfers_cut_at_random_offsets() {
 /// overtake the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wide_area_links_reset() {
-    let opts = ClusterOptions::new(3)
-        .raft("heartbeat_ms", "250")
-        .raft("election_timeout_min_ms", "1500")
-        .raft("election_timeout_max_ms", "3000");
+    let opts = ClusterOptions::new(3).wide_area_raft();
     let mut s = Scenario::start("wide_area_links_reset", 1015, Duration::from_secs(20), BIN, opts).await;
     // One-way delays between the three members, as us, eu and ap in benches/replication.sh.
     let one_way_ms = [[0, 40, 90], [40, 0, 75], [90, 75, 0]];

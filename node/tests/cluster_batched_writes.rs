@@ -19,11 +19,7 @@ async fn concurrent_pushes_across_regions_share_entries_and_all_land() {
     // Wide-area timings (the defaults), with regions 200 ms apart: a commit takes long
     // enough that writes queue behind the leader's 16 entry slots even on 2 busy cores.
     let mut c = Cluster::start_with(
-        ClusterOptions::new(3)
-            .link_proxies()
-            .raft("heartbeat_ms", "250")
-            .raft("election_timeout_min_ms", "1500")
-            .raft("election_timeout_max_ms", "3000"),
+        ClusterOptions::new(3).link_proxies().wide_area_raft(),
     )
     .await;
     for from in 0..3 {

@@ -87,6 +87,12 @@ impl ClusterOptions {
         self.env.push((key.to_string(), value.to_string()));
         self
     }
+
+    /// The README's wide-area Raft timings (heartbeat 250 ms, elections after 1.5–3 s),
+    /// for clusters whose links are given wide-area delays.
+    pub fn wide_area_raft(self) -> ClusterOptions {
+        self.raft("heartbeat_ms", "250").raft("election_timeout_min_ms", "1500").raft("election_timeout_max_ms", "3000")
+    }
 }
 
 /// One region's process, its ports, config file and data directory.

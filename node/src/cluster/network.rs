@@ -193,6 +193,10 @@ struct GrpcAppendPipeline {
     call: tokio::task::JoinHandle<()>,
     /// Dropped with the pipeline, which ends the request stream.
     _open: oneshot::Sender<()>,
+    /// Requests sent and not answered yet: `meridian_raft_appends_in_flight` records it
+    /// (this one included) at every send, per follower.
+    unanswered: usize,
+    in_flight: metrics::Histogram,
 }
 
 impl GrpcAppendPipeline {
@@ -201,36 +205,47 @@ impl GrpcAppendPipeline {
         let (answered, answers) = mpsc::unbounded_channel();
         let (open, dropped) = oneshot::channel();
         let outgoing = UnboundedReceiverStream::new(outgoing).take_until(dropped);
-        let (target, target_node, peers) = (peer.target, peer.target_node.clone(), peer.peers.clone());
+        let target = peer.target;
         let without_append_stream = peer.without_append_stream.clone();
+        let append = AppendCall { target, target_node: peer.target_node.clone(), peers: peer.peers.clone(), answered };
         let unary = without_append_stream.has(target);
         let call = tokio::spawn(async move {
-            let ended = if unary {
-                Self::run_unary(target, &target_node, &peers, outgoing, &answered).await
-            } else {
-                Self::run(target, &target_node, &peers, outgoing, &answered, &without_append_stream).await
-            };
-            let _ = answered.send(Err(ended));
+            let ended =
+                if unary { append.run_unary(outgoing).await } else { append.run(outgoing, &without_append_stream).await };
+            let _ = append.answered.send(Err(ended));
         });
-        GrpcAppendPipeline { requests, answers, call, _open: open }
+        let in_flight = metrics::histogram!("meridian_raft_appends_in_flight", "follower" => target.to_string());
+        GrpcAppendPipeline { requests, answers, call, _open: open, unanswered: 0, in_flight }
     }
+}
 
-    fn client(peers: &Peers, target_node: &NodeInfo) -> Result<RaftServiceClient<tonic::transport::Channel>, tonic::Status> {
-        Ok(RaftServiceClient::new(peers.channel(&target_node.grpc_addr)?)
+/// The task behind a `GrpcAppendPipeline`: sends its requests, hands back the answers.
+struct AppendCall {
+    target: NodeId,
+    target_node: NodeInfo,
+    peers: Peers,
+    answered: mpsc::UnboundedSender<AppendResult<TypeConfig>>,
+}
+
+impl AppendCall {
+    fn client(&self) -> Result<RaftServiceClient<tonic::transport::Channel>, tonic::Status> {
+        Ok(RaftServiceClient::new(self.peers.channel(&self.target_node.grpc_addr)?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
-    /// Forwards answers until the call ends; returns why it ended.
+    /// Hands back the answer in `reply`; false when nobody waits for answers any more.
+    fn answer(&self, reply: RaftReply) -> bool {
+        self.answered.send(decode_reply(self.target, &self.target_node, reply)).is_ok()
+    }
+
+    /// One `AppendStream` call; returns why it ended.
     async fn run(
-        target: NodeId,
-        target_node: &NodeInfo,
-        peers: &Peers,
+        &self,
         outgoing: impl Stream<Item = RaftRequest> + Send + 'static,
-        answered: &mpsc::UnboundedSender<AppendResult<TypeConfig>>,
         without_append_stream: &WithoutAppendStream,
     ) -> RPCError<NodeId, NodeInfo, RaftError<NodeId>> {
-        let mut client = match Self::client(peers, target_node) {
+        let mut client = match self.client() {
             Ok(client) => client,
             Err(status) => return unreachable(&status),
         };
@@ -238,8 +253,8 @@ impl GrpcAppendPipeline {
             Ok(response) => response.into_inner(),
             Err(status) => {
                 if status.code() == tonic::Code::Unimplemented {
-                    tracing::warn!(target, "peer has no AppendStream (an older release): appends go one call each");
-                    without_append_stream.note(target);
+                    tracing::warn!(target = self.target, "peer has no AppendStream (an older release): appends go one call each");
+                    without_append_stream.note(self.target);
                 }
                 return unreachable(&status);
             }
@@ -247,7 +262,7 @@ impl GrpcAppendPipeline {
         loop {
             match replies.message().await {
                 Ok(Some(reply)) => {
-                    if answered.send(decode_reply(target, target_node, reply)).is_err() {
+                    if !self.answer(reply) {
                         return ended("append stream dropped");
                     }
                 }
@@ -259,14 +274,8 @@ impl GrpcAppendPipeline {
 
     /// For a peer without `AppendStream`: one unary call at a time, in order, answers in
     /// order: the leader still sends without waiting, the peer sees what it always saw.
-    async fn run_unary(
-        target: NodeId,
-        target_node: &NodeInfo,
-        peers: &Peers,
-        outgoing: impl Stream<Item = RaftRequest> + Send + 'static,
-        answered: &mpsc::UnboundedSender<AppendResult<TypeConfig>>,
-    ) -> RPCError<NodeId, NodeInfo, RaftError<NodeId>> {
-        let mut client = match Self::client(peers, target_node) {
+    async fn run_unary(&self, outgoing: impl Stream<Item = RaftRequest> + Send + 'static) -> RPCError<NodeId, NodeInfo, RaftError<NodeId>> {
+        let mut client = match self.client() {
             Ok(client) => client,
             Err(status) => return unreachable(&status),
         };
@@ -274,7 +283,7 @@ impl GrpcAppendPipeline {
         while let Some(request) = outgoing.next().await {
             match client.append_entries(request).await {
                 Ok(reply) => {
-                    if answered.send(decode_reply(target, target_node, reply.into_inner())).is_err() {
+                    if !self.answer(reply.into_inner()) {
                         return ended("append stream dropped");
                     }
                 }
@@ -300,15 +309,20 @@ impl AppendPipeline<TypeConfig> for GrpcAppendPipeline {
         let payload = encode_append(&rpc)?;
         self.requests.send(RaftRequest { payload }).map_err(|_| {
             RPCError::Unreachable(Unreachable::new(&TransportError("the append stream has ended".into())))
-        })
+        })?;
+        self.unanswered += 1;
+        self.in_flight.record(self.unanswered as f64);
+        Ok(())
     }
 
     fn recv(&mut self) -> BoxFuture<'_, AppendResult<TypeConfig>> {
         Box::pin(async move {
-            match self.answers.recv().await {
+            let answer = match self.answers.recv().await {
                 Some(answer) => answer,
                 None => Err(ended("the append stream has ended")),
-            }
+            };
+            self.unanswered = self.unanswered.saturating_sub(1);
+            answer
         })
     }
 }

@@ -63,6 +63,11 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
             Matcher::Suffix("duration_seconds".to_string()),
             &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
         )?
+        // Appends to a follower not answered yet when one more is sent (pipelining).
+        .set_buckets_for_metric(
+            Matcher::Full("meridian_raft_appends_in_flight".to_string()),
+            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0],
+        )?
         .install_recorder()?;
     Ok(handle)
 }
