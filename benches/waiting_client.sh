@@ -182,7 +182,7 @@ SECTION="$TMP/section.md"
     done
   done
   echo
-  echo "While a node has a fetch in flight at a source that a client waits for, the source holds that node's background streams back (they send an empty keep-alive chunk every 5 s instead) until the node says the client's bytes all arrived; fetches a client waits for travel on their own connection, so they do not queue behind background bytes already in the bulk connection's buffers; a background fetch a client joins is promoted (the source stops holding it back and holds the node's others). What the background had handed to HTTP/2 before the hold (up to the bulk connection's 32 MiB window) still goes first."
+  echo "While a node has a fetch in flight at a source that a client waits for, the source holds that node's background streams back (they send an empty keep-alive chunk every 5 s instead) until the node says the client's bytes all arrived; fetches a client waits for travel on their own connection, so they do not queue behind background bytes already in the bulk connection's buffers; a background fetch a client joins is promoted (the source stops holding it back and holds the node's others). The receiving node also steps aside: when a fetch a client waits for begins at a source, its background streams from that source are dropped, with the background connection and the bytes queued in it (up to \`replication_window_mib\`, 16 MiB), and ask again from the byte they reached once the client's fetch ends (a background fetch a client joins goes on where it is). Before that, what the background had handed to HTTP/2 before the hold went first."
   echo
   raw_json_details "$OUT"
   echo "<!-- waiting-client:end -->"

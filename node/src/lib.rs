@@ -62,7 +62,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             format!("opening the S3 blob store (bucket {:?}, endpoint {:?})", config.storage.bucket, config.storage.endpoint)
         })?),
     };
-    let peers = peers::Peers::new(config.dial_via.clone(), grpc_tls.as_ref().map(|t| t.client()));
+    let peers = peers::Peers::new(config.dial_via.clone(), grpc_tls.as_ref().map(|t| t.client()))
+        .with_replication_window(config.replication_window_bytes()?);
     let meta = Meta::start(&config, store.clone(), peers.clone(), cluster::GrpcNetwork::new(peers)).await.context("starting raft")?;
     let sessions = Arc::new(
         UploadSessions::new(store.clone(), blobs.clone(), config.node_id, config.max_upload_sessions_per_identity)

@@ -9,8 +9,13 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 /// manifests of up to 4 MiB each.
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
-/// HTTP/2 receive window per blob stream: 8 MiB in flight is ~45 MB/s at 180 ms RTT.
+/// HTTP/2 receive window per stream that carries bulk bytes (a client's blob fetch, Raft
+/// appends): 8 MiB in flight is ~45 MB/s at 180 ms RTT.
 pub(crate) const BULK_STREAM_WINDOW: u32 = 8 << 20;
+
+/// Background blob bytes each peer may have in flight to this node, all its streams
+/// together, unless configured (`replication_window_mib`).
+pub const DEFAULT_REPLICATION_WINDOW: u32 = 16 << 20;
 
 /// Which connection a call travels on. Blob bytes get their own TCP connection per peer
 /// so a saturated link never queues Raft heartbeats and forwarded writes behind
@@ -32,6 +37,9 @@ pub struct Peers {
     dial_via: Arc<BTreeMap<String, String>>,
     /// Mutual TLS for every link, when configured.
     tls: Option<ClientTlsConfig>,
+    /// The bulk lane's HTTP/2 window, stream and connection alike: what a background
+    /// transfer can have queued ahead of a client's bytes on a shared link.
+    replication_window: u32,
 }
 
 /// `host:port` or a URL → a URL tonic can dial.
@@ -56,7 +64,13 @@ impl Peers {
     /// to dial in their place.
     pub fn new(dial_via: BTreeMap<String, String>, tls: Option<ClientTlsConfig>) -> Peers {
         let dial_via = dial_via.into_iter().map(|(from, to)| (grpc_url(&from), grpc_url(&to))).collect();
-        Peers { channels: Arc::default(), dial_via: Arc::new(dial_via), tls }
+        Peers { channels: Arc::default(), dial_via: Arc::new(dial_via), tls, replication_window: DEFAULT_REPLICATION_WINDOW }
+    }
+
+    /// The same, with the bulk lane's window at `bytes` (1 MiB to 1 GiB).
+    pub fn with_replication_window(mut self, bytes: u32) -> Peers {
+        self.replication_window = bytes;
+        self
     }
 
     /// The channel for Raft, forwarding, admin and probes to the node advertising `addr`.
@@ -74,10 +88,23 @@ impl Peers {
         self.channel_on(addr, Lane::Priority)
     }
 
-    fn channel_on(&self, addr: &str, lane: Lane) -> Result<Channel, tonic::Status> {
+    /// Forgets the background connection to the node advertising `addr`: it closes once
+    /// the streams on it are gone, dropping the bytes queued in it, and the next
+    /// background call dials a new one (`meridian_replication::yielding`).
+    pub fn drop_bulk_channel(&self, addr: &str) {
+        let key = self.key(addr, Lane::Bulk);
+        self.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    }
+
+    /// The URL dialled for `addr` (after `dial_via`, with the scheme TLS needs) and `lane`.
+    fn key(&self, addr: &str, lane: Lane) -> (String, Lane) {
         let advertised = grpc_url(addr);
         let url = self.dial_via.get(&advertised).cloned().unwrap_or(advertised);
-        let key = (with_scheme(url, self.tls.is_some()), lane);
+        (with_scheme(url, self.tls.is_some()), lane)
+    }
+
+    fn channel_on(&self, addr: &str, lane: Lane) -> Result<Channel, tonic::Status> {
+        let key = self.key(addr, lane);
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = map.get(&key) {
             return Ok(c.clone());
@@ -89,12 +116,21 @@ impl Peers {
                 .tls_config(tls.clone())
                 .map_err(|e| tonic::Status::invalid_argument(format!("TLS for {addr:?}: {e}")))?;
         }
+        // An HTTP/2 stream moves at most one window per round trip: hyper's default 2 MiB
+        // is 11 MiB/s over 180 ms. Blob streams get windows sized for long fat links from
+        // the first byte (BDP-adaptive windows take many round trips to grow). The bulk
+        // lane's connection window is no larger than one stream's: whatever background
+        // bytes it lets out sit in buffers on the way, and when a client starts waiting on
+        // the priority lane over the same link, they drain first (the source holds
+        // background streams from then on: `WaitingClients` in `cluster::blob_transfer_service`).
+        let (stream_window, connection_window) = match lane {
+            Lane::Control => (None, None),
+            Lane::Bulk => (Some(self.replication_window), Some(self.replication_window)),
+            Lane::Priority => (Some(BULK_STREAM_WINDOW), Some(4 * BULK_STREAM_WINDOW)),
+        };
         let channel = endpoint
-            // An HTTP/2 stream moves at most one window per round trip: hyper's default
-            // 2 MiB is 11 MiB/s over 180 ms. Blob streams get windows sized for long fat
-            // links from the first byte (BDP-adaptive windows take many round trips to grow).
-            .initial_stream_window_size((lane != Lane::Control).then_some(BULK_STREAM_WINDOW))
-            .initial_connection_window_size((lane != Lane::Control).then_some(4 * BULK_STREAM_WINDOW))
+            .initial_stream_window_size(stream_window)
+            .initial_connection_window_size(connection_window)
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -4,6 +4,7 @@
 
 use crate::digest::Digest;
 use crate::throttle::RegionThrottle;
+use crate::yielding::{ClientFetches, MAX_YIELD};
 use bytes::Bytes;
 use futures::StreamExt;
 use meridian_proto::replication::blob_transfer_client::BlobTransferClient;
@@ -45,6 +46,9 @@ pub struct FetchReport {
     pub sources: Vec<String>,
     /// Streams that broke and were resumed from an offset.
     pub resumes: u32,
+    /// Times a background stream stepped aside for a client's fetch from its source (and
+    /// asked again from the same byte once it ended).
+    pub yields: u32,
     /// Copies discarded because they did not match the digest.
     pub mismatches: u32,
 }
@@ -57,16 +61,30 @@ pub struct FetchPriority {
     background: AtomicBool,
     /// This node's id, so a source can tell its fetches from other nodes'.
     requester: u64,
+    /// Wakes the fetch when it is promoted (it asks again on a client's lane).
+    promoted: tokio::sync::Notify,
 }
 
 impl FetchPriority {
     pub fn new(background: bool, requester: u64) -> FetchPriority {
-        FetchPriority { background: AtomicBool::new(background), requester }
+        FetchPriority { background: AtomicBool::new(background), requester, promoted: tokio::sync::Notify::new() }
     }
 
     /// A client now waits for this fetch; `false` when one already did.
     pub fn promote(&self) -> bool {
-        self.background.swap(false, Ordering::Relaxed)
+        let promoted = self.background.swap(false, Ordering::Relaxed);
+        if promoted {
+            // Stores a permit when the fetch is not waiting right now.
+            self.promoted.notify_one();
+        }
+        promoted
+    }
+
+    /// Resolves once a client waits for this fetch.
+    async fn until_promoted(&self) {
+        if self.is_background() {
+            self.promoted.notified().await;
+        }
     }
 
     pub fn is_background(&self) -> bool {
@@ -80,15 +98,27 @@ impl FetchPriority {
 /// load balancer that lost the stream).
 const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// How one stream from a source ended.
+enum StreamEnd {
+    /// The source sent its last byte, stalled, broke, or sent too much: go on to the
+    /// next holder (when bytes are still missing).
+    Ended,
+    /// A background stream stepped aside for a client's fetch from the same source.
+    Yielded,
+}
+
 /// Fetches `digest` (of `size` bytes) into `sink`, trying `holders` in order. `channel`
 /// gives the connection to a holder for a background fetch (`true`) or for one a client
-/// waits for (`false`).
+/// waits for (`false`). A background fetch steps aside while `clients` has a client's
+/// fetch in flight from its source, and goes on from the same byte afterwards.
+#[allow(clippy::too_many_arguments)]
 pub async fn fetch_verified<S: ChunkSink>(
     channel: &(dyn Fn(&str, bool) -> Result<Channel, tonic::Status> + Sync),
     holders: &[Holder],
     digest: &Digest,
     size: u64,
     priority: &FetchPriority,
+    clients: &ClientFetches,
     throttle: &RegionThrottle,
     sink: &mut S,
 ) -> Result<FetchReport, FetchError> {
@@ -113,60 +143,103 @@ pub async fn fetch_verified<S: ChunkSink>(
             if received >= size {
                 break;
             }
-            let background = priority.is_background();
-            let Ok(ch) = channel(&holder.grpc_addr, background) else { continue };
-            let mut client = BlobTransferClient::new(ch).max_decoding_message_size(16 << 20);
-            let request = FetchBlobRequest {
-                digest: digest.to_string(),
-                offset: received,
-                for_region_peer: false,
-                background,
-                requester: priority.requester,
-            };
-            let mut stream = match tokio::time::timeout(STALL_TIMEOUT, client.fetch_blob(request)).await {
-                Ok(Ok(r)) => r.into_inner(),
-                Ok(Err(s)) => {
-                    tracing::debug!(region = %holder.region, error = %s.message(), "source refused the fetch");
-                    continue;
-                }
-                Err(_) => {
-                    tracing::info!(region = %holder.region, "source did not answer the fetch; trying another");
-                    continue;
-                }
-            };
-            if received > 0 {
-                report.resumes += 1;
-            }
-            used.push(holder.region.clone());
-            report.sources.push(holder.region.clone());
+            let addr = holder.grpc_addr.as_str();
+            // Streams from this holder: again from the byte reached after stepping aside
+            // for a client (on a client's lane if one joined meanwhile).
+            let mut asked_again = false;
             loop {
-                let item = match tokio::time::timeout(STALL_TIMEOUT, stream.next()).await {
-                    Ok(Some(item)) => item,
-                    Ok(None) => break,
+                if priority.is_background() {
+                    // A client's fetch from this source goes first, unless a client joins
+                    // this one meanwhile.
+                    tokio::select! {
+                        _ = clients.until_none_waiting_on(addr, MAX_YIELD) => {}
+                        _ = priority.until_promoted() => {}
+                    }
+                }
+                let background = priority.is_background();
+                let _client_fetch = (!background).then(|| clients.begin(addr));
+                let Ok(ch) = channel(addr, background) else { break };
+                let mut client = BlobTransferClient::new(ch).max_decoding_message_size(16 << 20);
+                let request = FetchBlobRequest {
+                    digest: digest.to_string(),
+                    offset: received,
+                    for_region_peer: false,
+                    background,
+                    requester: priority.requester,
+                };
+                let mut stream = match tokio::time::timeout(STALL_TIMEOUT, client.fetch_blob(request)).await {
+                    Ok(Ok(r)) => r.into_inner(),
+                    Ok(Err(s)) => {
+                        tracing::debug!(region = %holder.region, error = %s.message(), "source refused the fetch");
+                        break;
+                    }
                     Err(_) => {
-                        tracing::info!(region = %holder.region, offset = received, "transfer stalled; resuming elsewhere");
+                        tracing::info!(region = %holder.region, "source did not answer the fetch; trying another");
                         break;
                     }
                 };
-                match item {
-                    Ok(chunk) => {
-                        // Empty: a keep-alive from a source holding a background stream back.
-                        if chunk.data.is_empty() {
+                if received > 0 && !asked_again {
+                    report.resumes += 1;
+                }
+                if used.last() != Some(&holder.region) {
+                    used.push(holder.region.clone());
+                    report.sources.push(holder.region.clone());
+                }
+                // Set when a client joins this stream: it goes on where it is (its bytes
+                // are already on the way) and now counts as a client's fetch.
+                let mut joined = None;
+                let end = loop {
+                    let steps_aside = background && joined.is_none();
+                    let next = tokio::select! {
+                        biased;
+                        _ = priority.until_promoted(), if steps_aside => {
+                            joined = Some(clients.begin(addr));
                             continue;
                         }
-                        if received + chunk.data.len() as u64 > size {
-                            // More bytes than the blob has: this source is wrong.
-                            break;
+                        _ = clients.until_waiting_on(addr), if steps_aside => break StreamEnd::Yielded,
+                        next = tokio::time::timeout(STALL_TIMEOUT, stream.next()) => next,
+                    };
+                    let item = match next {
+                        Ok(Some(item)) => item,
+                        Ok(None) => break StreamEnd::Ended,
+                        Err(_) => {
+                            tracing::info!(region = %holder.region, offset = received, "transfer stalled; resuming elsewhere");
+                            break StreamEnd::Ended;
                         }
-                        throttle.consume(&holder.region, chunk.data.len()).await;
-                        hasher.update(&chunk.data);
-                        received += chunk.data.len() as u64;
-                        sink.write(Bytes::from(chunk.data)).await?;
+                    };
+                    match item {
+                        Ok(chunk) => {
+                            // Empty: a keep-alive from a source holding a background stream back.
+                            if chunk.data.is_empty() {
+                                continue;
+                            }
+                            if received + chunk.data.len() as u64 > size {
+                                // More bytes than the blob has: this source is wrong.
+                                break StreamEnd::Ended;
+                            }
+                            throttle.consume(&holder.region, chunk.data.len()).await;
+                            hasher.update(&chunk.data);
+                            received += chunk.data.len() as u64;
+                            sink.write(Bytes::from(chunk.data)).await?;
+                        }
+                        Err(s) => {
+                            tracing::info!(region = %holder.region, offset = received, error = %s.message(), "transfer broke; resuming elsewhere");
+                            break StreamEnd::Ended;
+                        }
                     }
-                    Err(s) => {
-                        tracing::info!(region = %holder.region, offset = received, error = %s.message(), "transfer broke; resuming elsewhere");
-                        break;
-                    }
+                };
+                // The stream and its connection handle go before any wait, so a dropped
+                // background connection can close.
+                drop(stream);
+                drop(client);
+                drop(joined);
+                match end {
+                    StreamEnd::Ended => break,
+                    StreamEnd::Yielded => report.yields += 1,
+                }
+                asked_again = true;
+                if received >= size {
+                    break;
                 }
             }
         }

@@ -60,6 +60,10 @@ pub struct Config {
     pub admin_allow_remote: bool,
     /// Bandwidth cap for blob transfers from each source region, bytes per second (0: none).
     pub replication_bandwidth_limit: u64,
+    /// Blob bytes this node lets each other node have in flight to it for background
+    /// replication (the bulk lane's HTTP/2 window, shared by its streams), MiB: background
+    /// copies from a peer run at most this much per round trip (16 MiB: ~93 MB/s at 180 ms), so raise it for fatter links.
+    pub replication_window_mib: u32,
     /// `text` (human-readable) or `json` (one object per line).
     pub log_format: LogFormat,
     /// Log filter in `RUST_LOG` syntax; `RUST_LOG` wins when set.
@@ -332,6 +336,7 @@ impl Default for Config {
             admin_token: None,
             admin_allow_remote: false,
             replication_bandwidth_limit: 0,
+            replication_window_mib: 16,
             log_format: LogFormat::Text,
             log_level: "info".to_string(),
             otlp_endpoint: None,
@@ -408,6 +413,14 @@ impl Config {
             _ => Err(ConfigError::Invalid(
                 "set all of grpc_tls_cert_file, grpc_tls_key_file and grpc_tls_ca_file (mutual TLS) or none".into(),
             )),
+        }
+    }
+
+    /// `replication_window_mib` in bytes; between 1 MiB and 1 GiB (HTTP/2 windows stop below 2 GiB).
+    pub fn replication_window_bytes(&self) -> Result<u32, ConfigError> {
+        match self.replication_window_mib {
+            1..=1024 => Ok(self.replication_window_mib << 20),
+            other => Err(ConfigError::Invalid(format!("replication_window_mib = {other}: expected 1 to 1024"))),
         }
     }
 
@@ -549,6 +562,7 @@ impl Config {
                 "ADMIN_TOKEN" => self.admin_token = Some(value.clone()).filter(|v| !v.is_empty()),
                 "ADMIN_ALLOW_REMOTE" => self.admin_allow_remote = num(&value).map_err(bad)?,
                 "REPLICATION_BANDWIDTH_LIMIT" => self.replication_bandwidth_limit = num(&value).map_err(bad)?,
+                "REPLICATION_WINDOW_MIB" => self.replication_window_mib = num(&value).map_err(bad)?,
                 "LOG_FORMAT" => {
                     self.log_format = match value.as_str() {
                         "text" => LogFormat::Text,
@@ -651,6 +665,19 @@ mod tests {
     }
 
     #[test]
+    fn replication_window_is_bounded() {
+        let mut c = Config::default();
+        assert_eq!(c.replication_window_bytes().unwrap(), crate::peers::DEFAULT_REPLICATION_WINDOW);
+        c.apply_env(vec![("MERIDIAN_REPLICATION_WINDOW_MIB".to_string(), "64".to_string())].into_iter()).unwrap();
+        assert_eq!(c.replication_window_bytes().unwrap(), 64 << 20);
+        // 0 would stall every background transfer; 2 GiB and beyond is past HTTP/2's window.
+        for bad in [0, 1025, 4096] {
+            c.replication_window_mib = bad;
+            assert!(c.replication_window_bytes().is_err(), "{bad} MiB accepted");
+        }
+    }
+
+    #[test]
     fn storage_settings_layer_and_the_secret_stays_out_of_debug_output() {
         let mut c: Config = toml::from_str(
             "[storage]\nkind = \"s3\"\nbucket = \"blobs\"\nendpoint = \"http://127.0.0.1:3900\"\npath_style = true\nsecret_access_key = \"s3cr3t-value\"\naccess_key_id = \"GK1\"\n",
@@ -699,7 +726,7 @@ mod tests {
         let readme = include_str!("../../../README.md");
         let keys = [
             "listen", "tls_cert_file", "tls_key_file", "data_dir", "region", "node_id", "grpc_listen", "advertise_http_addr",
-            "advertise_grpc_addr", "public_url", "routing", "grpc_tls_cert_file", "grpc_tls_key_file", "grpc_tls_ca_file", "join", "dial_via", "admin_token", "admin_allow_remote", "replication_bandwidth_limit", "log_format", "log_level", "otlp_endpoint",
+            "advertise_grpc_addr", "public_url", "routing", "grpc_tls_cert_file", "grpc_tls_key_file", "grpc_tls_ca_file", "join", "dial_via", "admin_token", "admin_allow_remote", "replication_bandwidth_limit", "replication_window_mib", "log_format", "log_level", "otlp_endpoint",
             "max_manifest_bytes", "max_blob_bytes", "upload_timeout_secs", "max_upload_sessions_per_identity", "header_read_timeout_secs", "body_idle_timeout_secs", "raft.heartbeat_ms",
             "raft.election_timeout_min_ms", "raft.election_timeout_max_ms", "raft.snapshot_every",
             "raft.max_logs_kept", "raft.write_timeout_ms", "raft.batch_writes", "auth.enabled", "auth.service", "auth.realm",

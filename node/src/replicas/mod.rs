@@ -10,7 +10,7 @@ use crate::blobs::Blobs;
 use crate::meta::command::Command;
 use crate::meta::{Meta, Store};
 use meridian_proto::replication::blob_transfer_client::BlobTransferClient;
-use meridian_replication::{fetch_verified, Digest, FetchPriority, Holder, RegionThrottle};
+use meridian_replication::{fetch_verified, ClientFetches, Digest, FetchPriority, Holder, RegionThrottle};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +33,9 @@ pub struct Replicator {
     inflight: Mutex<HashMap<Digest, Arc<Transfer>>>,
     recorder: mpsc::UnboundedSender<Digest>,
     throttle: RegionThrottle,
+    /// Fetches a client waits for, per source: this node's background streams from that
+    /// source step aside meanwhile (`meridian_replication::yielding`).
+    clients: ClientFetches,
     /// What the last answered probe of each peer node said, by its advertised gRPC
     /// address; a node missing here did not answer its last probe.
     probes: Mutex<HashMap<String, Probe>>,
@@ -75,7 +78,10 @@ impl Replicator {
     ) -> Arc<Replicator> {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(record_replicas(meta.clone(), rx));
+        let peers = meta.peers().clone();
+        let clients = ClientFetches::new(move |addr| peers.drop_bulk_channel(addr));
         Arc::new(Replicator {
+            clients,
             blobs,
             store,
             meta,
@@ -270,6 +276,7 @@ impl Replicator {
         mut sink: FileSink,
         priority: Arc<FetchPriority>,
     ) {
+        let started = std::time::Instant::now();
         let holders = self.holders(&digest);
         let peers = self.meta.peers().clone();
         let channel = move |addr: &str, background: bool| {
@@ -279,13 +286,15 @@ impl Replicator {
                 peers.priority_channel(addr)
             }
         };
-        let result = fetch_verified(&channel, &holders, &digest, size, &priority, &self.throttle, &mut sink).await;
+        let result =
+            fetch_verified(&channel, &holders, &digest, size, &priority, &self.clients, &self.throttle, &mut sink).await;
         if !priority.is_background() {
             tokio::spawn(self.clone().tell_sources_client_fetch_done(digest.clone(), holders.clone()));
         }
         let outcome = match result {
             Ok(report) => {
                 metrics::counter!("meridian_replication_resumes_total").increment(report.resumes as u64);
+                metrics::counter!("meridian_replication_yields_total").increment(report.yields as u64);
                 let file = sink.file.clone();
                 let synced = tokio::task::spawn_blocking(move || {
                     crate::failpoints::io("blob-fsync")?;
@@ -295,7 +304,16 @@ impl Replicator {
                 match synced {
                     Ok(Ok(())) => match self.blobs.commit(&path, &digest).await {
                         Ok(()) => {
-                            tracing::info!(%digest, bytes = report.bytes, sources = ?report.sources, resumes = report.resumes, "replica landed");
+                            tracing::info!(
+                                %digest,
+                                bytes = report.bytes,
+                                sources = ?report.sources,
+                                resumes = report.resumes,
+                                yields = report.yields,
+                                client_waited = !priority.is_background(),
+                                ms = started.elapsed().as_millis() as u64,
+                                "replica landed"
+                            );
                             let _ = self.recorder.send(digest.clone());
                             // The copy came from the last region it was read from (a
                             // transfer that resumed elsewhere is counted there in full).
