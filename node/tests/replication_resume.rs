@@ -31,7 +31,11 @@ fn field_u64(line: &str, key: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broken_transfer_resumes_at_another_holder() {
-    let opts = ClusterOptions::new(3).env("MERIDIAN_REPLICATION_BANDWIDTH_LIMIT", LIMIT);
+    // B's copy may start in the background (then a client joins it): a 4 MiB window keeps
+    // the source from handing over all 16 MiB before the kill, as the default 16 MiB would.
+    let opts = ClusterOptions::new(3)
+        .env("MERIDIAN_REPLICATION_BANDWIDTH_LIMIT", LIMIT)
+        .env("MERIDIAN_REPLICATION_WINDOW_MIB", "4");
     let mut c = Cluster::start_with(opts).await;
     let (a, b, cc) = (0, 1, 2);
 
