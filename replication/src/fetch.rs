@@ -147,17 +147,21 @@ pub async fn fetch_verified<S: ChunkSink>(
             // Streams from this holder: again from the byte reached after stepping aside
             // for a client (on a client's lane if one joined meanwhile).
             let mut asked_again = false;
+            // Set once a wait for clients' fetches from this source ran out: this transfer
+            // then goes on beside them instead of stepping aside again at once.
+            let mut beside_clients = false;
             loop {
-                if priority.is_background() {
+                if priority.is_background() && !beside_clients {
                     // A client's fetch from this source goes first, unless a client joins
                     // this one meanwhile.
                     tokio::select! {
-                        _ = clients.until_none_waiting_on(addr, MAX_YIELD) => {}
+                        freed = clients.until_none_waiting_on(addr, MAX_YIELD) => beside_clients = !freed,
                         _ = priority.until_promoted() => {}
                     }
                 }
                 let background = priority.is_background();
                 let _client_fetch = (!background).then(|| clients.begin(addr));
+                let _background_stream = background.then(|| clients.background(addr));
                 let Ok(ch) = channel(addr, background) else { break };
                 let mut client = BlobTransferClient::new(ch).max_decoding_message_size(16 << 20);
                 let request = FetchBlobRequest {
@@ -189,7 +193,7 @@ pub async fn fetch_verified<S: ChunkSink>(
                 // are already on the way) and now counts as a client's fetch.
                 let mut joined = None;
                 let end = loop {
-                    let steps_aside = background && joined.is_none();
+                    let steps_aside = background && joined.is_none() && !beside_clients;
                     let next = tokio::select! {
                         biased;
                         _ = priority.until_promoted(), if steps_aside => {
@@ -233,14 +237,11 @@ pub async fn fetch_verified<S: ChunkSink>(
                 drop(stream);
                 drop(client);
                 drop(joined);
-                match end {
-                    StreamEnd::Ended => break,
-                    StreamEnd::Yielded => report.yields += 1,
-                }
-                asked_again = true;
-                if received >= size {
+                if matches!(end, StreamEnd::Ended) || received >= size {
                     break;
                 }
+                report.yields += 1;
+                asked_again = true;
             }
         }
         if received < size {

@@ -18,9 +18,13 @@ use tokio::sync::watch;
 /// end, then goes on beside them (a client's fetch that hangs must not stop replication).
 pub const MAX_YIELD: Duration = Duration::from_secs(30);
 
-/// This node's fetches that a client waits for, counted per source address.
+/// This node's fetches that a client waits for, and its background streams, counted per
+/// source address.
 pub struct ClientFetches {
     in_flight: Mutex<HashMap<String, usize>>,
+    /// Background streams open per source: the connection is dropped only when some are
+    /// (it also carries forwarded uploads, which would pay for a new one for nothing).
+    background: Mutex<HashMap<String, usize>>,
     /// Bumped at every change, to wake background transfers.
     changed: watch::Sender<u64>,
     /// Drops the background connection to a source (called when its first client fetch
@@ -34,9 +38,40 @@ pub struct ClientFetch<'a> {
     addr: String,
 }
 
+/// One background stream from a source, open until dropped.
+pub struct BackgroundStream<'a> {
+    all: &'a ClientFetches,
+    addr: String,
+}
+
+fn count_down(map: &Mutex<HashMap<String, usize>>, addr: &str) {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = map.get_mut(addr) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(addr);
+        }
+    }
+}
+
 impl ClientFetches {
     pub fn new(drop_background: impl Fn(&str) + Send + Sync + 'static) -> ClientFetches {
-        ClientFetches { in_flight: Mutex::default(), changed: watch::Sender::new(0), drop_background: Box::new(drop_background) }
+        ClientFetches {
+            in_flight: Mutex::default(),
+            background: Mutex::default(),
+            changed: watch::Sender::new(0),
+            drop_background: Box::new(drop_background),
+        }
+    }
+
+    /// A background stream from the source at `addr` opens.
+    pub fn background(&self, addr: &str) -> BackgroundStream<'_> {
+        *self.background.lock().unwrap_or_else(|p| p.into_inner()).entry(addr.to_string()).or_insert(0) += 1;
+        BackgroundStream { all: self, addr: addr.to_string() }
+    }
+
+    fn background_from(&self, addr: &str) -> bool {
+        self.background.lock().unwrap_or_else(|p| p.into_inner()).contains_key(addr)
     }
 
     fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
@@ -51,7 +86,7 @@ impl ClientFetches {
             *n += 1;
             *n == 1
         };
-        if first {
+        if first && self.background_from(addr) {
             (self.drop_background)(addr);
         }
         self.changed.send_modify(|v| *v += 1);
@@ -73,32 +108,32 @@ impl ClientFetches {
         }
     }
 
-    /// Resolves once no client's fetch from `addr` is in flight, or after `max`.
-    pub async fn until_none_waiting_on(&self, addr: &str, max: Duration) {
+    /// Resolves once no client's fetch from `addr` is in flight (`true`), or after `max`
+    /// (`false`).
+    pub async fn until_none_waiting_on(&self, addr: &str, max: Duration) -> bool {
         let mut changes = self.changed.subscribe();
-        let _ = tokio::time::timeout(max, async {
+        tokio::time::timeout(max, async {
             while self.waiting_on(addr) {
                 if changes.changed().await.is_err() {
                     return;
                 }
             }
         })
-        .await;
+        .await
+        .is_ok()
     }
 }
 
 impl Drop for ClientFetch<'_> {
     fn drop(&mut self) {
-        {
-            let mut in_flight = self.all.in_flight();
-            if let Some(n) = in_flight.get_mut(&self.addr) {
-                *n -= 1;
-                if *n == 0 {
-                    in_flight.remove(&self.addr);
-                }
-            }
-        }
+        count_down(&self.all.in_flight, &self.addr);
         self.all.changed.send_modify(|v| *v += 1);
+    }
+}
+
+impl Drop for BackgroundStream<'_> {
+    fn drop(&mut self) {
+        count_down(&self.all.background, &self.addr);
     }
 }
 
@@ -116,6 +151,10 @@ mod tests {
             assert_eq!(addr, "us:7000");
             counted.fetch_add(1, Ordering::SeqCst);
         }));
+        // No background stream from us: nothing to drop.
+        drop(clients.begin("us:7000"));
+        assert_eq!(dropped.load(Ordering::SeqCst), 0, "dropped a connection no background stream used");
+        let background = clients.background("us:7000");
         let waiter = {
             let clients = clients.clone();
             tokio::spawn(async move { clients.until_waiting_on("us:7000").await })
@@ -134,7 +173,11 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!freed.is_finished());
         drop(second);
-        tokio::time::timeout(Duration::from_secs(5), freed).await.expect("freed").expect("task");
+        assert!(tokio::time::timeout(Duration::from_secs(5), freed).await.expect("freed").expect("task"));
         assert!(!clients.waiting_on("us:7000"));
+        drop(background);
+        let _third = clients.begin("us:7000");
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "no background stream left to drop");
+        assert!(!clients.until_none_waiting_on("us:7000", Duration::from_millis(10)).await, "timed out, not freed");
     }
 }
