@@ -31,6 +31,10 @@ async fn a_snapshot_install_waits_for_disk_space() {
         last = cluster::numbered_manifest(&config, &layer, &format!("write-{n}"));
         oci::push_manifest(&c[leader], REPO, "latest", OCI_MANIFEST, &last).await;
     }
+    // Still paused while the leader's appends to it time out: appends pipelined to it
+    // would otherwise keep those entries from being purged and hand it the log, not the
+    // snapshot, once it resumes (a brief pause costs no snapshot, as it should).
+    tokio::time::sleep(Duration::from_secs(2)).await;
     c.resume(behind);
 
     // The leader's log no longer reaches back far enough: it sends its snapshot, and the
