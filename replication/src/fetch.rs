@@ -26,7 +26,16 @@ pub struct Holder {
 pub trait ChunkSink: Send {
     fn write(&mut self, data: Bytes) -> impl Future<Output = std::io::Result<()>> + Send;
     fn reset(&mut self) -> impl Future<Output = std::io::Result<()>> + Send;
+    /// The fetch is alive but receives nothing for now (it stepped aside, or its source
+    /// holds it back): a sink whose idle files get cleaned up marks them as in use.
+    fn keep_fresh(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
+
+/// How often a waiting fetch marks its sink as in use: well inside the shortest grace a
+/// sweep of idle staging files is given.
+const KEEP_FRESH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -154,10 +163,20 @@ pub async fn fetch_verified<S: ChunkSink>(
                 if priority.is_background() && !beside_clients {
                     // A client's fetch from this source goes first, unless a client joins
                     // this one meanwhile.
-                    tokio::select! {
-                        freed = clients.until_none_waiting_on(addr, MAX_YIELD) => beside_clients = !freed,
-                        _ = priority.until_promoted() => {}
-                    }
+                    let wait = async {
+                        tokio::select! {
+                            freed = clients.until_none_waiting_on(addr, MAX_YIELD) => !freed,
+                            _ = priority.until_promoted() => false,
+                        }
+                    };
+                    tokio::pin!(wait);
+                    let mut fresh = tokio::time::interval(KEEP_FRESH_EVERY);
+                    beside_clients = loop {
+                        tokio::select! {
+                            timed_out = &mut wait => break timed_out,
+                            _ = fresh.tick() => sink.keep_fresh()?,
+                        }
+                    };
                 }
                 let background = priority.is_background();
                 let _client_fetch = (!background).then(|| clients.begin(addr));
@@ -215,6 +234,7 @@ pub async fn fetch_verified<S: ChunkSink>(
                         Ok(chunk) => {
                             // Empty: a keep-alive from a source holding a background stream back.
                             if chunk.data.is_empty() {
+                                sink.keep_fresh()?;
                                 continue;
                             }
                             if received + chunk.data.len() as u64 > size {

@@ -96,6 +96,11 @@ impl ChunkSink for FileSink {
         let _ = self.progress.send(Progress::Running(0));
         Ok(())
     }
+
+    /// The sweep removes fetch files idle past the grace; this one is a live transfer's.
+    fn keep_fresh(&mut self) -> std::io::Result<()> {
+        self.file.set_modified(std::time::SystemTime::now())
+    }
 }
 
 /// Streams `start..start+len` of a transfer to a client. Bytes are sent as they land,
